@@ -1,0 +1,131 @@
+"""The `sentinel` command line. Only this module prints and chooses exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+
+from sentinel import __version__
+from sentinel.config import Config, load_config
+from sentinel.errors import ConfigError, Problem
+from sentinel.loader import load_rules
+from sentinel.model import RuleSet
+from sentinel.report import results_json, results_table
+from sentinel.timeparse import parse_time
+
+EXIT_OK, EXIT_BAD, EXIT_ERROR = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_ERROR
+    result: int = args.func(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sentinel", description="SLO monitoring daemon")
+    parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    check = sub.add_parser("check", help="validate the config and every rule file")
+    check.add_argument("-c", "--config", required=True)
+    check.add_argument("--offline", action="store_true", help="do not ask backends to parse queries")
+    check.set_defaults(func=cmd_check)
+
+    ev = sub.add_parser("eval", help="evaluate every SLO once, now or at --at")
+    ev.add_argument("-c", "--config", required=True)
+    ev.add_argument("--at", help="RFC 3339 time or Unix seconds (default: now)")
+    ev.add_argument("--format", choices=("table", "json"), default="table")
+    ev.add_argument("--service", help="only SLOs of this service")
+    ev.add_argument("--explain", action="store_true", help="print the query behind each SLO")
+    ev.set_defaults(func=cmd_eval)
+
+    from sentinel import cli_daemon
+
+    cli_daemon.add_commands(sub)
+    return parser
+
+
+def load_all(path: str) -> tuple[Config, RuleSet]:
+    config = load_config(path)
+    return config, load_rules(config)
+
+
+def print_problems(problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_BAD
+    problems: list[Problem] = []
+    rules: RuleSet | None = None
+    try:
+        rules = load_rules(config)
+    except ConfigError as exc:
+        problems += exc.problems
+    if rules is not None and not args.offline:
+        from sentinel.checks import check_queries
+
+        query_problems, notes = asyncio.run(check_queries(config, rules))
+        problems += query_problems
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    if problems:
+        print_problems(problems)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_BAD
+    count = len(rules.slos) if rules else 0
+    files = len(rules.groups) if rules else 0
+    print(f"ok: {count} SLOs in {files} rule file(s)")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        config, rules = load_all(args.config)
+        at = parse_time(args.at) if args.at else time.time()
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_ERROR
+    except ValueError as exc:
+        print(f"--at: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    slos = [s for s in rules.slos if not args.service or s.service == args.service]
+    from sentinel.wiring import build_engine
+
+    async def run() -> tuple[int, str]:
+        engine = build_engine(config)
+        try:
+            report = await engine.evaluate_once(slos, at)
+        finally:
+            for source in engine.sources.values():
+                await source.close()
+        if report.errors:
+            first = next(iter(report.errors.values()))
+            return EXIT_ERROR, f"{first.source} {first.kind}: {first.detail}"
+        text = results_json(report.results) if args.format == "json" else results_table(
+            report.results
+        )
+        if args.explain:
+            text += "\n\n" + "\n\n".join(
+                f"# {r.key}\n{r.query}" for r in report.results if r.query
+            )
+        print(text)
+        return (EXIT_BAD if any(r.status == "breach" for r in report.results) else EXIT_OK), ""
+
+    code, reason = asyncio.run(run())
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+    return code

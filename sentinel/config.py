@@ -1,0 +1,190 @@
+"""Daemon configuration: typed, validated, with `${ENV_VAR}` interpolation for secrets.
+
+Unknown keys are errors. Secrets are held as `SecretStr`, so they never show in reprs,
+logs or `/health/detailed`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+
+from sentinel.errors import ConfigError, Problem
+from sentinel.units import parse_duration
+from sentinel.yamlsource import YAMLSyntaxError, load_yaml, pydantic_problems
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BasicAuth(_Strict):
+    username: str
+    password: SecretStr
+
+
+class HTTPSourceConfig(_Strict):
+    url: str
+    timeout: Duration = 10.0
+    max_in_flight: int = Field(4, ge=1, le=64)
+    retries: int = Field(2, ge=0, le=10)
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token: SecretStr | None = None
+    basic_auth: BasicAuth | None = None
+
+
+class PrometheusConfig(HTTPSourceConfig):
+    url: str = "http://127.0.0.1:9090"
+
+
+class LokiConfig(HTTPSourceConfig):
+    tenant: str | None = None
+
+
+class EvaluationConfig(_Strict):
+    interval: Duration = 30.0
+    # A cycle must finish before the next one is due; overruns are reported, never stacked.
+    cycle_timeout: Duration | None = None
+    shutdown_timeout: Duration = 10.0
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+    api_token: SecretStr | None = None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+
+class StateConfig(_Strict):
+    path: str = "sentinel-state.db"
+
+
+class SlackNotifierConfig(_Strict):
+    type: Literal["slack"]
+    token: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    channel: str | None = None
+    base_url: str = "https://slack.com/api/"
+    min_severity: Literal["info", "ticket", "page"] = "info"
+
+
+class WebhookNotifierConfig(_Strict):
+    type: Literal["webhook"]
+    url: str
+    secret: SecretStr | None = None
+    timeout: Duration = 10.0
+    max_attempts: int = Field(5, ge=1, le=20)
+    cooldown: Duration = 1800.0
+    min_events: float = 0.0
+    dry_run: bool = False
+    body_template: str | None = None
+    min_severity: Literal["info", "ticket", "page"] = "page"
+
+
+class LogNotifierConfig(_Strict):
+    type: Literal["log"]
+    min_severity: Literal["info", "ticket", "page"] = "info"
+
+
+NotifierConfig = Annotated[
+    SlackNotifierConfig | WebhookNotifierConfig | LogNotifierConfig,
+    Field(discriminator="type"),
+]
+
+
+class GateConfig(_Strict):
+    source_down_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
+    # How long a source may be unreachable before the policy applies (before: pending).
+    source_down_after: Duration = 300.0
+    cache_ttl: Duration = 5.0
+    min_duration: Duration = 0.0
+
+
+class DashboardsConfig(_Strict):
+    templates: str | None = None
+    prometheus_datasource_uid: str = "prometheus"
+    loki_datasource_uid: str = "loki"
+    grafana_url: str | None = None
+
+
+class Config(_Strict):
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    loki: LokiConfig | None = None
+    rules: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    dashboards: DashboardsConfig = Field(default_factory=DashboardsConfig)
+    # Directory the config file lives in; relative paths (rules, state) resolve against it.
+    base_dir: str = Field(".", exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+
+def interpolate_env(
+    data: Any, env: dict[str, str], path: tuple[str | int, ...], missing: list[tuple[Any, str]]
+) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string; record unset variables."""
+    if isinstance(data, dict):
+        return {k: interpolate_env(v, env, (*path, k), missing) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate_env(v, env, (*path, i), missing) for i, v in enumerate(data)]
+    if isinstance(data, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append((path, name))
+            return ""
+
+        return _ENV_REF.sub(substitute, data)
+    return data
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file. Raises ConfigError with every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror}")]) from exc
+    try:
+        located = load_yaml(text, file)
+    except YAMLSyntaxError as exc:
+        raise ConfigError([exc.problem]) from exc
+    raw = located.data if located.data is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError([located.problem((), "expected a mapping at the top level")])
+    missing: list[tuple[Any, str]] = []
+    data = interpolate_env(raw, dict(os.environ) if env is None else env, (), missing)
+    problems = [
+        located.problem(p, f"environment variable {name} is not set (use ${{{name}:-default}})")
+        for p, name in missing
+    ]
+    data["base_dir"] = str(Path(path).resolve().parent)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += pydantic_problems(located, exc.errors())
+        raise ConfigError(problems) from exc
+    if problems:
+        raise ConfigError(problems)
+    return config

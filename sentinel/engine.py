@@ -1,0 +1,107 @@
+"""One evaluation cycle: plan the queries, run them concurrently, evaluate purely.
+
+`Engine.evaluate_once(at)` is the single entry point the scheduler, the CLI, the gate and
+the benchmarks call. It never raises for a backend failure or a bad answer: those become
+`no_data` results carrying the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sentinel.errors import SentinelError, SourceError
+from sentinel.evaluation import InstanceKey, SLOResult, evaluate, evaluate_failure
+from sentinel.model import SLO, Matcher
+from sentinel.sources.base import Sample, Source
+
+log = logging.getLogger(__name__)
+
+QueryRenderer = Callable[[SLO, float | None, Sequence[Matcher]], str]
+
+
+@dataclass(frozen=True)
+class PlannedQuery:
+    source: str
+    query: str
+
+
+@dataclass
+class CycleReport:
+    at: float
+    results: list[SLOResult]
+    duration: float
+    queries: int
+    errors: dict[str, SourceError]
+
+
+class Engine:
+    """Evaluates SLOs against the configured sources; remembers instances it has seen."""
+
+    def __init__(self, sources: Mapping[str, Source], renderers: Mapping[str, QueryRenderer]):
+        self.sources = sources
+        self.renderers = renderers
+        self._known: dict[str, set[InstanceKey]] = {}
+
+    def plan(
+        self, slos: Sequence[SLO], window: float | None = None, extra: Sequence[Matcher] = ()
+    ) -> dict[str, PlannedQuery]:
+        """SLO key -> query. Identical queries of different SLOs are sent once."""
+        return {
+            slo.key: PlannedQuery(slo.source, self.renderers[slo.source](slo, window, extra))
+            for slo in slos
+        }
+
+    async def evaluate_once(
+        self,
+        slos: Sequence[SLO],
+        at: float,
+        window: float | None = None,
+        extra: Sequence[Matcher] = (),
+        remember: bool = True,
+    ) -> CycleReport:
+        started = time.monotonic()
+        plan = self.plan(slos, window, extra)
+        unique = sorted(set(plan.values()), key=lambda q: (q.source, q.query))
+        answers = await asyncio.gather(*(self._run(q, at) for q in unique))
+        by_query = dict(zip(unique, answers, strict=True))
+        results: list[SLOResult] = []
+        errors: dict[str, SourceError] = {}
+        for slo in slos:
+            planned = plan[slo.key]
+            answer = by_query[planned]
+            effective_window = min(window, slo.window) if window is not None else None
+            known = self._known.get(slo.key, set()) if remember else set()
+            if isinstance(answer, SourceError):
+                errors[slo.key] = answer
+                reason = f"{answer.source} {answer.kind}: {answer.detail}"
+                out = evaluate_failure(slo, reason, at, planned.query, known, effective_window)
+            else:
+                out = evaluate(slo, answer, at, planned.query, known, effective_window)
+            if remember:
+                self._known.setdefault(slo.key, set()).update(
+                    tuple(r.labels.get(g, "") for g in slo.group_by) for r in out if r.labels
+                )
+            results.extend(out)
+        return CycleReport(at, results, time.monotonic() - started, len(unique), errors)
+
+    async def _run(self, planned: PlannedQuery, at: float) -> list[Sample] | SourceError:
+        source = self.sources.get(planned.source)
+        if source is None:
+            return SourceError(planned.source, planned.query, "source is not configured")
+        try:
+            return await source.instant(planned.query, at)
+        except SourceError as exc:
+            return exc
+        except SentinelError as exc:  # pragma: no cover - defensive
+            return SourceError(planned.source, planned.query, str(exc))
+
+    def forget(self, keep: Sequence[SLO]) -> None:
+        """Drop remembered instances of SLOs that no longer exist (after a reload)."""
+        names = {slo.key for slo in keep}
+        for key in list(self._known):
+            if key not in names:
+                del self._known[key]

@@ -1,0 +1,98 @@
+"""Every exception Sentinel raises, in one tree.
+
+Branches are chosen by what the daemon does next::
+
+    SentinelError
+    ├── ConfigError              refuse the config (startup: exit 2; reload: keep the old one)
+    │   └── RuleFileError        one or more precise problems in rule files
+    ├── SourceError              the SLO is unknown this cycle (no_data); the gate applies its policy
+    │   ├── SourceUnavailable    connection refused / DNS / 502, 503, 504 after retries
+    │   ├── SourceTimeout        the request did not finish within its timeout
+    │   ├── BadQuery             the backend rejected the query (HTTP 400/422), with its message
+    │   └── BadResponse          the backend answered something we cannot interpret
+    └── NotifyError              the notification stays in the outbox and is retried
+        ├── NotifyRetryable      429 / 5xx / timeout: retry later
+        └── NotifyRejected       a permanent 4xx (invalid_auth, channel_not_found): surface it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class SentinelError(Exception):
+    """Base class of all Sentinel errors."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One precise validation problem: where it is and what is expected."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(SentinelError):
+    """The configuration or a rule file is invalid; carries every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class RuleFileError(ConfigError):
+    """Problems found in rule files."""
+
+
+class SourceError(SentinelError):
+    """A metric or log backend could not answer a query."""
+
+    kind = "error"
+
+    def __init__(self, source: str, query: str, detail: str) -> None:
+        self.source = source
+        self.query = query
+        self.detail = detail
+        super().__init__(f"{source}: {detail} (query: {query})")
+
+
+class SourceUnavailable(SourceError):
+    kind = "unavailable"
+
+
+class SourceTimeout(SourceError):
+    kind = "timeout"
+
+
+class BadQuery(SourceError):
+    kind = "bad_query"
+
+
+class BadResponse(SourceError):
+    kind = "bad_response"
+
+
+class NotifyError(SentinelError):
+    """A notification could not be delivered."""
+
+    def __init__(self, notifier: str, detail: str) -> None:
+        self.notifier = notifier
+        self.detail = detail
+        super().__init__(f"{notifier}: {detail}")
+
+
+class NotifyRetryable(NotifyError):
+    def __init__(self, notifier: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(notifier, detail)
+        self.retry_after = retry_after
+
+
+class NotifyRejected(NotifyError):
+    pass

@@ -1,0 +1,234 @@
+"""Rule files -> internal model, collecting every problem of every file.
+
+Semantic checks that need more than one field (duplicate names, unknown notifiers, label
+names) live here, so `sentinel check` can report them all at once with file and line.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sentinel.config import Config
+from sentinel.errors import Problem, RuleFileError
+from sentinel.model import (
+    LABEL_NAME,
+    METRIC_NAME,
+    SLI,
+    SLO,
+    AlertPolicy,
+    GoodWhen,
+    LatencySLI,
+    LogQLSLI,
+    LogRatioSLI,
+    Matcher,
+    MatchOp,
+    NoDataPolicy,
+    PromQLSLI,
+    RatioSLI,
+    RuleGroup,
+    RuleSet,
+    Selector,
+    Severity,
+)
+from sentinel.spec import RuleFileSpec, SelectorSpec, SLISpec, SLOSpec
+from sentinel.yamlsource import LocatedYAML, YAMLSyntaxError, load_yaml, pydantic_problems
+
+
+def rule_files(config: Config) -> list[Path]:
+    files: set[Path] = set()
+    for pattern in config.rules:
+        files.update(Path(p) for p in glob.glob(str(config.resolve(pattern)), recursive=True))
+    return sorted(files)
+
+
+def load_rules(config: Config, files: Iterable[Path] | None = None) -> RuleSet:
+    """Load every rule file. Raises RuleFileError listing all problems of all files."""
+    problems: list[Problem] = []
+    groups: list[RuleGroup] = []
+    paths = list(files) if files is not None else rule_files(config)
+    if not paths:
+        patterns = ", ".join(config.rules)
+        raise RuleFileError([Problem("config", None, "rules", f"no rule files match {patterns}")])
+    for path in paths:
+        group, file_problems = load_rule_file(path, config)
+        problems += file_problems
+        if group is not None:
+            groups.append(group)
+    problems += _cross_file_problems(groups)
+    if problems:
+        raise RuleFileError(problems)
+    return RuleSet(tuple(groups))
+
+
+def load_rule_file(path: Path, config: Config) -> tuple[RuleGroup | None, list[Problem]]:
+    file = _display(path)
+    try:
+        located = load_yaml(path.read_text(encoding="utf-8"), file)
+    except OSError as exc:
+        return None, [Problem(file, None, "", f"cannot read rule file: {exc.strerror}")]
+    except YAMLSyntaxError as exc:
+        return None, [exc.problem]
+    if not isinstance(located.data, dict):
+        return None, [located.problem((), "expected a mapping with version, service and slos")]
+    try:
+        spec = RuleFileSpec.model_validate(located.data)
+    except ValidationError as exc:
+        return None, pydantic_problems(located, exc.errors())
+    problems = _semantic_problems(spec, located, config)
+    slos = tuple(
+        _map_slo(spec, i, slo_spec, file, problems, located) for i, slo_spec in enumerate(spec.slos)
+    )
+    group = RuleGroup(
+        name=Path(file).stem,
+        file=file,
+        service=spec.service,
+        interval=spec.interval or config.evaluation.interval,
+        slos=slos,
+    )
+    return (None if problems else group), problems
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _semantic_problems(spec: RuleFileSpec, located: LocatedYAML, config: Config) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for label in spec.labels:
+        if not LABEL_NAME.match(label):
+            problems.append(located.problem(("labels", label), "not a valid label name"))
+    for i, slo in enumerate(spec.slos):
+        if slo.name in seen:
+            msg = f"duplicate SLO name {slo.name!r} (first at slos[{seen[slo.name]}])"
+            problems.append(located.problem(("slos", i, "name"), msg))
+        seen.setdefault(slo.name, i)
+        for j, label in enumerate(slo.group_by):
+            if not LABEL_NAME.match(label) or label == "le":
+                problems.append(located.problem(("slos", i, "group_by", j), "invalid label name"))
+        for j, name in enumerate(slo.notify):
+            if name not in config.notifiers:
+                known = ", ".join(sorted(config.notifiers)) or "none configured"
+                msg = f"unknown notifier {name!r} (known: {known})"
+                problems.append(located.problem(("slos", i, "notify", j), msg))
+        if (slo.sli.log_ratio or slo.sli.logql) and config.loki is None:
+            msg = "log SLIs need a `loki:` section in the config"
+            problems.append(located.problem(("slos", i, "sli"), msg))
+    return problems
+
+
+def _map_slo(
+    spec: RuleFileSpec,
+    index: int,
+    slo: SLOSpec,
+    file: str,
+    problems: list[Problem],
+    located: LocatedYAML,
+) -> SLO:
+    path: tuple[str | int, ...] = ("slos", index, "sli")
+    sli = _map_sli(slo.sli, path, problems, located)
+    if slo.objective is not None:
+        threshold, objective = 1.0 - slo.objective, slo.objective
+    else:
+        assert slo.threshold is not None  # enforced by SLOSpec._target
+        threshold, objective = slo.threshold, None
+    return SLO(
+        service=spec.service,
+        name=slo.name,
+        sli=sli,
+        threshold=threshold,
+        objective=objective,
+        window=slo.window,
+        good_when=GoodWhen(slo.good_when),
+        description=slo.description.strip(),
+        group_by=tuple(slo.group_by),
+        labels=tuple(sorted(spec.labels.items())),
+        severity=Severity(slo.severity),
+        gate=slo.gate,
+        min_events=slo.min_events,
+        runbook_url=slo.runbook_url,
+        notify=tuple(slo.notify),
+        alert=AlertPolicy(
+            for_=slo.alert.for_,
+            keep_firing_for=slo.alert.keep_firing_for,
+            no_data=NoDataPolicy(slo.alert.no_data),
+            no_data_for=slo.alert.no_data_for,
+            repeat_interval=slo.alert.repeat_interval,
+            rollback=slo.alert.rollback,
+        ),
+        source_file=file,
+        source_line=located.line_of(("slos", index, "sli")),
+        source_path=f"slos[{index}].sli",
+    )
+
+
+def _map_sli(
+    spec: SLISpec, path: tuple[str | int, ...], problems: list[Problem], located: LocatedYAML
+) -> SLI:
+    if spec.latency is not None:
+        selector = SelectorSpec(metric=spec.latency.histogram, matchers=spec.latency.matchers)
+        hist = _map_selector(selector, (*path, "latency"), problems, located, "histogram")
+        return LatencySLI(histogram=hist, quantile=spec.latency.quantile)
+    if spec.ratio is not None:
+        bad = _map_selector(spec.ratio.bad, (*path, "ratio", "bad"), problems, located)
+        total = _map_selector(spec.ratio.total, (*path, "ratio", "total"), problems, located)
+        return RatioSLI(bad=bad, total=total)
+    if spec.promql is not None:
+        return PromQLSLI(query=spec.promql.query.strip())
+    if spec.log_ratio is not None:
+        lr = spec.log_ratio
+        if not (lr.selector.strip().startswith("{") and lr.selector.strip().endswith("}")):
+            msg = "expected a LogQL stream selector like '{app=\"chatbot-backend\"}'"
+            problems.append(located.problem((*path, "log_ratio", "selector"), msg))
+        return LogRatioSLI(
+            selector=lr.selector.strip(),
+            pipeline=lr.pipeline.strip(),
+            bad_filter=lr.bad.strip(),
+            total_filter=lr.total.strip() if lr.total else None,
+        )
+    assert spec.logql is not None  # SLISpec enforces exactly one kind
+    return LogQLSLI(query=spec.logql.query.strip())
+
+
+def _map_selector(
+    spec: SelectorSpec,
+    path: tuple[str | int, ...],
+    problems: list[Problem],
+    located: LocatedYAML,
+    metric_field: str = "metric",
+) -> Selector:
+    if not METRIC_NAME.match(spec.metric):
+        problems.append(located.problem((*path, metric_field), "not a valid metric name"))
+    matchers = []
+    for label, raw in spec.matchers.items():
+        if not LABEL_NAME.match(label):
+            problems.append(located.problem((*path, "matchers", label), "not a valid label name"))
+        matchers.append(parse_matcher(label, raw))
+    return Selector(metric=spec.metric, matchers=tuple(matchers))
+
+
+def parse_matcher(label: str, raw: str) -> Matcher:
+    """`status: "=~5.."` -> Matcher(status, =~, 5..); a bare value means equality."""
+    for op in (MatchOp.RE, MatchOp.NRE, MatchOp.NE, MatchOp.EQ):
+        if raw.startswith(op.value):
+            return Matcher(label, op, raw[len(op.value) :])
+    return Matcher(label, MatchOp.EQ, raw)
+
+
+def _cross_file_problems(groups: list[RuleGroup]) -> list[Problem]:
+    problems = []
+    seen: dict[str, str] = {}
+    for group in groups:
+        for slo in group.slos:
+            if slo.key in seen and seen[slo.key] != group.file:
+                msg = f"SLO {slo.key!r} is also defined in {seen[slo.key]}"
+                problems.append(Problem(group.file, None, slo.name, msg))
+            seen.setdefault(slo.key, group.file)
+    return problems

@@ -1,0 +1,99 @@
+"""Query planning for Prometheus: the model rendered as PromQL.
+
+Every label value is escaped here and only here, so a value taken from a request
+(`service=foo"}or vector(1)`) can never change the shape of a query.
+
+Each SLO becomes ONE expression per window. Ratio and latency SLIs return their parts
+(bad/total, value/events) in one answer, told apart by a `sentinel_part` label, so a rule
+with `group_by: [service]` over 1,000 services still costs one request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sentinel.model import (
+    LABEL_NAME,
+    SLO,
+    LatencySLI,
+    Matcher,
+    MatchOp,
+    PromQLSLI,
+    RatioSLI,
+    Selector,
+)
+from sentinel.units import format_duration
+
+PART_LABEL = "sentinel_part"
+
+
+def quote(value: str) -> str:
+    """A PromQL/LogQL double-quoted string literal."""
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
+
+
+def render_matchers(matchers: Sequence[Matcher]) -> str:
+    for m in matchers:
+        if not LABEL_NAME.match(m.label):
+            raise ValueError(f"invalid label name {m.label!r}")
+    return ", ".join(f"{m.label}{m.op.value}{quote(m.value)}" for m in matchers)
+
+
+def effective_matchers(
+    selector_matchers: Sequence[Matcher],
+    defaults: Sequence[tuple[str, str]],
+    extra: Sequence[Matcher] = (),
+) -> list[Matcher]:
+    """Rule-file defaults, then the selector's own, then request-time extras; later wins."""
+    merged: dict[str, Matcher] = {}
+    for label, value in defaults:
+        merged[label] = Matcher(label, MatchOp.EQ, value)
+    for m in (*selector_matchers, *extra):
+        merged[m.label] = m
+    return list(merged.values())
+
+
+def render_selector(
+    selector: Selector,
+    defaults: Sequence[tuple[str, str]] = (),
+    extra: Sequence[Matcher] = (),
+    suffix: str = "",
+) -> str:
+    matchers = effective_matchers(selector.matchers, defaults, extra)
+    return f"{selector.metric}{suffix}{{{render_matchers(matchers)}}}"
+
+
+def _by(labels: Sequence[str]) -> str:
+    return f"sum by ({', '.join(labels)}) " if labels else "sum "
+
+
+def _tag(expr: str, part: str) -> str:
+    return f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")'
+
+
+def slo_query(slo: SLO, window: float | None = None, extra: Sequence[Matcher] = ()) -> str:
+    """The one PromQL expression that yields every instance of `slo` over `window`."""
+    w = format_duration(window if window is not None else slo.window)
+    sli = slo.sli
+    if isinstance(sli, RatioSLI):
+        bad = render_selector(sli.bad, slo.labels, extra)
+        total = render_selector(sli.total, slo.labels, extra)
+        by = _by(slo.group_by)
+        return (
+            f"{_tag(f'{by}(increase({bad}[{w}]))', 'bad')}\nor\n"
+            f"{_tag(f'{by}(increase({total}[{w}]))', 'total')}"
+        )
+    if isinstance(sli, LatencySLI):
+        buckets = render_selector(sli.histogram, slo.labels, extra, "_bucket")
+        count = render_selector(sli.histogram, slo.labels, extra, "_count")
+        quantile = f"histogram_quantile({sli.quantile!r}, {_by(('le', *slo.group_by))}(rate({buckets}[{w}])))"
+        return (
+            f"{_tag(quantile, 'value')}\nor\n"
+            f"{_tag(f'{_by(slo.group_by)}(increase({count}[{w}]))', 'events')}"
+        )
+    if isinstance(sli, PromQLSLI):
+        return sli.query.replace("$window", w)
+    raise TypeError(f"{slo.key}: {type(sli).__name__} is not a Prometheus SLI")

@@ -1,0 +1,1 @@
+"""Metric and log backends behind one narrow protocol (`sources.base.Source`)."""

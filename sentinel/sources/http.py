@@ -1,0 +1,163 @@
+"""The HTTP plumbing Prometheus and Loki share: auth, bounded concurrency, timeouts,
+retries with backoff, and translation of aiohttp failures into Sentinel's SourceErrors.
+
+Both speak the same envelope (`{"status": "success", "data": ...}`); the differences
+(Loki's plain-text 400 bodies, its tenant header) are parameters, not subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from sentinel.config import HTTPSourceConfig
+from sentinel.errors import BadQuery, BadResponse, SourceError, SourceTimeout, SourceUnavailable
+from sentinel.sources.base import DependencyHealth
+
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+class HTTPQueryClient:
+    """One aiohttp session per backend; at most `max_in_flight` requests at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        config: HTTPSourceConfig,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.base_url = config.url.rstrip("/")
+        self.health = DependencyHealth(name=name, target=_redact_url(self.base_url))
+        self._headers = {**config.headers, **(extra_headers or {})}
+        if config.bearer_token is not None:
+            self._headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
+        self._auth = (
+            aiohttp.BasicAuth(
+                config.basic_auth.username, config.basic_auth.password.get_secret_value()
+            )
+            if config.basic_auth is not None
+            else None
+        )
+        self._semaphore = asyncio.Semaphore(config.max_in_flight)
+        self._session: aiohttp.ClientSession | None = None
+        self.requests_total = 0
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.config.max_in_flight * 2)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, auth=self._auth, connector=connector
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request_json(
+        self, path: str, params: dict[str, str], query: str, method: str = "POST"
+    ) -> Any:
+        """Send one API call with retries; return the `data` of a success envelope."""
+        attempts = self.config.retries + 1
+        started = time.monotonic()
+        for attempt in range(attempts):
+            try:
+                data = await self._once(path, params, query, method)
+            except (SourceUnavailable,) as exc:
+                if attempt + 1 >= attempts:
+                    self.health.record_failure(time.monotonic() - started, exc.detail)
+                    raise
+                await asyncio.sleep(_backoff(attempt))
+            except SourceError as exc:
+                # A bad query is the rule's fault, not the backend's: the backend is healthy.
+                if isinstance(exc, BadQuery):
+                    self.health.record_success(time.monotonic() - started)
+                else:
+                    self.health.record_failure(time.monotonic() - started, exc.detail)
+                raise
+            else:
+                self.health.record_success(time.monotonic() - started)
+                return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, path: str, params: dict[str, str], query: str, method: str) -> Any:
+        url = f"{self.base_url}{path}"
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        async with self._semaphore:
+            self.requests_total += 1
+            try:
+                session = self._get_session()
+                if method == "POST":
+                    ctx = session.post(url, data=params, timeout=timeout)
+                else:
+                    ctx = session.get(url, params=params, timeout=timeout)
+                async with ctx as resp:
+                    body = await resp.read()
+                    status = resp.status
+            except TimeoutError:
+                raise SourceTimeout(
+                    self.name, query, f"no answer within {self.config.timeout:g}s"
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise SourceUnavailable(self.name, query, _describe(exc)) from exc
+        return self._interpret(status, body, query)
+
+    def _interpret(self, status: int, body: bytes, query: str) -> Any:
+        if status in RETRYABLE_STATUS:
+            raise SourceUnavailable(self.name, query, f"HTTP {status}: {_text(body)}")
+        if status in (400, 422):
+            raise BadQuery(self.name, query, _error_text(body))
+        if status == 429:
+            raise SourceUnavailable(self.name, query, "HTTP 429: rate limited")
+        if status >= 300 and status != 200:
+            raise BadResponse(self.name, query, f"HTTP {status}: {_text(body)}")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise BadResponse(self.name, query, f"answer is not JSON: {_text(body)}") from None
+        if not isinstance(payload, dict) or payload.get("status") != "success":
+            detail = payload.get("error", "unknown error") if isinstance(payload, dict) else body
+            raise BadResponse(self.name, query, f"query failed: {detail!s:.300}")
+        return payload.get("data")
+
+
+def _backoff(attempt: int) -> float:
+    # Full jitter keeps several Sentinels from retrying in lockstep against one Prometheus.
+    return min(2.0, 0.2 * (2**attempt)) * (0.5 + random.random() / 2)
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", "replace").strip()[:300]
+
+
+def _error_text(body: bytes) -> str:
+    """Prometheus answers 400 with a JSON envelope, Loki with a plain-text body."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return _text(body)
+    if isinstance(payload, dict) and "error" in payload:
+        return str(payload["error"])[:500]
+    return _text(body)
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _redact_url(url: str) -> str:
+    """Drop `user:password@` from a URL before it is shown anywhere."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

@@ -1,0 +1,135 @@
+"""The rule-file spec, version `sentinel/v1`, as pydantic models (the format users write).
+
+`loader.py` maps it to the internal model; nothing else imports these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from sentinel.units import parse_duration, parse_percent
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+
+
+def _label_value(value: object) -> object:
+    # YAML turns `status: 500` into an int; label values are always strings.
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+LabelValue = Annotated[str, BeforeValidator(_label_value)]
+
+
+def _threshold(value: object) -> float:
+    if isinstance(value, str) and value.strip() and value.strip()[-1].isalpha():
+        return parse_duration(value)
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return float(value.strip()[:-1]) / 100.0  # '5%' -> 0.05, for ratio thresholds
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number or a duration like '1.5s', got {value!r}")
+    return float(value)
+
+
+Threshold = Annotated[float, BeforeValidator(_threshold)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SelectorSpec(_Spec):
+    metric: str
+    matchers: dict[str, LabelValue] = Field(default_factory=dict)
+
+
+class LatencySpec(_Spec):
+    histogram: str
+    quantile: float = Field(0.95, gt=0, lt=1)
+    matchers: dict[str, LabelValue] = Field(default_factory=dict)
+
+
+class RatioSpec(_Spec):
+    bad: SelectorSpec
+    total: SelectorSpec
+
+
+class LogRatioSpec(_Spec):
+    selector: str
+    pipeline: str = "| json"
+    bad: str
+    total: str | None = None
+
+
+class RawSpec(_Spec):
+    query: str
+
+
+class SLISpec(_Spec):
+    latency: LatencySpec | None = None
+    ratio: RatioSpec | None = None
+    promql: RawSpec | None = None
+    log_ratio: LogRatioSpec | None = None
+    logql: RawSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SLISpec:
+        chosen = [k for k, v in self.__dict__.items() if v is not None]
+        if len(chosen) != 1:
+            kinds = "latency, ratio, promql, log_ratio, logql"
+            raise ValueError(f"exactly one SLI kind is required ({kinds}); got {chosen or 'none'}")
+        return self
+
+
+class AlertSpec(_Spec):
+    for_: Duration = Field(0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    no_data: Literal["keep_state", "alerting", "ok"] = "keep_state"
+    no_data_for: Duration | None = None
+    repeat_interval: Duration = 4 * 3600.0
+    rollback: bool = False
+
+
+class SLOSpec(_Spec):
+    name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", max_length=128)
+    description: str = ""
+    sli: SLISpec
+    threshold: Threshold | None = None
+    objective: Percent | None = None
+    good_when: Literal["below", "above"] = "below"
+    window: Duration = 300.0
+    group_by: list[str] = Field(default_factory=list)
+    severity: Literal["info", "ticket", "page"] = "page"
+    gate: bool = True
+    min_events: float = Field(0.0, ge=0)
+    runbook_url: str | None = None
+    notify: list[str] = Field(default_factory=list)
+    alert: AlertSpec = Field(default_factory=AlertSpec)
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("window must be at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _target(self) -> SLOSpec:
+        is_ratio = self.sli.ratio is not None or self.sli.log_ratio is not None
+        if is_ratio and self.objective is None and self.threshold is None:
+            raise ValueError("a ratio SLI needs an objective (e.g. '99.5%') or a threshold")
+        if not is_ratio and self.threshold is None:
+            raise ValueError("this SLI needs a threshold (e.g. '1.5s' or a number)")
+        if not is_ratio and self.objective is not None:
+            raise ValueError("objective applies to ratio SLIs only; use threshold")
+        return self
+
+
+class RuleFileSpec(_Spec):
+    version: Literal["sentinel/v1"]
+    service: str = Field(min_length=1, max_length=128)
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
+    interval: Duration | None = None
+    slos: list[SLOSpec] = Field(min_length=1)

@@ -1,0 +1,79 @@
+"""Parsing of human units used in config and rule files: durations and percentages.
+
+Everything is normalised at the boundary: durations to float seconds, percentages to 0..1.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "y": 365 * 86400.0,
+}
+
+
+def parse_duration(value: object) -> float:
+    """'1h30m' / '1.5s' / '250ms' / 30 (seconds) -> seconds. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like '5m' or '1.5s', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        pos = 0
+        seconds = 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or not text:
+            raise ValueError(f"expected a duration like '5m', '1h30m' or '1.5s', got {value!r}")
+    else:
+        raise ValueError(f"expected a duration like '5m' or '1.5s', got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"duration must be finite and >= 0, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest PromQL duration ('5m', '1h30m', '754s', '1500ms')."""
+    if seconds <= 0:
+        return "0s"
+    if seconds != int(seconds):
+        return f"{round(seconds * 1000)}ms"
+    remaining = int(seconds)
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if remaining >= size:
+            out.append(f"{remaining // size}{unit}")
+            remaining %= size
+    return "".join(out)
+
+
+def parse_percent(value: object) -> float:
+    """'99.5%' or 99.5 -> 0.995. Must lie strictly between 0 and 100."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a percentage like '99.5%', got {value!r}")
+    number: float
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip().removesuffix("%").strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"expected a percentage like '99.5%', got {value!r}") from None
+    else:
+        raise ValueError(f"expected a percentage like '99.5%', got {value!r}")
+    if not (0 < number < 100):
+        raise ValueError(f"must be between 0 and 100 (got {value})")
+    return number / 100.0

@@ -1,0 +1,1 @@
+"""Test support: scenario data, a real Prometheus, protocol-faithful fake servers."""
