@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sentinel import __version__
 from sentinel.config import Config, load_config
 from sentinel.errors import ConfigError, Problem
-from sentinel.loader import load_rules
+from sentinel.loader import load_rules, load_rules_lenient
 from sentinel.model import RuleSet
 from sentinel.report import results_json, results_table
 from sentinel.timeparse import parse_time
@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate the config and every rule file")
     check.add_argument("-c", "--config", required=True)
-    check.add_argument("--offline", action="store_true", help="do not ask backends to parse queries")
+    check.add_argument(
+        "--offline", action="store_true", help="do not ask backends to parse queries"
+    )
     check.set_defaults(func=cmd_check)
 
     ev = sub.add_parser("eval", help="evaluate every SLO once, now or at --at")
@@ -69,13 +71,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_problems(exc.problems)
         return EXIT_BAD
-    problems: list[Problem] = []
-    rules: RuleSet | None = None
-    try:
-        rules = load_rules(config)
-    except ConfigError as exc:
-        problems += exc.problems
-    if rules is not None and not args.offline:
+    rules, problems = load_rules_lenient(config)
+    if rules.slos and not args.offline:
         from sentinel.checks import check_queries
 
         query_problems, notes = asyncio.run(check_queries(config, rules))
@@ -86,9 +83,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print_problems(problems)
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return EXIT_BAD
-    count = len(rules.slos) if rules else 0
-    files = len(rules.groups) if rules else 0
-    print(f"ok: {count} SLOs in {files} rule file(s)")
+    print(f"ok: {len(rules.slos)} SLOs in {len(rules.groups)} rule file(s)")
     return EXIT_OK
 
 
@@ -115,13 +110,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if report.errors:
             first = next(iter(report.errors.values()))
             return EXIT_ERROR, f"{first.source} {first.kind}: {first.detail}"
-        text = results_json(report.results) if args.format == "json" else results_table(
-            report.results
+        text = (
+            results_json(report.results) if args.format == "json" else results_table(report.results)
         )
         if args.explain:
-            text += "\n\n" + "\n\n".join(
-                f"# {r.key}\n{r.query}" for r in report.results if r.query
-            )
+            text += "\n\n" + "\n\n".join(f"# {r.key}\n{r.query}" for r in report.results if r.query)
         print(text)
         return (EXIT_BAD if any(r.status == "breach" for r in report.results) else EXIT_OK), ""
 

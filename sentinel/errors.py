@@ -3,9 +3,9 @@
 Branches are chosen by what the daemon does next::
 
     SentinelError
-    ├── ConfigError              refuse the config (startup: exit 2; reload: keep the old one)
+    ├── ConfigError              refuse the config (startup: exit; reload: keep the old one)
     │   └── RuleFileError        one or more precise problems in rule files
-    ├── SourceError              the SLO is unknown this cycle (no_data); the gate applies its policy
+    ├── SourceError              SLO unknown this cycle (no_data); the gate applies its policy
     │   ├── SourceUnavailable    connection refused / DNS / 502, 503, 504 after retries
     │   ├── SourceTimeout        the request did not finish within its timeout
     │   ├── BadQuery             the backend rejected the query (HTTP 400/422), with its message

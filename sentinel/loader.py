@@ -47,21 +47,29 @@ def rule_files(config: Config) -> list[Path]:
 
 def load_rules(config: Config, files: Iterable[Path] | None = None) -> RuleSet:
     """Load every rule file. Raises RuleFileError listing all problems of all files."""
+    rules, problems = load_rules_lenient(config, files)
+    if problems:
+        raise RuleFileError(problems)
+    return rules
+
+
+def load_rules_lenient(
+    config: Config, files: Iterable[Path] | None = None
+) -> tuple[RuleSet, list[Problem]]:
+    """Every valid SLO, plus every problem found (for `sentinel check`)."""
     problems: list[Problem] = []
     groups: list[RuleGroup] = []
     paths = list(files) if files is not None else rule_files(config)
     if not paths:
         patterns = ", ".join(config.rules)
-        raise RuleFileError([Problem("config", None, "rules", f"no rule files match {patterns}")])
+        return RuleSet(()), [Problem("config", None, "rules", f"no rule files match {patterns}")]
     for path in paths:
         group, file_problems = load_rule_file(path, config)
         problems += file_problems
         if group is not None:
             groups.append(group)
     problems += _cross_file_problems(groups)
-    if problems:
-        raise RuleFileError(problems)
-    return RuleSet(tuple(groups))
+    return RuleSet(tuple(groups)), problems
 
 
 def load_rule_file(path: Path, config: Config) -> tuple[RuleGroup | None, list[Problem]]:
@@ -78,18 +86,30 @@ def load_rule_file(path: Path, config: Config) -> tuple[RuleGroup | None, list[P
         spec = RuleFileSpec.model_validate(located.data)
     except ValidationError as exc:
         return None, pydantic_problems(located, exc.errors())
-    problems = _semantic_problems(spec, located, config)
-    slos = tuple(
-        _map_slo(spec, i, slo_spec, file, problems, located) for i, slo_spec in enumerate(spec.slos)
-    )
+    problems: list[Problem] = []
+    slo_specs: dict[int, SLOSpec] = {}
+    for i, raw in enumerate(spec.slos):
+        try:
+            slo_specs[i] = SLOSpec.model_validate(raw)
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("slos", i, *e["loc"])} for e in exc.errors()]
+            problems += pydantic_problems(located, errors)
+    problems += _semantic_problems(spec, slo_specs, located, config)
+    slos = []
+    for i, slo_spec in slo_specs.items():
+        slo_problems: list[Problem] = []
+        slo = _map_slo(spec, i, slo_spec, file, slo_problems, located)
+        problems += slo_problems
+        if not slo_problems:
+            slos.append(slo)
     group = RuleGroup(
         name=Path(file).stem,
         file=file,
         service=spec.service,
         interval=spec.interval or config.evaluation.interval,
-        slos=slos,
+        slos=tuple(slos),
     )
-    return (None if problems else group), problems
+    return group, problems
 
 
 def _display(path: Path) -> str:
@@ -99,13 +119,15 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _semantic_problems(spec: RuleFileSpec, located: LocatedYAML, config: Config) -> list[Problem]:
+def _semantic_problems(
+    spec: RuleFileSpec, slos: dict[int, SLOSpec], located: LocatedYAML, config: Config
+) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for label in spec.labels:
         if not LABEL_NAME.match(label):
             problems.append(located.problem(("labels", label), "not a valid label name"))
-    for i, slo in enumerate(spec.slos):
+    for i, slo in slos.items():
         if slo.name in seen:
             msg = f"duplicate SLO name {slo.name!r} (first at slos[{seen[slo.name]}])"
             problems.append(located.problem(("slos", i, "name"), msg))

@@ -89,7 +89,8 @@ def slo_query(slo: SLO, window: float | None = None, extra: Sequence[Matcher] = 
     if isinstance(sli, LatencySLI):
         buckets = render_selector(sli.histogram, slo.labels, extra, "_bucket")
         count = render_selector(sli.histogram, slo.labels, extra, "_count")
-        quantile = f"histogram_quantile({sli.quantile!r}, {_by(('le', *slo.group_by))}(rate({buckets}[{w}])))"
+        by_le = _by(("le", *slo.group_by))
+        quantile = f"histogram_quantile({sli.quantile!r}, {by_le}(rate({buckets}[{w}])))"
         return (
             f"{_tag(quantile, 'value')}\nor\n"
             f"{_tag(f'{_by(slo.group_by)}(increase({count}[{w}]))', 'events')}"

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -128,8 +128,11 @@ class SLOSpec(_Spec):
 
 
 class RuleFileSpec(_Spec):
+    """The file header; each entry of `slos` is validated on its own as an SLOSpec, so one
+    bad SLO does not hide the problems (or the query checks) of the others."""
+
     version: Literal["sentinel/v1"]
     service: str = Field(min_length=1, max_length=128)
     labels: dict[str, LabelValue] = Field(default_factory=dict)
     interval: Duration | None = None
-    slos: list[SLOSpec] = Field(min_length=1)
+    slos: list[Any] = Field(min_length=1)

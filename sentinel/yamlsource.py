@@ -99,7 +99,7 @@ def pydantic_problems(located: LocatedYAML, errors: Iterable[Mapping[str, Any]])
 
 def _is_union_tag(part: object) -> bool:
     # pydantic inserts the validator name ("function-after[...]") into loc for some validators.
-    return isinstance(part, str) and ("[" in part and "]" in part or part.startswith("function-"))
+    return isinstance(part, str) and (("[" in part and "]" in part) or part.startswith("function-"))
 
 
 def _message(err: Mapping[str, Any]) -> str:
@@ -110,6 +110,8 @@ def _message(err: Mapping[str, Any]) -> str:
         return "required field is missing"
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
+    if "(got " in msg or "got " in msg.split(",")[-1]:
+        return msg
     if "input" in err and kind not in ("missing",) and not isinstance(err["input"], dict | list):
         return f"{msg} (got {err['input']!r})"
     return msg

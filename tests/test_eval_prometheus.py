@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from sentinel.cli import main
+from conftest import PLATFORM_SERVICES, REPO
 from support.promserver import PrometheusServer
 from support.scenario import (
     HEALTHY_CHAT,
@@ -21,7 +20,7 @@ from support.scenario import (
     platform_bad,
 )
 
-from conftest import PLATFORM_SERVICES, REPO
+from sentinel.cli import main
 
 
 @pytest.fixture

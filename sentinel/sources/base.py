@@ -84,7 +84,7 @@ class Source(Protocol):
 def parse_value(source: str, query: str, raw: Any) -> float:
     """Prometheus and Loki send sample values as strings ('1.5', 'NaN', '+Inf')."""
     try:
-        return float(raw)
+        return float(str(raw))
     except (TypeError, ValueError):
         raise BadResponse(source, query, f"sample value {raw!r} is not a number") from None
 
@@ -114,9 +114,7 @@ def parse_matrix(source: str, query: str, data: Any) -> list[Series]:
     out = []
     for item in data.get("result") or []:
         try:
-            points = tuple(
-                (float(t), parse_value(source, query, v)) for t, v in item["values"]
-            )
+            points = tuple((float(t), parse_value(source, query, v)) for t, v in item["values"])
             out.append(Series(dict(item["metric"]), points))
         except (KeyError, TypeError, ValueError):
             raise BadResponse(source, query, f"malformed matrix element {item!r:.200}") from None

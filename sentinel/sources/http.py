@@ -71,7 +71,7 @@ class HTTPQueryClient:
         for attempt in range(attempts):
             try:
                 data = await self._once(path, params, query, method)
-            except (SourceUnavailable,) as exc:
+            except SourceUnavailable as exc:
                 if attempt + 1 >= attempts:
                     self.health.record_failure(time.monotonic() - started, exc.detail)
                     raise
@@ -131,7 +131,7 @@ class HTTPQueryClient:
 
 def _backoff(attempt: int) -> float:
     # Full jitter keeps several Sentinels from retrying in lockstep against one Prometheus.
-    return min(2.0, 0.2 * (2**attempt)) * (0.5 + random.random() / 2)
+    return min(2.0, 0.2 * (2.0**attempt)) * (0.5 + random.random() / 2)
 
 
 def _text(body: bytes) -> str:

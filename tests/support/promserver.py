@@ -26,7 +26,9 @@ def free_port() -> int:
 
 
 def find_binary(name: str) -> str | None:
-    return shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    return shutil.which(name) or (
+        f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None
+    )
 
 
 def backfill(openmetrics: Path, storage: Path) -> None:
@@ -118,6 +120,9 @@ class PrometheusServer:
             text = resp.read().decode()
         total = 0.0
         for line in text.splitlines():
-            if line.startswith("prometheus_http_requests_total{") and f'handler="{handler}"' in line:
+            if (
+                line.startswith("prometheus_http_requests_total{")
+                and f'handler="{handler}"' in line
+            ):
                 total += float(line.rsplit(" ", 1)[1])
         return total

@@ -113,10 +113,14 @@ def write_openmetrics(out: TextIO, services: int = 20) -> None:
     series("http_requests_total", f'{base_labels},method="POST",status="200"', ok)
     # The 5xx series only exists once the first 5xx happened, as with a real client library.
     err_start = next(i for i, p in enumerate(phases) if p.errors)
-    for t, value in zip(steps[err_start - 1 :], cumulative(
-        [0.0] + [p.errors for p in phases[err_start:]]
-    ), strict=True):
-        out.write(f'http_requests_total{{{base_labels},method="POST",status="500"}} {value:g} {t}\n')
+    for t, value in zip(
+        steps[err_start - 1 :],
+        cumulative([0.0] + [p.errors for p in phases[err_start:]]),
+        strict=True,
+    ):
+        out.write(
+            f'http_requests_total{{{base_labels},method="POST",status="500"}} {value:g} {t}\n'
+        )
 
     for family, attr in (
         ("http_request_duration_seconds", "http_latency"),
@@ -129,15 +133,27 @@ def write_openmetrics(out: TextIO, services: int = 20) -> None:
                 for p, f in zip(phases, first, strict=True)
             ]
             series(f"{family}_bucket", f'{base_labels},le="{_fmt_le(le)}"', per_step)
-        counts = [0.0 if f else float(sum(getattr(p, attr))) for p, f in zip(phases, first, strict=True)]
+        counts = [
+            0.0 if f else float(sum(getattr(p, attr))) for p, f in zip(phases, first, strict=True)
+        ]
         series(f"{family}_count", base_labels, counts)
         series(f"{family}_sum", base_labels, [c * 0.8 for c in counts])
 
     out.write("# TYPE chatbot_answers counter\n")
-    llm = [0.0 if f else float(p.requests - p.fallbacks) for p, f in zip(phases, first, strict=True)]
+    llm = [
+        0.0 if f else float(p.requests - p.fallbacks) for p, f in zip(phases, first, strict=True)
+    ]
     fb = [0.0 if f else float(p.fallbacks) for p, f in zip(phases, first, strict=True)]
-    series("chatbot_answers_total", f'{base_labels},answer_mode="llm-summary",provider_used="spoon-policy"', llm)
-    series("chatbot_answers_total", f'{base_labels},answer_mode="snippet-fallback",provider_used="none"', fb)
+    series(
+        "chatbot_answers_total",
+        f'{base_labels},answer_mode="llm-summary",provider_used="spoon-policy"',
+        llm,
+    )
+    series(
+        "chatbot_answers_total",
+        f'{base_labels},answer_mode="snippet-fallback",provider_used="none"',
+        fb,
+    )
 
     write_platform(out, services)
     out.write("# EOF\n")

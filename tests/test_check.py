@@ -1,0 +1,164 @@
+"""`sentinel check`: every problem of every file, each with file, line and field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from support.promserver import PrometheusServer
+
+from sentinel.cli import main
+
+BROKEN = """\
+    version: sentinel/v1
+    service: chatbot-backend
+    slos:
+      - name: ok-latency
+        sli:
+          latency: {histogram: chatbot_response_latency_seconds, quantile: 0.95}
+        threshold: 1.5s
+      - name: bad-objective
+        sli:
+          ratio:
+            bad: {metric: http_requests_total, matchers: {status: "=~5.."}}
+            total: {metric: http_requests_total}
+        objective: 120%
+      - name: unknown-key
+        sli:
+          latency: {histogram: x_seconds}
+        threshold: 1s
+        windwo: 5m
+      - name: broken-promql
+        sli:
+          promql:
+            query: sum(rate(http_requests_total[$window]) /
+        threshold: 1
+"""
+
+
+def test_shipped_example_config_is_valid(
+    capsys: pytest.CaptureFixture[str], prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    config = (REPO / "config.example.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(config)
+    (tmp_path / "rules").symlink_to(REPO / "rules")
+    code = main(["check", "-c", str(tmp_path / "config.yaml")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "ok: 5 SLOs" in captured.out
+
+
+def test_three_precise_errors_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+    prometheus: PrometheusServer,
+    write_config: Callable[..., Path],
+) -> None:
+    config = write_config(prometheus.url, {"broken.yaml": BROKEN})
+    code = main(["check", "-c", str(config)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    problems = [line for line in err if line.startswith("rules/") or "broken.yaml:" in line]
+    assert len(problems) == 3, err
+    objective, unknown, promql = sorted(problems, key=lambda p: int(p.split(":")[1]))
+    assert objective.endswith(
+        "broken.yaml:13: slos[1].objective: must be between 0 and 100 (got 120%)"
+    )
+    assert "broken.yaml:18: slos[2].windwo: unknown key" in unknown
+    assert "broken.yaml:20: slos[3].sli: prometheus rejects the query:" in promql
+    assert "unclosed left parenthesis" in promql or "parse error" in promql
+
+
+def test_unreachable_prometheus_is_said_not_hidden(
+    capsys: pytest.CaptureFixture[str], write_config: Callable[..., Path]
+) -> None:
+    config = write_config(
+        "http://127.0.0.1:9", {"chatbot.yaml": (REPO / "rules/chatbot.yaml").read_text()}
+    )
+    code = main(["check", "-c", str(config)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "unreachable" in captured.err and "NOT checked" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("config_text", "expected"),
+    [
+        ("prometheus:\n  urll: x\n", "config.yaml:2: prometheus.urll: unknown key"),
+        (
+            "evaluation:\n  interval: soon\n",
+            "config.yaml:2: evaluation.interval: expected a duration",
+        ),
+        (
+            "server:\n  api_token: ${NOPE_NOT_SET}\n",
+            "config.yaml:2: server.api_token: environment variable NOPE_NOT_SET is not set",
+        ),
+        ("rules: [\n", "config.yaml:2: invalid YAML"),
+    ],
+    ids=["unknown-key", "bad-duration", "missing-env", "yaml-syntax"],
+)
+def test_config_errors_name_file_line_and_field(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, config_text: str, expected: str
+) -> None:
+    (tmp_path / "config.yaml").write_text(config_text)
+    code = main(["check", "-c", str(tmp_path / "config.yaml")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert expected in err, err
+
+
+def test_env_interpolation_fills_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentinel.config import load_config
+
+    monkeypatch.setenv("PROM_TOKEN", "s3cret")
+    (tmp_path / "c.yaml").write_text(
+        "prometheus:\n  url: ${PROM_URL:-http://prom:9090}\n  bearer_token: ${PROM_TOKEN}\n"
+    )
+    config = load_config(tmp_path / "c.yaml")
+    assert config.prometheus.url == "http://prom:9090"
+    assert config.prometheus.bearer_token is not None
+    assert config.prometheus.bearer_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("slos: []\n", "slos: List should have at least 1 item"),
+        (
+            "slos:\n  - name: a\n    sli: {}\n    threshold: 1\n",
+            "slos[0].sli: exactly one SLI kind is required",
+        ),
+        (
+            "slos:\n  - name: a\n    sli: {latency: {histogram: h}}\n",
+            "slos[0]: this SLI needs a threshold",
+        ),
+        (
+            "slos:\n  - name: a\n    sli: {latency: {histogram: 'bad name'}}\n    threshold: 1s\n",
+            "slos[0].sli.latency.histogram: not a valid metric name",
+        ),
+        (
+            "slos:\n  - name: a\n    sli: {latency: {histogram: h, quantile: 1.5}}\n    threshold: 1s\n",
+            "slos[0].sli.latency.quantile: Input should be less than 1",
+        ),
+        (
+            "slos:\n  - name: a\n    sli: {latency: {histogram: h}}\n    threshold: 1s\n    notify: [pager]\n",
+            "slos[0].notify[0]: unknown notifier 'pager'",
+        ),
+        (
+            "slos:\n  - name: a\n    sli: {latency: {histogram: h}}\n    threshold: 1s\n  - name: a\n    sli: {latency: {histogram: h}}\n    threshold: 1s\n",
+            "slos[1].name: duplicate SLO name 'a'",
+        ),
+    ],
+    ids=["empty", "no-kind", "no-threshold", "metric-name", "quantile", "notifier", "duplicate"],
+)
+def test_rule_problems_are_precise(
+    capsys: pytest.CaptureFixture[str], write_config: Callable[..., Path], rule: str, expected: str
+) -> None:
+    text = "version: sentinel/v1\nservice: s\n" + rule
+    config = write_config("http://127.0.0.1:9", {"r.yaml": text})
+    code = main(["check", "-c", str(config), "--offline"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert expected in err, err
