@@ -27,6 +27,11 @@ def _require_prometheus() -> None:
 
 
 @pytest.fixture(scope="session")
+def prometheus_binaries() -> None:
+    _require_prometheus()
+
+
+@pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """Prometheus with the scenario backfilled (chatbot timeline + 1,000 platform services)."""
     _require_prometheus()

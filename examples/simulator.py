@@ -1,0 +1,178 @@
+"""A simulated chatbot runtime: serves the runtime's Prometheus metrics and writes its
+JSON answer logs, with switchable faults. Used by the demo and the end-to-end tests.
+
+    python examples/simulator.py --port 9105 [--schedule] [--log-file answers.jsonl]
+    curl -X POST 'http://127.0.0.1:9105/fault?mode=latency'   # none|latency|5xx|fallback|idle
+
+Metrics (labels namespace/service/env): http_requests_total{method,status},
+http_request_duration_seconds, chatbot_response_latency_seconds,
+chatbot_answers_total{answer_mode,provider_used}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+BASE = {"namespace": "chatbot", "service": "chatbot-backend", "env": "prod"}
+BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
+MODES = ("none", "latency", "5xx", "fallback", "idle")
+# The demo's fault schedule: (mode, seconds).
+SCHEDULE = (
+    ("none", 60),
+    ("latency", 75),
+    ("none", 45),
+    ("5xx", 75),
+    ("none", 45),
+    ("fallback", 90),
+)
+
+
+class Simulator:
+    def __init__(self, rate: float = 20.0, log_file: TextIO | None = None) -> None:
+        self.rate = rate
+        self.mode = "none"
+        self.log_file = log_file
+        self.registry = CollectorRegistry()
+        labels = list(BASE)
+        self.requests = Counter(
+            "http_requests", "HTTP requests.", [*labels, "method", "status"], registry=self.registry
+        )
+        self.http_latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP latency.",
+            labels,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.chat_latency = Histogram(
+            "chatbot_response_latency_seconds",
+            "Chat answer latency.",
+            labels,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.answers = Counter(
+            "chatbot_answers",
+            "Answers by mode.",
+            [*labels, "answer_mode", "provider_used"],
+            registry=self.registry,
+        )
+        self.rng = random.Random(42)
+
+    def one_request(self) -> None:
+        slow = self.mode == "latency"
+        latency = self.rng.uniform(1.6, 3.0) if slow else self.rng.uniform(0.2, 1.1)
+        failed = self.mode == "5xx" and self.rng.random() < 0.2
+        fallback = (self.mode == "fallback" and self.rng.random() < 0.5) or self.rng.random() < 0.01
+        status = "500" if failed else "200"
+        self.requests.labels(*BASE.values(), "POST", status).inc()
+        self.http_latency.labels(*BASE.values()).observe(latency)
+        if failed:
+            return
+        self.chat_latency.labels(*BASE.values()).observe(latency)
+        mode = "snippet-fallback" if fallback else "llm-summary"
+        provider = "none" if fallback else self.rng.choice(("spoon-policy", "spoon-ops"))
+        self.answers.labels(*BASE.values(), mode, provider).inc()
+        if self.log_file is not None:
+            line = {
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "level": "warning" if fallback else "info",
+                "request_id": f"req-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:12]}",
+                "message": "Chat message processed",
+                "answer_mode": mode,
+                "provider_used": provider,
+                "latency_ms": round(latency * 1000),
+                "namespace": "chatbot",
+            }
+            self.log_file.write(json.dumps(line) + "\n")
+
+    async def traffic(self) -> None:
+        tick = 0.25
+        carry = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            if self.mode == "idle":
+                continue
+            carry += self.rate * tick
+            while carry >= 1:
+                carry -= 1
+                self.one_request()
+            if self.log_file is not None:
+                self.log_file.flush()
+
+    async def run_schedule(self) -> None:
+        while True:
+            for mode, seconds in SCHEDULE:
+                self.mode = mode
+                print(f"simulator: fault mode -> {mode} for {seconds}s", flush=True)
+                await asyncio.sleep(seconds)
+
+
+def build_app(sim: Simulator) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(sim.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def fault(request: web.Request) -> web.Response:
+        mode = request.query.get("mode", "none")
+        if mode not in MODES:
+            raise web.HTTPBadRequest(text=f"mode must be one of {', '.join(MODES)}")
+        sim.mode = mode
+        return web.json_response({"mode": mode})
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics), web.post("/fault", fault)])
+    return app
+
+
+async def serve(port: int, rate: float, schedule: bool, log_path: str | None) -> None:
+    log_file = Path(log_path).open("a", encoding="utf-8") if log_path else None
+    sim = Simulator(rate, log_file)
+    runner = web.AppRunner(build_app(sim), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"simulator: serving metrics on http://127.0.0.1:{port}/metrics", flush=True)
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(sim.traffic())]
+    if schedule:
+        tasks.append(asyncio.create_task(sim.run_schedule()))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await runner.cleanup()
+        if log_file:
+            log_file.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9105)
+    parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    parser.add_argument("--schedule", action="store_true", help="cycle through the demo faults")
+    parser.add_argument("--log-file", help="append JSON answer logs here")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.port, args.rate, args.schedule, args.log_file))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Sentinel's own metrics, served at `/metrics` (prometheus-client, private registry).
+
+SLO gauges let Grafana and Alertmanager use Sentinel's verdicts directly:
+`sentinel_slo_breached == 1` is an alert expression on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from sentinel import __version__
+from sentinel.evaluation import SLOResult, Status
+
+_STATUS_CODE = {Status.OK: 0.0, Status.BREACH: 1.0, Status.NO_DATA: -1.0}
+
+
+def instance_label(result: SLOResult) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(result.labels.items()))
+
+
+class SelfMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.eval_duration = Histogram(
+            "sentinel_evaluation_duration_seconds",
+            "Duration of one evaluation cycle of a rule group.",
+            ["group"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.cycles = Counter(
+            "sentinel_evaluation_cycles_total",
+            "Evaluation cycles by outcome (ok, source_error, overrun, crash).",
+            ["group", "outcome"],
+            registry=r,
+        )
+        self.queries = Counter(
+            "sentinel_queries_total", "Queries sent, by source.", ["source"], registry=r
+        )
+        self.query_errors = Counter(
+            "sentinel_query_errors_total",
+            "Failed queries by source and error type.",
+            ["source", "error_type"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "sentinel_last_successful_evaluation_timestamp_seconds",
+            "Unix time of the last cycle without source errors.",
+            ["group"],
+            registry=r,
+        )
+        labels = ["service", "slo", "instance"]
+        self.slo_status = Gauge(
+            "sentinel_slo_status",
+            "SLO status: 0 ok, 1 breach, -1 no_data.",
+            labels,
+            registry=r,
+        )
+        self.slo_breached = Gauge(
+            "sentinel_slo_breached", "1 while the SLO breaches.", labels, registry=r
+        )
+        self.slo_value = Gauge(
+            "sentinel_slo_value", "Measured SLI value (NaN without data).", labels, registry=r
+        )
+        self.slo_threshold = Gauge(
+            "sentinel_slo_threshold", "Threshold the SLI is compared with.", labels, registry=r
+        )
+        self.dependency_up = Gauge(
+            "sentinel_dependency_up", "1 if the last call succeeded.", ["dependency"], registry=r
+        )
+        self.reloads = Counter(
+            "sentinel_config_reloads_total", "Config reloads by outcome.", ["outcome"], registry=r
+        )
+        self.notifications = Counter(
+            "sentinel_notifications_total",
+            "Notification deliveries by notifier and outcome.",
+            ["notifier", "outcome"],
+            registry=r,
+        )
+        self.gate_decisions = Counter(
+            "sentinel_gate_decisions_total", "Gate verdicts.", ["decision"], registry=r
+        )
+        Info("sentinel_build", "Sentinel build information.", registry=r).info(
+            {"version": __version__}
+        )
+        self._slo_series: dict[str, set[tuple[str, str, str]]] = {}
+
+    def record_results(self, group: str, results: Iterable[SLOResult]) -> None:
+        current = set()
+        for res in results:
+            key = (res.service, res.slo, instance_label(res))
+            current.add(key)
+            self.slo_status.labels(*key).set(_STATUS_CODE[res.status])
+            self.slo_breached.labels(*key).set(1.0 if res.status is Status.BREACH else 0.0)
+            self.slo_value.labels(*key).set(float("nan") if res.value is None else res.value)
+            self.slo_threshold.labels(*key).set(res.threshold)
+        # Series of SLOs/instances that disappeared (reload, vanished instance) are removed,
+        # so dashboards do not show a frozen last value.
+        for key in self._slo_series.get(group, set()) - current:
+            for gauge in (self.slo_status, self.slo_breached, self.slo_value, self.slo_threshold):
+                gauge.remove(*key)
+        self._slo_series[group] = current
+
+    def forget_group(self, group: str) -> None:
+        self.record_results(group, [])
+        self._slo_series.pop(group, None)

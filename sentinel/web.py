@@ -1,0 +1,141 @@
+"""HTTP API: thin handlers over the daemon's state (health, metrics, SLO results).
+
+Later features register their own routes (gate, alerts, silences) via `extra_routes`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sentinel import __version__
+from sentinel.daemon import Daemon
+from sentinel.evaluation import rfc3339
+
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=lambda d: _dumps(d))
+
+
+def _dumps(data: Any) -> str:
+    import json
+
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, default=str)
+
+
+def require_token(request: web.Request) -> None:
+    """Bearer-token check for the gate and admin APIs (open when no token is configured)."""
+    token = request.app[DAEMON].config.server.api_token
+    if token is None or not token.get_secret_value():
+        return
+    header = request.headers.get("Authorization", "")
+    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    if not given or not hmac.compare_digest(given, token.get_secret_value()):
+        raise web.HTTPUnauthorized(
+            text=_dumps({"error": "missing or invalid bearer token"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="sentinel"'},
+        )
+
+
+async def live(request: web.Request) -> web.Response:
+    return json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    reasons = request.app[DAEMON].readiness()
+    if reasons:
+        return json_response({"status": "not_ready", "reasons": reasons}, status=503)
+    return json_response({"status": "ready"})
+
+
+async def detailed(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    now = time.time()
+    checks = {name: src.health.as_json() for name, src in daemon.engine.sources.items()}
+    for name, check in daemon.extra_health().items():
+        checks[name] = check
+    unhealthy = [n for n, c in checks.items() if c.get("status") == "unhealthy"]
+    status = "healthy"
+    if unhealthy or daemon.reload_status.status == "failed":
+        status = "degraded"
+    if daemon.readiness() and daemon.state.value != "running":
+        status = "unhealthy"
+    groups = {}
+    for group in daemon.rules.groups:
+        gs = daemon.group_status.get(group.name)
+        groups[group.name] = {
+            "file": group.file,
+            "service": group.service,
+            "interval_seconds": group.interval,
+            "slos": len(group.slos),
+            **(gs.as_json() if gs else {"last_evaluation_at": None}),
+        }
+    body = {
+        "status": status,
+        "timestamp": rfc3339(now),
+        "uptime_seconds": round(now - daemon.started_at, 1),
+        "version": __version__,
+        "state": daemon.state.value,
+        "checks": checks,
+        "rule_groups": groups,
+        "config": {
+            "path": daemon.config_path,
+            "last_reload": {
+                "status": daemon.reload_status.status,
+                "at": daemon.reload_status.at,
+                "errors": daemon.reload_status.errors,
+            },
+        },
+        "ready": not daemon.readiness(),
+        "not_ready_reasons": daemon.readiness(),
+    }
+    return json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[DAEMON].metrics.registry)
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def slos(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    service = request.query.get("service")
+    status = request.query.get("status")
+    if status is not None and status not in ("ok", "breach", "no_data"):
+        raise web.HTTPBadRequest(
+            text=_dumps({"error": "status: expected ok, breach or no_data"}),
+            content_type="application/json",
+        )
+    results = [
+        r.to_json()
+        for r in daemon.latest()
+        if (service is None or r.service == service) and (status is None or r.status == status)
+    ]
+    return json_response(results)
+
+
+def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    app = web.Application()
+    app[DAEMON] = daemon
+    app.add_routes(
+        [
+            web.get("/health/live", live),
+            web.get("/health/ready", ready),
+            web.get("/health/detailed", detailed),
+            web.get("/metrics", metrics),
+            web.get("/api/v1/slos", slos),
+            *(extra_routes or []),
+        ]
+    )
+    return app

@@ -1,0 +1,96 @@
+"""Starting Sentinel and the simulator as real processes, and polling them over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from support.promserver import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            status, hdrs = resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        raw, status, hdrs = exc.read(), exc.code, dict(exc.headers)
+    try:
+        return status, json.loads(raw), hdrs
+    except ValueError:
+        return status, raw.decode(), hdrs
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
+
+
+@dataclass
+class Proc:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_simulator(
+    workdir: Path, rate: float = 50.0, log_file: Path | None = None
+) -> tuple[Proc, str]:
+    port = free_port()
+    log_path = workdir / "simulator.log"
+    cmd = [sys.executable, str(REPO / "examples" / "simulator.py"), "--port", str(port)]
+    cmd += ["--rate", str(rate)]
+    if log_file is not None:
+        cmd += ["--log-file", str(log_file)]
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http("GET", f"{url}/metrics")[0] == 200, 15, "simulator")
+    return Proc(proc, log_path), url
+
+
+def start_sentinel(config: Path, env: dict[str, str] | None = None) -> Proc:
+    log_path = config.parent / "sentinel.log"
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sentinel", "run", "-c", str(config), "--log-format", "json"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=config.parent,
+            env={**os.environ, **(env or {})},
+        )
+    return Proc(proc, log_path)
