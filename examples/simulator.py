@@ -143,8 +143,7 @@ def build_app(sim: Simulator) -> web.Application:
     return app
 
 
-async def serve(port: int, rate: float, schedule: bool, log_path: str | None) -> None:
-    log_file = Path(log_path).open("a", encoding="utf-8") if log_path else None
+async def serve(port: int, rate: float, schedule: bool, log_file: TextIO | None) -> None:
     sim = Simulator(rate, log_file)
     runner = web.AppRunner(build_app(sim), access_log=None)
     await runner.setup()
@@ -159,8 +158,6 @@ async def serve(port: int, rate: float, schedule: bool, log_path: str | None) ->
         for task in tasks:
             task.cancel()
         await runner.cleanup()
-        if log_file:
-            log_file.close()
 
 
 def main() -> None:
@@ -170,8 +167,14 @@ def main() -> None:
     parser.add_argument("--schedule", action="store_true", help="cycle through the demo faults")
     parser.add_argument("--log-file", help="append JSON answer logs here")
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port, args.rate, args.schedule, args.log_file))
+    with contextlib.ExitStack() as stack:
+        log_file = (
+            stack.enter_context(Path(args.log_file).open("a", encoding="utf-8"))
+            if args.log_file
+            else None
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args.port, args.rate, args.schedule, log_file))
 
 
 if __name__ == "__main__":
