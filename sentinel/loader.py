@@ -157,7 +157,7 @@ def _map_slo(
     path: tuple[str | int, ...] = ("slos", index, "sli")
     sli = _map_sli(slo.sli, path, problems, located)
     if slo.objective is not None:
-        threshold, objective = 1.0 - slo.objective, slo.objective
+        threshold, objective = round(1.0 - slo.objective, 12), slo.objective
     else:
         assert slo.threshold is not None  # enforced by SLOSpec._target
         threshold, objective = slo.threshold, None

@@ -1,0 +1,97 @@
+"""The local demo: a simulated chatbot runtime, Prometheus scraping it, and `sentinel run`
+on config.example.yaml with the shipped rules. Ctrl-C stops everything it started.
+
+    bash examples/demo.sh          # sets up and runs this
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / ".demo"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"demo: {url} did not come up")
+
+
+def main() -> int:
+    prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not os.path.exists(prometheus):
+        print("demo: Debian's prometheus package is missing: apt-get install prometheus")
+        return 2
+    WORK.mkdir(exist_ok=True)
+    sim_port, prom_port = free_port(), free_port()
+    (WORK / "prometheus.yml").write_text(
+        "global: {scrape_interval: 5s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: chatbot\n    static_configs: [{{targets: ['127.0.0.1:{sim_port}']}}]\n"
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(subprocess.Popen([
+            sys.executable, str(REPO / "examples/simulator.py"), "--port", str(sim_port),
+            "--schedule", "--log-file", str(WORK / "answers.jsonl"),
+        ]))
+        with (WORK / "prometheus.log").open("ab") as log:
+            procs.append(subprocess.Popen([
+                prometheus, f"--config.file={WORK / 'prometheus.yml'}",
+                f"--storage.tsdb.path={WORK / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ], stdout=log, stderr=subprocess.STDOUT))
+        wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
+        env = {
+            **os.environ,
+            "PROMETHEUS_URL": f"http://127.0.0.1:{prom_port}",
+            "SENTINEL_STATE": str(WORK / "state.db"),
+        }
+        print(
+            "\ndemo: Prometheus on http://127.0.0.1:%d, Sentinel on http://127.0.0.1:8080\n"
+            "demo: watch the SLOs:  curl -s http://127.0.0.1:8080/api/v1/slos | python3 -m json.tool\n"
+            "demo: faults: latency at ~1 min, 5xx at ~3 min, fallback surge at ~5 min\n"
+            % prom_port,
+            flush=True,
+        )
+        sentinel = subprocess.Popen(
+            [sys.executable, "-m", "sentinel", "run", "-c", str(REPO / "config.example.yaml")],
+            env=env, cwd=REPO,
+        )
+        procs.append(sentinel)
+        return sentinel.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
