@@ -51,16 +51,32 @@ def main() -> int:
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen([
-            sys.executable, str(REPO / "examples/simulator.py"), "--port", str(sim_port),
-            "--schedule", "--log-file", str(WORK / "answers.jsonl"),
-        ]))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(REPO / "examples/simulator.py"),
+                    "--port",
+                    str(sim_port),
+                    "--schedule",
+                    "--log-file",
+                    str(WORK / "answers.jsonl"),
+                ]
+            )
+        )
         with (WORK / "prometheus.log").open("ab") as log:
-            procs.append(subprocess.Popen([
-                prometheus, f"--config.file={WORK / 'prometheus.yml'}",
-                f"--storage.tsdb.path={WORK / 'prometheus-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ], stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        prometheus,
+                        f"--config.file={WORK / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={WORK / 'prometheus-data'}",
+                        f"--web.listen-address=127.0.0.1:{prom_port}",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
         env = {
             **os.environ,
@@ -76,7 +92,8 @@ def main() -> int:
         )
         sentinel = subprocess.Popen(
             [sys.executable, "-m", "sentinel", "run", "-c", str(REPO / "config.example.yaml")],
-            env=env, cwd=REPO,
+            env=env,
+            cwd=REPO,
         )
         procs.append(sentinel)
         return sentinel.wait()

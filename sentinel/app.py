@@ -1,26 +1,93 @@
-"""Composition root of the daemon: builds the daemon and wires the optional features
-(alerting, gate) onto it. Nothing else constructs these objects."""
+"""Composition root of the daemon: builds the store, notifiers, alert manager, outbox
+dispatcher and gate around the daemon. Nothing else constructs these objects."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from sentinel.config import Config
+from sentinel.alerting.manager import AlertManager, RollbackGuard
+from sentinel.api_alerts import alert_routes
+from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
 from sentinel.daemon import Daemon
+from sentinel.gate import Gate, gate_routes
 from sentinel.model import RuleSet
+from sentinel.notify.base import Notifier
+from sentinel.notify.dispatcher import Dispatcher
+from sentinel.notify.log import LogNotifier
+from sentinel.notify.slack import SlackNotifier
+from sentinel.notify.webhook import WebhookNotifier
+from sentinel.store import Store
 
 Cleanup = Callable[[], Awaitable[None]]
 
 
+def build_notifiers(config: Config, store: Store) -> dict[str, Notifier]:
+    notifiers: dict[str, Notifier] = {}
+    for name, nc in config.notifiers.items():
+        if isinstance(nc, SlackNotifierConfig):
+            notifiers[name] = SlackNotifier(name, nc, store)
+        elif isinstance(nc, WebhookNotifierConfig):
+            notifiers[name] = WebhookNotifier(name, nc)
+        elif isinstance(nc, LogNotifierConfig):
+            notifiers[name] = LogNotifier(name, nc.min_severity)
+    if not notifiers:
+        notifiers["log"] = LogNotifier("log")
+    return notifiers
+
+
+def rollback_guards(config: Config) -> dict[str, RollbackGuard]:
+    return {
+        name: RollbackGuard(nc.cooldown, nc.min_events)
+        for name, nc in config.notifiers.items()
+        if isinstance(nc, WebhookNotifierConfig)
+    }
+
+
+@dataclass
+class Assembly:
+    daemon: Daemon
+    routes: list[web.RouteDef]
+    cleanup: Cleanup
+    store: Store
+    manager: AlertManager
+    dispatcher: Dispatcher
+    gate: Gate
+
+
 async def build_daemon(
-    config_path: str, config: Config, rules: RuleSet
-) -> tuple[Daemon, list[web.RouteDef], Cleanup]:
-    daemon = Daemon(config_path, config, rules)
-    routes: list[web.RouteDef] = []
+    config_path: str, config: Config, rules: RuleSet, clock: Callable[[], float] = time.time
+) -> Assembly:
+    daemon = Daemon(config_path, config, rules, clock)
+    store = Store(config.resolve(config.state.path))
+    notifiers = build_notifiers(config, store)
+    dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)
+    manager = AlertManager(
+        store, notifiers, rollback_guards(config), config.dashboards.grafana_url, dispatcher.wake
+    )
+    daemon.result_hooks.append(manager.observe)
+    gate = Gate(daemon, manager, store)
+
+    def health() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {
+            "state_store": {"status": "healthy", "path": store.path, "outbox": store.outbox_stats()}
+        }
+        for name, notifier in notifiers.items():
+            out[f"notifier:{name}"] = {"kind": notifier.kind, **notifier.health.as_json()}
+        return out
+
+    daemon.health_providers.append(health)
+    dispatcher.start()
 
     async def cleanup() -> None:
-        return None
+        await dispatcher.stop()
+        for notifier in notifiers.values():
+            await notifier.close()
+        store.close()
 
-    return daemon, routes, cleanup
+    routes = alert_routes(manager, store) + gate_routes(gate)
+    return Assembly(daemon, routes, cleanup, store, manager, dispatcher, gate)

@@ -43,7 +43,8 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
     from sentinel.app import build_daemon
     from sentinel.web import build_app
 
-    daemon, routes, cleanup = await build_daemon(config_path, config, rules)
+    assembly = await build_daemon(config_path, config, rules)
+    daemon, routes, cleanup = assembly.daemon, assembly.routes, assembly.cleanup
     app_runner = web.AppRunner(build_app(daemon, routes), access_log=None, handle_signals=False)
     await app_runner.setup()
     host, port = config.server.host_port

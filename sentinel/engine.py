@@ -51,7 +51,12 @@ class Engine:
     ) -> dict[str, PlannedQuery]:
         """SLO key -> query. Identical queries of different SLOs are sent once."""
         return {
-            slo.key: PlannedQuery(slo.source, self.renderers[slo.source](slo, window, extra))
+            slo.key: PlannedQuery(
+                slo.source,
+                self.renderers[slo.source](
+                    slo, min(window, slo.window) if window is not None else None, extra
+                ),
+            )
             for slo in slos
         }
 

@@ -1,0 +1,236 @@
+"""Turns each cycle's results into alert transitions and outbox entries.
+
+For every SLO instance: step the pure state machine; for every transition pick the
+notifiers (the rule's `notify`, else every non-webhook notifier, else the log), drop
+what a silence matches, apply the rollback guard rails, group by (notifier, service,
+kind), and commit states + notifications in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sentinel.alerting.silences import alert_labels
+from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
+from sentinel.evaluation import SLOResult, rfc3339
+from sentinel.links import dashboard_url
+from sentinel.logs import fields
+from sentinel.model import SLO, RuleGroup
+from sentinel.notify.base import Notifier, severity_at_least
+from sentinel.store import NewNotification, Store
+from sentinel.units import format_duration
+
+log = logging.getLogger("sentinel.alerts")
+
+
+def _incident_row(tr: Transition) -> dict[str, Any]:
+    r = tr.result
+    return {
+        "id": tr.alert.incident_id,
+        "alert_key": tr.alert.key,
+        "service": r.service,
+        "slo": r.slo,
+        "severity": r.severity,
+        "labels": json.dumps(dict(r.labels)),
+        "started_at": tr.alert.fired_at,
+        "last_value": r.value,
+        "threshold": r.threshold,
+    }
+
+
+@dataclass(frozen=True)
+class RollbackGuard:
+    cooldown: float
+    min_events: float
+
+
+class AlertManager:
+    def __init__(
+        self,
+        store: Store,
+        notifiers: Mapping[str, Notifier],
+        guards: Mapping[str, RollbackGuard],
+        grafana_url: str | None = None,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.notifiers = notifiers
+        self.guards = guards
+        self.grafana_url = grafana_url
+        self.on_commit = on_commit
+        self.alerts: dict[str, Alert] = store.load_alerts()
+        self.slo_of: dict[str, SLO] = {}
+
+    async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
+        self.observe_sync(group, results, now)
+
+    def observe_sync(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
+        slos = {slo.name: slo for slo in group.slos}
+        changed: list[Alert] = []
+        transitions: list[tuple[SLO, Transition]] = []
+        for result in results:
+            slo = slos.get(result.slo)
+            if slo is None:
+                continue
+            self.slo_of[result.key] = slo
+            prev = self.alerts.get(result.key)
+            alert, transition = step(prev, result, slo.alert, now)
+            if alert != prev:
+                changed.append(alert)
+                self.alerts[result.key] = alert
+            if transition is not None:
+                transitions.append((slo, transition))
+        if not changed:
+            return
+        opened, resolved = [], []
+        for _, tr in transitions:
+            self._log(tr)
+            if tr.kind is TransitionKind.FIRING:
+                opened.append(_incident_row(tr))
+            elif tr.kind is TransitionKind.RESOLVED and tr.alert.incident_id:
+                resolved.append((tr.alert.incident_id, now))
+        notifications = self._notifications(transitions, now)
+        self.store.commit_cycle(changed, opened, resolved, notifications, now)
+        if notifications:
+            self.on_commit()
+
+    def _log(self, tr: Transition) -> None:
+        r = tr.result
+        log.warning(
+            f"alert {tr.kind.value}: {r.key}",
+            extra=fields(
+                incident=tr.alert.incident_id,
+                service=r.service,
+                slo=r.slo,
+                value=r.value,
+                threshold=r.threshold,
+                severity=r.severity,
+            ),
+        )
+
+    def _routes(self, slo: SLO) -> list[str]:
+        if slo.notify:
+            return [n for n in slo.notify if n in self.notifiers]
+        defaults = [n for n, notifier in self.notifiers.items() if notifier.kind != "webhook"]
+        return defaults
+
+    def _notifications(
+        self, transitions: Sequence[tuple[SLO, Transition]], now: float
+    ) -> list[NewNotification]:
+        silences = [s for s in self.store.silences() if s.active(now)]
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for slo, tr in transitions:
+            r = tr.result
+            labels = alert_labels(r.service, r.slo, r.severity, r.labels)
+            silence = next((s for s in silences if s.matches(labels)), None)
+            if silence is not None:
+                log.info(
+                    f"alert {tr.kind.value} silenced: {r.key}",
+                    extra=fields(silence=silence.id, incident=tr.alert.incident_id),
+                )
+                continue
+            for name in self._routes(slo):
+                notifier = self.notifiers[name]
+                if not severity_at_least(r.severity, notifier.min_severity):
+                    continue
+                if notifier.kind == "webhook" and not self._rollback_allowed(name, slo, tr, now):
+                    continue
+                groups.setdefault((name, r.service, tr.kind.value), []).append(
+                    self._alert_payload(slo, tr, now)
+                )
+        out = []
+        for (name, service, kind), alerts in groups.items():
+            # A rollback webhook gets one request per incident; Slack one message per service.
+            batches = [[a] for a in alerts] if self.notifiers[name].kind == "webhook" else [alerts]
+            for batch in batches:
+                ids = ",".join(sorted(f"{a['incident_id']}#{a.get('repeat', 0)}" for a in batch))
+                digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
+                payload = {
+                    "alerts": batch,
+                    "env": batch[0]["labels"].get("env") or batch[0].get("env"),
+                }
+                out.append(NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload))
+        return out
+
+    def _rollback_allowed(self, name: str, slo: SLO, tr: Transition, now: float) -> bool:
+        if tr.kind is not TransitionKind.FIRING or not slo.alert.rollback:
+            return False
+        guard = self.guards.get(name, RollbackGuard(1800.0, 0.0))
+        events = tr.result.events
+        if guard.min_events and (events is None or events < guard.min_events):
+            log.warning(
+                f"rollback not triggered for {tr.result.key}: "
+                f"{events} events < min_events {guard.min_events:g}"
+            )
+            return False
+        last = self.store.last_rollback_at(name, tr.result.service)
+        if last is not None and now - last < guard.cooldown:
+            log.warning(
+                f"rollback not triggered for {tr.result.service}: cooldown "
+                f"({format_duration(guard.cooldown)}) since the last one"
+            )
+            return False
+        return True
+
+    def _alert_payload(self, slo: SLO, tr: Transition, now: float) -> dict[str, Any]:
+        r, a = tr.result, tr.alert
+        started = a.fired_at or now
+        return {
+            "incident_id": a.incident_id,
+            "repeat": a.repeats,
+            "slo": r.slo,
+            "description": slo.description,
+            "severity": r.severity,
+            "sli_kind": r.kind,
+            "good_when": slo.good_when.value,
+            "value": r.value,
+            "threshold": r.threshold,
+            "objective": r.objective,
+            "window": r.window,
+            "window_text": format_duration(r.window),
+            "events": r.events,
+            "labels": dict(r.labels),
+            "env": dict(slo.labels).get("env"),
+            "reason": r.reason,
+            "query": r.query,
+            "runbook_url": slo.runbook_url,
+            "dashboard_url": dashboard_url(self.grafana_url, r.service),
+            "started_at": started,
+            "started_at_text": rfc3339(started),
+            "resolved_at_text": rfc3339(now) if tr.kind is TransitionKind.RESOLVED else None,
+        }
+
+    def firing(self, service: str | None = None) -> list[tuple[Alert, SLO]]:
+        out = []
+        for key, alert in self.alerts.items():
+            slo = self.slo_of.get(key)
+            if (
+                alert.state is AlertState.FIRING
+                and slo is not None
+                and (service is None or key.startswith(f"{service}/"))
+            ):
+                out.append((alert, slo))
+        return out
+
+    def to_json(self) -> list[dict[str, Any]]:
+        out = []
+        for key, alert in sorted(self.alerts.items()):
+            slo = self.slo_of.get(key)
+            out.append(
+                {
+                    "key": key,
+                    "service": key.split("/", 1)[0],
+                    "slo": slo.name if slo else None,
+                    "severity": slo.severity.value if slo else None,
+                    "state": alert.state.value,
+                    "since": rfc3339(alert.since) if alert.since else None,
+                    "incident_id": alert.incident_id,
+                    "fired_at": rfc3339(alert.fired_at) if alert.fired_at else None,
+                }
+            )
+        return out

@@ -1,0 +1,130 @@
+"""The alert state machine, pure and clock-injected.
+
+    inactive ──breach──▶ pending ──held for `for`──▶ firing ──ok for `keep_firing_for`──▶ resolved
+        ▲                   │ok                                                              │
+        └───────────────────┴──────────────────────────────◀─────────────────────────────────┘
+
+`no_data` follows the rule's policy: `keep_state` (default) changes nothing, `alerting`
+counts as a breach, `ok` as recovery. With `no_data_for`, data missing for longer than
+that counts as a breach whatever the policy. Each firing episode is an incident with a
+stable id derived from the instance key and the time it fired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from sentinel.evaluation import SLOResult, Status
+from sentinel.model import AlertPolicy, NoDataPolicy
+
+
+class AlertState(StrEnum):
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class TransitionKind(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+    REPEAT = "repeat"
+
+
+@dataclass(frozen=True)
+class Alert:
+    key: str
+    state: AlertState = AlertState.INACTIVE
+    since: float = 0.0
+    pending_since: float | None = None
+    last_breach_at: float | None = None
+    no_data_since: float | None = None
+    incident_id: str | None = None
+    fired_at: float | None = None
+    last_notified_at: float | None = None
+    repeats: int = 0
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: TransitionKind
+    alert: Alert
+    result: SLOResult
+
+
+def incident_id(key: str, fired_at: float) -> str:
+    return hashlib.sha256(f"{key}@{fired_at:.3f}".encode()).hexdigest()[:16]
+
+
+def _breaching(alert: Alert, result: SLOResult, policy: AlertPolicy, now: float) -> bool | None:
+    """True/False, or None to keep the current state."""
+    if result.status is Status.BREACH:
+        return True
+    if result.status is Status.OK:
+        return False
+    since = alert.no_data_since if alert.no_data_since is not None else now
+    if policy.no_data_for is not None and now - since >= policy.no_data_for:
+        return True
+    if policy.no_data is NoDataPolicy.ALERTING:
+        return True
+    if policy.no_data is NoDataPolicy.OK:
+        return False
+    return None
+
+
+def step(
+    prev: Alert | None, result: SLOResult, policy: AlertPolicy, now: float
+) -> tuple[Alert, Transition | None]:
+    alert = prev or Alert(key=result.key, since=now)
+    no_data_since = (
+        (alert.no_data_since if alert.no_data_since is not None else now)
+        if result.status is Status.NO_DATA
+        else None
+    )
+    alert = replace(alert, no_data_since=no_data_since)
+    breaching = _breaching(alert, result, policy, now)
+    if breaching is None:
+        return alert, None
+    if alert.state in (AlertState.INACTIVE, AlertState.RESOLVED):
+        if not breaching:
+            return alert, None
+        pending = replace(alert, state=AlertState.PENDING, since=now, pending_since=now)
+        if policy.for_ <= 0:
+            return _fire(pending, result, now)
+        return pending, None
+    if alert.state is AlertState.PENDING:
+        if not breaching:
+            return replace(alert, state=AlertState.INACTIVE, since=now, pending_since=None), None
+        assert alert.pending_since is not None
+        if now - alert.pending_since >= policy.for_:
+            return _fire(alert, result, now)
+        return alert, None
+    # FIRING
+    if breaching:
+        alert = replace(alert, last_breach_at=now)
+        last = next((t for t in (alert.last_notified_at, alert.fired_at) if t is not None), now)
+        if now - last >= policy.repeat_interval:
+            alert = replace(alert, last_notified_at=now, repeats=alert.repeats + 1)
+            return alert, Transition(TransitionKind.REPEAT, alert, result)
+        return alert, None
+    last_breach = alert.last_breach_at if alert.last_breach_at is not None else now
+    if now - last_breach >= policy.keep_firing_for:
+        resolved = replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
+        return resolved, Transition(TransitionKind.RESOLVED, resolved, result)
+    return alert, None
+
+
+def _fire(alert: Alert, result: SLOResult, now: float) -> tuple[Alert, Transition]:
+    fired = replace(
+        alert,
+        state=AlertState.FIRING,
+        since=now,
+        incident_id=incident_id(alert.key, now),
+        fired_at=now,
+        last_breach_at=now,
+        last_notified_at=now,
+        repeats=0,
+    )
+    return fired, Transition(TransitionKind.FIRING, fired, result)

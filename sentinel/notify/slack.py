@@ -1,0 +1,289 @@
+"""Slack notifier (slack-sdk async clients).
+
+Bot token: `chat.postMessage` when an incident fires, `chat.update` of the same message
+when it changes, thread replies for reminders and the resolve. Incoming-webhook URL: post
+only. Every message carries Slack message metadata with the outbox idempotency key, so
+after a crash mid-send the notifier looks the message up (`conversations.history` /
+`conversations.replies`) instead of posting it twice.
+
+429 (honouring Retry-After), 5xx and connection errors are retried by slack-sdk's retry
+handlers, then by the outbox; permanent errors (`invalid_auth`, `channel_not_found`) are
+rejected with Slack's error code and shown in /health/detailed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from sentinel.config import SlackNotifierConfig
+from sentinel.errors import NotifyRejected, NotifyRetryable
+from sentinel.notify.base import fmt_value, summary_line
+from sentinel.sources.base import DependencyHealth
+from sentinel.store import OutboxEntry, Store
+
+# Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
+# section text 3,000 chars, 50 blocks per message.
+HEADER_MAX, SECTION_MAX, MAX_ALERT_SECTIONS = 150, 3000, 20
+RETRYABLE_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+EVENT_TYPE = "sentinel_alert"
+ICONS = {"firing": "🔴", "repeat": "🔁", "resolved": "✅"}
+
+
+def _retry_handlers() -> list[Any]:
+    return [
+        AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+    ]
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_blocks(entry: OutboxEntry, state: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, Block Kit blocks) for an outbox entry."""
+    payload = entry.payload
+    kind = state or entry.kind
+    alerts = payload["alerts"]
+    title = f"{ICONS.get(kind, '')} {kind.upper()}: {entry.service}"
+    title += f" — {alerts[0]['slo']}" if len(alerts) == 1 else f" — {len(alerts)} SLOs"
+    severity = max(
+        (a["severity"] for a in alerts), key=lambda s: ("info", "ticket", "page").index(s)
+    )
+    env = payload.get("env") or "-"
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _cut(title, HEADER_MAX), "emoji": True},
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"*Severity:* {severity}  *Service:* {entry.service}  *Env:* {env}",
+                }
+            ],
+        },
+    ]
+    for alert in alerts[:MAX_ALERT_SECTIONS]:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _cut(_alert_text(alert, kind), SECTION_MAX)},
+            }
+        )
+    if len(alerts) > MAX_ALERT_SECTIONS:
+        more = len(alerts) - MAX_ALERT_SECTIONS
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more"}]}
+        )
+    text = f"{title}: " + "; ".join(summary_line(a) for a in alerts[:5])
+    return _cut(text, 3000), blocks
+
+
+def _alert_text(alert: dict[str, Any], kind: str) -> str:
+    lines = [
+        f"*{alert['slo']}*" + (f" — {alert['description']}" if alert.get("description") else "")
+    ]
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.get("labels", {}).items()))
+    if labels:
+        lines.append(f"Instance: `{labels}`")
+    lines.append(f"Measured: *{summary_line(alert)}*")
+    if alert.get("objective") is not None:
+        threshold = fmt_value(alert, alert["threshold"])
+        lines.append(f"Objective: {alert['objective'] * 100:g} % (threshold {threshold})")
+    started = int(alert["started_at"])
+    lines.append(
+        f"Firing since: <!date^{started}^{{date_short_pretty}} {{time}}|{alert['started_at_text']}>"
+    )
+    if kind == "resolved" and alert.get("resolved_at_text"):
+        lines.append(f"Resolved at: {alert['resolved_at_text']}")
+    links = []
+    if alert.get("dashboard_url"):
+        links.append(f"<{alert['dashboard_url']}|Dashboard>")
+    if alert.get("runbook_url"):
+        links.append(f"<{alert['runbook_url']}|Runbook>")
+    if links:
+        lines.append(" · ".join(links))
+    if alert.get("query"):
+        lines.append(f"```{_cut(alert['query'], 900)}```")
+    return "\n".join(lines)
+
+
+class SlackNotifier:
+    kind = "slack"
+
+    def __init__(self, name: str, config: SlackNotifierConfig, store: Store) -> None:
+        self.name = name
+        self.config = config
+        self.min_severity: str = config.min_severity
+        self.store = store
+        target = "webhook" if config.webhook_url else f"{config.base_url} {config.channel or ''}"
+        self.health = DependencyHealth(name=f"notifier:{name}", target=target.strip())
+        self._web: AsyncWebClient | None = None
+        self._hook: AsyncWebhookClient | None = None
+        if config.token is not None:
+            self._web = AsyncWebClient(
+                token=config.token.get_secret_value(),
+                base_url=config.base_url,
+                timeout=10,
+                retry_handlers=_retry_handlers(),
+            )
+        elif config.webhook_url is not None:
+            self._hook = AsyncWebhookClient(
+                config.webhook_url.get_secret_value(), timeout=10, retry_handlers=_retry_handlers()
+            )
+
+    async def close(self) -> None:
+        for client in (self._web, self._hook):
+            session = getattr(client, "session", None)
+            if session is not None:
+                await session.close()
+
+    async def deliver(self, entry: OutboxEntry, uncertain: bool) -> None:
+        started = time.monotonic()
+        try:
+            if self._web is not None:
+                await self._deliver_bot(self._web, entry, uncertain)
+            elif self._hook is not None:
+                await self._deliver_webhook(self._hook, entry)
+            else:
+                raise NotifyRejected(self.name, "neither token nor webhook_url is configured")
+        except SlackApiError as exc:
+            error = self._translate(exc)
+            self.health.record_failure(time.monotonic() - started, error.detail)
+            raise error from exc
+        except (aiohttp.ClientError, TimeoutError, SlackRequestError) as exc:
+            self.health.record_failure(time.monotonic() - started, f"{type(exc).__name__}: {exc}")
+            raise NotifyRetryable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        except (NotifyRetryable, NotifyRejected) as exc:
+            self.health.record_failure(time.monotonic() - started, exc.detail)
+            raise
+        self.health.record_success(time.monotonic() - started)
+
+    def _translate(self, exc: SlackApiError) -> NotifyRetryable | NotifyRejected:
+        response = exc.response
+        status = getattr(response, "status_code", 0)
+        code = (
+            response.get("error", "unknown_error") if hasattr(response, "get") else "unknown_error"
+        )
+        detail = f"Slack API error {code} (HTTP {status})"
+        if status == 429 or status >= 500 or code in RETRYABLE_ERRORS:
+            retry_after = None
+            headers = getattr(response, "headers", {}) or {}
+            for key, value in headers.items():
+                if key.lower() == "retry-after":
+                    raw = value[0] if isinstance(value, list) else value
+                    retry_after = float(raw)
+            return NotifyRetryable(self.name, detail, retry_after)
+        return NotifyRejected(self.name, detail)
+
+    async def _deliver_webhook(self, hook: AsyncWebhookClient, entry: OutboxEntry) -> None:
+        text, blocks = render_blocks(entry)
+        response = await hook.send(text=text, blocks=blocks)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise NotifyRetryable(
+                self.name, f"webhook HTTP {response.status_code}: {response.body}"
+            )
+        if response.status_code >= 400:
+            raise NotifyRejected(self.name, f"webhook HTTP {response.status_code}: {response.body}")
+
+    async def _deliver_bot(
+        self, client: AsyncWebClient, entry: OutboxEntry, uncertain: bool
+    ) -> None:
+        incidents = [a["incident_id"] for a in entry.payload["alerts"]]
+        if entry.kind == "firing":
+            await self._post_root(client, entry, incidents, uncertain)
+            return
+        refs = {iid: self.store.slack_message(self.name, iid) for iid in incidents}
+        roots = {ref for ref in refs.values() if ref is not None}
+        if not roots:
+            # The firing message was never posted here (silenced then, or another notifier).
+            await self._post_root(client, entry, incidents, uncertain)
+            return
+        for channel, ts in sorted(roots):
+            if entry.kind == "resolved":
+                text, blocks = render_blocks(entry, "resolved")
+                await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            await self._post_reply(client, entry, channel, ts, uncertain)
+
+    def _metadata(self, entry: OutboxEntry) -> dict[str, Any]:
+        return {
+            "event_type": EVENT_TYPE,
+            "event_payload": {"idempotency_key": entry.idempotency_key},
+        }
+
+    async def _post_root(
+        self, client: AsyncWebClient, entry: OutboxEntry, incidents: list[str], uncertain: bool
+    ) -> None:
+        channel = self.config.channel
+        if not channel:
+            raise NotifyRejected(self.name, "channel is not configured")
+        if uncertain:
+            found = await self._find_sent(client, entry, channel, None)
+            if found is not None:
+                self.store.save_slack_message(self.name, incidents, found[0], found[1])
+                return
+        text, blocks = render_blocks(entry)
+        resp = await client.chat_postMessage(
+            channel=channel,
+            text=text,
+            blocks=blocks,
+            metadata=self._metadata(entry),
+            unfurl_links=False,
+        )
+        self.store.save_slack_message(self.name, incidents, str(resp["channel"]), str(resp["ts"]))
+
+    async def _post_reply(
+        self, client: AsyncWebClient, entry: OutboxEntry, channel: str, ts: str, uncertain: bool
+    ) -> None:
+        if uncertain and await self._find_sent(client, entry, channel, ts) is not None:
+            return
+        verb = {"resolved": "Resolved", "repeat": "Still firing"}.get(entry.kind, entry.kind)
+        lines = [
+            f"{ICONS.get(entry.kind, '')} {verb}: {summary_line(a)}"
+            for a in entry.payload["alerts"]
+        ]
+        await client.chat_postMessage(
+            channel=channel,
+            thread_ts=ts,
+            text=_cut("\n".join(lines), 3000),
+            metadata=self._metadata(entry),
+        )
+
+    async def _find_sent(
+        self, client: AsyncWebClient, entry: OutboxEntry, channel: str, thread_ts: str | None
+    ) -> tuple[str, str] | None:
+        """Look for a message carrying this entry's idempotency key (sent before a crash)."""
+        oldest = f"{entry.created_at - 60:.6f}"
+        if thread_ts is None:
+            resp = await client.conversations_history(
+                channel=channel, oldest=oldest, include_all_metadata=True, limit=200
+            )
+        else:
+            resp = await client.conversations_replies(
+                channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+            )
+        messages: list[dict[str, Any]] = resp.get("messages", []) or []
+        for message in messages:
+            meta = message.get("metadata") or {}
+            if meta.get("event_payload", {}).get("idempotency_key") == entry.idempotency_key:
+                return str(resp.get("channel", channel)), str(message["ts"])
+        await asyncio.sleep(0)
+        return None

@@ -1,0 +1,181 @@
+"""A protocol-faithful Slack Web API server for tests (Slack itself is SaaS).
+
+Speaks what Sentinel uses: `chat.postMessage`, `chat.update`, `conversations.history`,
+`conversations.replies`, `auth.test` — JSON or form bodies, Bearer-token auth, Slack's
+`{"ok": false, "error": ...}` answers with HTTP 200, HTTP 429 with `Retry-After`, 500s,
+and Block Kit limits (header 150 chars, section 3,000, 50 blocks → `invalid_blocks`).
+Failures are injected per method; every call is recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from support.threaded import ThreadedServer
+
+TOKEN = "xoxb-test-token"
+CHANNEL = "C0SENTINEL"
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+    metadata: dict[str, Any] | None = None
+    updates: int = 0
+
+
+@dataclass
+class Failure:
+    status: int = 200
+    error: str | None = None
+    retry_after: int | None = None
+    delay: float = 0.0  # record the call, then wait this long before answering
+
+
+@dataclass
+class FakeSlack(ThreadedServer):
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    failures: dict[str, list[Failure]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        ThreadedServer.__init__(self)
+
+    def fail_next(self, method: str, *failures: Failure) -> None:
+        with self._lock:
+            self.failures.setdefault(method, []).extend(failures)
+
+    def roots(self) -> list[Message]:
+        return [m for m in self.messages if m.thread_ts is None]
+
+    def replies(self, root: Message) -> list[Message]:
+        return [m for m in self.messages if m.thread_ts == root.ts]
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        import asyncio
+
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            params.update(await request.json())
+        elif request.can_read_body:
+            params.update(dict(await request.post()))
+        with self._lock:
+            self.calls.append((method, params))
+            failure = self.failures.get(method, []).pop(0) if self.failures.get(method) else None
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if failure is not None and failure.delay == 0:
+            if failure.status == 429:
+                headers = {"Retry-After": str(failure.retry_after or 1)}
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=429, headers=headers
+                )
+            if failure.status >= 500:
+                return web.Response(status=failure.status, text="upstream connect error")
+            return web.json_response({"ok": False, "error": failure.error or "fatal_error"})
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+        response: web.Response = handler(params)
+        if failure is not None and failure.delay:
+            await asyncio.sleep(failure.delay)
+        return response
+
+    def _ok(self, **data: Any) -> web.Response:
+        return web.json_response({"ok": True, **data})
+
+    def _error(self, error: str) -> web.Response:
+        return web.json_response({"ok": False, "error": error})
+
+    def _blocks(self, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        blocks = params.get("blocks") or []
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if len(blocks) > 50:
+            return None
+        for block in blocks:
+            text = (block.get("text") or {}).get("text", "")
+            if block["type"] == "header" and len(text) > 150:
+                return None
+            if block["type"] == "section" and len(text) > 3000:
+                return None
+        return list(blocks)
+
+    def _auth_test(self, params: dict[str, Any]) -> web.Response:
+        return self._ok(team="test", user="sentinel")
+
+    def _chat_postMessage(self, params: dict[str, Any]) -> web.Response:
+        if params.get("channel") not in (CHANNEL, "#chatbot-runtime"):
+            return self._error("channel_not_found")
+        blocks = self._blocks(params)
+        if blocks is None:
+            return self._error("invalid_blocks")
+        if not params.get("text") and not blocks:
+            return self._error("no_text")
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        ts = f"{int(time.time())}.{next(self._seq):06d}"
+        message = Message(
+            CHANNEL, ts, params.get("text", ""), blocks, params.get("thread_ts"), metadata
+        )
+        with self._lock:
+            self.messages.append(message)
+        return self._ok(channel=CHANNEL, ts=ts, message={"text": message.text, "ts": ts})
+
+    def _chat_update(self, params: dict[str, Any]) -> web.Response:
+        blocks = self._blocks(params)
+        if blocks is None:
+            return self._error("invalid_blocks")
+        for message in self.messages:
+            if message.channel == params.get("channel") and message.ts == params.get("ts"):
+                message.text = params.get("text", message.text)
+                message.blocks = blocks or message.blocks
+                message.updates += 1
+                return self._ok(channel=message.channel, ts=message.ts)
+        return self._error("message_not_found")
+
+    def _conversations_history(self, params: dict[str, Any]) -> web.Response:
+        if params.get("channel") != CHANNEL:
+            return self._error("channel_not_found")
+        oldest = float(params.get("oldest", 0))
+        found = [
+            m
+            for m in self.messages
+            if m.thread_ts is None and float(m.ts.split(".")[0]) >= int(oldest)
+        ]
+        return self._ok(messages=[self._wire(m, params) for m in reversed(found)], has_more=False)
+
+    def _conversations_replies(self, params: dict[str, Any]) -> web.Response:
+        root = next((m for m in self.messages if m.ts == params.get("ts")), None)
+        if root is None:
+            return self._error("thread_not_found")
+        thread = [root, *self.replies(root)]
+        return self._ok(messages=[self._wire(m, params) for m in thread], has_more=False)
+
+    def _wire(self, m: Message, params: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
+        if m.thread_ts:
+            out["thread_ts"] = m.thread_ts
+        if m.metadata and str(params.get("include_all_metadata")).lower() in ("1", "true"):
+            out["metadata"] = m.metadata
+        return out

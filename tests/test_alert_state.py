@@ -1,0 +1,85 @@
+"""The alert state machine, table-driven with an explicit clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentinel.alerting.state import AlertState, TransitionKind, step
+from sentinel.evaluation import SLOResult, Status
+from sentinel.model import AlertPolicy, NoDataPolicy
+
+
+def result(status: str) -> SLOResult:
+    return SLOResult(
+        service="svc",
+        slo="p95",
+        status=Status(status),
+        value=None if status == "no_data" else 1.0,
+        threshold=1.0,
+        objective=None,
+        window=300,
+        evaluated_at=0,
+    )
+
+
+def run(policy: AlertPolicy, statuses: str, every: float = 60) -> tuple[list[str], list[str]]:
+    """Feed one status per step ('B' breach, 'O' ok, 'N' no_data); return states and transitions."""
+    alert, states, transitions = None, [], []
+    codes = {"B": "breach", "O": "ok", "N": "no_data"}
+    for i, code in enumerate(statuses):
+        alert, tr = step(alert, result(codes[code]), policy, now=i * every)
+        states.append(alert.state.value[0].upper())
+        if tr is not None:
+            transitions.append(f"{i}:{tr.kind.value}")
+    return states, transitions
+
+
+@pytest.mark.parametrize(
+    ("policy", "statuses", "states", "transitions"),
+    [
+        (AlertPolicy(), "OBBO", "IFFR", ["1:firing", "3:resolved"]),
+        (AlertPolicy(for_=120), "BBBBO", "PPFFR", ["2:firing", "4:resolved"]),
+        (AlertPolicy(for_=120), "BOBOBO", "PIPIPI", []),
+        (AlertPolicy(keep_firing_for=180), "BOBOBOOOO", "FFFFFFFRR", ["0:firing", "7:resolved"]),
+        (AlertPolicy(), "BNNNO", "FFFFR", ["0:firing", "4:resolved"]),
+        (AlertPolicy(no_data=NoDataPolicy.ALERTING), "ONNO", "IFFR", ["1:firing", "3:resolved"]),
+        (
+            AlertPolicy(no_data=NoDataPolicy.OK),
+            "BNB",
+            "FRF",
+            ["0:firing", "1:resolved", "2:firing"],
+        ),
+        (AlertPolicy(no_data_for=120), "ONNNO", "IIIFR", ["3:firing", "4:resolved"]),
+        (AlertPolicy(repeat_interval=120), "BBBBB", "FFFFF", ["0:firing", "2:repeat", "4:repeat"]),
+    ],
+    ids=[
+        "a breach fires at once without `for`, and resolves on recovery",
+        "`for` holds the alert pending until the breach lasted long enough",
+        "a breach shorter than `for` never fires",
+        "flapping inside keep_firing_for pages once and resolves once",
+        "no_data keeps the state by default",
+        "no_data can be alerting",
+        "no_data can count as ok",
+        "no data for longer than no_data_for fires",
+        "reminders every repeat_interval while firing",
+    ],
+)
+def test_transitions(
+    policy: AlertPolicy, statuses: str, states: str, transitions: list[str]
+) -> None:
+    got_states, got_transitions = run(policy, statuses)
+    assert "".join(got_states) == states
+    assert got_transitions == transitions
+
+
+def test_each_firing_episode_is_a_new_incident_with_a_stable_id() -> None:
+    policy = AlertPolicy()
+    a1, t1 = step(None, result("breach"), policy, 0)
+    a2, _ = step(a1, result("ok"), policy, 60)
+    a3, t3 = step(a2, result("breach"), policy, 120)
+    assert t1 is not None and t3 is not None
+    assert t1.kind is TransitionKind.FIRING and t3.kind is TransitionKind.FIRING
+    assert a1.incident_id and a3.incident_id and a1.incident_id != a3.incident_id
+    assert a3.state is AlertState.FIRING
+    again, _ = step(None, result("breach"), policy, 0)
+    assert again.incident_id == a1.incident_id  # derived, not random

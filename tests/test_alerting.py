@@ -1,0 +1,244 @@
+"""Alerting end to end in-process: real Prometheus (backfilled scenario), the real alert
+manager, outbox and notifiers, a protocol-faithful Slack server and a webhook receiver.
+Time is the scenario's: each step evaluates at an explicit minute."""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
+from support.promserver import PrometheusServer
+from support.scenario import at
+from support.webhookrx import SECRET, WebhookReceiver
+
+from sentinel.app import Assembly, build_daemon
+from sentinel.config import load_config
+from sentinel.loader import load_rules
+
+RULES = """\
+version: sentinel/v1
+service: chatbot-backend
+labels: {namespace: chatbot, service: chatbot-backend, env: prod}
+slos:
+  - name: chat-latency-p95
+    description: 95 % of chat answers within 1.5 s.
+    sli:
+      latency: {histogram: chatbot_response_latency_seconds, quantile: 0.95}
+    threshold: 1.5s
+    window: 5m
+    runbook_url: https://runbooks.example.com/latency
+    notify: [oncall, rollback]
+    alert: {for: 2m, keep_firing_for: 2m, rollback: true}
+  - name: http-latency-p95
+    sli:
+      latency: {histogram: http_request_duration_seconds, quantile: 0.95}
+    threshold: 2s
+    window: 5m
+    notify: [oncall]
+    alert: {for: 2m, keep_firing_for: 2m}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = at(0)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    server = FakeSlack().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def assembly(
+    tmp_path: Path,
+    prometheus: PrometheusServer,
+    slack: FakeSlack,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[Assembly, Clock]]:
+    monkeypatch.setenv("TEST_SLACK_TOKEN", TOKEN)
+    monkeypatch.setenv("TEST_WEBHOOK_SECRET", SECRET)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "chatbot.yaml").write_text(RULES)
+    (tmp_path / "config.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            prometheus: {{url: "{prometheus.url}"}}
+            rules: [rules/*.yaml]
+            state: {{path: state.db}}
+            dashboards: {{grafana_url: "https://grafana.example.com"}}
+            notifiers:
+              oncall:
+                type: slack
+                token: ${{TEST_SLACK_TOKEN}}
+                channel: {CHANNEL}
+                base_url: {slack.url}/api/
+              rollback:
+                type: webhook
+                url: {receiver.url}/hooks/rollback
+                secret: ${{TEST_WEBHOOK_SECRET}}
+                min_events: 100
+                cooldown: 30m
+            """
+        )
+    )
+    config = load_config(tmp_path / "config.yaml")
+    clock = Clock()
+    built = await build_daemon(str(tmp_path / "config.yaml"), config, load_rules(config), clock)
+    yield built, clock
+    await built.cleanup()
+    await built.daemon.stop()
+
+
+async def replay(built: Assembly, clock: Clock, minutes: range) -> None:
+    for minute in minutes:
+        clock.now = at(minute)
+        await built.daemon.run_group("chatbot", clock.now)
+        await built.dispatcher.deliver_due()
+
+
+async def test_breach_pages_once_rolls_back_once_and_resolves_in_thread(
+    assembly: tuple[Assembly, Clock],
+    slack: FakeSlack,
+    receiver: WebhookReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    built, clock = assembly
+    caplog.set_level(logging.DEBUG)
+    await replay(built, clock, range(50, 62))
+    assert slack.messages == []  # breach seen at 61, still pending (for: 2m)
+    await replay(built, clock, range(62, 100))
+
+    # One message per incident (the two SLOs fired in different cycles), each updated in
+    # place once when resolved, with exactly one resolve reply in its thread.
+    roots = {m.text.split(" — ")[1].split(":")[0]: m for m in slack.roots()}
+    assert sorted(roots) == ["chat-latency-p95", "http-latency-p95"], [
+        m.text for m in slack.messages
+    ]
+    root = roots["chat-latency-p95"]
+    text = json.dumps(root.blocks, ensure_ascii=False)
+    assert "https://runbooks.example.com/latency" in text
+    assert "histogram_quantile(0.95" in text
+    assert "https://grafana.example.com/d/sentinel-chatbot-backend-" in text
+    assert "*Severity:* page" in text and "*Env:* prod" in text
+    for message in roots.values():
+        assert message.updates == 1 and "RESOLVED" in message.text
+        (reply,) = slack.replies(message)
+        assert reply.text.startswith("✅ Resolved:") and "<=" in reply.text
+
+    assert len(receiver.deliveries) == 1
+    delivery = receiver.deliveries[0]
+    assert delivery.signature_ok
+    incident = next(i for i in built.store.incidents() if i["slo"] == "chat-latency-p95")
+    assert delivery.headers["Idempotency-Key"] == delivery.body["incident_id"] == incident["id"]
+    assert delivery.body["action"] == "rollback"
+    assert delivery.body["slo"] == "chat-latency-p95"
+    assert delivery.body["service"] == "chatbot-backend"
+    assert delivery.body["env"] == "prod"
+    assert delivery.body["value"] > 1.5
+    assert {i["slo"] for i in built.store.incidents()} == {"chat-latency-p95", "http-latency-p95"}
+    assert all(i["resolved_at"] is not None for i in built.store.incidents())
+    assert incident["started_at"] == at(63)  # breach from 61, held for 2m
+
+    # Nothing more is sent when the data stays healthy.
+    await replay(built, clock, range(100, 110))
+    assert len(slack.messages) == 4 and len(receiver.deliveries) == 1
+    # Secrets never reach the logs.
+    assert TOKEN not in caplog.text and SECRET not in caplog.text
+
+
+async def test_slack_429_and_500_are_retried_and_the_message_arrives_once(
+    assembly: tuple[Assembly, Clock], slack: FakeSlack
+) -> None:
+    built, clock = assembly
+    slack.fail_next("chat.postMessage", Failure(429, retry_after=1), Failure(500))
+    await replay(built, clock, range(58, 66))
+    posts = [
+        c for c in slack.calls if c[0] == "chat.postMessage" and "chat-latency" in c[1]["text"]
+    ]
+    assert len(posts) == 3  # 429, then 500, then delivered
+    assert len([m for m in slack.roots() if "chat-latency-p95" in m.text]) == 1
+
+
+async def test_permanent_slack_error_is_surfaced_not_retried_forever(
+    assembly: tuple[Assembly, Clock], slack: FakeSlack
+) -> None:
+    built, clock = assembly
+    slack.fail_next("chat.postMessage", Failure(error="channel_not_found"))
+    await replay(built, clock, range(58, 66))
+    health = built.daemon.extra_health()
+    assert "channel_not_found" in health["notifier:oncall"]["last_error"]
+    assert health["state_store"]["outbox"]["dead"] == 1
+    assert TOKEN not in json.dumps(health)
+
+
+async def test_silenced_alert_changes_state_but_sends_nothing(
+    assembly: tuple[Assembly, Clock], slack: FakeSlack, receiver: WebhookReceiver
+) -> None:
+    built, clock = assembly
+    from sentinel.alerting.silences import parse_matchers
+
+    built.store.add_silence(
+        parse_matchers({"service": "chatbot-backend"}), at(0), at(120), "test", "maintenance"
+    )
+    await replay(built, clock, range(58, 70))
+    assert slack.messages == [] and receiver.deliveries == []
+    states = {a["slo"]: a["state"] for a in built.manager.to_json()}
+    assert states["chat-latency-p95"] == "firing"
+
+
+async def test_rollback_webhook_retries_5xx_and_never_sends_twice(
+    assembly: tuple[Assembly, Clock], receiver: WebhookReceiver
+) -> None:
+    built, clock = assembly
+    receiver.planned = [503, 429]
+    await replay(built, clock, range(58, 66))
+    for _ in range(3):  # let the outbox's backoff elapse on the scenario clock
+        clock.now += 10
+        await built.dispatcher.deliver_due()
+    assert receiver.attempts == 3
+    assert len(receiver.deliveries) == 1 and receiver.deliveries[0].signature_ok
+
+
+def test_alerts_of_one_service_firing_in_one_cycle_are_one_message(tmp_path: Path) -> None:
+    from sentinel.alerting.manager import AlertManager
+    from sentinel.evaluation import SLOResult, Status
+    from sentinel.model import SLO, LatencySLI, RuleGroup, Selector
+    from sentinel.notify.log import LogNotifier
+    from sentinel.store import Store
+
+    store = Store(tmp_path / "s.db")
+    manager = AlertManager(store, {"log": LogNotifier("log")}, {})
+    slos = tuple(
+        SLO(service="svc", name=n, sli=LatencySLI(Selector("h"), 0.95), threshold=1, window=60)
+        for n in ("a", "b")
+    )
+    group = RuleGroup("g", "g.yaml", "svc", 30, slos)
+    results = [
+        SLOResult("svc", n, Status.BREACH, 2.0, 1.0, None, 60, 0.0, kind="latency")
+        for n in ("a", "b")
+    ]
+    manager.observe_sync(group, results, now=100.0)
+    (entry,) = store.due(now=100.0)
+    assert [a["slo"] for a in entry.payload["alerts"]] == ["a", "b"]
+    manager.observe_sync(group, results, now=160.0)  # still firing: nothing new
+    assert len(store.due(now=160.0)) == 1
+    store.close()
