@@ -83,11 +83,12 @@ def main() -> int:
             "PROMETHEUS_URL": f"http://127.0.0.1:{prom_port}",
             "SENTINEL_STATE": str(WORK / "state.db"),
         }
+        slos = "curl -s http://127.0.0.1:8080/api/v1/slos | python3 -m json.tool"
         print(
-            "\ndemo: Prometheus on http://127.0.0.1:%d, Sentinel on http://127.0.0.1:8080\n"
-            "demo: watch the SLOs:  curl -s http://127.0.0.1:8080/api/v1/slos | python3 -m json.tool\n"
-            "demo: faults: latency at ~1 min, 5xx at ~3 min, fallback surge at ~5 min\n"
-            % prom_port,
+            f"\ndemo: Prometheus on http://127.0.0.1:{prom_port}, "
+            "Sentinel on http://127.0.0.1:8080\n"
+            f"demo: watch the SLOs:  {slos}\n"
+            "demo: faults: latency at ~1 min, 5xx at ~3 min, fallback surge at ~5 min\n",
             flush=True,
         )
         sentinel = subprocess.Popen(
