@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from support.promserver import PrometheusServer, backfill, find_binary
 from support.scenario import write_file
 

@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
-from support.promserver import PrometheusServer
-from support.scenario import at
-from support.webhookrx import SECRET, WebhookReceiver
 
 from sentinel.app import Assembly, build_daemon
 from sentinel.config import load_config
 from sentinel.loader import load_rules
+from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
+from support.promserver import PrometheusServer
+from support.scenario import at
+from support.webhookrx import SECRET, WebhookReceiver
 
 RULES = """\
 version: sentinel/v1

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from support.promserver import PrometheusServer
 
+from conftest import REPO
 from sentinel.cli import main
+from support.promserver import PrometheusServer
 
 BROKEN = """\
     version: sentinel/v1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from support.procs import Proc, http, start_sentinel, start_simulator, wait_for
 from support.promserver import PrometheusServer, free_port
 

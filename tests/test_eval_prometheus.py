@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from conftest import PLATFORM_SERVICES, REPO
+from sentinel.cli import main
 from support.promserver import PrometheusServer
 from support.scenario import (
     HEALTHY_CHAT,
@@ -19,8 +21,6 @@ from support.scenario import (
     expected_quantile,
     platform_bad,
 )
-
-from sentinel.cli import main
 
 
 @pytest.fixture
