@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
@@ -24,6 +25,77 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--log-format", choices=("console", "json"), default="console")
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=cmd_run)
+
+    gate = sub.add_parser("gate", help="ask a running sentinel whether a release may be promoted")
+    gate.add_argument("--url", default=os.environ.get("SENTINEL_URL", "http://127.0.0.1:8080"))
+    gate.add_argument("--service", required=True)
+    gate.add_argument("--env")
+    gate.add_argument("--since", help="deploy start: RFC 3339 or Unix seconds")
+    gate.add_argument("--slo", help="comma-separated SLO names (default: the gate SLOs)")
+    gate.add_argument("--release")
+    gate.add_argument("--wait", default="0s", help="keep polling while pending, up to this long")
+    gate.add_argument("--interval", default="30s")
+    gate.add_argument("--label", action="append", default=[], help="extra matcher name=value")
+    gate.set_defaults(func=cmd_gate)
+
+    silence = sub.add_parser("silence", help="manage silences of a running sentinel")
+    silence.add_argument("--url", default=os.environ.get("SENTINEL_URL", "http://127.0.0.1:8080"))
+    ssub = silence.add_subparsers(dest="action", required=True)
+    add = ssub.add_parser("add", help="silence matching alerts")
+    add.add_argument(
+        "matchers", nargs="+", help="name=value or name=~regex (service, slo, severity, ...)"
+    )
+    add.add_argument("--duration", default="2h")
+    add.add_argument("--author", default=os.environ.get("USER", "unknown"))
+    add.add_argument("--comment", required=True)
+    ssub.add_parser("list", help="list silences")
+    expire = ssub.add_parser("expire", help="end a silence now")
+    expire.add_argument("id")
+    silence.set_defaults(func=cmd_silence)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from sentinel.client import gate
+    from sentinel.units import parse_duration
+
+    params = {"service": args.service}
+    for key in ("env", "since", "slo", "release"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
+    for label in args.label:
+        name, sep, value = label.partition("=")
+        if not sep:
+            print(f"--label: expected name=value, got {label!r}", file=sys.stderr)
+            return 2
+        params[name] = value
+    try:
+        wait, interval = parse_duration(args.wait), parse_duration(args.interval)
+    except ValueError as exc:
+        print(f"--wait/--interval: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(gate(args.url, params, wait, interval))
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from sentinel.client import silence
+
+    payload = None
+    if args.action == "add":
+        matchers = []
+        for raw in args.matchers:
+            regex = "=~" in raw
+            name, _, value = raw.partition("=~" if regex else "=")
+            if not value:
+                print(f"matcher {raw!r}: expected name=value or name=~regex", file=sys.stderr)
+                return 2
+            matchers.append({"name": name, "value": value, "isRegex": regex})
+        payload = {
+            "matchers": matchers,
+            "duration": args.duration,
+            "author": args.author,
+            "comment": args.comment,
+        }
+    return asyncio.run(silence(args.url, args.action, payload, getattr(args, "id", None)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ requests and cached for `cache_ttl`), the firing alerts, and source health.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -290,7 +289,7 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
                     {"error": f"service: unknown service {req.service!r}", "decision": None},
                     status=404,
                 )
-            decision, body = await gate.check(req, time.time())
+            decision, body = await gate.check(req, gate.daemon.clock())
         except GateInputError as exc:
             return json_response({"error": str(exc), "parameter": exc.param}, status=400)
         headers = {"Retry-After": RETRY_AFTER} if decision == "pending" else None
