@@ -84,6 +84,7 @@ async def build_daemon(
     dispatcher.start()
 
     async def cleanup() -> None:
+        await gate.close()
         await dispatcher.stop()
         for notifier in notifiers.values():
             await notifier.close()

@@ -9,6 +9,8 @@ requests and cached for `cache_ttl`), the firing alerts, and source health.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +24,7 @@ from sentinel.model import LABEL_NAME, SLO, Matcher, MatchOp
 from sentinel.store import Store
 from sentinel.timeparse import parse_time
 from sentinel.units import format_duration
-from sentinel.web import json_response, require_token
+from sentinel.web import dumps, json_response, require_token
 
 RESERVED = frozenset({"service", "since", "slo", "release", "revision"})
 STATUS_CODE = {"pass": 200, "fail": 412, "pending": 503}
@@ -138,6 +140,41 @@ class Gate:
         self.store = store
         self._inflight: dict[tuple[Any, ...], asyncio.Future[tuple[float, list[SLOResult]]]] = {}
         self._cache: dict[tuple[Any, ...], tuple[float, list[SLOResult]]] = {}
+        # Audit rows are written in batches: one SQLite transaction per request would cost
+        # more than the rest of the request. A crash loses at most `flush_every` seconds.
+        self._audit: list[tuple[float, str, str, str, str]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.flush_every = 0.5
+
+    def flush_audit(self) -> None:
+        rows, self._audit = self._audit, []
+        if self.store is not None:
+            self.store.record_gates(rows)
+
+    async def _flush_loop(self) -> None:
+        assert self.store is not None
+        # Writes happen in a worker thread on their own connection, so a large batch
+        # never stalls the event loop (sqlite3 releases the GIL while it works).
+        writer = self.store.writer_connection()
+        try:
+            while True:
+                await asyncio.sleep(self.flush_every)
+                rows, self._audit = self._audit, []
+                await asyncio.to_thread(self.store.record_gates, rows, writer)
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        self.flush_audit()
+
+    def record(self, at: float, service: str, decision: str, inputs: str, body: str) -> None:
+        self._audit.append((at, service, decision, inputs, body))
+        if self.store is not None and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush_loop())
 
     def known_services(self) -> set[str]:
         known = {slo.service for slo in self.daemon.rules.slos}
@@ -180,17 +217,18 @@ class Gate:
             verdict = Verdict("pending", [f"only {format_duration(int(window))} since deploy"])
         body = self._body(req, verdict, results, firing, evaluated_at, now, window)
         self.daemon.metrics.gate_decisions.labels(verdict.decision).inc()
-        if self.store is not None:
-            inputs = {
-                "service": req.service,
-                "since": req.since,
-                "slos": list(req.slos),
-                "matchers": {m.label: m.value for m in req.matchers},
-                "release": req.release,
-                "revision": req.revision,
-            }
-            self.store.record_gate(now, req.service, verdict.decision, inputs, body)
         return verdict.decision, body
+
+    def audit(self, req: GateRequest, now: float, decision: str, body_json: str) -> None:
+        inputs = {
+            "service": req.service,
+            "since": req.since,
+            "slos": list(req.slos),
+            "matchers": {m.label: m.value for m in req.matchers},
+            "release": req.release,
+            "revision": req.revision,
+        }
+        self.record(now, req.service, decision, json.dumps(inputs), body_json)
 
     async def _evaluate(
         self, req: GateRequest, slos: list[SLO], now: float, window: float | None
@@ -289,16 +327,25 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
                     {"error": f"service: unknown service {req.service!r}", "decision": None},
                     status=404,
                 )
-            decision, body = await gate.check(req, gate.daemon.clock())
+            now = gate.daemon.clock()
+            decision, body = await gate.check(req, now)
         except GateInputError as exc:
             return json_response({"error": str(exc), "parameter": exc.param}, status=400)
-        headers = {"Retry-After": RETRY_AFTER} if decision == "pending" else None
-        return json_response(body, status=STATUS_CODE[decision], headers=headers)
+        text = dumps(body)
+        gate.audit(req, now, decision, text)
+        headers = {"Retry-After": RETRY_AFTER} if decision == "pending" else {}
+        return web.Response(
+            text=text,
+            status=STATUS_CODE[decision],
+            headers=headers,
+            content_type="application/json",
+        )
 
     async def history(request: web.Request) -> web.Response:
         require_token(request)
         if gate.store is None:
             return json_response([])
+        gate.flush_audit()
         try:
             limit = min(1000, int(request.query.get("limit", "100")))
         except ValueError:

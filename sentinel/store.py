@@ -310,14 +310,31 @@ class Store:
 
     # -- gate audit ---------------------------------------------------------------------
 
-    def record_gate(
-        self, at: float, service: str, decision: str, inputs: dict[str, Any], body: dict[str, Any]
+    def record_gates(
+        self, rows: Sequence[tuple[float, str, str, str, str]], db: sqlite3.Connection | None = None
     ) -> None:
-        self.db.execute(
-            "INSERT INTO gate_decisions(at, service, decision, inputs, body) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (at, service, decision, json.dumps(inputs), json.dumps(body)),
-        )
+        """(at, service, decision, inputs JSON, body JSON) rows, in one transaction."""
+        if not rows:
+            return
+        db = db or self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO gate_decisions(at, service, decision, inputs, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def writer_connection(self) -> sqlite3.Connection:
+        """A second connection for batched writes from a worker thread (WAL allows it)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     def gate_history(self, service: str | None, limit: int = 100) -> list[dict[str, Any]]:
         if service:

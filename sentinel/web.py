@@ -6,6 +6,7 @@ Later features register their own routes (gate, alerts, silences) via `extra_rou
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,12 +25,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=lambda d: _dumps(d))
+    return web.json_response(data, status=status, headers=headers, dumps=dumps)
 
 
-def _dumps(data: Any) -> str:
-    import json
-
+def dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False, default=str)
 
 
@@ -42,7 +41,7 @@ def require_token(request: web.Request) -> None:
     given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
     if not given or not hmac.compare_digest(given, token.get_secret_value()):
         raise web.HTTPUnauthorized(
-            text=_dumps({"error": "missing or invalid bearer token"}),
+            text=dumps({"error": "missing or invalid bearer token"}),
             content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="sentinel"'},
         )
@@ -114,7 +113,7 @@ async def slos(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in ("ok", "breach", "no_data"):
         raise web.HTTPBadRequest(
-            text=_dumps({"error": "status: expected ok, breach or no_data"}),
+            text=dumps({"error": "status: expected ok, breach or no_data"}),
             content_type="application/json",
         )
     results = [
