@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from load import LoadResult, run_load
+from support.fakeloki import FakeLoki
 from support.procs import http, start_sentinel, start_simulator, wait_for
 from support.promserver import PrometheusServer, free_port
 
@@ -37,6 +38,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        loki = FakeLoki().start()
         sim, sim_url = start_simulator(work)
         prom = PrometheusServer(work / "prom", scrape_targets=(sim_url.removeprefix("http://"),))
         prom.workdir.mkdir()
@@ -48,6 +50,7 @@ def main() -> int:
             textwrap.dedent(
                 f"""\
                 prometheus: {{url: "{prom.url}"}}
+                loki: {{url: "{loki.url}"}}
                 rules: [rules/*.yaml]
                 server: {{listen: "127.0.0.1:{port}", api_token: "{TOKEN}"}}
                 state: {{path: state.db}}
@@ -82,6 +85,7 @@ def main() -> int:
             daemon.stop()
             prom.stop()
             sim.stop()
+            loki.stop()
     print_table(results, args.connections)
     return 0
 

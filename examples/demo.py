@@ -44,6 +44,12 @@ def main() -> int:
         return 2
     WORK.mkdir(exist_ok=True)
     sim_port, prom_port = free_port(), free_port()
+    # No Loki build installs from Debian or PyPI: the demo runs the protocol-faithful
+    # Loki the tests use (push + the LogQL metric queries Sentinel sends).
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.fakeloki import FakeLoki
+
+    loki = FakeLoki().start()
     (WORK / "prometheus.yml").write_text(
         "global: {scrape_interval: 5s}\n"
         "scrape_configs:\n"
@@ -61,6 +67,8 @@ def main() -> int:
                     "--schedule",
                     "--log-file",
                     str(WORK / "answers.jsonl"),
+                    "--loki-url",
+                    loki.url,
                 ]
             )
         )
@@ -81,6 +89,7 @@ def main() -> int:
         env = {
             **os.environ,
             "PROMETHEUS_URL": f"http://127.0.0.1:{prom_port}",
+            "LOKI_URL": loki.url,
             "SENTINEL_STATE": str(WORK / "state.db"),
         }
         slos = "curl -s http://127.0.0.1:8080/api/v1/slos | python3 -m json.tool"
@@ -109,6 +118,7 @@ def main() -> int:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        loki.stop()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,8 +46,13 @@ SCHEDULE = (
 
 
 class Simulator:
-    def __init__(self, rate: float = 20.0, log_file: TextIO | None = None) -> None:
+    def __init__(
+        self, rate: float = 20.0, log_file: TextIO | None = None, loki_url: str | None = None
+    ) -> None:
         self.rate = rate
+        self.loki_url = loki_url
+        self.pending_lines: list[list[str]] = []
+        self.carry = 0.0
         self.mode = "none"
         self.log_file = log_file
         self.registry = CollectorRegistry()
@@ -85,37 +91,73 @@ class Simulator:
         self.requests.labels(*BASE.values(), "POST", status).inc()
         self.http_latency.labels(*BASE.values()).observe(latency)
         if failed:
+            self.log({"level": "error", "message": "Internal server error: LLM gateway 502"})
             return
         self.chat_latency.labels(*BASE.values()).observe(latency)
         mode = "snippet-fallback" if fallback else "llm-summary"
         provider = "none" if fallback else self.rng.choice(("spoon-policy", "spoon-ops"))
         self.answers.labels(*BASE.values(), mode, provider).inc()
-        if self.log_file is not None:
-            line = {
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        self.log(
+            {
                 "level": "warning" if fallback else "info",
-                "request_id": f"req-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:12]}",
                 "message": "Chat message processed",
                 "answer_mode": mode,
                 "provider_used": provider,
                 "latency_ms": round(latency * 1000),
-                "namespace": "chatbot",
             }
-            self.log_file.write(json.dumps(line) + "\n")
+        )
+
+    def log(self, fields: dict[str, Any]) -> None:
+        if self.log_file is None and not self.loki_url:
+            return
+        line = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "request_id": f"req-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:12]}",
+            "namespace": "chatbot",
+            **fields,
+        }
+        text = json.dumps(line)
+        if self.log_file is not None:
+            self.log_file.write(text + "\n")
+        if self.loki_url:
+            self.pending_lines.append([str(time.time_ns()), text])
+
+    async def push_logs(self, session: Any) -> None:
+        """Ship buffered answer logs to Loki's push API (JSON form)."""
+        if not self.loki_url or not self.pending_lines:
+            return
+        lines, self.pending_lines = self.pending_lines, []
+        body = {
+            "streams": [
+                {
+                    "stream": {"app": "chatbot-backend", "namespace": "chatbot", "env": "prod"},
+                    "values": lines,
+                }
+            ]
+        }
+        try:
+            async with session.post(f"{self.loki_url}/loki/api/v1/push", json=body) as resp:
+                await resp.read()
+        except Exception as exc:  # the runtime must not die because Loki is down
+            print(f"simulator: loki push failed: {exc}", flush=True)
 
     async def traffic(self) -> None:
         tick = 0.25
-        carry = 0.0
-        while True:
-            await asyncio.sleep(tick)
-            if self.mode == "idle":
-                continue
-            carry += self.rate * tick
-            while carry >= 1:
-                carry -= 1
-                self.one_request()
-            if self.log_file is not None:
-                self.log_file.flush()
+        async with aiohttp.ClientSession() as session:
+            while True:
+                await asyncio.sleep(tick)
+                self.generate(tick)
+                await self.push_logs(session)
+
+    def generate(self, seconds: float) -> None:
+        if self.mode == "idle":
+            return
+        self.carry += self.rate * seconds
+        while self.carry >= 1:
+            self.carry -= 1
+            self.one_request()
+        if self.log_file is not None:
+            self.log_file.flush()
 
     async def run_schedule(self) -> None:
         while True:
@@ -143,8 +185,10 @@ def build_app(sim: Simulator) -> web.Application:
     return app
 
 
-async def serve(port: int, rate: float, schedule: bool, log_file: TextIO | None) -> None:
-    sim = Simulator(rate, log_file)
+async def serve(
+    port: int, rate: float, schedule: bool, log_file: TextIO | None, loki_url: str | None = None
+) -> None:
+    sim = Simulator(rate, log_file, loki_url)
     runner = web.AppRunner(build_app(sim), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -166,6 +210,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second")
     parser.add_argument("--schedule", action="store_true", help="cycle through the demo faults")
     parser.add_argument("--log-file", help="append JSON answer logs here")
+    parser.add_argument("--loki-url", help="push JSON answer logs to this Loki")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         log_file = (
@@ -174,7 +219,7 @@ def main() -> None:
             else None
         )
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(args.port, args.rate, args.schedule, log_file))
+            asyncio.run(serve(args.port, args.rate, args.schedule, log_file, args.loki_url))
 
 
 if __name__ == "__main__":

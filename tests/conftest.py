@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from support.fakeloki import FakeLoki
 from support.promserver import PrometheusServer, backfill, find_binary
-from support.scenario import write_file
+from support.scenario import LOG_STREAM, log_lines, write_file
 
 PLATFORM_SERVICES = 1000
 
@@ -43,6 +44,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
     backfill(data, server.storage)
     data.unlink()
     server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def loki() -> Iterator[FakeLoki]:
+    """The protocol-faithful Loki holding the scenario's JSON answer logs."""
+    server = FakeLoki().start()
+    server.push(LOG_STREAM, log_lines())
     yield server
     server.stop()
 

@@ -47,7 +47,7 @@ def test_shipped_example_config_is_valid(
     code = main(["check", "-c", str(tmp_path / "config.yaml")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "ok: 5 SLOs" in captured.out
+    assert "ok: 6 SLOs" in captured.out
 
 
 def test_three_precise_errors_and_exit_1(
@@ -74,12 +74,16 @@ def test_unreachable_prometheus_is_said_not_hidden(
     capsys: pytest.CaptureFixture[str], write_config: Callable[..., Path]
 ) -> None:
     config = write_config(
-        "http://127.0.0.1:9", {"chatbot.yaml": (REPO / "rules/chatbot.yaml").read_text()}
+        "http://127.0.0.1:9",
+        {"chatbot.yaml": (REPO / "rules/chatbot.yaml").read_text()},
+        "loki: {url: 'http://127.0.0.1:9', retries: 0}\n",
     )
     code = main(["check", "-c", str(config)])
     captured = capsys.readouterr()
     assert code == 0
-    assert "unreachable" in captured.err and "NOT checked" in captured.err
+    assert "prometheus at http://127.0.0.1:9 is unreachable" in captured.err
+    assert "loki at http://127.0.0.1:9 is unreachable" in captured.err
+    assert "NOT checked" in captured.err
 
 
 @pytest.mark.parametrize(

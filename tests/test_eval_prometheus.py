@@ -11,6 +11,7 @@ import pytest
 
 from conftest import PLATFORM_SERVICES, REPO
 from sentinel.cli import main
+from support.fakeloki import FakeLoki
 from support.promserver import PrometheusServer
 from support.scenario import (
     HEALTHY_CHAT,
@@ -24,12 +25,14 @@ from support.scenario import (
 
 
 @pytest.fixture
-def chatbot_config(tmp_path: Path, prometheus: PrometheusServer) -> Path:
-    """The shipped rules/chatbot.yaml, pointed at the fixture Prometheus."""
+def chatbot_config(tmp_path: Path, prometheus: PrometheusServer, loki: FakeLoki) -> Path:
+    """The shipped rules/chatbot.yaml, pointed at the fixture Prometheus and Loki."""
     (tmp_path / "rules").mkdir()
     shutil.copy(REPO / "rules" / "chatbot.yaml", tmp_path / "rules" / "chatbot.yaml")
     config = tmp_path / "config.yaml"
-    config.write_text(f"prometheus:\n  url: {prometheus.url}\nrules: [rules/*.yaml]\n")
+    config.write_text(
+        f"prometheus:\n  url: {prometheus.url}\nloki:\n  url: {loki.url}\nrules: [rules/*.yaml]\n"
+    )
     return config
 
 
@@ -56,7 +59,10 @@ def test_healthy_traffic_is_ok_with_exact_values(
     )
     # No 5xx series exists yet: the error ratio is 0, not no_data.
     assert results["http-5xx-ratio"]["value"] == 0.0
-    assert results["fallback-answer-rate"]["value"] == pytest.approx(4 / 200, abs=1e-9)
+    # From the logs: 1 fallback in 50 answers per 15 s; garbled lines count on neither side.
+    assert results["fallback-answer-rate"]["value"] == pytest.approx(1 / 50, abs=1e-12)
+    assert results["fallback-answer-rate"]["events"] == 40 * 50
+    assert results["error-log-rate"]["value"] == 0.0
     assert chat["evaluated_at"] == "2026-11-20T12:30:00Z"
 
 
@@ -90,6 +96,8 @@ def test_5xx_burst_breaches_error_ratio_exactly(
     assert ratio["threshold"] == pytest.approx(0.005)
     assert ratio["objective"] == pytest.approx(0.995)
     assert results["chat-latency-p95"]["status"] == "ok"
+    assert results["error-log-rate"]["status"] == "breach"
+    assert results["error-log-rate"]["value"] == pytest.approx(2 / 50, abs=1e-12)
 
 
 def test_fallback_surge_breaches_fallback_rate(
@@ -97,7 +105,7 @@ def test_fallback_surge_breaches_fallback_rate(
 ) -> None:
     _, results = run_eval(capsys, chatbot_config, at(200))
     assert results["fallback-answer-rate"]["status"] == "breach"
-    assert results["fallback-answer-rate"]["value"] == pytest.approx(60 / 200, abs=1e-9)
+    assert results["fallback-answer-rate"]["value"] == pytest.approx(15 / 50, abs=1e-12)
     assert results["http-5xx-ratio"]["status"] == "ok"
 
 
@@ -126,12 +134,15 @@ def test_unreachable_prometheus_exits_2_with_one_line_reason(
     (tmp_path / "rules").mkdir()
     shutil.copy(REPO / "rules" / "chatbot.yaml", tmp_path / "rules")
     config = tmp_path / "config.yaml"
-    config.write_text("prometheus:\n  url: http://127.0.0.1:9\n  retries: 0\nrules: [rules/*]\n")
+    config.write_text(
+        "prometheus:\n  url: http://127.0.0.1:9\n  retries: 0\n"
+        "loki:\n  url: http://127.0.0.1:9\n  retries: 0\nrules: [rules/*]\n"
+    )
     code = main(["eval", "-c", str(config), "--at", str(at(30))])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1
-    assert "prometheus unavailable: cannot connect" in err
+    assert "unavailable: cannot connect" in err
 
 
 GROUPED_RULE = """\

@@ -96,14 +96,19 @@ def test_unparseable_lines_with_and_without_error_filter(loki: FakeLoki) -> None
     assert query(loki, filtered, 1795295030)[1]["data"]["result"] == expected["data"]["result"]
     status, text = query(loki, f"count_over_time({sel} | json [5m])", 1795295030)
     expected_status, expected_text = recorded("query-badjson-noagg.txt")
-    assert (status, text.splitlines()[0][:40]) == (expected_status, expected_text.splitlines()[0][:40])
+    assert (status, text.splitlines()[0][:40]) == (
+        expected_status,
+        expected_text.splitlines()[0][:40],
+    )
 
 
 def test_invalid_logql_is_400_plain_text(loki: FakeLoki) -> None:
     status, text = query(loki, 'sum(count_over_time({app="chatbot"} | json [5m])', 1795295020)
     expected_status, expected_text = recorded("query-invalid-400.txt")
     assert status == expected_status == 400
-    assert text.startswith("parse error at line 1, col ") and expected_text.startswith("parse error at line 1, col ")
+    assert text.startswith("parse error at line 1, col ") and expected_text.startswith(
+        "parse error at line 1, col "
+    )
     assert "syntax error: unexpected $end, expecting )" in text
 
 

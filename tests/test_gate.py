@@ -18,6 +18,7 @@ from sentinel.app import Assembly, build_daemon
 from sentinel.config import load_config
 from sentinel.loader import load_rules
 from sentinel.web import build_app
+from support.fakeloki import FakeLoki
 from support.promserver import PrometheusServer
 from support.scenario import at
 
@@ -47,7 +48,11 @@ class GateClient:
 
 
 async def make_client(
-    tmp_path: Path, prom_url: str, monkeypatch: pytest.MonkeyPatch, gate_extra: str = ""
+    tmp_path: Path,
+    prom_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    gate_extra: str = "",
+    loki_url: str = "http://127.0.0.1:9",
 ) -> AsyncIterator[GateClient]:
     monkeypatch.setenv("SENTINEL_GATE_TEST_TOKEN", TOKEN)
     (tmp_path / "rules").mkdir()
@@ -56,6 +61,7 @@ async def make_client(
         textwrap.dedent(
             f"""\
             prometheus: {{url: "{prom_url}", retries: 0, timeout: 2s}}
+            loki: {{url: "{loki_url}", retries: 0, timeout: 2s}}
             rules: [rules/*.yaml]
             state: {{path: state.db}}
             server: {{api_token: "${{SENTINEL_GATE_TEST_TOKEN}}"}}
@@ -76,9 +82,9 @@ async def make_client(
 
 @pytest.fixture
 async def gate(
-    tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, prometheus: PrometheusServer, loki: FakeLoki, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[GateClient]:
-    async for client in make_client(tmp_path, prometheus.url, monkeypatch):
+    async for client in make_client(tmp_path, prometheus.url, monkeypatch, loki_url=loki.url):
         yield client
 
 
@@ -97,6 +103,7 @@ async def test_healthy_release_passes(gate: GateClient) -> None:
         "http-latency-p99",
         "http-5xx-ratio",
         "fallback-answer-rate",
+        "error-log-rate",
     }
     assert all(s["status"] == "ok" and s["events"] > 0 for s in body["slos"])
 
@@ -200,15 +207,17 @@ async def test_every_decision_is_recorded(gate: GateClient) -> None:
 
 
 async def test_concurrent_identical_requests_share_one_evaluation(
-    gate: GateClient, prometheus: PrometheusServer
+    gate: GateClient, prometheus: PrometheusServer, loki: FakeLoki
 ) -> None:
     gate.clock.now = at(41)
-    before = prometheus.query_count()
+    before, loki_before = prometheus.query_count(), len(loki.queries)
     answers = await asyncio.gather(
         *(gate.get(service="chatbot-backend", since=str(int(at(21)))) for _ in range(20))
     )
     assert {a[0] for a in answers} == {200}
-    assert prometheus.query_count() - before == 5  # one query per gate SLO, not 20 x 5
+    # One query per gate SLO (4 PromQL, 2 LogQL), not 20 times that.
+    assert prometheus.query_count() - before == 4
+    assert len(loki.queries) - loki_before == 2
 
 
 async def test_prometheus_down_fails_closed(

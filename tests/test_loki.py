@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.cli import main
-from support.fakeloki import Fault, FakeLoki
+from support.fakeloki import FakeLoki, Fault
 
 T0 = 1795190400.0  # 2026-11-20T16:00:00Z
 
@@ -46,8 +46,14 @@ slos:
 
 def line(mode: str, level: str = "info", provider: str = "spoon-policy") -> str:
     return json.dumps(
-        {"level": level, "request_id": "req-1", "answer_mode": mode, "provider_used": provider,
-         "latency_ms": 420, "message": "Chat message processed"}
+        {
+            "level": level,
+            "request_id": "req-1",
+            "answer_mode": mode,
+            "provider_used": provider,
+            "latency_ms": 420,
+            "message": "Chat message processed",
+        }
     )
 
 
@@ -56,13 +62,24 @@ def loki() -> Iterator[FakeLoki]:
     server = FakeLoki(require_tenant=True).start()
     stream = {"app": "chatbot-backend", "namespace": "chatbot"}
     # Window 1 (T0-5m, T0]: 100 answers, 7 fallbacks, 2 error lines, 3 garbled lines.
-    lines = [(T0 - 290 + i, line("snippet-fallback" if i < 7 else "llm-summary",
-                                 "error" if i in (50, 51) else "info")) for i in range(100)]
+    lines = [
+        (
+            T0 - 290 + i,
+            line(
+                "snippet-fallback" if i < 7 else "llm-summary", "error" if i in (50, 51) else "info"
+            ),
+        )
+        for i in range(100)
+    ]
     lines += [(T0 - 100 + i, "Traceback (most recent call last): not json") for i in range(3)]
     server.push({**stream, "env": "prod"}, lines[:60], tenant="chatbot")
     server.push({**stream, "env": "canary"}, lines[60:], tenant="chatbot")
     # Window 2 (T0+1h-5m, T0+1h]: 50 answers, none fallback.
-    server.push({**stream, "env": "prod"}, [(T0 + 3400 + i, line("llm-summary")) for i in range(50)], tenant="chatbot")
+    server.push(
+        {**stream, "env": "prod"},
+        [(T0 + 3400 + i, line("llm-summary")) for i in range(50)],
+        tenant="chatbot",
+    )
     yield server
     server.stop()
 
@@ -84,7 +101,9 @@ def config(tmp_path: Path, loki: FakeLoki) -> Path:
     return cfg
 
 
-def run(capsys: pytest.CaptureFixture[str], cfg: Path, at: float) -> tuple[int, list[dict[str, object]]]:
+def run(
+    capsys: pytest.CaptureFixture[str], cfg: Path, at: float
+) -> tuple[int, list[dict[str, object]]]:
     code = main(["eval", "-c", str(cfg), "--at", str(at), "--format", "json"])
     out = capsys.readouterr().out
     return code, json.loads(out) if out.strip() else []
@@ -135,19 +154,20 @@ def test_transient_loki_errors_are_retried(
     assert code == 1 and all(r["status"] != "no_data" for r in results)
 
 
-def test_loki_down_is_an_error_not_ok(capsys: pytest.CaptureFixture[str], config: Path, loki: FakeLoki) -> None:
+def test_loki_down_is_an_error_not_ok(
+    capsys: pytest.CaptureFixture[str], config: Path, loki: FakeLoki
+) -> None:
     config.write_text(config.read_text().replace(loki.url, "http://127.0.0.1:9"))
     code = main(["eval", "-c", str(config), "--at", str(T0)])
     assert code == 2
     assert "loki unavailable" in capsys.readouterr().err
 
 
-def test_check_asks_loki_to_parse_logql(
-    capsys: pytest.CaptureFixture[str], config: Path
-) -> None:
+def test_check_asks_loki_to_parse_logql(capsys: pytest.CaptureFixture[str], config: Path) -> None:
     rules = config.parent / "rules" / "logs.yaml"
     rules.write_text(
-        RULES + "  - name: raw\n    sli:\n      logql:\n        query: 'sum(count_over_time({app=\"x\"} [$window])'\n    threshold: 1\n"
+        RULES
+        + "  - name: raw\n    sli:\n      logql:\n        query: 'sum(count_over_time({app=\"x\"} [$window])'\n    threshold: 1\n"
     )
     code = main(["check", "-c", str(config)])
     err = capsys.readouterr().err

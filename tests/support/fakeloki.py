@@ -12,6 +12,7 @@ The recorded real answers in ../shared/reference/loki-2.9.9-responses/ are the s
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import json
 import math
@@ -27,13 +28,27 @@ from support.threaded import ThreadedServer
 
 STATS_TEMPLATE: dict[str, Any] = {
     "summary": {
-        "bytesProcessedPerSecond": 0, "linesProcessedPerSecond": 0, "totalBytesProcessed": 0,
-        "totalLinesProcessed": 0, "execTime": 0.0, "queueTime": 0.0, "subqueries": 0,
-        "totalEntriesReturned": 0, "splits": 0, "shards": 2, "totalPostFilterLines": 0,
+        "bytesProcessedPerSecond": 0,
+        "linesProcessedPerSecond": 0,
+        "totalBytesProcessed": 0,
+        "totalLinesProcessed": 0,
+        "execTime": 0.0,
+        "queueTime": 0.0,
+        "subqueries": 0,
+        "totalEntriesReturned": 0,
+        "splits": 0,
+        "shards": 2,
+        "totalPostFilterLines": 0,
         "totalStructuredMetadataBytesProcessed": 0,
     },
     "querier": {"store": {}},
-    "ingester": {"totalReached": 2, "totalChunksMatched": 0, "totalBatches": 0, "totalLinesSent": 0, "store": {}},
+    "ingester": {
+        "totalReached": 2,
+        "totalChunksMatched": 0,
+        "totalBatches": 0,
+        "totalLinesSent": 0,
+        "store": {},
+    },
     "cache": {},
 }
 
@@ -82,6 +97,7 @@ class FakeLoki(ThreadedServer):
     queries: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _dirty: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ThreadedServer.__init__(self)
@@ -97,10 +113,13 @@ class FakeLoki(ThreadedServer):
 
     # -- direct helpers for tests ------------------------------------------------------
 
-    def push(self, stream: dict[str, str], lines: list[tuple[float, str]], tenant: str = "fake") -> None:
+    def push(
+        self, stream: dict[str, str], lines: list[tuple[float, str]], tenant: str = "fake"
+    ) -> None:
         with self._lock:
             bucket = self.entries.setdefault(tenant, [])
             bucket.extend(Entry(int(ts * 1e9), line, dict(stream)) for ts, line in lines)
+            self._dirty[tenant] = True
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -119,7 +138,8 @@ class FakeLoki(ThreadedServer):
             await asyncio.sleep(fault.delay)
         if fault.status == 429:
             return web.Response(
-                status=429, text="Ingestion rate limit exceeded\n",
+                status=429,
+                text="Ingestion rate limit exceeded\n",
                 headers={"Retry-After": str(fault.retry_after or 1)},
             )
         if fault.status >= 500:
@@ -140,24 +160,33 @@ class FakeLoki(ThreadedServer):
             body = await request.json()
             streams = body["streams"]
             new = [
-                Entry(int(ts), line, dict(s["stream"]))
-                for s in streams
-                for ts, line in s["values"]
+                Entry(int(ts), line, dict(s["stream"])) for s in streams for ts, line in s["values"]
             ]
         except (ValueError, KeyError, TypeError) as exc:
             return web.Response(status=400, text=f"loghttp.PushRequest: {exc}\n")
         with self._lock:
             self.entries.setdefault(tenant, []).extend(new)
+            self._dirty[tenant] = True
         return web.Response(status=204)
+
+    def _sorted(self, tenant: str) -> list[Entry]:
+        entries = self.entries.setdefault(tenant, [])
+        if self._dirty.pop(tenant, False):
+            entries.sort(key=lambda e: e.ts_ns)
+        return entries
 
     def _select(self, tenant: str):  # type: ignore[no-untyped-def]
         from support.logql_subset import _match
 
-        def select(matchers: list[tuple[str, str, str]]) -> list[Entry]:
+        def select(matchers: list[tuple[str, str, str]], start: int, end: int) -> list[Entry]:
             with self._lock:
-                entries = list(self.entries.get(tenant, []))
+                entries = self._sorted(tenant)
+                lo = bisect.bisect_right(entries, start, key=lambda e: e.ts_ns)
+                hi = bisect.bisect_right(entries, end, key=lambda e: e.ts_ns)
+                entries = entries[lo:hi]
             return [
-                e for e in entries
+                e
+                for e in entries
                 if all(_match(op, e.stream.get(name, ""), value) for name, op, value in matchers)
             ]
 
@@ -176,7 +205,11 @@ class FakeLoki(ThreadedServer):
         params = await self._params(request)
         query = params.get("query", "")
         self.queries.append(query)
-        at_ns = parse_time(params["time"]) if params.get("time") else int(datetime.now().timestamp() * 1e9)
+        at_ns = (
+            parse_time(params["time"])
+            if params.get("time")
+            else int(datetime.now().timestamp() * 1e9)
+        )
         try:
             node = parse(query)
             vector = evaluate(node, at_ns, self._select(tenant))
@@ -223,4 +256,6 @@ class FakeLoki(ThreadedServer):
         stats = copy.deepcopy(STATS_TEMPLATE)
         stats["summary"]["totalEntriesReturned"] = len(result)
         body = {"status": "success", "data": {"resultType": kind, "result": result, "stats": stats}}
-        return web.Response(text=json.dumps(body, separators=(",", ":")), content_type="application/json")
+        return web.Response(
+            text=json.dumps(body, separators=(",", ":")), content_type="application/json"
+        )

@@ -57,7 +57,9 @@ def tokenize(query: str) -> list[Tok]:
             break
         m = TOKEN.match(query, pos)
         if not m or m.end() == pos:
-            raise LogQLError(f"parse error at line 1, col {pos + 1}: syntax error: unexpected {query[pos]!r}")
+            raise LogQLError(
+                f"parse error at line 1, col {pos + 1}: syntax error: unexpected {query[pos]!r}"
+            )
         kind = m.lastgroup or "op"
         start = m.start(kind)
         out.append(Tok(kind, m.group(kind), start + 1))
@@ -127,7 +129,9 @@ class Parser:
         node = self.expr()
         if self.peek().kind != "eof":
             tok = self.peek()
-            raise LogQLError(f"parse error at line 1, col {tok.col}: syntax error: unexpected {tok.text}")
+            raise LogQLError(
+                f"parse error at line 1, col {tok.col}: syntax error: unexpected {tok.text}"
+            )
         return node
 
     def expr(self) -> Any:
@@ -157,7 +161,9 @@ class Parser:
             return self.label_replace()
         if tok.text in ("count_over_time", "rate"):
             return self.range_fn()
-        raise LogQLError(f"parse error at line 1, col {tok.col}: syntax error: unexpected {tok.text}")
+        raise LogQLError(
+            f"parse error at line 1, col {tok.col}: syntax error: unexpected {tok.text}"
+        )
 
     def labels(self) -> list[str]:
         self.take("(")
@@ -204,7 +210,9 @@ class Parser:
         self.take(")")
         unit = re.match(r"\d+(ms|s|m|h|d)", dur)
         assert unit
-        return RangeFn(fn, matchers, stages, float(dur[: -len(unit.group(1))]) * UNIT[unit.group(1)])
+        return RangeFn(
+            fn, matchers, stages, float(dur[: -len(unit.group(1))]) * UNIT[unit.group(1)]
+        )
 
     def selector(self) -> list[tuple[str, str, str]]:
         self.take("{")
@@ -219,7 +227,9 @@ class Parser:
                 self.take(",")
         self.take("}")
         if not out:
-            raise LogQLError("parse error : queries require at least one regexp or equality matcher that does not have an empty-compatible value. For instance, app=~\".*\" does not meet this requirement, but app=~\".+\" will")
+            raise LogQLError(
+                'parse error : queries require at least one regexp or equality matcher that does not have an empty-compatible value. For instance, app=~".*" does not meet this requirement, but app=~".+" will'
+            )
         return out
 
     def stage(self) -> Stage:
@@ -231,11 +241,15 @@ class Parser:
         if nxt.text == "json":
             return Stage("json")
         if nxt.kind != "ident":
-            raise LogQLError(f"parse error at line 1, col {nxt.col}: syntax error: unexpected {nxt.text}")
+            raise LogQLError(
+                f"parse error at line 1, col {nxt.col}: syntax error: unexpected {nxt.text}"
+            )
         op = self.take().text
         value_tok = self.take()
         if op not in ("=", "!=", "=~", "!~", ">", ">=", "<", "<=", "=="):
-            raise LogQLError(f"parse error at line 1, col {value_tok.col}: syntax error: unexpected {op}")
+            raise LogQLError(
+                f"parse error at line 1, col {value_tok.col}: syntax error: unexpected {op}"
+            )
         value = unquote(value_tok.text) if value_tok.kind == "string" else value_tok.text
         return Stage("label", nxt.text, op, value)
 
@@ -296,7 +310,9 @@ def run_pipeline(entry: Entry, stages: Sequence[Stage]) -> dict[str, str] | None
                     raise ValueError("not an object")
             except ValueError:
                 labels["__error__"] = "JSONParserErr"
-                labels["__error_details__"] = "Value looks like object, but can't find closing '}' symbol"
+                labels["__error_details__"] = (
+                    "Value looks like object, but can't find closing '}' symbol"
+                )
                 continue
             extracted: dict[str, str] = {}
             _flatten("", parsed, extracted)
@@ -307,11 +323,14 @@ def run_pipeline(entry: Entry, stages: Sequence[Stage]) -> dict[str, str] | None
     return labels
 
 
-def evaluate(node: Any, at_ns: int, select: Callable[[list[tuple[str, str, str]]], list[Entry]]) -> Vector:
+Select = Callable[[list[tuple[str, str, str]], int, int], list[Entry]]
+
+
+def evaluate(node: Any, at_ns: int, select: Select) -> Vector:
     if isinstance(node, RangeFn):
         start = at_ns - int(node.window * 1e9)
         out: Vector = {}
-        for entry in select(node.matchers):
+        for entry in select(node.matchers, start, at_ns):
             if not (start < entry.ts_ns <= at_ns):
                 continue
             labels = run_pipeline(entry, node.stages)
@@ -352,7 +371,9 @@ def evaluate(node: Any, at_ns: int, select: Callable[[list[tuple[str, str, str]]
         for labels, value in left.items():
             if labels in right:
                 denominator = right[labels]
-                out[labels] = value / denominator if denominator else (math.nan if value == 0 else math.inf)
+                out[labels] = (
+                    value / denominator if denominator else (math.nan if value == 0 else math.inf)
+                )
         return out
     raise LogQLError("unsupported expression")
 
@@ -367,7 +388,7 @@ def check_errors(node: Any, vector: Vector) -> None:
                 raise LogQLError(
                     f"pipeline error: '{d['__error__']}' for series: '{{{series}}}'.\n"
                     "Use a label filter to intentionally skip this error. "
-                    f"(e.g | __error__!=\"{d['__error__']}\").\n"
+                    f'(e.g | __error__!="{d["__error__"]}").\n'
                     'To skip all potential errors you can match empty errors.(e.g __error__="")\n'
                     'The label filter can also be specified after unwrap. (e.g | unwrap latency | __error__="" )\n'
                 )

@@ -179,6 +179,46 @@ def write_platform(out: TextIO, services: int) -> None:
                 out.write(f'platform_requests_total{{{labels},code="{status}"}} {n * per} {t}\n')
 
 
+LOG_LINES_PER_STEP = 50
+
+
+def log_phase_counts(phase: Phase) -> tuple[int, int, int]:
+    """(answers, fallback answers, error lines) logged per step: the counters scaled to 50."""
+    if not phase.requests:
+        return 0, 0, 0
+    fallbacks = phase.fallbacks * LOG_LINES_PER_STEP // phase.requests
+    errors = phase.errors * LOG_LINES_PER_STEP // phase.requests
+    return LOG_LINES_PER_STEP, fallbacks, errors
+
+
+def log_lines() -> list[tuple[float, str]]:
+    """The chatbot's JSON answer logs for the timeline, plus one garbled line a minute."""
+    import json
+
+    out: list[tuple[float, str]] = []
+    for i in range(1, END_MIN * 60 // STEP + 1):
+        t = BASE + i * STEP
+        answers, fallbacks, errors = log_phase_counts(phase_at((t - BASE - STEP) / 60))
+        for n in range(answers):
+            mode = "snippet-fallback" if n < fallbacks else "llm-summary"
+            line = {
+                "timestamp": "",
+                "level": "error" if n >= answers - errors else "info",
+                "request_id": f"req-{i}-{n}",
+                "message": "Chat message processed",
+                "answer_mode": mode,
+                "provider_used": "none" if n < fallbacks else "spoon-policy",
+                "latency_ms": 420,
+            }
+            out.append((t - STEP + (n + 1) * STEP / (answers + 1), json.dumps(line)))
+        if answers and i % 4 == 0:
+            out.append((t - 0.01, "Traceback (most recent call last): garbled, not JSON"))
+    return out
+
+
+LOG_STREAM = {"app": "chatbot-backend", "namespace": "chatbot", "env": "prod"}
+
+
 def write_file(path: Path, services: int = 20) -> None:
     with path.open("w", encoding="utf-8") as out:
         write_openmetrics(out, services)
