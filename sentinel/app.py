@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sentinel import dashboards_sync
 from sentinel.alerting.manager import AlertManager, RollbackGuard
 from sentinel.api_alerts import alert_routes
 from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
@@ -82,6 +83,16 @@ async def build_daemon(
 
     daemon.health_providers.append(health)
     dispatcher.start()
+
+    grafana = dashboards_sync.client(config)
+    if grafana is not None:
+        daemon.health_providers.append(lambda: {"grafana": grafana.health.as_json()})
+
+    async def sync_dashboards() -> None:
+        await dashboards_sync.sync(daemon.config, daemon.rules, grafana)
+
+    daemon.start_hooks.append(sync_dashboards)
+    daemon.reload_hooks.append(sync_dashboards)
 
     async def cleanup() -> None:
         await gate.close()

@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--explain", action="store_true", help="print the query behind each SLO")
     ev.set_defaults(func=cmd_eval)
 
+    dash = sub.add_parser("dashboards", help="render Grafana dashboards from the rules")
+    dash.add_argument("-c", "--config", required=True)
+    dash.add_argument("-o", "--output", default="build/dashboards")
+    dash.add_argument("--push", action="store_true", help="also push to dashboards.grafana_url")
+    dash.set_defaults(func=cmd_dashboards)
+
     from sentinel import cli_daemon
 
     cli_daemon.add_commands(sub)
@@ -122,3 +128,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if reason:
         print(f"error: {reason}", file=sys.stderr)
     return code
+
+
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sentinel.dashboards import render_all, write_all
+
+    try:
+        config, rules = load_all(args.config)
+        dashboards = render_all(rules, config)
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_ERROR
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    written = write_all(dashboards, Path(args.output))
+    print(f"{len(dashboards)} dashboards in {args.output} ({len(written)} changed)")
+    if args.push:
+        from sentinel.dashboards_sync import push
+
+        results = asyncio.run(push(config, dashboards))
+        for uid, outcome in sorted(results.items()):
+            print(f"  {uid}: {outcome}")
+        if any(o.startswith("error") for o in results.values()):
+            return EXIT_BAD
+    return EXIT_OK

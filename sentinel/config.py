@@ -112,10 +112,16 @@ class GateConfig(_Strict):
 
 
 class DashboardsConfig(_Strict):
-    templates: str | None = None
+    templates: str = "dashboards"  # Jinja2 templates, relative to this config file
+    output: str | None = None  # the daemon (re)writes files here on start and reload
     prometheus_datasource_uid: str = "prometheus"
     loki_datasource_uid: str = "loki"
-    grafana_url: str | None = None
+    # Deploy annotations: a PromQL expression that is > 0 when a deploy happened.
+    deploy_marker: str | None = None
+    grafana_url: str | None = None  # links in alerts; push target when push is true
+    push: bool = False
+    grafana_token: SecretStr | None = None
+    folder_uid: str | None = None
 
 
 class Config(_Strict):

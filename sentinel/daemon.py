@@ -91,6 +91,9 @@ class Daemon:
         self.reload_status = ReloadStatus(at=self.started_at)
         self.result_hooks: list[ResultHook] = []
         self.health_providers: list[Callable[[], dict[str, dict[str, Any]]]] = []
+        # Run after start and after each successful reload (dashboards re-render).
+        self.start_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.reload_hooks: list[Callable[[], Awaitable[None]]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._scheduler: AsyncIOScheduler | None = None
@@ -309,7 +312,15 @@ class Daemon:
         if old_sources:
             for source in old_sources.values():
                 await source.close()
+        await self._run_hooks(self.reload_hooks)
         return True
+
+    async def _run_hooks(self, hooks: list[Callable[[], Awaitable[None]]]) -> None:
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("hook failed")
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -318,6 +329,7 @@ class Daemon:
         self.state = RunState.RUNNING
         self._schedule()
         self._scheduler.start()
+        await self._run_hooks(self.start_hooks)
         log.info(
             f"sentinel {__version__} running",
             extra=fields(slos=len(self.rules.slos), groups=len(self.rules.groups)),

@@ -49,4 +49,19 @@ def slo_logql(slo: SLO, window: float | None = None, extra: Sequence[Matcher] = 
     raise TypeError(f"{slo.key}: {type(sli).__name__} is not a Loki SLI")
 
 
-__all__ = ["log_ratio_parts", "quote", "slo_logql"]
+def sli_logql(slo: SLO, extra: Sequence[Matcher] = ()) -> str:
+    """The log SLI as one LogQL expression over the SLO window (for dashboards)."""
+    if isinstance(slo.sli, LogRatioSLI):
+        bad, total = log_ratio_parts(slo, None, extra)
+        return f"{bad} / {total}"
+    return slo_logql(slo, None, extra)
+
+
+def error_lines_logql(slo: SLO) -> str | None:
+    """A logs query for the service's error lines, from a log SLI's stream selector."""
+    if not isinstance(slo.sli, LogRatioSLI):
+        return None
+    return f'{slo.sli.selector} {slo.sli.pipeline} | __error__="" | level=~"error|critical"'
+
+
+__all__ = ["error_lines_logql", "log_ratio_parts", "quote", "sli_logql", "slo_logql"]

@@ -98,3 +98,43 @@ def slo_query(slo: SLO, window: float | None = None, extra: Sequence[Matcher] = 
     if isinstance(sli, PromQLSLI):
         return sli.query.replace("$window", w)
     raise TypeError(f"{slo.key}: {type(sli).__name__} is not a Prometheus SLI")
+
+
+def sli_expr(slo: SLO, extra: Sequence[Matcher] = ()) -> str:
+    """The SLI itself as one PromQL expression over the SLO window (for dashboards).
+
+    A missing `bad` series counts as zero, as in evaluation: `(bad or 0 * total) / total`.
+    """
+    w = format_duration(slo.window)
+    sli = slo.sli
+    by = _by(slo.group_by)
+    if isinstance(sli, RatioSLI):
+        bad = f"{by}(increase({render_selector(sli.bad, slo.labels, extra)}[{w}]))"
+        total = f"{by}(increase({render_selector(sli.total, slo.labels, extra)}[{w}]))"
+        return f"({bad} or 0 * {total}) / {total}"
+    if isinstance(sli, LatencySLI):
+        buckets = render_selector(sli.histogram, slo.labels, extra, "_bucket")
+        by_le = _by(("le", *slo.group_by))
+        return f"histogram_quantile({sli.quantile!r}, {by_le}(rate({buckets}[{w}])))"
+    if isinstance(sli, PromQLSLI):
+        return sli.query.replace("$window", w)
+    raise TypeError(f"{slo.key}: {type(sli).__name__} is not a Prometheus SLI")
+
+
+def rate_exprs(slo: SLO, extra: Sequence[Matcher] = ()) -> dict[str, str]:
+    """Traffic panels derived from an SLO: events/s (and bad events/s, or quantiles)."""
+    sli = slo.sli
+    by = _by(slo.group_by)
+    if isinstance(sli, RatioSLI):
+        return {
+            "total/s": f"{by}(rate({render_selector(sli.total, slo.labels, extra)}[5m]))",
+            "bad/s": f"{by}(rate({render_selector(sli.bad, slo.labels, extra)}[5m]))",
+        }
+    if isinstance(sli, LatencySLI):
+        buckets = render_selector(sli.histogram, slo.labels, extra, "_bucket")
+        by_le = _by(("le", *slo.group_by))
+        return {
+            f"p{q}": f"histogram_quantile(0.{q}, {by_le}(rate({buckets}[5m])))"
+            for q in (50, 95, 99)
+        }
+    return {}

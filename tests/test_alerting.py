@@ -137,7 +137,7 @@ async def test_breach_pages_once_rolls_back_once_and_resolves_in_thread(
     text = json.dumps(root.blocks, ensure_ascii=False)
     assert "https://runbooks.example.com/latency" in text
     assert "histogram_quantile(0.95" in text
-    assert "https://grafana.example.com/d/sentinel-chatbot-backend-" in text
+    assert "https://grafana.example.com/d/sentinel-chatbot-backend|" in text
     assert "*Severity:* page" in text and "*Env:* prod" in text
     for message in roots.values():
         assert message.updates == 1 and "RESOLVED" in message.text

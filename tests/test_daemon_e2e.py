@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.procs import Proc, http, start_sentinel, start_simulator, wait_for
+from support.procs import REPO, Proc, http, start_sentinel, start_simulator, wait_for
 from support.promserver import PrometheusServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +56,7 @@ def stack(tmp_path: Path, prometheus_binaries: None) -> Iterator[dict[str, objec
             evaluation: {{interval: 1s, shutdown_timeout: 5s}}
             server: {{listen: "127.0.0.1:{port}"}}
             state: {{path: "{tmp_path / "state.db"}"}}
+            dashboards: {{templates: "{REPO / "dashboards"}", output: build}}
             """
         )
     )
@@ -86,6 +87,10 @@ def test_daemon_lifecycle_breach_reload_and_graceful_stop(stack: dict[str, objec
     wait_for(lambda: http("GET", f"{url}/health/ready")[0] == 200, 15, "readiness")
     assert time.monotonic() - started < 15
     assert http("GET", f"{url}/health/live")[0] == 200
+    # Dashboards are rendered on start...
+    board = Path(str(stack["dir"])) / "build" / "sentinel-chatbot-backend.json"
+    wait_for(board.exists, 10, "dashboards rendered")
+    assert '"value": 1.5' in board.read_text()
 
     # Healthy traffic first, then a latency regression the data shows as a breach.
     wait_for(lambda: slo(url, "chat-latency-p95")["status"] == "ok", 30, "latency ok")
@@ -135,6 +140,8 @@ def test_daemon_lifecycle_breach_reload_and_graceful_stop(stack: dict[str, objec
     rules.write_text(RULES.replace("threshold: 1.5s", "threshold: 60s"))
     daemon.process.send_signal(signal.SIGHUP)
     wait_for(lambda: slo(url, "chat-latency-p95")["threshold"] == 60.0, 10, "reloaded rules")
+    # ...and again on a reload that changed the rules.
+    wait_for(lambda: '"value": 60.0' in board.read_text(), 10, "dashboards re-rendered")
 
     # SIGTERM: exits 0 within the shutdown timeout.
     daemon.process.send_signal(signal.SIGTERM)

@@ -23,7 +23,16 @@ from typing import Any
 
 from aiohttp import web
 
-from support.logql_subset import Entry, LogQLError, Vector, check_errors, evaluate, parse
+from support.logql_subset import (
+    Entry,
+    LogQLError,
+    LogQuery,
+    Vector,
+    check_errors,
+    evaluate,
+    parse,
+    run_pipeline,
+)
 from support.threaded import ThreadedServer
 
 STATS_TEMPLATE: dict[str, Any] = {
@@ -212,6 +221,11 @@ class FakeLoki(ThreadedServer):
         )
         try:
             node = parse(query)
+            if isinstance(node, LogQuery):
+                raise LogQLError(
+                    "log queries are not supported as an instant query type, please change "
+                    "your query to a range query type"
+                )
             vector = evaluate(node, at_ns, self._select(tenant))
             check_errors(node, vector)
         except LogQLError as exc:
@@ -236,6 +250,8 @@ class FakeLoki(ThreadedServer):
             node = parse(query)
         except LogQLError as exc:
             return web.Response(status=400, text=str(exc), content_type="text/plain")
+        if isinstance(node, LogQuery):
+            return self._streams(node, tenant, start, end, int(params.get("limit", "100")))
         series: dict[Any, list[list[Any]]] = {}
         merged: Vector = {}
         t = start
@@ -251,6 +267,22 @@ class FakeLoki(ThreadedServer):
             t += step_ns
         result = [{"metric": dict(k), "values": v} for k, v in sorted(series.items())]
         return self._answer("matrix", result, merged)
+
+    def _streams(
+        self, node: LogQuery, tenant: str, start: int, end: int, limit: int
+    ) -> web.Response:
+        """A log query: matching lines grouped by their labels, newest first."""
+        lines = []
+        for entry in self._select(tenant)(node.matchers, start - 1, end):
+            labels = run_pipeline(entry, node.stages)
+            if labels is not None:
+                lines.append((entry.ts_ns, entry.line, tuple(sorted(labels.items()))))
+        lines.sort(key=lambda item: item[0], reverse=True)
+        streams: dict[Any, list[list[str]]] = {}
+        for ts, line, labels in lines[:limit]:
+            streams.setdefault(labels, []).append([str(ts), line])
+        result = [{"stream": dict(k), "values": v} for k, v in streams.items()]
+        return self._answer("streams", result, {})
 
     def _answer(self, kind: str, result: list[dict[str, Any]], vector: Vector) -> web.Response:
         stats = copy.deepcopy(STATS_TEMPLATE)

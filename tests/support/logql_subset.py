@@ -260,8 +260,22 @@ def unquote(text: str) -> str:
     return str(json.loads(text))
 
 
+@dataclass
+class LogQuery:
+    matchers: list[tuple[str, str, str]]
+    stages: list[Stage]
+
+
 def parse(query: str) -> Any:
-    return Parser(tokenize(query)).parse()
+    parser = Parser(tokenize(query))
+    if parser.peek().text == "{":
+        matchers = parser.selector()
+        stages = []
+        while parser.peek().text in ("|", "|=", "!="):
+            stages.append(parser.stage())
+        parser.take(kind="eof")
+        return LogQuery(matchers, stages)
+    return parser.parse()
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
