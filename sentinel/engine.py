@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from sentinel.budgets import apply_budgets
 from sentinel.errors import SentinelError, SourceError
 from sentinel.evaluation import InstanceKey, SLOResult, evaluate, evaluate_failure
 from sentinel.model import SLO, Matcher
@@ -67,10 +68,13 @@ class Engine:
         window: float | None = None,
         extra: Sequence[Matcher] = (),
         remember: bool = True,
+        budgets: bool = True,
     ) -> CycleReport:
         started = time.monotonic()
         plan = self.plan(slos, window, extra)
-        unique = sorted(set(plan.values()), key=lambda q: (q.source, q.query))
+        budget_plan = self.plan_budgets(slos, extra) if budgets else {}
+        wanted = set(plan.values()) | {q for qs in budget_plan.values() for q in qs.values()}
+        unique = sorted(wanted, key=lambda q: (q.source, q.query))
         answers = await asyncio.gather(*(self._run(q, at) for q in unique))
         by_query = dict(zip(unique, answers, strict=True))
         results: list[SLOResult] = []
@@ -90,8 +94,29 @@ class Engine:
                 self._known.setdefault(slo.key, set()).update(
                     tuple(r.labels.get(g, "") for g in slo.group_by) for r in out if r.labels
                 )
+            if slo.key in budget_plan:
+                windows = budget_plan[slo.key]
+                window_answers: dict[float, list[Sample] | None] = {}
+                for w, q in windows.items():
+                    got = by_query[q]
+                    window_answers[w] = None if isinstance(got, SourceError) else got
+                queries = {w: q.query for w, q in windows.items()}
+                out = apply_budgets(slo, out, window_answers, queries)
             results.extend(out)
         return CycleReport(at, results, time.monotonic() - started, len(unique), errors)
+
+    def plan_budgets(
+        self, slos: Sequence[SLO], extra: Sequence[Matcher] = ()
+    ) -> dict[str, dict[float, PlannedQuery]]:
+        """SLO key -> {window: query} for the period and every burn-rate window."""
+        out: dict[str, dict[float, PlannedQuery]] = {}
+        for slo in slos:
+            if slo.period is None or slo.objective is None:
+                continue
+            windows = {slo.period, *(slo.burn.catalogue.windows() if slo.burn else ())}
+            render = self.renderers[slo.source]
+            out[slo.key] = {w: PlannedQuery(slo.source, render(slo, w, extra)) for w in windows}
+        return out
 
     async def _run(self, planned: PlannedQuery, at: float) -> list[Sample] | SourceError:
         source = self.sources.get(planned.source)

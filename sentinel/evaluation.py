@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sentinel.model import SLO, LatencySLI, LogRatioSLI, RatioSLI
+from sentinel.model import RATIO_SLIS, SLO, LatencySLI
 from sentinel.promql import PART_LABEL
 from sentinel.sources.base import Sample
 
@@ -42,6 +42,7 @@ class SLOResult:
     query: str = ""
     kind: str = ""
     severity: str = "page"
+    budget: Mapping[str, Any] | None = None
 
     @property
     def instance(self) -> InstanceKey:
@@ -66,6 +67,7 @@ class SLOResult:
             "labels": dict(self.labels),
             "events": self.events,
             "severity": self.severity,
+            **({"budget": dict(self.budget)} if self.budget is not None else {}),
             "reason": self.reason,
             "query": self.query,
         }
@@ -123,7 +125,12 @@ def _group(slo: SLO, samples: Sequence[Sample]) -> dict[InstanceKey, dict[str, l
 
 def _measure(slo: SLO, parts: Mapping[str, list[float]]) -> tuple[float | None, float | None, str]:
     """-> (value, events, reason); value None means no_data."""
-    if isinstance(slo.sli, RatioSLI | LogRatioSLI):
+    if "ratio" in parts:  # a raw error ratio: no event counts
+        ratio = _single(parts.get("ratio"))
+        if ratio is None or math.isinf(ratio):
+            return None, None, "error ratio is NaN or missing (no traffic in the window)"
+        return ratio, None, ""
+    if isinstance(slo.sli, RATIO_SLIS):
         total = _single(parts.get("total"))
         bad = _single(parts.get("bad"))
         if total is None or total <= 0:
@@ -196,6 +203,6 @@ def _describe(slo: SLO, status: Status, value: float | None) -> str:
 def format_value(slo: SLO, value: float) -> str:
     if isinstance(slo.sli, LatencySLI):
         return f"{value:.3g} s"
-    if isinstance(slo.sli, RatioSLI | LogRatioSLI):
+    if isinstance(slo.sli, RATIO_SLIS):
         return f"{value * 100:.3g} %"
     return f"{value:.4g}"

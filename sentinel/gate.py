@@ -248,7 +248,7 @@ class Gate:
             if any("service" in s.group_by for s in slos):
                 extra.append(Matcher("service", MatchOp.EQ, req.service))
             report = await self.daemon.engine.evaluate_once(
-                slos, now, window, extra, remember=False
+                slos, now, window, extra, remember=False, budgets=False
             )
             value = (now, report.results)
             self._cache[key] = value

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from sentinel.burnrate import builtin_catalogue, load_catalogue
 from sentinel.config import Config
 from sentinel.errors import Problem, RuleFileError
 from sentinel.model import (
@@ -20,6 +21,8 @@ from sentinel.model import (
     SLI,
     SLO,
     AlertPolicy,
+    BurnPolicy,
+    ErrorRatioSLI,
     GoodWhen,
     LatencySLI,
     LogQLSLI,
@@ -28,13 +31,15 @@ from sentinel.model import (
     MatchOp,
     NoDataPolicy,
     PromQLSLI,
+    RatioQueriesSLI,
     RatioSLI,
     RuleGroup,
     RuleSet,
     Selector,
     Severity,
 )
-from sentinel.spec import RuleFileSpec, SelectorSpec, SLISpec, SLOSpec
+from sentinel.spec import BurnRateSpec, RuleFileSpec, SelectorSpec, SLISpec, SLOSpec
+from sentinel.units import format_duration
 from sentinel.yamlsource import LocatedYAML, YAMLSyntaxError, load_yaml, pydantic_problems
 
 
@@ -98,7 +103,7 @@ def load_rule_file(path: Path, config: Config) -> tuple[RuleGroup | None, list[P
     slos = []
     for i, slo_spec in slo_specs.items():
         slo_problems: list[Problem] = []
-        slo = _map_slo(spec, i, slo_spec, file, slo_problems, located)
+        slo = _map_slo(spec, i, slo_spec, file, slo_problems, located, config)
         problems += slo_problems
         if not slo_problems:
             slos.append(slo)
@@ -153,6 +158,7 @@ def _map_slo(
     file: str,
     problems: list[Problem],
     located: LocatedYAML,
+    config: Config,
 ) -> SLO:
     path: tuple[str | int, ...] = ("slos", index, "sli")
     sli = _map_sli(slo.sli, path, problems, located)
@@ -188,7 +194,32 @@ def _map_slo(
         source_file=file,
         source_line=located.line_of(("slos", index, "sli")),
         source_path=f"slos[{index}].sli",
+        period=slo.period,
+        burn=_burn_policy(slo, index, problems, located, config),
     )
+
+
+def _burn_policy(
+    slo: SLOSpec, index: int, problems: list[Problem], located: LocatedYAML, config: Config
+) -> BurnPolicy | None:
+    if slo.period is None:
+        return None
+    spec = slo.burn_rate or BurnRateSpec()
+    try:
+        if spec.windows:
+            catalogue = load_catalogue(config.resolve(spec.windows))
+        else:
+            catalogue = builtin_catalogue(slo.period)
+    except (OSError, ValueError) as exc:
+        field = "burn_rate.windows" if spec.windows else "period"
+        problems.append(located.problem(("slos", index, *field.split(".")), str(exc)))
+        return None
+    if catalogue.period != slo.period:
+        msg = (
+            f"window catalogue {catalogue.name} is for a {format_duration(catalogue.period)} period"
+        )
+        problems.append(located.problem(("slos", index, "period"), msg))
+    return BurnPolicy(catalogue, tuple(spec.tiers), spec.min_events)
 
 
 def _map_sli(
@@ -204,6 +235,10 @@ def _map_sli(
         return RatioSLI(bad=bad, total=total)
     if spec.promql is not None:
         return PromQLSLI(query=spec.promql.query.strip())
+    if spec.ratio_queries is not None:
+        return RatioQueriesSLI(spec.ratio_queries.bad.strip(), spec.ratio_queries.total.strip())
+    if spec.error_ratio is not None:
+        return ErrorRatioSLI(spec.error_ratio.query.strip())
     if spec.log_ratio is not None:
         lr = spec.log_ratio
         if not (lr.selector.strip().startswith("{") and lr.selector.strip().endswith("}")):

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sentinel.burnrate import WindowCatalogue
+
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
@@ -62,6 +64,23 @@ class PromQLSLI:
 
 
 @dataclass(frozen=True)
+class RatioQueriesSLI:
+    """bad / total from two raw PromQL queries ($window or Sloth's {{.window}} substituted)."""
+
+    bad_query: str
+    total_query: str
+    kind: str = field(default="ratio", init=False)
+
+
+@dataclass(frozen=True)
+class ErrorRatioSLI:
+    """A raw PromQL error ratio (Sloth's `raw.error_ratio_query`); no event counts."""
+
+    query: str
+    kind: str = field(default="ratio", init=False)
+
+
+@dataclass(frozen=True)
 class LogRatioSLI:
     """bad lines / total lines from Loki: a stream selector, a pipeline and two filters."""
 
@@ -80,7 +99,8 @@ class LogQLSLI:
     kind: str = field(default="logql", init=False)
 
 
-SLI = LatencySLI | RatioSLI | PromQLSLI | LogRatioSLI | LogQLSLI
+SLI = LatencySLI | RatioSLI | RatioQueriesSLI | ErrorRatioSLI | PromQLSLI | LogRatioSLI | LogQLSLI
+RATIO_SLIS = (RatioSLI, RatioQueriesSLI, ErrorRatioSLI, LogRatioSLI)
 
 
 class GoodWhen(StrEnum):
@@ -111,6 +131,15 @@ class AlertPolicy:
 
 
 @dataclass(frozen=True)
+class BurnPolicy:
+    """Multi-window multi-burn-rate alerting of one SLO."""
+
+    catalogue: WindowCatalogue
+    tiers: tuple[str, ...] = ("page", "ticket")
+    min_events: float = 0.0
+
+
+@dataclass(frozen=True)
 class SLO:
     service: str
     name: str
@@ -131,6 +160,8 @@ class SLO:
     source_file: str = ""
     source_line: int | None = None
     source_path: str = ""
+    period: float | None = None
+    burn: BurnPolicy | None = None
 
     @property
     def key(self) -> str:

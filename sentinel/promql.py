@@ -10,15 +10,18 @@ with `group_by: [service]` over 1,000 services still costs one request.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from sentinel.model import (
     LABEL_NAME,
     SLO,
+    ErrorRatioSLI,
     LatencySLI,
     Matcher,
     MatchOp,
     PromQLSLI,
+    RatioQueriesSLI,
     RatioSLI,
     Selector,
 )
@@ -95,9 +98,21 @@ def slo_query(slo: SLO, window: float | None = None, extra: Sequence[Matcher] = 
             f"{_tag(quantile, 'value')}\nor\n"
             f"{_tag(f'{_by(slo.group_by)}(increase({count}[{w}]))', 'events')}"
         )
+    if isinstance(sli, RatioQueriesSLI):
+        return (
+            f"{_tag(f'({window_template(sli.bad_query, w)})', 'bad')}\nor\n"
+            f"{_tag(f'({window_template(sli.total_query, w)})', 'total')}"
+        )
+    if isinstance(sli, ErrorRatioSLI):
+        return _tag(f"({window_template(sli.query, w)})", "ratio")
     if isinstance(sli, PromQLSLI):
-        return sli.query.replace("$window", w)
+        return window_template(sli.query, w)
     raise TypeError(f"{slo.key}: {type(sli).__name__} is not a Prometheus SLI")
+
+
+def window_template(query: str, window: str) -> str:
+    """Substitute the window: Sentinel's `$window` and Sloth's `{{.window}}`."""
+    return re.sub(r"\{\{\s*\.window\s*\}\}", window, query).replace("$window", window)
 
 
 def sli_expr(slo: SLO, extra: Sequence[Matcher] = ()) -> str:
@@ -116,8 +131,10 @@ def sli_expr(slo: SLO, extra: Sequence[Matcher] = ()) -> str:
         buckets = render_selector(sli.histogram, slo.labels, extra, "_bucket")
         by_le = _by(("le", *slo.group_by))
         return f"histogram_quantile({sli.quantile!r}, {by_le}(rate({buckets}[{w}])))"
-    if isinstance(sli, PromQLSLI):
-        return sli.query.replace("$window", w)
+    if isinstance(sli, RatioQueriesSLI):
+        return f"({window_template(sli.bad_query, w)}) / ({window_template(sli.total_query, w)})"
+    if isinstance(sli, ErrorRatioSLI | PromQLSLI):
+        return window_template(sli.query, w)
     raise TypeError(f"{slo.key}: {type(sli).__name__} is not a Prometheus SLI")
 
 

@@ -6,6 +6,7 @@ SLO gauges let Grafana and Alertmanager use Sentinel's verdicts directly:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -68,6 +69,18 @@ class SelfMetrics:
         self.slo_threshold = Gauge(
             "sentinel_slo_threshold", "Threshold the SLI is compared with.", labels, registry=r
         )
+        self.budget_remaining = Gauge(
+            "sentinel_slo_error_budget_remaining",
+            "Fraction of the error budget left over the SLO period (negative when overspent).",
+            labels,
+            registry=r,
+        )
+        self.burn_rate = Gauge(
+            "sentinel_slo_burn_rate",
+            "Error-budget burn rate over a window (1 = exactly on budget).",
+            [*labels, "window"],
+            registry=r,
+        )
         self.dependency_up = Gauge(
             "sentinel_dependency_up", "1 if the last call succeeded.", ["dependency"], registry=r
         )
@@ -87,11 +100,21 @@ class SelfMetrics:
             {"version": __version__}
         )
         self._slo_series: dict[str, set[tuple[str, str, str]]] = {}
+        self._burn_series: dict[str, set[tuple[str, str, str, str]]] = {}
 
     def record_results(self, group: str, results: Iterable[SLOResult]) -> None:
         current = set()
+        burn_keys = set()
         for res in results:
             key = (res.service, res.slo, instance_label(res))
+            if res.budget is not None and res.kind != "burn_rate":
+                remaining = res.budget.get("remaining")
+                self.budget_remaining.labels(*key).set(
+                    float("nan") if remaining is None else remaining
+                )
+                for window, rate in res.budget.get("burn_rates", {}).items():
+                    burn_keys.add((*key, window))
+                    self.burn_rate.labels(*key, window).set(float("nan") if rate is None else rate)
             current.add(key)
             self.slo_status.labels(*key).set(_STATUS_CODE[res.status])
             self.slo_breached.labels(*key).set(1.0 if res.status is Status.BREACH else 0.0)
@@ -102,7 +125,12 @@ class SelfMetrics:
         for key in self._slo_series.get(group, set()) - current:
             for gauge in (self.slo_status, self.slo_breached, self.slo_value, self.slo_threshold):
                 gauge.remove(*key)
+            with contextlib.suppress(KeyError):
+                self.budget_remaining.remove(*key)
+        for burn_key in self._burn_series.get(group, set()) - burn_keys:
+            self.burn_rate.remove(*burn_key)
         self._slo_series[group] = current
+        self._burn_series[group] = burn_keys
 
     def forget_group(self, group: str) -> None:
         self.record_results(group, [])

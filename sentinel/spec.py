@@ -67,9 +67,22 @@ class RawSpec(_Spec):
     query: str
 
 
+class RatioQueriesSpec(_Spec):
+    bad: str
+    total: str
+
+
+class BurnRateSpec(_Spec):
+    tiers: list[Literal["page", "ticket"]] = Field(default=["page", "ticket"])
+    min_events: float = Field(0.0, ge=0)
+    windows: str | None = None  # an AlertWindows catalogue file; default by period
+
+
 class SLISpec(_Spec):
     latency: LatencySpec | None = None
     ratio: RatioSpec | None = None
+    ratio_queries: RatioQueriesSpec | None = None
+    error_ratio: RawSpec | None = None
     promql: RawSpec | None = None
     log_ratio: LogRatioSpec | None = None
     logql: RawSpec | None = None
@@ -78,7 +91,7 @@ class SLISpec(_Spec):
     def _exactly_one(self) -> SLISpec:
         chosen = [k for k, v in self.__dict__.items() if v is not None]
         if len(chosen) != 1:
-            kinds = "latency, ratio, promql, log_ratio, logql"
+            kinds = "latency, ratio, ratio_queries, error_ratio, promql, log_ratio, logql"
             raise ValueError(f"exactly one SLI kind is required ({kinds}); got {chosen or 'none'}")
         return self
 
@@ -107,6 +120,8 @@ class SLOSpec(_Spec):
     runbook_url: str | None = None
     notify: list[str] = Field(default_factory=list)
     alert: AlertSpec = Field(default_factory=AlertSpec)
+    period: Duration | None = None
+    burn_rate: BurnRateSpec | None = None
 
     @field_validator("window")
     @classmethod
@@ -117,13 +132,25 @@ class SLOSpec(_Spec):
 
     @model_validator(mode="after")
     def _target(self) -> SLOSpec:
-        is_ratio = self.sli.ratio is not None or self.sli.log_ratio is not None
+        is_ratio = any(
+            k is not None
+            for k in (
+                self.sli.ratio,
+                self.sli.log_ratio,
+                self.sli.ratio_queries,
+                self.sli.error_ratio,
+            )
+        )
         if is_ratio and self.objective is None and self.threshold is None:
             raise ValueError("a ratio SLI needs an objective (e.g. '99.5%') or a threshold")
         if not is_ratio and self.threshold is None:
             raise ValueError("this SLI needs a threshold (e.g. '1.5s' or a number)")
         if not is_ratio and self.objective is not None:
             raise ValueError("objective applies to ratio SLIs only; use threshold")
+        if self.period is not None and self.objective is None:
+            raise ValueError("period (error budget) needs a ratio SLI with an objective")
+        if self.burn_rate is not None and self.period is None:
+            raise ValueError("burn_rate alerts need a period (e.g. period: 30d)")
         return self
 
 

@@ -20,7 +20,7 @@ from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKin
 from sentinel.evaluation import SLOResult, rfc3339
 from sentinel.links import dashboard_url
 from sentinel.logs import fields
-from sentinel.model import SLO, RuleGroup
+from sentinel.model import SLO, AlertPolicy, RuleGroup
 from sentinel.notify.base import Notifier, severity_at_least
 from sentinel.store import NewNotification, Store
 from sentinel.units import format_duration
@@ -41,6 +41,17 @@ def _incident_row(tr: Transition) -> dict[str, Any]:
         "last_value": r.value,
         "threshold": r.threshold,
     }
+
+
+def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:
+    """Burn-rate tiers need no `for`: their windows already demand a sustained burn.
+    Only the page tier may roll back."""
+    if result.kind != "burn_rate":
+        return slo.alert
+    return AlertPolicy(
+        repeat_interval=slo.alert.repeat_interval,
+        rollback=slo.alert.rollback and result.severity == "page",
+    )
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ class AlertManager:
                 continue
             self.slo_of[result.key] = slo
             prev = self.alerts.get(result.key)
-            alert, transition = step(prev, result, slo.alert, now)
+            alert, transition = step(prev, result, policy_for(slo, result), now)
             if alert != prev:
                 changed.append(alert)
                 self.alerts[result.key] = alert
@@ -158,7 +169,7 @@ class AlertManager:
         return out
 
     def _rollback_allowed(self, name: str, slo: SLO, tr: Transition, now: float) -> bool:
-        if tr.kind is not TransitionKind.FIRING or not slo.alert.rollback:
+        if tr.kind is not TransitionKind.FIRING or not policy_for(slo, tr.result).rollback:
             return False
         guard = self.guards.get(name, RollbackGuard(1800.0, 0.0))
         events = tr.result.events

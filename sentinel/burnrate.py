@@ -1,0 +1,164 @@
+"""Error budgets and multi-window multi-burn-rate alerting, pure.
+
+Window catalogues are data (Sloth's `AlertWindows` YAML; `sentinel/windows/` ships the
+Google SRE workbook ones for 30d, 28d and 7d periods). A tier fires when the burn rate
+exceeds its factor over BOTH its long and its short window, where
+
+    factor = error_budget_percent / 100 * period / long_window
+
+so the 30-day catalogue derives the workbook's 14.4 / 6 / 3 / 1 and a 7-day one its own.
+A window with fewer than `min_events` events cannot fire (no paging on three requests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sentinel.units import format_duration, parse_duration
+
+
+@dataclass(frozen=True)
+class BurnTier:
+    severity: str  # page | ticket
+    speed: str  # quick | slow
+    short_window: float
+    long_window: float
+    budget_percent: float
+
+    def factor(self, period: float) -> float:
+        return self.budget_percent / 100.0 * period / self.long_window
+
+
+@dataclass(frozen=True)
+class WindowCatalogue:
+    name: str
+    period: float
+    tiers: tuple[BurnTier, ...]
+
+    def windows(self) -> tuple[float, ...]:
+        return tuple(sorted({w for t in self.tiers for w in (t.short_window, t.long_window)}))
+
+
+def parse_catalogue(data: Any, name: str) -> WindowCatalogue:
+    try:
+        spec = data["spec"]
+        period = parse_duration(spec["sloPeriod"])
+        tiers = []
+        for severity in ("page", "ticket"):
+            for speed in ("quick", "slow"):
+                t = spec[severity][speed]
+                tiers.append(
+                    BurnTier(
+                        severity,
+                        speed,
+                        parse_duration(t["shortWindow"]),
+                        parse_duration(t["longWindow"]),
+                        float(t["errorBudgetPercent"]),
+                    )
+                )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: not a valid AlertWindows catalogue ({exc})") from None
+    return WindowCatalogue(name, period, tuple(tiers))
+
+
+def builtin_catalogue(period: float) -> WindowCatalogue:
+    """The shipped catalogue for a 30d, 28d or 7d period."""
+    name = f"google-{format_duration(period)}"
+    try:
+        text = resources.files("sentinel").joinpath(f"windows/{name}.yaml").read_text()
+    except FileNotFoundError:
+        raise ValueError(
+            f"no built-in window catalogue for period {format_duration(period)} "
+            "(built in: 30d, 28d, 7d); set burn_rate.windows to a catalogue file"
+        ) from None
+    return parse_catalogue(yaml.safe_load(text), name)
+
+
+def load_catalogue(path: Path) -> WindowCatalogue:
+    return parse_catalogue(yaml.safe_load(path.read_text(encoding="utf-8")), path.name)
+
+
+@dataclass(frozen=True)
+class WindowRatio:
+    bad: float
+    total: float
+    counted: bool = True  # False for raw error ratios: no event counts to guard with
+
+    @property
+    def ratio(self) -> float | None:
+        return self.bad / self.total if self.total > 0 else None
+
+
+@dataclass(frozen=True)
+class TierVerdict:
+    tier: BurnTier
+    factor: float
+    firing: bool
+    long_burn: float | None
+    short_burn: float | None
+    reason: str
+
+
+def burn_rate(window: WindowRatio | None, budget: float) -> float | None:
+    ratio = window.ratio if window is not None else None
+    return None if ratio is None else ratio / budget
+
+
+def judge_tier(
+    tier: BurnTier,
+    period: float,
+    budget: float,
+    windows: Mapping[float, WindowRatio],
+    min_events: float,
+) -> TierVerdict:
+    factor = tier.factor(period)
+    long_w, short_w = windows.get(tier.long_window), windows.get(tier.short_window)
+    long_burn, short_burn = burn_rate(long_w, budget), burn_rate(short_w, budget)
+    names = f"{format_duration(tier.long_window)}/{format_duration(tier.short_window)}"
+    small = [
+        format_duration(w)
+        for w, data in ((tier.long_window, long_w), (tier.short_window, short_w))
+        if data is None or data.ratio is None or (data.counted and data.total < min_events)
+    ]
+    if small:
+        reason = f"too little traffic in {', '.join(small)} (min_events {min_events:g})"
+        return TierVerdict(tier, factor, False, long_burn, short_burn, reason)
+    assert long_burn is not None and short_burn is not None
+    firing = long_burn > factor and short_burn > factor
+    reason = (
+        f"burn rate {long_burn:.3g}x over {format_duration(tier.long_window)} and "
+        f"{short_burn:.3g}x over {format_duration(tier.short_window)} "
+        f"({'>' if firing else 'not both >'} {factor:.3g}x, {names})"
+    )
+    return TierVerdict(tier, factor, firing, long_burn, short_burn, reason)
+
+
+def budget_report(
+    objective: float,
+    period: float,
+    period_window: WindowRatio | None,
+    windows: Mapping[float, WindowRatio],
+) -> dict[str, Any]:
+    """Error budget over the period: traffic-weighted (sum bad / sum total), never an
+    average of short-window ratios."""
+    budget = 1.0 - objective
+    ratio = period_window.ratio if period_window is not None else None
+    consumed = None if ratio is None else ratio / budget
+    return {
+        "period": format_duration(period),
+        "error_ratio": ratio,
+        "sli": None if ratio is None else 1.0 - ratio,
+        "budget_total": budget,
+        "consumed": consumed,
+        "remaining": None if consumed is None else 1.0 - consumed,
+        "events": period_window.total if period_window and period_window.counted else None,
+        "burn_rates": {
+            format_duration(w): burn_rate(data, budget) for w, data in sorted(windows.items())
+        },
+    }
