@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     dash.add_argument("--push", action="store_true", help="also push to dashboards.grafana_url")
     dash.set_defaults(func=cmd_dashboards)
 
+    rules = sub.add_parser("rules", help="export Prometheus recording and alerting rules")
+    rsub = rules.add_subparsers(dest="rules_command", required=True)
+    export = rsub.add_parser("export", help="write Prometheus rule files for burn-rate SLOs")
+    export.add_argument("-c", "--config", help="Sentinel config (its rules are exported)")
+    export.add_argument("--sloth", action="append", default=[], help="a Sloth prometheus/v1 spec")
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    export.set_defaults(func=cmd_rules_export)
+
     from sentinel import cli_daemon
 
     cli_daemon.add_commands(sub)
@@ -154,4 +162,40 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
             print(f"  {uid}: {outcome}")
         if any(o.startswith("error") for o in results.values()):
             return EXIT_BAD
+    return EXIT_OK
+
+
+def cmd_rules_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sentinel.export import export, exportable
+    from sentinel.sloth import load_sloth
+
+    slos = []
+    try:
+        if args.config:
+            slos += list(load_all(args.config)[1].slos)
+        for spec in args.sloth:
+            slos += load_sloth(Path(spec))
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.config and not args.sloth:
+        print("error: give -c CONFIG and/or --sloth SPEC", file=sys.stderr)
+        return EXIT_ERROR
+    text = export(slos)
+    skipped = [s.key for s in slos if not exportable(s)]
+    if skipped:
+        print(
+            "note: not exported (need a ratio SLI with objective and period): "
+            + ", ".join(skipped),
+            file=sys.stderr,
+        )
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
     return EXIT_OK

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,7 +141,11 @@ async def test_5xx_burst_pages_at_the_right_step_and_resolves(
                 for a in built.manager.to_json()
                 if "tier=" in a["key"]
             }
-        page_on = [m for m in states if "firing" in (states[m].get("page-quick"), states[m].get("page-slow"))]
+        page_on = [
+            m
+            for m in states
+            if "firing" in (states[m].get("page-quick"), states[m].get("page-slow"))
+        ]
         expected = [m for m in range(115, 185) if oracle_page(m)]
         assert page_on == expected, (page_on, expected)
         assert page_on[0] > 120 and page_on[-1] < 184
@@ -176,9 +179,7 @@ async def test_slow_burn_opens_a_ticket_not_a_page(
     built = await build_daemon(str(config_path), config, load_rules(config), lambda: at(0))
     try:
         results = await built.daemon.evaluate_once(at(60))
-        svc5 = {
-            r.labels.get("tier"): r for r in results if r.labels.get("service") == "svc-0005"
-        }
+        svc5 = {r.labels.get("tier"): r for r in results if r.labels.get("service") == "svc-0005"}
         # 0.5 % errors against a 0.1 % budget: burn 5 — over the ticket factors, under the page ones.
         assert svc5["ticket-quick"].status.value == ("breach" if tickets else "ok")
         assert svc5["page-quick"].status.value == "ok"

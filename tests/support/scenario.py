@@ -156,6 +156,7 @@ def write_openmetrics(out: TextIO, services: int = 20) -> None:
     )
 
     write_platform(out, services)
+    write_sloth_examples(out)
     out.write("# EOF\n")
 
 
@@ -217,6 +218,29 @@ def log_lines() -> list[tuple[float, str]]:
 
 
 LOG_STREAM = {"app": "chatbot-backend", "namespace": "chatbot", "env": "prod"}
+
+
+SLOTH_METRIC = "sloth_http_request_duration_seconds_count"
+
+
+def sloth_errors(job: str, code: str, minute: int) -> int:
+    """Errors per minute that change over time, so every window has its own ratio."""
+    base = {"500": 3, "429": 1, "503": 2}.get(code, 0)
+    return base * (1 + (minute // 30) % 3) + (minute % 7 == 0) * (job == "myservice")
+
+
+def write_sloth_examples(out: TextIO) -> None:
+    """Traffic for Sloth's example specs (their metric renamed to SLOTH_METRIC)."""
+    steps = PLATFORM_MINUTES * 4
+    for job in ("myservice", "myapp"):
+        for code in ("200", "500", "429", "503"):
+            total = 0
+            for minute in range(steps + 1):
+                per = 2000 if code == "200" else sloth_errors(job, code, minute)
+                total += per if minute else 0
+                out.write(
+                    f'{SLOTH_METRIC}{{job="{job}",code="{code}"}} {total} {BASE + minute * 60}\n'
+                )
 
 
 def write_file(path: Path, services: int = 20) -> None:
