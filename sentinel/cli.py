@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
     export.set_defaults(func=cmd_rules_export)
 
+    back = sub.add_parser("backtest", help="replay rules over history: what would have fired")
+    back.add_argument("-c", "--config", required=True)
+    back.add_argument("--from", dest="start", required=True, help="RFC 3339 or Unix seconds")
+    back.add_argument("--to", dest="end", required=True)
+    back.add_argument("--step", default="1m")
+    back.add_argument("--service")
+    back.add_argument("--format", choices=("table", "json"), default="table")
+    back.set_defaults(func=cmd_backtest)
+
     from sentinel import cli_daemon
 
     cli_daemon.add_commands(sub)
@@ -198,4 +207,41 @@ def cmd_rules_export(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         print(text, end="")
+    return EXIT_OK
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    import json
+
+    from sentinel.backtest import backtest, progress_bar, report_table
+    from sentinel.units import parse_duration
+    from sentinel.wiring import build_engine
+
+    try:
+        config, rules = load_all(args.config)
+        start, end = parse_time(args.start), parse_time(args.end)
+        step = parse_duration(args.step)
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_ERROR
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if end <= start or step <= 0:
+        print("error: --to must be after --from and --step positive", file=sys.stderr)
+        return EXIT_ERROR
+    slos = [s for s in rules.slos if not args.service or s.service == args.service]
+
+    async def run() -> str:
+        engine = build_engine(config)
+        try:
+            report = await backtest(engine, slos, start, end, step, progress_bar)
+        finally:
+            for source in engine.sources.values():
+                await source.close()
+        if args.format == "json":
+            return json.dumps(report.to_json(), indent=2)
+        return report_table(report)
+
+    print(asyncio.run(run()))
     return EXIT_OK
