@@ -45,6 +45,8 @@ class SLOView:
     runbook_url: str | None
     traffic: dict[str, str]
     y: int
+    budget_expr: str | None = None  # from Sentinel's own metrics, when the SLO has a period
+    burn_expr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,16 @@ def slo_view(slo: SLO, y: int) -> SLOView:
         runbook_url=slo.runbook_url,
         traffic={} if is_log else rate_exprs(slo, ENV_MATCHER if _env_ok(slo) else ()),
         y=y,
+        budget_expr=_own(slo, "sentinel_slo_error_budget_remaining") if slo.period else None,
+        burn_expr=_own(slo, "sentinel_slo_burn_rate") if slo.period else None,
     )
+
+
+def _own(slo: SLO, metric: str) -> str:
+    """A query over Sentinel's own /metrics for this SLO (escaped like every query)."""
+    from sentinel.promql import quote
+
+    return f"{metric}{{service={quote(slo.service)}, slo={quote(slo.name)}}}"
 
 
 def _env_ok(slo: SLO) -> bool:
@@ -107,13 +118,21 @@ def service_views(rules: RuleSet, config: Config) -> list[ServiceView]:
                 name=service,
                 uid=dashboard_uid(service),
                 title=f"SLOs: {service}",
-                slos=[slo_view(slo, 1 + i * 9) for i, slo in enumerate(slos)],
+                slos=_layout(slos),
                 error_logs=error_logs if config.loki is not None else None,
                 deploy_marker=config.dashboards.deploy_marker,
                 prometheus_uid=config.dashboards.prometheus_datasource_uid,
                 loki_uid=config.dashboards.loki_datasource_uid,
             )
         )
+    return views
+
+
+def _layout(slos: list[SLO]) -> list[SLOView]:
+    views, y = [], 0
+    for slo in slos:
+        views.append(slo_view(slo, y))
+        y += 9 + (8 if slo.period else 0)
     return views
 
 
