@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--format", choices=("table", "json"), default="table")
     back.set_defaults(func=cmd_backtest)
 
+    test = sub.add_parser("test", help="run rule unit-test files in-process (no Prometheus)")
+    test.add_argument("files", nargs="+")
+    test.set_defaults(func=cmd_test)
+
     from sentinel import cli_daemon
 
     cli_daemon.add_commands(sub)
@@ -245,3 +249,23 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     print(asyncio.run(run()))
     return EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sentinel.ruletest.runner import run_file
+
+    failed = total = 0
+    for name in args.files:
+        for outcome in run_file(Path(name)):
+            total += 1
+            if outcome.passed:
+                print(f"PASS {name}: {outcome.name}")
+                continue
+            failed += 1
+            print(f"FAIL {name}: {outcome.name}")
+            for failure in outcome.failures:
+                print(f"  {failure}")
+    print(f"{total - failed} passed, {failed} failed")
+    return EXIT_BAD if failed else EXIT_OK

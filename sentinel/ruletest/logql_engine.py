@@ -1,4 +1,5 @@
-"""The LogQL subset Sentinel emits, parsed and evaluated like Loki 2.9 does.
+"""The LogQL subset Sentinel emits, parsed and evaluated like Loki 2.9 does (used by
+`sentinel test` and by the protocol-faithful Loki server in tests/).
 
 Grammar (anything else is refused with Loki's own 400 wording):
 
@@ -120,7 +121,8 @@ class Parser:
         if (text is not None and tok.text != text) or (kind is not None and tok.kind != kind):
             want = text or kind
             raise LogQLError(
-                f"parse error at line 1, col {tok.col}: syntax error: unexpected {tok.text}, expecting {want}"
+                f"parse error at line 1, col {tok.col}: syntax error: "
+                f"unexpected {tok.text}, expecting {want}"
             )
         self.pos += 1
         return tok
@@ -228,7 +230,9 @@ class Parser:
         self.take("}")
         if not out:
             raise LogQLError(
-                'parse error : queries require at least one regexp or equality matcher that does not have an empty-compatible value. For instance, app=~".*" does not meet this requirement, but app=~".+" will'
+                "parse error : queries require at least one regexp or equality matcher that "
+                'does not have an empty-compatible value. For instance, app=~".*" does not '
+                'meet this requirement, but app=~".+" will'
             )
         return out
 
@@ -347,10 +351,10 @@ def evaluate(node: Any, at_ns: int, select: Select) -> Vector:
         for entry in select(node.matchers, start, at_ns):
             if not (start < entry.ts_ns <= at_ns):
                 continue
-            labels = run_pipeline(entry, node.stages)
-            if labels is None:
+            extracted = run_pipeline(entry, node.stages)
+            if extracted is None:
                 continue
-            key = tuple(sorted(labels.items()))
+            key = tuple(sorted(extracted.items()))
             out[key] = out.get(key, 0.0) + 1.0
         if node.fn == "rate":
             out = {k: v / node.window for k, v in out.items()}
@@ -404,5 +408,6 @@ def check_errors(node: Any, vector: Vector) -> None:
                     "Use a label filter to intentionally skip this error. "
                     f'(e.g | __error__!="{d["__error__"]}").\n'
                     'To skip all potential errors you can match empty errors.(e.g __error__="")\n'
-                    'The label filter can also be specified after unwrap. (e.g | unwrap latency | __error__="" )\n'
+                    "The label filter can also be specified after unwrap. "
+                    '(e.g | unwrap latency | __error__="" )\n'
                 )
