@@ -54,6 +54,9 @@ class EvaluationConfig(_Strict):
     # A cycle must finish before the next one is due; overruns are reported, never stacked.
     cycle_timeout: Duration | None = None
     shutdown_timeout: Duration = 10.0
+    # Where budget and burn-rate windows come from: raw queries, or the series recorded
+    # by the rules `sentinel rules export` writes (cheap at any scale; no min_events guard).
+    budget_source: Literal["raw", "recorded"] = "raw"
 
 
 class ServerConfig(_Strict):

@@ -21,14 +21,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sentinel import __version__
 from sentinel.config import Config, load_config
-from sentinel.engine import Engine
 from sentinel.errors import ConfigError
 from sentinel.evaluation import SLOResult, Status, evaluate_failure
 from sentinel.loader import load_rules
 from sentinel.logs import fields
 from sentinel.model import RuleGroup, RuleSet
 from sentinel.selfmetrics import SelfMetrics
-from sentinel.wiring import build_sources, renderers
+from sentinel.wiring import build_engine, build_sources
 
 log = logging.getLogger("sentinel.daemon")
 
@@ -85,7 +84,7 @@ class Daemon:
         self.state = RunState.STARTING
         self.started_at = clock()
         self.metrics = SelfMetrics()
-        self.engine = Engine(build_sources(config), renderers())
+        self.engine = build_engine(config)
         self.results: dict[str, list[SLOResult]] = {}
         self.group_status: dict[str, GroupStatus] = {}
         self.reload_status = ReloadStatus(at=self.started_at)
@@ -303,6 +302,7 @@ class Daemon:
                 self.results.pop(group.name, None)
                 self.metrics.forget_group(group.name)
         self.config, self.rules = config, rules
+        self.engine.recorded_budgets = config.evaluation.budget_source == "recorded"
         self.engine.forget(rules.slos)
         if self._scheduler is not None:
             self._schedule()

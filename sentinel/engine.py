@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from sentinel.budgets import apply_budgets
 from sentinel.errors import SentinelError, SourceError
 from sentinel.evaluation import InstanceKey, SLOResult, evaluate, evaluate_failure
+from sentinel.export import exportable
 from sentinel.model import SLO, Matcher
+from sentinel.promql import recorded_ratio_query
 from sentinel.sources.base import Sample, Source
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,15 @@ class CycleReport:
 class Engine:
     """Evaluates SLOs against the configured sources; remembers instances it has seen."""
 
-    def __init__(self, sources: Mapping[str, Source], renderers: Mapping[str, QueryRenderer]):
+    def __init__(
+        self,
+        sources: Mapping[str, Source],
+        renderers: Mapping[str, QueryRenderer],
+        recorded_budgets: bool = False,
+    ):
         self.sources = sources
         self.renderers = renderers
+        self.recorded_budgets = recorded_budgets
         self._known: dict[str, set[InstanceKey]] = {}
 
     def plan(
@@ -114,6 +122,11 @@ class Engine:
             if slo.period is None or slo.objective is None:
                 continue
             windows = {slo.period, *(slo.burn.catalogue.windows() if slo.burn else ())}
+            if self.recorded_budgets and exportable(slo) and not extra:
+                out[slo.key] = {
+                    w: PlannedQuery("prometheus", recorded_ratio_query(slo, w)) for w in windows
+                }
+                continue
             render = self.renderers[slo.source]
             out[slo.key] = {w: PlannedQuery(slo.source, render(slo, w, extra)) for w in windows}
         return out

@@ -155,3 +155,10 @@ def rate_exprs(slo: SLO, extra: Sequence[Matcher] = ()) -> dict[str, str]:
             for q in (50, 95, 99)
         }
     return {}
+
+
+def recorded_ratio_query(slo: SLO, window: float) -> str:
+    """The error ratio of `window` from the series `sentinel rules export` records."""
+    name = f"slo:sli_error:ratio_rate{format_duration(window)}"
+    selector = f"{name}{{sentinel_service={quote(slo.service)}, sentinel_slo={quote(slo.name)}}}"
+    return _tag(selector, "ratio")

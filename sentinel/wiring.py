@@ -25,4 +25,5 @@ def renderers() -> dict[str, QueryRenderer]:
 
 
 def build_engine(config: Config) -> Engine:
-    return Engine(build_sources(config), renderers())
+    recorded = config.evaluation.budget_source == "recorded"
+    return Engine(build_sources(config), renderers(), recorded_budgets=recorded)
