@@ -97,6 +97,7 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
+        self._services: set[str] | None = None
         self._signals = 0
 
     # -- evaluation ---------------------------------------------------------------------
@@ -178,6 +179,7 @@ class Daemon:
     ) -> None:
         self._log_changes(self.results.get(group.name, []), results)
         self.results[group.name] = results
+        self._services = None
         status.last_finished_at = at
         status.last_duration = round(duration, 4)
         status.last_outcome = outcome
@@ -226,6 +228,15 @@ class Daemon:
         for provider in self.health_providers:
             out.update(provider())
         return out
+
+    def known_services(self) -> set[str]:
+        """Services of the rules and of the latest results (group_by instances); cached
+        per cycle because the gate asks on every request."""
+        if self._services is None:
+            self._services = {slo.service for slo in self.rules.slos} | {
+                r.service for results in self.results.values() for r in results
+            }
+        return self._services
 
     def latest(self) -> list[SLOResult]:
         return [r for group in self.rules.groups for r in self.results.get(group.name, [])]
@@ -302,6 +313,7 @@ class Daemon:
                 self.results.pop(group.name, None)
                 self.metrics.forget_group(group.name)
         self.config, self.rules = config, rules
+        self._services = None
         self.engine.recorded_budgets = config.evaluation.budget_source == "recorded"
         self.engine.forget(rules.slos)
         if self._scheduler is not None:

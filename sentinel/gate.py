@@ -140,6 +140,10 @@ class Gate:
         self.store = store
         self._inflight: dict[tuple[Any, ...], asyncio.Future[tuple[float, list[SLOResult]]]] = {}
         self._cache: dict[tuple[Any, ...], tuple[float, list[SLOResult]]] = {}
+        self._verdicts: dict[tuple[Any, ...], tuple[str, str]] = {}
+        counter = daemon.metrics.gate_decisions
+        self._decision_counters = {d: counter.labels(d) for d in ("pass", "fail", "pending")}
+        self._inputs_json: dict[GateRequest, str] = {}
         # Audit rows are written in batches: one SQLite transaction per request would cost
         # more than the rest of the request. A crash loses at most `flush_every` seconds.
         self._audit: list[tuple[float, str, str, str, str]] = []
@@ -177,9 +181,7 @@ class Gate:
             self._flusher = asyncio.create_task(self._flush_loop())
 
     def known_services(self) -> set[str]:
-        known = {slo.service for slo in self.daemon.rules.slos}
-        known |= {r.service for r in self.daemon.latest()}
-        return known
+        return self.daemon.known_services()
 
     def gate_slos(self, req: GateRequest) -> list[SLO]:
         out = []
@@ -190,7 +192,10 @@ class Gate:
                 out.append(slo)
         return out
 
-    async def check(self, req: GateRequest, now: float) -> tuple[str, dict[str, Any]]:
+    async def check(self, req: GateRequest, now: float) -> tuple[str, str]:
+        """-> (decision, JSON body). The verdict of a fresh evaluation is computed once
+        and its body reused while nothing it depends on changes (the hot path of a
+        pipeline fleet polling the gate)."""
         slos = self.gate_slos(req)
         if req.slos:
             missing = set(req.slos) - {s.name for s in slos}
@@ -203,32 +208,54 @@ class Gate:
         if window is not None and window < 0:
             raise GateInputError("since", "is in the future")
         evaluated_at, results = await self._evaluate(req, slos, now, window)
+        firing = tuple(self._firing(req.service))
+        down_for = self._source_down_for(now)
+        gate_config = self.daemon.config.gate
+        down_state = None if down_for is None else down_for >= gate_config.source_down_after
+        verdict_key = (req.cache_key, req.release, req.revision, evaluated_at, firing, down_state)
+        cached = self._verdicts.get(verdict_key)
+        if cached is not None:
+            self._decision_counters[cached[0]].inc()
+            return cached
         results = [r for r in results if r.service == req.service]
-        firing = self._firing(req.service)
         verdict = decide(
             results,
             firing,
-            self._source_down_for(now),
-            self.daemon.config.gate.source_down_policy,
-            self.daemon.config.gate.source_down_after,
+            down_for,
+            gate_config.source_down_policy,
+            gate_config.source_down_after,
             " since deploy" if req.since is not None else "",
         )
-        if window is not None and window < max(min_duration, 60.0) and verdict.decision == "pass":
-            verdict = Verdict("pending", [f"only {format_duration(int(window))} since deploy"])
-        body = self._body(req, verdict, results, firing, evaluated_at, now, window)
-        self.daemon.metrics.gate_decisions.labels(verdict.decision).inc()
-        return verdict.decision, body
+        judged = None if req.since is None else evaluated_at - req.since
+        too_soon = judged is not None and judged < max(min_duration, 60.0)
+        if too_soon and verdict.decision == "pass":
+            assert judged is not None
+            verdict = Verdict("pending", [f"only {format_duration(int(judged))} since deploy"])
+        body = self._body(req, verdict, results, firing, evaluated_at)
+        answer = (verdict.decision, dumps(body))
+        if len(self._verdicts) > 1000:
+            self._verdicts.pop(next(iter(self._verdicts)))
+        self._verdicts[verdict_key] = answer
+        self._decision_counters[verdict.decision].inc()
+        return answer
 
     def audit(self, req: GateRequest, now: float, decision: str, body_json: str) -> None:
-        inputs = {
-            "service": req.service,
-            "since": req.since,
-            "slos": list(req.slos),
-            "matchers": {m.label: m.value for m in req.matchers},
-            "release": req.release,
-            "revision": req.revision,
-        }
-        self.record(now, req.service, decision, json.dumps(inputs), body_json)
+        inputs = self._inputs_json.get(req)
+        if inputs is None:
+            inputs = json.dumps(
+                {
+                    "service": req.service,
+                    "since": req.since,
+                    "slos": list(req.slos),
+                    "matchers": {m.label: m.value for m in req.matchers},
+                    "release": req.release,
+                    "revision": req.revision,
+                }
+            )
+            if len(self._inputs_json) > 1000:
+                self._inputs_json.clear()
+            self._inputs_json[req] = inputs
+        self.record(now, req.service, decision, inputs, body_json)
 
     async def _evaluate(
         self, req: GateRequest, slos: list[SLO], now: float, window: float | None
@@ -284,15 +311,15 @@ class Gate:
         results: Sequence[SLOResult],
         firing: Sequence[tuple[str, str]],
         evaluated_at: float,
-        now: float,
-        window: float | None,
     ) -> dict[str, Any]:
         return {
             "decision": verdict.decision,
             "service": req.service,
+            # The window judged ends when the evaluation ran (results are shared for
+            # gate.cache_ttl), not when this request arrived.
             "window": {
                 "from": rfc3339(req.since) if req.since is not None else None,
-                "to": rfc3339(now),
+                "to": rfc3339(evaluated_at),
             },
             "evaluated_at": rfc3339(evaluated_at),
             "reasons": verdict.reasons,
@@ -328,10 +355,9 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
                     status=404,
                 )
             now = gate.daemon.clock()
-            decision, body = await gate.check(req, now)
+            decision, text = await gate.check(req, now)
         except GateInputError as exc:
             return json_response({"error": str(exc), "parameter": exc.param}, status=400)
-        text = dumps(body)
         gate.audit(req, now, decision, text)
         headers = {"Retry-After": RETRY_AFTER} if decision == "pending" else {}
         return web.Response(

@@ -76,6 +76,11 @@ class AlertManager:
         self.on_commit = on_commit
         self.alerts: dict[str, Alert] = store.load_alerts()
         self.slo_of: dict[str, SLO] = {}
+        # service -> keys of its firing alerts; the gate asks on every request.
+        self._firing: dict[str, set[str]] = {}
+        for key, alert in self.alerts.items():
+            if alert.state is AlertState.FIRING:
+                self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         self.observe_sync(group, results, now)
@@ -94,6 +99,11 @@ class AlertManager:
             if alert != prev:
                 changed.append(alert)
                 self.alerts[result.key] = alert
+                firing = self._firing.setdefault(result.service, set())
+                if alert.state is AlertState.FIRING:
+                    firing.add(result.key)
+                else:
+                    firing.discard(result.key)
             if transition is not None:
                 transitions.append((slo, transition))
         if not changed:
@@ -217,15 +227,13 @@ class AlertManager:
         }
 
     def firing(self, service: str | None = None) -> list[tuple[Alert, SLO]]:
+        services = [service] if service is not None else list(self._firing)
         out = []
-        for key, alert in self.alerts.items():
-            slo = self.slo_of.get(key)
-            if (
-                alert.state is AlertState.FIRING
-                and slo is not None
-                and (service is None or key.startswith(f"{service}/"))
-            ):
-                out.append((alert, slo))
+        for name in services:
+            for key in sorted(self._firing.get(name, ())):
+                slo = self.slo_of.get(key)
+                if slo is not None:
+                    out.append((self.alerts[key], slo))
         return out
 
     def to_json(self) -> list[dict[str, Any]]:

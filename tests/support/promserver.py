@@ -48,6 +48,7 @@ class PrometheusServer:
     port: int = 0
     scrape_targets: tuple[str, ...] = ()
     scrape_interval: str = "1s"
+    rule_files: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,7 +64,11 @@ class PrometheusServer:
         assert binary, "prometheus not found (apt-get install prometheus)"
         if not self.port:
             self.port = free_port()
-        config: dict[str, object] = {"global": {"scrape_interval": self.scrape_interval}}
+        config: dict[str, object] = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": "5s"}
+        }
+        if self.rule_files:
+            config["rule_files"] = list(self.rule_files)
         if self.scrape_targets:
             config["scrape_configs"] = [
                 {"job_name": "test", "static_configs": [{"targets": list(self.scrape_targets)}]}

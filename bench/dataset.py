@@ -1,0 +1,54 @@
+"""Synthetic platform data for the benchmark: N services, each with request counters
+(200/500), a latency histogram and answer-mode counters, sampled every 15 s, written as
+OpenMetrics in time chunks (promtool maps its whole input, so chunks keep it small)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LE = ("0.25", "0.5", "1", "1.5", "2", "5", "+Inf")
+# Cumulative fraction of requests at or under each bucket bound (healthy service).
+CDF = (0.3, 0.6, 0.85, 0.95, 0.98, 0.999, 1.0)
+STEP = 15
+
+
+def series_per_service() -> int:
+    return 2 + len(LE) + 1 + 2
+
+
+def write_chunk(path: Path, services: int, start: int, end: int, origin: int) -> int:
+    """Samples in [start, end) as counters that started at `origin`; returns lines."""
+    lines = 0
+    with path.open("w") as out:
+        out.write("# TYPE bench_http_requests counter\n")
+        for i in range(services):
+            rate = 10 + i % 7
+            bad = rate * (i % 10) / 1000
+            labels = f'namespace="bench",service="svc-{i:04d}"'
+            for code, per_s in (("200", rate - bad), ("500", bad)):
+                for t in range(start, end, STEP):
+                    out.write(f'bench_http_requests_total{{{labels},code="{code}"}} {per_s * (t - origin):.3f} {t}\n')
+                    lines += 1
+        out.write("# TYPE bench_latency_seconds histogram\n")
+        for i in range(services):
+            rate = 10 + i % 7
+            labels = f'namespace="bench",service="svc-{i:04d}"'
+            for le, frac in zip(LE, CDF, strict=True):
+                for t in range(start, end, STEP):
+                    out.write(f'bench_latency_seconds_bucket{{{labels},le="{le}"}} {rate * frac * (t - origin):.3f} {t}\n')
+                    lines += 1
+            for t in range(start, end, STEP):
+                out.write(f"bench_latency_seconds_count{{{labels}}} {rate * (t - origin):.3f} {t}\n")
+                out.write(f"bench_latency_seconds_sum{{{labels}}} {rate * 0.6 * (t - origin):.3f} {t}\n")
+                lines += 2
+        out.write("# TYPE bench_answers counter\n")
+        for i in range(services):
+            rate = 10 + i % 7
+            fallback = rate * (i % 5) / 100
+            labels = f'namespace="bench",service="svc-{i:04d}"'
+            for mode, per_s in (("llm-summary", rate - fallback), ("snippet-fallback", fallback)):
+                for t in range(start, end, STEP):
+                    out.write(f'bench_answers_total{{{labels},answer_mode="{mode}"}} {per_s * (t - origin):.3f} {t}\n')
+                    lines += 1
+        out.write("# EOF\n")
+    return lines
