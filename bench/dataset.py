@@ -27,7 +27,9 @@ def write_chunk(path: Path, services: int, start: int, end: int, origin: int) ->
             labels = f'namespace="bench",service="svc-{i:04d}"'
             for code, per_s in (("200", rate - bad), ("500", bad)):
                 for t in range(start, end, STEP):
-                    out.write(f'bench_http_requests_total{{{labels},code="{code}"}} {per_s * (t - origin):.3f} {t}\n')
+                    out.write(
+                        f'bench_http_requests_total{{{labels},code="{code}"}} {per_s * (t - origin):.3f} {t}\n'
+                    )
                     lines += 1
         out.write("# TYPE bench_latency_seconds histogram\n")
         for i in range(services):
@@ -35,11 +37,17 @@ def write_chunk(path: Path, services: int, start: int, end: int, origin: int) ->
             labels = f'namespace="bench",service="svc-{i:04d}"'
             for le, frac in zip(LE, CDF, strict=True):
                 for t in range(start, end, STEP):
-                    out.write(f'bench_latency_seconds_bucket{{{labels},le="{le}"}} {rate * frac * (t - origin):.3f} {t}\n')
+                    out.write(
+                        f'bench_latency_seconds_bucket{{{labels},le="{le}"}} {rate * frac * (t - origin):.3f} {t}\n'
+                    )
                     lines += 1
             for t in range(start, end, STEP):
-                out.write(f"bench_latency_seconds_count{{{labels}}} {rate * (t - origin):.3f} {t}\n")
-                out.write(f"bench_latency_seconds_sum{{{labels}}} {rate * 0.6 * (t - origin):.3f} {t}\n")
+                out.write(
+                    f"bench_latency_seconds_count{{{labels}}} {rate * (t - origin):.3f} {t}\n"
+                )
+                out.write(
+                    f"bench_latency_seconds_sum{{{labels}}} {rate * 0.6 * (t - origin):.3f} {t}\n"
+                )
                 lines += 2
         out.write("# TYPE bench_answers counter\n")
         for i in range(services):
@@ -48,7 +56,9 @@ def write_chunk(path: Path, services: int, start: int, end: int, origin: int) ->
             labels = f'namespace="bench",service="svc-{i:04d}"'
             for mode, per_s in (("llm-summary", rate - fallback), ("snippet-fallback", fallback)):
                 for t in range(start, end, STEP):
-                    out.write(f'bench_answers_total{{{labels},answer_mode="{mode}"}} {per_s * (t - origin):.3f} {t}\n')
+                    out.write(
+                        f'bench_answers_total{{{labels},answer_mode="{mode}"}} {per_s * (t - origin):.3f} {t}\n'
+                    )
                     lines += 1
         out.write("# EOF\n")
     return lines

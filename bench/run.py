@@ -102,12 +102,15 @@ def write_rules(work: Path, with_period: bool) -> Path:
 
 
 def config_text(prom_url: str, rules: Path, extra: str = "") -> str:
-    return textwrap.dedent(
-        f"""\
+    return (
+        textwrap.dedent(
+            f"""\
         prometheus: {{url: "{prom_url}", timeout: 60s, max_in_flight: 4}}
         rules: ["{rules}/*.yaml"]
         """
-    ) + extra
+        )
+        + extra
+    )
 
 
 def sli_group(work: Path, end: int) -> Path:
@@ -119,9 +122,7 @@ def sli_group(work: Path, end: int) -> Path:
 
     config = Config(rules=[str(write_rules(work, False) / "*.yaml")], base_dir="/")
     exprs = [slo_query(s) for s in load_rules(config).slos]
-    pinned = [
-        e.replace("[5m]", f"[5m] @ {end}") for e in exprs
-    ]
+    pinned = [e.replace("[5m]", f"[5m] @ {end}") for e in exprs]
     group = {
         "groups": [
             {
@@ -147,7 +148,9 @@ async def bare_queries(prom_url: str, queries: list[str], at: float, rounds: int
             started = time.perf_counter()
 
             async def one(q: str) -> None:
-                async with session.post(f"{prom_url}/api/v1/query", data={"query": q, "time": str(at)}) as r:
+                async with session.post(
+                    f"{prom_url}/api/v1/query", data={"query": q, "time": str(at)}
+                ) as r:
                     await r.read()
 
             await asyncio.gather(*(one(q) for q in queries))
@@ -163,7 +166,10 @@ def rule_group_seconds(prom_url: str, wait: float) -> list[float]:
         # Prometheus' own /metrics (it does not scrape itself here).
         _, text, _ = http("GET", f"{prom_url}/metrics")
         for line in str(text).splitlines():
-            if line.startswith("prometheus_rule_group_last_duration_seconds{") and ';sentinel-sli"' in line:
+            if (
+                line.startswith("prometheus_rule_group_last_duration_seconds{")
+                and ';sentinel-sli"' in line
+            ):
                 value = float(line.rsplit(" ", 1)[1])
                 if value != last and value > 0:
                     seen.append(value)
@@ -202,7 +208,9 @@ def cycle_child(config: Path, at: float, cycles: int, recorded: bool) -> dict[st
         """
     )
     env = {**os.environ}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -242,13 +250,17 @@ def main() -> int:
     return 0
 
 
-def measure(args: argparse.Namespace, work: Path, prom: PrometheusServer, end: int) -> list[tuple[str, str, str]]:
+def measure(
+    args: argparse.Namespace, work: Path, prom: PrometheusServer, end: int
+) -> list[tuple[str, str, str]]:
     from sentinel.config import Config
     from sentinel.loader import load_rules
     from sentinel.promql import slo_query
 
     plain_rules, period_rules = write_rules(work, False), write_rules(work, True)
-    queries = [slo_query(s) for s in load_rules(Config(rules=[f"{plain_rules}/*.yaml"], base_dir="/")).slos]
+    queries = [
+        slo_query(s) for s in load_rules(Config(rules=[f"{plain_rules}/*.yaml"], base_dir="/")).slos
+    ]
     log("waiting for Prometheus' own rule-group evaluations")
     group_times = rule_group_seconds(prom.url, 30)
     bare = asyncio.run(bare_queries(prom.url, queries, end, args.cycles))
@@ -263,34 +275,93 @@ def measure(args: argparse.Namespace, work: Path, prom: PrometheusServer, end: i
     prom_group = statistics.median(group_times) if group_times else float("nan")
     p50 = pct(plain["walls"], 0.5)
     rows = [
-        ("instances per cycle (5m)", f"{plain['instances']:,}", f"{args.services} services x 3 SLIs"),
+        (
+            "instances per cycle (5m)",
+            f"{plain['instances']:,}",
+            f"{args.services} services x 3 SLIs",
+        ),
         ("(a) Prometheus rule group", f"{prom_group * 1000:.1f} ms", "median of last_duration"),
-        ("(b) bare aiohttp, 3 queries", f"{statistics.median(bare) * 1000:.1f} ms", "p50, concurrent"),
-        ("(c) Sentinel 5m cycle p50", f"{p50 * 1000:.1f} ms", f"{p50 / prom_group:.2f} x rule group (target <= 1.0)"),
-        ("(c) Sentinel 5m cycle p99", f"{pct(plain['walls'], 0.99) * 1000:.1f} ms", f"{pct(plain['walls'], 0.99) / prom_group:.2f} x rule group (target <= 1.5)"),
-        ("(c) Sentinel CPU per cycle", f"{statistics.median(plain['cpus']) * 1000:.1f} ms", "target <= 20 ms"),
+        (
+            "(b) bare aiohttp, 3 queries",
+            f"{statistics.median(bare) * 1000:.1f} ms",
+            "p50, concurrent",
+        ),
+        (
+            "(c) Sentinel 5m cycle p50",
+            f"{p50 * 1000:.1f} ms",
+            f"{p50 / prom_group:.2f} x rule group (target <= 1.0)",
+        ),
+        (
+            "(c) Sentinel 5m cycle p99",
+            f"{pct(plain['walls'], 0.99) * 1000:.1f} ms",
+            f"{pct(plain['walls'], 0.99) / prom_group:.2f} x rule group (target <= 1.5)",
+        ),
+        (
+            "(c) Sentinel CPU per cycle",
+            f"{statistics.median(plain['cpus']) * 1000:.1f} ms",
+            "target <= 20 ms",
+        ),
         ("(c) Sentinel RSS", f"{plain['rss_mb']:.0f} MB", "target <= 80 MB"),
-        ("(c) multi-window raw p50", f"{pct(multi['walls'], 0.5) * 1000:.1f} ms", f"{pct(multi['walls'], 0.5) / p50:.2f} x 5m cycle ({multi['instances']:,} results)"),
+        (
+            "(c) multi-window raw p50",
+            f"{pct(multi['walls'], 0.5) * 1000:.1f} ms",
+            f"{pct(multi['walls'], 0.5) / p50:.2f} x 5m cycle ({multi['instances']:,} results)",
+        ),
     ]
     if recorded is not None:
-        rows.append(("(c) multi-window recorded p50", f"{pct(recorded['walls'], 0.5) * 1000:.1f} ms", f"{pct(recorded['walls'], 0.5) / p50:.2f} x 5m cycle (target <= 2.0)"))
+        rows.append(
+            (
+                "(c) multi-window recorded p50",
+                f"{pct(recorded['walls'], 0.5) * 1000:.1f} ms",
+                f"{pct(recorded['walls'], 0.5) / p50:.2f} x 5m cycle (target <= 2.0)",
+            )
+        )
     rows += gate
     return rows
 
 
-def record_rules(args: argparse.Namespace, work: Path, prom: PrometheusServer, rules: Path, end: int) -> dict[str, Any] | None:
+def record_rules(
+    args: argparse.Namespace, work: Path, prom: PrometheusServer, rules: Path, end: int
+) -> dict[str, Any] | None:
     """Backfill the exported recording rules around the dataset end, restart, measure."""
     promtool = find_binary("promtool")
     exported = work / "exported.yml"
     (work / "export.yaml").write_text(config_text(prom.url, rules))
-    subprocess.run([sys.executable, "-m", "sentinel", "rules", "export", "-c", str(work / "export.yaml"), "-o", str(exported)], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sentinel",
+            "rules",
+            "export",
+            "-c",
+            str(work / "export.yaml"),
+            "-o",
+            str(exported),
+        ],
+        check=True,
+        cwd=REPO,
+    )
     blocks = work / "rule-blocks"
     log("backfilling the exported recording rules (promtool create-blocks-from rules)")
     try:
         subprocess.run(
-            [str(promtool), "tsdb", "create-blocks-from", "rules", f"--start={end - 600}", f"--end={end}",
-             f"--url={prom.url}", f"--output-dir={blocks}", "--eval-interval=60s", "-q", str(exported)],
-            check=True, capture_output=True, timeout=1800,
+            [
+                str(promtool),
+                "tsdb",
+                "create-blocks-from",
+                "rules",
+                f"--start={end - 600}",
+                f"--end={end}",
+                f"--url={prom.url}",
+                f"--output-dir={blocks}",
+                "--eval-interval=60s",
+                "-q",
+                str(exported),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=1800,
         )
     except (subprocess.SubprocessError, OSError) as exc:
         log(f"recording-rule backfill failed: {exc}")
@@ -299,13 +370,17 @@ def record_rules(args: argparse.Namespace, work: Path, prom: PrometheusServer, r
     for block in blocks.iterdir():
         shutil.copytree(block, prom.storage / block.name)
     prom.start(timeout=120)
-    (work / "recorded.yaml").write_text(config_text(prom.url, rules, "evaluation: {budget_source: recorded}\n"))
+    (work / "recorded.yaml").write_text(
+        config_text(prom.url, rules, "evaluation: {budget_source: recorded}\n")
+    )
     # Recorded samples lie on the backfill's 60 s grid: evaluate at the dataset end.
     log("Sentinel cycles: multi-window with budgets (recorded series)")
     return cycle_child(work / "recorded.yaml", end, max(3, args.cycles // 2), True)
 
 
-def gate_load(args: argparse.Namespace, work: Path, prom: PrometheusServer, rules: Path) -> list[tuple[str, str, str]]:
+def gate_load(
+    args: argparse.Namespace, work: Path, prom: PrometheusServer, rules: Path
+) -> list[tuple[str, str, str]]:
     port, bare_port = free_port(), free_port()
     config = work / "gate.yaml"
     config.write_text(
@@ -314,31 +389,53 @@ def gate_load(args: argparse.Namespace, work: Path, prom: PrometheusServer, rule
         + "gate: {cache_ttl: 600s}\nevaluation: {interval: 60s}\n"
     )
     daemon = start_sentinel(config)
-    bare = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_server.py"), str(bare_port)])
+    bare = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "bare_server.py"), str(bare_port)]
+    )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http("GET", f"{url}/health/live")[0] == 200, 60, "sentinel")
-        wait_for(lambda: http("GET", f"http://127.0.0.1:{bare_port}/api/v1/gate")[0] == 200, 10, "bare")
+        # Served from the latest evaluation: wait until the first cycle is done.
+        wait_for(lambda: http("GET", f"{url}/health/ready")[0] == 200, 120, "sentinel ready")
+        wait_for(
+            lambda: http("GET", f"http://127.0.0.1:{bare_port}/api/v1/gate")[0] == 200, 10, "bare"
+        )
         gate_url = f"{url}/api/v1/gate?service=svc-0001"
         auth = {"Authorization": "Bearer bench"}
         http("GET", gate_url, headers=auth)  # warm the fresh-result cache
         log(f"gate load: {args.connections} connections, {args.seconds:g}s each")
         ours = run_load(gate_url, auth, args.connections, args.seconds)
-        floor = run_load(f"http://127.0.0.1:{bare_port}/api/v1/gate", {}, args.connections, args.seconds)
-        rss = int(Path(f"/proc/{daemon.process.pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+        floor = run_load(
+            f"http://127.0.0.1:{bare_port}/api/v1/gate", {}, args.connections, args.seconds
+        )
+        rss = (
+            int(
+                Path(f"/proc/{daemon.process.pid}/status").read_text().split("VmRSS:")[1].split()[0]
+            )
+            / 1024
+        )
     finally:
         bare.terminate()
         daemon.stop()
     return [
-        ("(d) gate req/s", f"{ours.rps:,.0f}", f"{ours.rps / floor.rps:.2f} x bare {floor.rps:,.0f} (target >= 0.5; {ours.tool})"),
-        ("(d) gate p50 / p99", f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} ms", f"bare {floor.p50_ms:.2f} / {floor.p99_ms:.2f} ms (target p99 <= 5 ms)"),
+        (
+            "(d) gate req/s",
+            f"{ours.rps:,.0f}",
+            f"{ours.rps / floor.rps:.2f} x bare {floor.rps:,.0f} (target >= 0.5; {ours.tool})",
+        ),
+        (
+            "(d) gate p50 / p99",
+            f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} ms",
+            f"bare {floor.p50_ms:.2f} / {floor.p99_ms:.2f} ms (target p99 <= 5 ms)",
+        ),
         ("(d) sentinel run RSS", f"{rss:.0f} MB", "daemon after the load"),
     ]
 
 
 def print_table(rows: list[tuple[str, str, str]], args: argparse.Namespace) -> None:
     width = max(len(r[0]) for r in rows)
-    print(f"\nSentinel benchmark: {args.services} services, {args.hours:g} h of data, {os.cpu_count()} CPUs")
+    print(
+        f"\nSentinel benchmark: {args.services} services, {args.hours:g} h of data, {os.cpu_count()} CPUs"
+    )
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>16}  {note}")
 

@@ -20,8 +20,6 @@ from sentinel.model import RuleSet
 from sentinel.notify.base import Notifier
 from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.log import LogNotifier
-from sentinel.notify.slack import SlackNotifier
-from sentinel.notify.webhook import WebhookNotifier
 from sentinel.store import Store
 
 Cleanup = Callable[[], Awaitable[None]]
@@ -30,9 +28,15 @@ Cleanup = Callable[[], Awaitable[None]]
 def build_notifiers(config: Config, store: Store) -> dict[str, Notifier]:
     notifiers: dict[str, Notifier] = {}
     for name, nc in config.notifiers.items():
+        # Imported only when used: slack-sdk and Jinja2 cost memory a log-only setup
+        # does not need.
         if isinstance(nc, SlackNotifierConfig):
+            from sentinel.notify.slack import SlackNotifier
+
             notifiers[name] = SlackNotifier(name, nc, store)
         elif isinstance(nc, WebhookNotifierConfig):
+            from sentinel.notify.webhook import WebhookNotifier
+
             notifiers[name] = WebhookNotifier(name, nc)
         elif isinstance(nc, LogNotifierConfig):
             notifiers[name] = LogNotifier(name, nc.min_severity)

@@ -211,7 +211,7 @@ class Daemon:
                     previous=old.value if old else None,
                     value=res.value,
                     threshold=res.threshold,
-                    reason=res.reason,
+                    reason=res.explanation(),
                 ),
             )
 

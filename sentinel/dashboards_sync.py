@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from sentinel.config import Config
-from sentinel.dashboards import render_all, write_all
 from sentinel.grafana import GrafanaClient
 from sentinel.logs import fields
 from sentinel.model import RuleSet
@@ -33,6 +32,10 @@ async def push(
 
 async def sync(config: Config, rules: RuleSet, grafana: GrafanaClient | None) -> None:
     """Render, write changed files, push changed dashboards. Never raises."""
+    if not config.dashboards.output and grafana is None:
+        return  # nothing to deliver to: do not even load Jinja2
+    from sentinel.dashboards import render_all, write_all
+
     try:
         dashboards = render_all(rules, config)
     except Exception as exc:

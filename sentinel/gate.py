@@ -336,7 +336,7 @@ class Gate:
                     "events": r.events,
                     "window": r.window,
                     "labels": dict(r.labels),
-                    "reason": r.reason,
+                    "reason": r.explanation(),
                 }
                 for r in results
             ],

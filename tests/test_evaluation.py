@@ -7,7 +7,7 @@ import math
 import pytest
 
 from sentinel.evaluation import Status, evaluate, evaluate_failure
-from sentinel.model import SLO, LatencySLI, PromQLSLI, RatioSLI, Selector
+from sentinel.model import SLO, GoodWhen, LatencySLI, PromQLSLI, RatioSLI, Selector
 from sentinel.promql import PART_LABEL
 from sentinel.sources.base import Sample
 
@@ -33,7 +33,7 @@ RAW_ABOVE = SLO(
     sli=PromQLSLI("x"),
     threshold=0.99,
     window=300,
-    good_when="above",  # type: ignore[arg-type]
+    good_when=GoodWhen.ABOVE,
 )
 
 

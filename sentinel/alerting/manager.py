@@ -217,7 +217,7 @@ class AlertManager:
             "events": r.events,
             "labels": dict(r.labels),
             "env": dict(slo.labels).get("env"),
-            "reason": r.reason,
+            "reason": r.explanation(),
             "query": r.query,
             "runbook_url": slo.runbook_url,
             "dashboard_url": dashboard_url(self.grafana_url, r.service),

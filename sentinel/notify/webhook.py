@@ -18,8 +18,6 @@ import time
 from typing import Any
 
 import aiohttp
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
 
 from sentinel.config import WebhookNotifierConfig
 from sentinel.errors import NotifyRejected, NotifyRetryable
@@ -34,6 +32,13 @@ log = logging.getLogger("sentinel.webhook")
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return f"sha256={mac.hexdigest()}"
+
+
+def _compile(text: str) -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False).from_string(text)
 
 
 def default_body(entry: OutboxEntry) -> dict[str, Any]:
@@ -62,20 +67,14 @@ class WebhookNotifier:
         self.config = config
         self.min_severity: str = config.min_severity
         self.health = DependencyHealth(name=f"notifier:{name}", target=_redact_url(config.url))
-        self._template = (
-            SandboxedEnvironment(undefined=StrictUndefined, autoescape=False).from_string(
-                config.body_template
-            )
-            if config.body_template
-            else None
-        )
+        self._template = _compile(config.body_template) if config.body_template else None
         self._session: aiohttp.ClientSession | None = None
 
     def render(self, entry: OutboxEntry) -> bytes:
         body = default_body(entry)
         if self._template is None:
             return json.dumps(body, ensure_ascii=False).encode()
-        return self._template.render(rollback=body, alert=entry.payload["alerts"][0]).encode()
+        return str(self._template.render(rollback=body, alert=entry.payload["alerts"][0])).encode()
 
     async def close(self) -> None:
         if self._session is not None:

@@ -184,7 +184,7 @@ def _check(
     if "status" in exp and result.status.value != exp["status"]:
         problems.append(
             f"{where}: SLO {result.key} is {result.status.value}, expected {exp['status']} "
-            f"(value {result.value}, {result.reason})"
+            f"(value {result.value}, {result.explanation()})"
         )
     if "value" in exp:
         want = float(exp["value"])

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 
 from sentinel.config import HTTPSourceConfig
 from sentinel.errors import BadQuery, BadResponse, SourceError, SourceTimeout, SourceUnavailable
@@ -120,7 +121,9 @@ class HTTPQueryClient:
         if status >= 300 and status != 200:
             raise BadResponse(self.name, query, f"HTTP {status}: {_text(body)}")
         try:
-            payload = json.loads(body)
+            # orjson: a 1,000-service answer parses 3-5x faster than with json, which is
+            # most of Sentinel's CPU per cycle.
+            payload = orjson.loads(body)
         except ValueError:
             raise BadResponse(self.name, query, f"answer is not JSON: {_text(body)}") from None
         if not isinstance(payload, dict) or payload.get("status") != "success":
