@@ -30,7 +30,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-import aiohttp  # noqa: E402
-from dataset import STEP, write_chunk  # noqa: E402
-from load import run_load  # noqa: E402
-from support.procs import http, start_sentinel, wait_for  # noqa: E402
-from support.promserver import PrometheusServer, backfill, find_binary, free_port  # noqa: E402
+import aiohttp
+
+from dataset import STEP, write_chunk
+from load import run_load
+from support.procs import http, start_sentinel, wait_for
+from support.promserver import PrometheusServer, backfill, find_binary, free_port
 
 RULES = """\
 version: sentinel/v1
@@ -218,7 +218,7 @@ def pct(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
     ordered = sorted(values)
-    index = min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))
+    index = min(len(ordered) - 1, round(q * (len(ordered) - 1)))
     return ordered[index]
 
 
