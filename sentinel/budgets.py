@@ -43,6 +43,7 @@ def apply_budgets(
         return list(results)
     by_window = {w: window_ratios(slo, s) if s is not None else None for w, s in answers.items()}
     budget = 1.0 - slo.objective
+    names = {w: format_duration(w) for w in answers}
     out: list[SLOResult] = []
     tiers: list[SLOResult] = []
     for result in results:
@@ -52,7 +53,7 @@ def apply_budgets(
             for w, ratios in by_window.items()
             if ratios is not None and key in ratios
         }
-        report = budget_report(slo.objective, slo.period, windows.get(slo.period), windows)
+        report = budget_report(slo.objective, slo.period, windows.get(slo.period), windows, names)
         out.append(replace(result, budget=report))
         if slo.burn is None:
             continue
@@ -60,7 +61,7 @@ def apply_budgets(
         for tier in slo.burn.catalogue.tiers:
             if tier.severity not in slo.burn.tiers:
                 continue
-            tiers.append(_tier_result(slo, result, tier, windows, failed, budget, queries))
+            tiers.append(_tier_result(slo, result, tier, windows, failed, budget, queries, names))
     return out + tiers
 
 
@@ -72,6 +73,7 @@ def _tier_result(
     failed: list[float],
     budget: float,
     queries: Mapping[float, str],
+    names: Mapping[float, str],
 ) -> SLOResult:
     from sentinel.burnrate import BurnTier
 
@@ -101,9 +103,9 @@ def _tier_result(
         kind="burn_rate",
         severity=tier.severity,
         budget={
-            "short_window": format_duration(tier.short_window),
+            "short_window": names.get(tier.short_window) or format_duration(tier.short_window),
             "short_burn": verdict.short_burn,
-            "long_window": format_duration(tier.long_window),
+            "long_window": names.get(tier.long_window) or format_duration(tier.long_window),
             "long_burn": verdict.long_burn,
             "factor": verdict.factor,
         },

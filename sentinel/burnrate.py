@@ -120,7 +120,6 @@ def judge_tier(
     factor = tier.factor(period)
     long_w, short_w = windows.get(tier.long_window), windows.get(tier.short_window)
     long_burn, short_burn = burn_rate(long_w, budget), burn_rate(short_w, budget)
-    names = f"{format_duration(tier.long_window)}/{format_duration(tier.short_window)}"
     small = [
         format_duration(w)
         for w, data in ((tier.long_window, long_w), (tier.short_window, short_w))
@@ -131,12 +130,8 @@ def judge_tier(
         return TierVerdict(tier, factor, False, long_burn, short_burn, reason)
     assert long_burn is not None and short_burn is not None
     firing = long_burn > factor and short_burn > factor
-    reason = (
-        f"burn rate {long_burn:.3g}x over {format_duration(tier.long_window)} and "
-        f"{short_burn:.3g}x over {format_duration(tier.short_window)} "
-        f"({'>' if firing else 'not both >'} {factor:.3g}x, {names})"
-    )
-    return TierVerdict(tier, factor, firing, long_burn, short_burn, reason)
+    # The sentence is built on demand (SLOResult.explanation): thousands per cycle.
+    return TierVerdict(tier, factor, firing, long_burn, short_burn, "")
 
 
 def budget_report(
@@ -144,6 +139,7 @@ def budget_report(
     period: float,
     period_window: WindowRatio | None,
     windows: Mapping[float, WindowRatio],
+    names: Mapping[float, str] | None = None,
 ) -> dict[str, Any]:
     """Error budget over the period: traffic-weighted (sum bad / sum total), never an
     average of short-window ratios."""
@@ -159,6 +155,7 @@ def budget_report(
         "remaining": None if consumed is None else 1.0 - consumed,
         "events": period_window.total if period_window and period_window.counted else None,
         "burn_rates": {
-            format_duration(w): burn_rate(data, budget) for w, data in sorted(windows.items())
+            (names[w] if names else format_duration(w)): burn_rate(data, budget)
+            for w, data in sorted(windows.items())
         },
     }

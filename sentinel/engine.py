@@ -83,39 +83,72 @@ class Engine:
         budget_plan = self.plan_budgets(slos, extra) if budgets else {}
         wanted = set(plan.values()) | {q for qs in budget_plan.values() for q in qs.values()}
         unique = sorted(wanted, key=lambda q: (q.source, q.query))
-        answers = await asyncio.gather(*(self._run(q, at) for q in unique))
-        by_query = dict(zip(unique, answers, strict=True))
-        results: list[SLOResult] = []
+        needs: dict[str, set[PlannedQuery]] = {
+            slo.key: {plan[slo.key], *budget_plan.get(slo.key, {}).values()} for slo in slos
+        }
+        by_query: dict[PlannedQuery, list[Sample] | SourceError] = {}
+        per_slo: dict[str, list[SLOResult]] = {}
         errors: dict[str, SourceError] = {}
-        for index, slo in enumerate(slos):
-            if index:
-                # Evaluating 1,000 instances is a few ms of CPU: let the gate and health
-                # handlers in between instead of blocking them for the whole cycle.
-                await asyncio.sleep(0)
-            planned = plan[slo.key]
-            answer = by_query[planned]
-            effective_window = min(window, slo.window) if window is not None else None
-            known = self._known.get(slo.key, set()) if remember else set()
-            if isinstance(answer, SourceError):
-                errors[slo.key] = answer
-                reason = f"{answer.source} {answer.kind}: {answer.detail}"
-                out = evaluate_failure(slo, reason, at, planned.query, known, effective_window)
-            else:
-                out = evaluate(slo, answer, at, planned.query, known, effective_window)
-            if remember:
-                self._known.setdefault(slo.key, set()).update(
-                    tuple(r.labels.get(g, "") for g in slo.group_by) for r in out if r.labels
-                )
-            if slo.key in budget_plan:
-                windows = budget_plan[slo.key]
-                window_answers: dict[float, list[Sample] | None] = {}
-                for w, q in windows.items():
-                    got = by_query[q]
-                    window_answers[w] = None if isinstance(got, SourceError) else got
-                queries = {w: q.query for w, q in windows.items()}
-                out = apply_budgets(slo, out, window_answers, queries)
-            results.extend(out)
+        tasks = [asyncio.ensure_future(self._answer(q, at)) for q in unique]
+        try:
+            # Evaluate each SLO as soon as its answers are in, while other queries are
+            # still in flight: the cycle then costs little more than the slowest query.
+            for done in asyncio.as_completed(tasks):
+                planned, answer = await done
+                by_query[planned] = answer
+                for slo in slos:
+                    if slo.key in per_slo or not needs[slo.key] <= by_query.keys():
+                        continue
+                    per_slo[slo.key] = self._evaluate_slo(
+                        slo, plan, budget_plan, by_query, at, window, remember, errors
+                    )
+                    # A few ms of CPU per 1,000 instances: let gate and health requests in.
+                    await asyncio.sleep(0)
+        finally:
+            for task in tasks:  # a cycle cancelled at its deadline leaves nothing behind
+                task.cancel()
+        results = [r for slo in slos for r in per_slo.get(slo.key, [])]
         return CycleReport(at, results, time.monotonic() - started, len(unique), errors)
+
+    async def _answer(
+        self, planned: PlannedQuery, at: float
+    ) -> tuple[PlannedQuery, list[Sample] | SourceError]:
+        return planned, await self._run(planned, at)
+
+    def _evaluate_slo(
+        self,
+        slo: SLO,
+        plan: Mapping[str, PlannedQuery],
+        budget_plan: Mapping[str, Mapping[float, PlannedQuery]],
+        by_query: Mapping[PlannedQuery, list[Sample] | SourceError],
+        at: float,
+        window: float | None,
+        remember: bool,
+        errors: dict[str, SourceError],
+    ) -> list[SLOResult]:
+        planned = plan[slo.key]
+        answer = by_query[planned]
+        effective_window = min(window, slo.window) if window is not None else None
+        known = self._known.get(slo.key, set()) if remember else set()
+        if isinstance(answer, SourceError):
+            errors[slo.key] = answer
+            reason = f"{answer.source} {answer.kind}: {answer.detail}"
+            out = evaluate_failure(slo, reason, at, planned.query, known, effective_window)
+        else:
+            out = evaluate(slo, answer, at, planned.query, known, effective_window)
+        if remember:
+            self._known.setdefault(slo.key, set()).update(
+                tuple(r.labels.get(g, "") for g in slo.group_by) for r in out if r.labels
+            )
+        if slo.key in budget_plan:
+            windows = budget_plan[slo.key]
+            window_answers: dict[float, list[Sample] | None] = {}
+            for w, q in windows.items():
+                got = by_query[q]
+                window_answers[w] = None if isinstance(got, SourceError) else got
+            queries = {w: q.query for w, q in windows.items()}
+            out = apply_budgets(slo, out, window_answers, queries)
+        return out
 
     def plan_budgets(
         self, slos: Sequence[SLO], extra: Sequence[Matcher] = ()

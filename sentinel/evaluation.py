@@ -50,6 +50,13 @@ class SLOResult:
         results of a cycle are never shown)."""
         if self.reason or self.value is None:
             return self.reason
+        if self.kind == "burn_rate" and self.budget is not None:
+            b = self.budget
+            verb = ">" if self.status is Status.BREACH else "not both >"
+            return (
+                f"burn rate {b['long_burn']:.3g}x over {b['long_window']} and "
+                f"{b['short_burn']:.3g}x over {b['short_window']} ({verb} {b['factor']:.3g}x)"
+            )
         below = self.good_when == "below"
         breached = self.status is Status.BREACH
         op = (">" if below else "<") if breached else ("<=" if below else ">=")
