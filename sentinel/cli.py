@@ -25,8 +25,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_ERROR
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print_problems(exc.problems)
+        return EXIT_ERROR
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     return result
+
+
+class UsageError(ValueError):
+    """A bad argument or input file; the message names it. Exit code 2."""
+
+
+def parse_at(value: str, option: str) -> float:
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,15 +133,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    try:
-        config, rules = load_all(args.config)
-        at = parse_time(args.at) if args.at else time.time()
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_ERROR
-    except ValueError as exc:
-        print(f"--at: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    config, rules = load_all(args.config)
+    at = parse_at(args.at, "--at") if args.at else time.time()
     slos = [s for s in rules.slos if not args.service or s.service == args.service]
     from sentinel.wiring import build_engine
 
@@ -156,15 +167,11 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
 
     from sentinel.dashboards import render_all, write_all
 
+    config, rules = load_all(args.config)
     try:
-        config, rules = load_all(args.config)
         dashboards = render_all(rules, config)
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_ERROR
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(str(exc)) from exc
     written = write_all(dashboards, Path(args.output))
     print(f"{len(dashboards)} dashboards in {args.output} ({len(written)} changed)")
     if args.push:
@@ -190,12 +197,8 @@ def cmd_rules_export(args: argparse.Namespace) -> int:
             slos += list(load_all(args.config)[1].slos)
         for spec in args.sloth:
             slos += load_sloth(Path(spec))
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_ERROR
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(str(exc)) from exc
     if not args.config and not args.sloth:
         print("error: give -c CONFIG and/or --sloth SPEC", file=sys.stderr)
         return EXIT_ERROR
@@ -221,16 +224,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from sentinel.units import parse_duration
     from sentinel.wiring import build_engine
 
+    config, rules = load_all(args.config)
+    start, end = parse_at(args.start, "--from"), parse_at(args.end, "--to")
     try:
-        config, rules = load_all(args.config)
-        start, end = parse_time(args.start), parse_time(args.end)
         step = parse_duration(args.step)
-    except ConfigError as exc:
-        print_problems(exc.problems)
-        return EXIT_ERROR
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f"--step: {exc}") from None
     if end <= start or step <= 0:
         print("error: --to must be after --from and --step positive", file=sys.stderr)
         return EXIT_ERROR
