@@ -182,7 +182,7 @@ def cycle_child(config: Path, at: float, cycles: int, recorded: bool) -> dict[st
     """Run evaluate_once cycles in a child process: wall, CPU and RSS of Sentinel alone."""
     code = textwrap.dedent(
         f"""
-        import asyncio, json, resource, time, sys
+        import asyncio, gc, json, resource, time, sys
         sys.path.insert(0, {str(REPO)!r})
         from sentinel.config import load_config
         from sentinel.loader import load_rules
@@ -197,6 +197,7 @@ def cycle_child(config: Path, at: float, cycles: int, recorded: bool) -> dict[st
                 report = await engine.evaluate_once(slos, {at})
                 walls.append(time.perf_counter() - w0)
                 cpus.append(time.process_time() - c0)
+                gc.freeze()  # as the daemon does after every cycle
                 instances = len(report.results)
                 errors = len(report.errors)
             for s in engine.sources.values():

@@ -129,17 +129,16 @@ class Engine:
         planned = plan[slo.key]
         answer = by_query[planned]
         effective_window = min(window, slo.window) if window is not None else None
-        known = self._known.get(slo.key, set()) if remember else set()
+        known = self._known.setdefault(slo.key, set()) if remember else set()
         if isinstance(answer, SourceError):
             errors[slo.key] = answer
             reason = f"{answer.source} {answer.kind}: {answer.detail}"
             out = evaluate_failure(slo, reason, at, planned.query, known, effective_window)
         else:
-            out = evaluate(slo, answer, at, planned.query, known, effective_window)
-        if remember:
-            self._known.setdefault(slo.key, set()).update(
-                tuple(r.labels.get(g, "") for g in slo.group_by) for r in out if r.labels
-            )
+            seen: set[InstanceKey] = set()
+            out = evaluate(slo, answer, at, planned.query, known, effective_window, seen)
+            if remember:
+                known.update(seen)
         if slo.key in budget_plan:
             windows = budget_plan[slo.key]
             window_answers: dict[float, list[Sample] | None] = {}

@@ -9,13 +9,14 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sentinel.errors import BadResponse
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
+    """One element of an instant vector (a tuple: thousands are built per cycle)."""
+
     labels: Mapping[str, str]
     value: float
 
