@@ -148,15 +148,15 @@ class Daemon:
             results = self._failed(group, at, error)
         duration = time.monotonic() - started
         self._record(group, status, results, at, duration, outcome, error)
-        # What survives a cycle lives long (results, metrics, alert states): move it out of
-        # the collector's sight. Full collections over thousands of results otherwise cost
-        # more CPU than the evaluation and show up as gate latency spikes.
-        gc.freeze()
         for hook in self.result_hooks:
             try:
                 await hook(group, results, at)
             except Exception:
                 log.exception("result hook failed", extra=fields(group=group.name))
+        # What survives a cycle lives long (results, metrics, alert states): move it out of
+        # the collector's sight. Full collections over thousands of results otherwise cost
+        # more CPU than the evaluation and show up as gate latency spikes.
+        gc.freeze()
         return results
 
     def _failed(self, group: RuleGroup, at: float, reason: str) -> list[SLOResult]:
