@@ -9,6 +9,7 @@ The schema is versioned; `MIGRATIONS[i]` upgrades version i to i+1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -54,6 +55,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX gate_service ON gate_decisions(service, at);
     """,
+    # 2: gate bodies and inputs stored once (content-addressed): a fleet polling the gate
+    # repeats the same verdict thousands of times a second.
+    """
+    CREATE TABLE gate_blobs (hash TEXT PRIMARY KEY, text TEXT NOT NULL);
+    ALTER TABLE gate_decisions ADD COLUMN inputs_hash TEXT;
+    ALTER TABLE gate_decisions ADD COLUMN body_hash TEXT;
+    """,
+    # 3: identical decisions arriving together (same inputs, same verdict) share a row with
+    # a count and the time of the last one.
+    """
+    ALTER TABLE gate_decisions ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE gate_decisions ADD COLUMN last_at REAL;
+    """,
 )
 
 
@@ -91,6 +105,7 @@ class Store:
         # NORMAL is durable against a process crash (kill -9) in WAL mode.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
+        self._blob_hashes: dict[str, str] = {}
         self.migrate()
 
     def close(self) -> None:
@@ -313,21 +328,55 @@ class Store:
     def record_gates(
         self, rows: Sequence[tuple[float, str, str, str, str]], db: sqlite3.Connection | None = None
     ) -> None:
-        """(at, service, decision, inputs JSON, body JSON) rows, in one transaction."""
+        """(at, service, decision, inputs JSON, body JSON) rows, in one transaction. Each
+        distinct text is stored once in gate_blobs; identical decisions of the batch share
+        a row with their count and first/last time."""
         if not rows:
             return
+        grouped: dict[tuple[str, str, str, str], list[float]] = {}
+        for at, service, decision, inputs, body in rows:
+            span = grouped.get((service, decision, inputs, body))
+            if span is None:
+                grouped[(service, decision, inputs, body)] = [at, at, 1]
+            else:
+                span[1] = at
+                span[2] += 1
         db = db or self.db
         db.execute("BEGIN")
         try:
+            blobs: list[tuple[str, str]] = []
+            decisions = [
+                (
+                    first,
+                    service,
+                    decision,
+                    self._blob_hash(inputs, blobs),
+                    self._blob_hash(body, blobs),
+                    int(count),
+                    last,
+                )
+                for (service, decision, inputs, body), (first, last, count) in grouped.items()
+            ]
+            db.executemany("INSERT OR IGNORE INTO gate_blobs(hash, text) VALUES (?, ?)", blobs)
             db.executemany(
-                "INSERT INTO gate_decisions(at, service, decision, inputs, body) "
-                "VALUES (?, ?, ?, ?, ?)",
-                rows,
+                "INSERT INTO gate_decisions(at, service, decision, inputs, body, inputs_hash, "
+                "body_hash, count, last_at) VALUES (?, ?, ?, '', '', ?, ?, ?, ?)",
+                decisions,
             )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _blob_hash(self, text: str, new: list[tuple[str, str]]) -> str:
+        known = self._blob_hashes.get(text)
+        if known is None:
+            known = hashlib.sha256(text.encode()).hexdigest()
+            if len(self._blob_hashes) > 10_000:
+                self._blob_hashes.clear()
+            self._blob_hashes[text] = known
+            new.append((known, text))
+        return known
 
     def writer_connection(self) -> sqlite3.Connection:
         """A second connection for batched writes from a worker thread (WAL allows it)."""
@@ -337,21 +386,27 @@ class Store:
         return db
 
     def gate_history(self, service: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        select = (
+            "SELECT d.id, d.at, d.service, d.decision, d.count, COALESCE(d.last_at, d.at) "
+            "AS last_at, COALESCE(i.text, d.inputs) AS inputs, "
+            "COALESCE(b.text, d.body) AS body FROM gate_decisions d "
+            "LEFT JOIN gate_blobs i ON i.hash = d.inputs_hash "
+            "LEFT JOIN gate_blobs b ON b.hash = d.body_hash "
+        )
         if service:
             rows = self.db.execute(
-                "SELECT * FROM gate_decisions WHERE service=? ORDER BY id DESC LIMIT ?",
-                (service, limit),
+                select + "WHERE d.service=? ORDER BY d.id DESC LIMIT ?", (service, limit)
             )
         else:
-            rows = self.db.execute(
-                "SELECT * FROM gate_decisions ORDER BY id DESC LIMIT ?", (limit,)
-            )
+            rows = self.db.execute(select + "ORDER BY d.id DESC LIMIT ?", (limit,))
         return [
             {
                 "id": r["id"],
                 "at": r["at"],
                 "service": r["service"],
                 "decision": r["decision"],
+                "count": r["count"],
+                "last_at": r["last_at"],
                 "inputs": json.loads(r["inputs"]),
                 "result": json.loads(r["body"]),
             }

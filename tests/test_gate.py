@@ -202,6 +202,7 @@ async def test_every_decision_is_recorded(gate: GateClient) -> None:
     status, history, _ = await gate.get("/api/v1/gate/history", service="chatbot-backend")
     assert status == 200
     assert [h["decision"] for h in history] == ["fail", "pass"]
+    assert [h["count"] for h in history] == [1, 1]
     assert history[1]["inputs"]["revision"] == "42"
     assert history[1]["inputs"]["since"] == at(20)
 
@@ -293,3 +294,22 @@ async def test_silences_api_and_cli(
     bad = {**payload, "matchers": []}
     assert await silence(url, "add", bad, None) == 2
     assert "at least one matcher" in capsys.readouterr().err
+
+
+def test_identical_decisions_share_an_audit_row_with_a_count(tmp_path: Path) -> None:
+    from sentinel.store import Store
+
+    store = Store(tmp_path / "s.db")
+    rows = [
+        (100.0 + i, "svc", "pass", '{"service": "svc"}', '{"decision": "pass"}') for i in range(5)
+    ]
+    rows.append((106.0, "svc", "fail", '{"service": "svc"}', '{"decision": "fail"}'))
+    store.record_gates(rows)
+    history = store.gate_history("svc")
+    assert [(h["decision"], h["count"], h["at"], h["last_at"]) for h in history] == [
+        ("fail", 1, 106.0, 106.0),
+        ("pass", 5, 100.0, 104.0),
+    ]
+    assert history[1]["result"] == {"decision": "pass"}
+    assert store.db.execute("SELECT COUNT(*) FROM gate_blobs").fetchone()[0] == 3
+    store.close()
