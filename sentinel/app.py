@@ -98,6 +98,17 @@ async def build_daemon(
     daemon.start_hooks.append(sync_dashboards)
     daemon.reload_hooks.append(sync_dashboards)
 
+    async def reload_notifiers() -> None:
+        # The dispatcher and the alert manager share this dict: swap its content in place.
+        old = dict(notifiers)
+        notifiers.clear()
+        notifiers.update(build_notifiers(daemon.config, store))
+        manager.guards = rollback_guards(daemon.config)
+        for notifier in old.values():
+            await notifier.close()
+
+    daemon.reload_hooks.append(reload_notifiers)
+
     async def cleanup() -> None:
         await gate.close()
         await dispatcher.stop()

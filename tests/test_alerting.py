@@ -242,3 +242,19 @@ def test_alerts_of_one_service_firing_in_one_cycle_are_one_message(tmp_path: Pat
     manager.observe_sync(group, results, now=160.0)  # still firing: nothing new
     assert len(store.due(now=160.0)) == 1
     store.close()
+
+
+async def test_sighup_reload_picks_up_notifier_changes(
+    assembly: tuple[Assembly, Clock], tmp_path: Path
+) -> None:
+    built, _ = assembly
+    config = tmp_path / "config.yaml"
+    text = config.read_text()
+    config.write_text(text[: text.index("  rollback:")] + "  audit-log:\n    type: log\n")
+    (tmp_path / "rules" / "chatbot.yaml").write_text(
+        RULES.replace("notify: [oncall, rollback]", "notify: [oncall]")
+    )
+    assert await built.daemon.reload()
+    assert sorted(built.manager.notifiers) == ["audit-log", "oncall"]
+    assert sorted(built.dispatcher.notifiers) == ["audit-log", "oncall"]
+    assert "notifier:audit-log" in built.daemon.extra_health()
