@@ -19,8 +19,11 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from sentinel.ruletest.tokens import Tok, TokenParser
+from sentinel.ruletest.tokens import tokenize as tokenize_with
 
 Labels = tuple[tuple[str, str], ...]
 Vector = dict[Labels, float]
@@ -44,29 +47,12 @@ class Entry:
     stream: dict[str, str]
 
 
-@dataclass
-class Tok:
-    kind: str
-    text: str
-    col: int
+def _token_error(col: int, char: str) -> LogQLError:
+    return LogQLError(f"parse error at line 1, col {col}: syntax error: unexpected {char!r}")
 
 
 def tokenize(query: str) -> list[Tok]:
-    out, pos = [], 0
-    while pos < len(query):
-        if query[pos:].strip() == "":
-            break
-        m = TOKEN.match(query, pos)
-        if not m or m.end() == pos:
-            raise LogQLError(
-                f"parse error at line 1, col {pos + 1}: syntax error: unexpected {query[pos]!r}"
-            )
-        kind = m.lastgroup or "op"
-        start = m.start(kind)
-        out.append(Tok(kind, m.group(kind), start + 1))
-        pos = m.end()
-    out.append(Tok("eof", "$end", len(query) + 1))
-    return out
+    return tokenize_with(TOKEN, query, _token_error, "$end")
 
 
 @dataclass
@@ -107,25 +93,10 @@ class LabelReplace:
     regex: str
 
 
-@dataclass
-class Parser:
-    toks: list[Tok]
-    pos: int = 0
-    aggregated: list[bool] = field(default_factory=list)
-
-    def peek(self) -> Tok:
-        return self.toks[self.pos]
-
-    def take(self, text: str | None = None, kind: str | None = None) -> Tok:
-        tok = self.peek()
-        if (text is not None and tok.text != text) or (kind is not None and tok.kind != kind):
-            want = text or kind
-            raise LogQLError(
-                f"parse error at line 1, col {tok.col}: syntax error: "
-                f"unexpected {tok.text}, expecting {want}"
-            )
-        self.pos += 1
-        return tok
+class Parser(TokenParser):
+    def error(self, tok: Tok, expected: str | None) -> LogQLError:
+        where = f"parse error at line 1, col {tok.col}: syntax error: unexpected {tok.text}"
+        return LogQLError(f"{where}, expecting {expected}" if expected else where)
 
     def parse(self) -> Any:
         node = self.expr()
@@ -167,26 +138,9 @@ class Parser:
             f"parse error at line 1, col {tok.col}: syntax error: unexpected {tok.text}"
         )
 
-    def labels(self) -> list[str]:
-        self.take("(")
-        names = []
-        while self.peek().text != ")":
-            names.append(self.take(kind="ident").text)
-            if self.peek().text == ",":
-                self.take(",")
-        self.take(")")
-        return names
-
     def agg(self) -> Agg:
-        self.take("sum")
-        by = self.labels() if self.peek().text == "by" and self.take("by") else None
-        self.take("(")
-        inner = self.expr()
-        self.take(")")
-        if by is None and self.peek().text == "by":
-            self.take("by")
-            by = self.labels()
-        return Agg(by, inner)
+        by, inner = self.sum_by(self.expr)
+        return Agg(None if by is None else list(by), inner)
 
     def label_replace(self) -> LabelReplace:
         self.take("label_replace")

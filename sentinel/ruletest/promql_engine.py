@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sentinel.ruletest.tokens import Tok, TokenParser
+from sentinel.ruletest.tokens import tokenize as tokenize_with
 from sentinel.units import parse_duration
 
 Labels = tuple[tuple[str, str], ...]
@@ -35,27 +37,11 @@ class PromQLError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Tok:
-    kind: str
-    text: str
-    pos: int
-
-
 def tokenize(query: str) -> list[Tok]:
-    out: list[Tok] = []
-    pos = 0
-    while pos < len(query):
-        if not query[pos:].strip():
-            break
-        match = _TOKEN.match(query, pos)
-        if match is None or match.end() == pos:
-            raise PromQLError(f"unexpected character {query[pos]!r} at {pos + 1}")
-        kind = match.lastgroup or "op"
-        out.append(Tok(kind, match.group(kind), match.start(kind)))
-        pos = match.end()
-    out.append(Tok("eof", "", len(query)))
-    return out
+    def error(col: int, char: str) -> PromQLError:
+        return PromQLError(f"unexpected character {char!r} at {col}")
+
+    return tokenize_with(_TOKEN, query, error, "")
 
 
 @dataclass(frozen=True)
@@ -84,25 +70,16 @@ class Binary:
     right: Any
 
 
-@dataclass
-class _Parser:
-    toks: list[Tok]
-    pos: int = 0
-
-    def peek(self) -> Tok:
-        return self.toks[self.pos]
-
-    def take(self, text: str | None = None, kind: str | None = None) -> Tok:
-        tok = self.peek()
-        if (text is not None and tok.text != text) or (kind is not None and tok.kind != kind):
-            raise PromQLError(f"expected {text or kind} at {tok.pos + 1}, got {tok.text!r}")
-        self.pos += 1
-        return tok
+class _Parser(TokenParser):
+    def error(self, tok: Tok, expected: str | None) -> PromQLError:
+        if expected:
+            return PromQLError(f"expected {expected} at {tok.col}, got {tok.text!r}")
+        return PromQLError(f"unexpected {tok.text!r} at {tok.col}")
 
     def parse(self) -> Any:
         node = self.or_expr()
         if self.peek().kind != "eof":
-            raise PromQLError(f"unexpected {self.peek().text!r} at {self.peek().pos + 1}")
+            raise PromQLError(f"unexpected {self.peek().text!r} at {self.peek().col}")
         return node
 
     def or_expr(self) -> Any:
@@ -138,34 +115,14 @@ class _Parser:
             return float(tok.text)
         if tok.text == "sum":
             return self.agg()
-        if tok.kind == "ident" and self.toks[self.pos + 1].text == "(":
+        if tok.kind == "ident" and self.peek(1).text == "(":
             return self.call()
         if tok.kind == "ident" or tok.text == "{":
             return self.selector()
-        raise PromQLError(f"unsupported expression at {tok.pos + 1}: {tok.text!r}")
-
-    def labels(self) -> tuple[str, ...]:
-        self.take("(")
-        names = []
-        while self.peek().text != ")":
-            names.append(self.take(kind="ident").text)
-            if self.peek().text == ",":
-                self.take(",")
-        self.take(")")
-        return tuple(names)
+        raise PromQLError(f"unsupported expression at {tok.col}: {tok.text!r}")
 
     def agg(self) -> Agg:
-        self.take("sum")
-        by = None
-        if self.peek().text == "by":
-            self.take("by")
-            by = self.labels()
-        self.take("(")
-        inner = self.or_expr()
-        self.take(")")
-        if by is None and self.peek().text == "by":
-            self.take("by")
-            by = self.labels()
+        by, inner = self.sum_by(self.or_expr)
         return Agg(by, inner)
 
     def call(self) -> Call:
