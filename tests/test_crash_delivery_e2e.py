@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,68 +14,43 @@ from pathlib import Path
 import pytest
 
 from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
-from support.procs import Proc, http, start_sentinel, start_simulator, wait_for
-from support.promserver import PrometheusServer, free_port
+from support.livestack import RULES_HEADER, live_stack
+from support.procs import Proc, http, start_sentinel, wait_for
 
 pytestmark = pytest.mark.e2e
 
-RULES = """\
-version: sentinel/v1
-service: chatbot-backend
-labels: {namespace: chatbot, service: chatbot-backend}
-interval: 1s
-slos:
-  - name: chat-latency-p95
-    sli:
-      latency: {histogram: chatbot_response_latency_seconds, quantile: 0.95}
-    threshold: 1.5s
-    window: 15s
-    notify: [oncall]
+RULES = RULES_HEADER + "    notify: [oncall]\n"
+
+SLACK_NOTIFIER = """\
+notifiers:
+  oncall:
+    type: slack
+    token: ${{SENTINEL_TEST_SLACK_TOKEN}}
+    channel: {channel}
+    base_url: {url}/api/
 """
 
 
 @pytest.fixture
 def env(tmp_path: Path, prometheus_binaries: None) -> Iterator[dict[str, object]]:
     slack = FakeSlack().start()
-    sim, sim_url = start_simulator(tmp_path)
-    prom = PrometheusServer(tmp_path / "prom", scrape_targets=(sim_url.removeprefix("http://"),))
-    prom.workdir.mkdir()
-    prom.start()
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "chatbot.yaml").write_text(RULES)
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            prometheus: {{url: "{prom.url}", timeout: 2s}}
-            rules: [rules/*.yaml]
-            evaluation: {{interval: 1s}}
-            server: {{listen: "127.0.0.1:{port}"}}
-            state: {{path: state.db}}
-            notifiers:
-              oncall:
-                type: slack
-                token: ${{SENTINEL_TEST_SLACK_TOKEN}}
-                channel: {CHANNEL}
-                base_url: {slack.url}/api/
-            """
-        )
-    )
     procs: list[Proc] = []
     try:
-        yield {
-            "slack": slack,
-            "sim": sim_url,
-            "config": config,
-            "procs": procs,
-            "url": f"http://127.0.0.1:{port}",
-        }
+        with live_stack(
+            tmp_path, RULES, SLACK_NOTIFIER.format(channel=CHANNEL, url=slack.url)
+        ) as live:
+            try:
+                yield {
+                    "slack": slack,
+                    "sim": live.sim_url,
+                    "config": live.config,
+                    "procs": procs,
+                    "url": live.url,
+                }
+            finally:
+                for proc in procs:
+                    proc.stop()
     finally:
-        for proc in procs:
-            proc.stop()
-        prom.stop()
-        sim.stop()
         slack.stop()
 
 

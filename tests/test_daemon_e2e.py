@@ -4,7 +4,6 @@ chatbot runtime every second, faults switched by the test."""
 from __future__ import annotations
 
 import signal
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,22 +11,15 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.procs import REPO, Proc, http, start_sentinel, start_simulator, wait_for
-from support.promserver import PrometheusServer, free_port
+from support.livestack import RULES_HEADER, live_stack
+from support.procs import REPO, Proc, http, start_sentinel, wait_for
+from support.promserver import PrometheusServer
 
 pytestmark = pytest.mark.e2e
 
-RULES = """\
-version: sentinel/v1
-service: chatbot-backend
-labels: {namespace: chatbot, service: chatbot-backend}
-interval: 1s
-slos:
-  - name: chat-latency-p95
-    sli:
-      latency: {histogram: chatbot_response_latency_seconds, quantile: 0.95}
-    threshold: 1.5s
-    window: 15s
+RULES = (
+    RULES_HEADER
+    + """\
   - name: http-5xx-ratio
     sli:
       ratio:
@@ -36,43 +28,24 @@ slos:
     objective: 99.5%
     window: 15s
 """
+)
 
 
 @pytest.fixture
 def stack(tmp_path: Path, prometheus_binaries: None) -> Iterator[dict[str, object]]:
-    sim, sim_url = start_simulator(tmp_path)
-    prom = PrometheusServer(tmp_path / "prom", scrape_targets=(sim_url.removeprefix("http://"),))
-    prom.workdir.mkdir()
-    prom.start()
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "chatbot.yaml").write_text(RULES)
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            prometheus: {{url: "{prom.url}", timeout: 2s, retries: 0}}
-            rules: [rules/*.yaml]
-            evaluation: {{interval: 1s, shutdown_timeout: 5s}}
-            server: {{listen: "127.0.0.1:{port}"}}
-            state: {{path: "{tmp_path / "state.db"}"}}
-            dashboards: {{templates: "{REPO / "dashboards"}", output: build}}
-            """
-        )
-    )
-    daemon = start_sentinel(config)
-    try:
-        yield {
-            "sim": sim_url,
-            "prom": prom,
-            "daemon": daemon,
-            "url": f"http://127.0.0.1:{port}",
-            "dir": tmp_path,
-        }
-    finally:
-        daemon.stop()
-        prom.stop()
-        sim.stop()
+    extra = f'dashboards: {{templates: "{REPO / "dashboards"}", output: build}}\n'
+    with live_stack(tmp_path, RULES, extra) as live:
+        daemon = start_sentinel(live.config)
+        try:
+            yield {
+                "sim": live.sim_url,
+                "prom": live.prom,
+                "daemon": daemon,
+                "url": live.url,
+                "dir": tmp_path,
+            }
+        finally:
+            daemon.stop()
 
 
 def slo(url: str, name: str) -> dict[str, object]:
