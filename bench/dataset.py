@@ -5,6 +5,7 @@ OpenMetrics in time chunks (promtool maps its whole input, so chunks keep it sma
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TextIO
 
 LE = ("0.25", "0.5", "1", "1.5", "2", "5", "+Inf")
 # Cumulative fraction of requests at or under each bucket bound (healthy service).
@@ -16,49 +17,57 @@ def series_per_service() -> int:
     return 2 + len(LE) + 1 + 2
 
 
+def _series(out: TextIO, name: str, labels: str, per_s: float, times: range, origin: int) -> int:
+    """One counter series growing at `per_s` since `origin`; returns the lines written."""
+    for t in times:
+        out.write(f"{name}{{{labels}}} {per_s * (t - origin):.3f} {t}\n")
+    return len(times)
+
+
 def write_chunk(path: Path, services: int, start: int, end: int, origin: int) -> int:
     """Samples in [start, end) as counters that started at `origin`; returns lines."""
+    times = range(start, end, STEP)
     lines = 0
     with path.open("w") as out:
         out.write("# TYPE bench_http_requests counter\n")
         for i in range(services):
-            rate = 10 + i % 7
+            rate, labels = 10 + i % 7, f'namespace="bench",service="svc-{i:04d}"'
             bad = rate * (i % 10) / 1000
-            labels = f'namespace="bench",service="svc-{i:04d}"'
             for code, per_s in (("200", rate - bad), ("500", bad)):
-                for t in range(start, end, STEP):
-                    out.write(
-                        f'bench_http_requests_total{{{labels},code="{code}"}} {per_s * (t - origin):.3f} {t}\n'
-                    )
-                    lines += 1
+                lines += _series(
+                    out,
+                    "bench_http_requests_total",
+                    f'{labels},code="{code}"',
+                    per_s,
+                    times,
+                    origin,
+                )
         out.write("# TYPE bench_latency_seconds histogram\n")
         for i in range(services):
-            rate = 10 + i % 7
-            labels = f'namespace="bench",service="svc-{i:04d}"'
+            rate, labels = 10 + i % 7, f'namespace="bench",service="svc-{i:04d}"'
             for le, frac in zip(LE, CDF, strict=True):
-                for t in range(start, end, STEP):
-                    out.write(
-                        f'bench_latency_seconds_bucket{{{labels},le="{le}"}} {rate * frac * (t - origin):.3f} {t}\n'
-                    )
-                    lines += 1
-            for t in range(start, end, STEP):
-                out.write(
-                    f"bench_latency_seconds_count{{{labels}}} {rate * (t - origin):.3f} {t}\n"
+                lines += _series(
+                    out,
+                    "bench_latency_seconds_bucket",
+                    f'{labels},le="{le}"',
+                    rate * frac,
+                    times,
+                    origin,
                 )
-                out.write(
-                    f"bench_latency_seconds_sum{{{labels}}} {rate * 0.6 * (t - origin):.3f} {t}\n"
-                )
-                lines += 2
+            lines += _series(out, "bench_latency_seconds_count", labels, rate, times, origin)
+            lines += _series(out, "bench_latency_seconds_sum", labels, rate * 0.6, times, origin)
         out.write("# TYPE bench_answers counter\n")
         for i in range(services):
-            rate = 10 + i % 7
+            rate, labels = 10 + i % 7, f'namespace="bench",service="svc-{i:04d}"'
             fallback = rate * (i % 5) / 100
-            labels = f'namespace="bench",service="svc-{i:04d}"'
             for mode, per_s in (("llm-summary", rate - fallback), ("snippet-fallback", fallback)):
-                for t in range(start, end, STEP):
-                    out.write(
-                        f'bench_answers_total{{{labels},answer_mode="{mode}"}} {per_s * (t - origin):.3f} {t}\n'
-                    )
-                    lines += 1
+                lines += _series(
+                    out,
+                    "bench_answers_total",
+                    f'{labels},answer_mode="{mode}"',
+                    per_s,
+                    times,
+                    origin,
+                )
         out.write("# EOF\n")
     return lines

@@ -207,13 +207,21 @@ class FakeLoki(ThreadedServer):
             params.update({k: str(v) for k, v in (await request.post()).items()})
         return params
 
-    async def _query(self, request: web.Request) -> web.Response:
+    async def _begin(self, request: web.Request) -> tuple[str, dict[str, str], str] | web.Response:
+        """Tenant, parameters and query of a query request, or the injected fault."""
         tenant = self._tenant(request)
         if (fault := await self._fault()) is not None:
             return fault
         params = await self._params(request)
         query = params.get("query", "")
         self.queries.append(query)
+        return tenant, params, query
+
+    async def _query(self, request: web.Request) -> web.Response:
+        begun = await self._begin(request)
+        if isinstance(begun, web.Response):
+            return begun
+        tenant, params, query = begun
         at_ns = (
             parse_time(params["time"])
             if params.get("time")
@@ -237,12 +245,10 @@ class FakeLoki(ThreadedServer):
         return self._answer("vector", result, vector)
 
     async def _query_range(self, request: web.Request) -> web.Response:
-        tenant = self._tenant(request)
-        if (fault := await self._fault()) is not None:
-            return fault
-        params = await self._params(request)
-        query = params.get("query", "")
-        self.queries.append(query)
+        begun = await self._begin(request)
+        if isinstance(begun, web.Response):
+            return begun
+        tenant, params, query = begun
         start, end = parse_time(params["start"]), parse_time(params["end"])
         step_raw = params.get("step", "15")
         step_ns = int(float(step_raw.rstrip("s")) * 1e9)
