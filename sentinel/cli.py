@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sentinel import __version__
+from sentinel import __version__, jsonenc
 from sentinel.config import Config, load_config
 from sentinel.errors import ConfigError, Problem
 from sentinel.loader import load_rules, load_rules_lenient
@@ -218,7 +218,6 @@ def cmd_rules_export(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    import json
 
     from sentinel.backtest import backtest, progress_bar, report_table
     from sentinel.units import parse_duration
@@ -243,7 +242,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             for source in engine.sources.values():
                 await source.close()
         if args.format == "json":
-            return json.dumps(report.to_json(), indent=2)
+            return jsonenc.dumps(report.to_json(), indent=2)
         return report_table(report)
 
     print(asyncio.run(run()))

@@ -6,13 +6,14 @@ Exit codes of `sentinel gate`: 0 pass, 1 fail, 3 still pending at the deadline, 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
 from typing import Any
 
 import aiohttp
+
+from sentinel import jsonenc
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_PENDING = 0, 1, 2, 3
 
@@ -94,5 +95,5 @@ async def silence(
             who = f"{s['author']}: {s['comment']}"
             print(f"{s['id']}  {s['status']:<8} {matchers}  until {ends}  {who}")
     else:
-        print(json.dumps(body, indent=2))
+        print(jsonenc.dumps(body, indent=2))
     return 0

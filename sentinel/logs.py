@@ -6,11 +6,12 @@ Nothing here ever receives a secret: config objects hold them as SecretStr.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
+
+from sentinel import jsonenc
 
 
 class JSONFormatter(logging.Formatter):
@@ -27,7 +28,7 @@ class JSONFormatter(logging.Formatter):
             payload.update(fields)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, ensure_ascii=False, default=str)
+        return jsonenc.dumps(payload)
 
 
 class ConsoleFormatter(logging.Formatter):

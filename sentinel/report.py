@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
+from sentinel import jsonenc
 from sentinel.evaluation import SLOResult, rfc3339
 from sentinel.units import format_duration
 
 
 def results_json(results: Sequence[SLOResult]) -> str:
-    return json.dumps([r.to_json() for r in results], indent=2, ensure_ascii=False)
+    return jsonenc.dumps([r.to_json() for r in results], indent=2)
 
 
 def _num(value: float | None, kind: str) -> str:

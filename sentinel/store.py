@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sentinel import jsonenc
 from sentinel.alerting.silences import Silence, SilenceMatcher
 from sentinel.alerting.state import Alert, AlertState
 
@@ -153,7 +154,7 @@ class Store:
             self.db.executemany(
                 "INSERT INTO alerts(key, data, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at",
-                [(a.key, json.dumps(asdict(a)), now) for a in alerts],
+                [(a.key, jsonenc.dumps(asdict(a)), now) for a in alerts],
             )
             self.db.executemany(
                 "INSERT OR IGNORE INTO incidents(id, alert_key, service, slo, severity, labels, "
@@ -174,7 +175,7 @@ class Store:
                         n.notifier,
                         n.kind,
                         n.service,
-                        json.dumps(n.payload),
+                        jsonenc.dumps(n.payload),
                         now,
                         now,
                     )

@@ -6,7 +6,6 @@ Later features register their own routes (gate, alerts, silences) via `extra_rou
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sentinel import __version__
+from sentinel import __version__, jsonenc
 from sentinel.daemon import Daemon
 from sentinel.evaluation import rfc3339
 
@@ -29,7 +28,7 @@ def json_response(
 
 
 def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, default=str)
+    return jsonenc.dumps(data)
 
 
 def require_token(request: web.Request) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from typing import Any
 
 import aiohttp
 
+from sentinel import jsonenc
 from sentinel.config import WebhookNotifierConfig
 from sentinel.errors import NotifyRejected, NotifyRetryable
 from sentinel.logs import fields
@@ -73,7 +73,7 @@ class WebhookNotifier:
     def render(self, entry: OutboxEntry) -> bytes:
         body = default_body(entry)
         if self._template is None:
-            return json.dumps(body, ensure_ascii=False).encode()
+            return jsonenc.dumps(body).encode()
         return str(self._template.render(rollback=body, alert=entry.payload["alerts"][0])).encode()
 
     async def close(self) -> None:

@@ -1,0 +1,55 @@
+"""The one JSON encoding rule of the project: every document Sentinel writes (API
+answers, stored rows, outbox payloads, webhook bodies, `--format json`, JSON logs) is
+valid JSON (RFC 8259), which has no NaN or Infinity.
+
+A non-finite float becomes `null`. Callers that can say why (an SLO value that is not a
+number) carry the reason in a sibling field; this module only guarantees the encoding
+never produces `NaN`/`Infinity` and never raises on an odd value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def finite(value: float | None) -> float | None:
+    """The value when it is a finite number, else None."""
+    if value is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def sanitize(data: Any) -> Any:
+    """A copy of `data` with every non-finite float replaced by None (containers walked)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: sanitize(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [sanitize(v) for v in data]
+    return data
+
+
+def dumps(data: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """Strict JSON text: non-finite floats as null, unknown objects as their str()."""
+    try:
+        return json.dumps(
+            data,
+            ensure_ascii=False,
+            allow_nan=False,
+            default=str,
+            indent=indent,
+            sort_keys=sort_keys,
+        )
+    except ValueError:
+        # Only reached when a non-finite float is present: walk and replace once.
+        return json.dumps(
+            sanitize(data),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=str,
+            indent=indent,
+            sort_keys=sort_keys,
+        )
