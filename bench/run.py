@@ -382,12 +382,29 @@ def record_rules(
 def gate_load(
     args: argparse.Namespace, work: Path, prom: PrometheusServer, rules: Path
 ) -> list[tuple[str, str, str]]:
+    """The gate under load as users run it (the default `gate.cache_ttl`, 5 s: a fresh
+    evaluation every 5 s under the load), then with a 600 s cache (every answer from the
+    cache) to separate HTTP serving cost from evaluation cost."""
+    rows = _gate_load(args, work, prom, rules, None)
+    rows += _gate_load(args, work, prom, rules, "600s")
+    return rows
+
+
+def _gate_load(
+    args: argparse.Namespace,
+    work: Path,
+    prom: PrometheusServer,
+    rules: Path,
+    cache_ttl: str | None,
+) -> list[tuple[str, str, str]]:
     port, bare_port = free_port(), free_port()
-    config = work / "gate.yaml"
+    label = "default cache_ttl 5s" if cache_ttl is None else f"cache_ttl {cache_ttl}"
+    config = work / f"gate-{cache_ttl or 'default'}.yaml"
     config.write_text(
         config_text(prom.url, rules)
         + f'server: {{listen: "127.0.0.1:{port}", api_token: bench}}\nstate: {{path: {work / "state.db"}}}\n'
-        + "gate: {cache_ttl: 600s}\nevaluation: {interval: 60s}\n"
+        + (f"gate: {{cache_ttl: {cache_ttl}}}\n" if cache_ttl else "")
+        + "evaluation: {interval: 60s}\n"
     )
     daemon = start_sentinel(config)
     bare = subprocess.Popen(
@@ -419,16 +436,16 @@ def gate_load(
         daemon.stop()
     return [
         (
-            "(d) gate req/s",
+            f"(d) gate req/s, {label}",
             f"{ours.rps:,.0f}",
             f"{ours.rps / floor.rps:.2f} x bare {floor.rps:,.0f} (target >= 0.5; {ours.tool})",
         ),
         (
-            "(d) gate p50 / p99",
+            f"(d) gate p50 / p99, {label}",
             f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} ms",
             f"bare {floor.p50_ms:.2f} / {floor.p99_ms:.2f} ms (target p99 <= 5 ms)",
         ),
-        ("(d) sentinel run RSS", f"{rss:.0f} MB", "daemon after the load"),
+        (f"(d) sentinel run RSS, {label}", f"{rss:.0f} MB", "daemon after the load"),
     ]
 
 
