@@ -25,7 +25,7 @@ def test_backtest_reports_the_scenario_incidents(
     shutil.copy(REPO / "rules" / "chatbot.yaml", tmp_path / "rules")
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"prometheus: {{url: '{prometheus.url}'}}\nloki: {{url: '{loki.url}'}}\nrules: [rules/*.yaml]\n"
+        f"prometheus: {{url: '{prometheus.url}'}}\nloki: {{url: '{loki.url}', timeout: 60s}}\nrules: [rules/*.yaml]\n"
     )
     code = main(
         [
@@ -78,7 +78,7 @@ def test_backtest_table(
     shutil.copy(REPO / "rules" / "chatbot.yaml", tmp_path / "rules")
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"prometheus: {{url: '{prometheus.url}'}}\nloki: {{url: '{loki.url}'}}\nrules: [rules/*.yaml]\n"
+        f"prometheus: {{url: '{prometheus.url}'}}\nloki: {{url: '{loki.url}', timeout: 60s}}\nrules: [rules/*.yaml]\n"
     )
     assert (
         main(
