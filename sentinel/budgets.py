@@ -11,24 +11,48 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from sentinel.burnrate import WindowRatio, budget_report, judge_tier
-from sentinel.evaluation import InstanceKey, SLOResult, Status, _group, _single
+from sentinel.evaluation import (
+    InstanceKey,
+    SLOResult,
+    Status,
+    Unusable,
+    _group,
+    bad_total,
+    count,
+    error_ratio,
+)
 from sentinel.model import SLO
 from sentinel.sources.base import Sample
 from sentinel.units import format_duration
 
+Unusables = dict[InstanceKey, str]
 
-def window_ratios(slo: SLO, samples: Sequence[Sample]) -> dict[InstanceKey, WindowRatio]:
-    out = {}
+
+def window_ratios(
+    slo: SLO, samples: Sequence[Sample]
+) -> tuple[dict[InstanceKey, WindowRatio], Unusables]:
+    """Per instance, bad and total of one window; and, apart, the instances whose values
+    cannot be judged (NaN, +-Inf, negative, bad > total) with the reason."""
+    out: dict[InstanceKey, WindowRatio] = {}
+    unusable: Unusables = {}
     for key, parts in _group(slo, samples).items():
-        if "ratio" in parts:
-            ratio = _single(parts["ratio"])
-            if ratio is not None:
-                out[key] = WindowRatio(ratio, 1.0, counted=False)
+        try:
+            if "ratio" in parts:
+                ratio = error_ratio(parts["ratio"])
+                if ratio is not None:
+                    out[key] = WindowRatio(ratio, 1.0, counted=False)
+                continue
+            total = count(parts.get("total"), "total")
+            bad = count(parts.get("bad"), "bad") or 0.0
+            if total is not None and total > 0:
+                bad_total(bad, total)  # raises Unusable for bad > total
+                bad = min(bad, total)  # float rounding of equal sums
+        except Unusable as exc:
+            unusable[key] = str(exc)
             continue
-        total = _single(parts.get("total"))
         if total is not None:
-            out[key] = WindowRatio(_single(parts.get("bad")) or 0.0, total)
-    return out
+            out[key] = WindowRatio(bad, total)
+    return out, unusable
 
 
 def apply_budgets(
@@ -41,7 +65,8 @@ def apply_budgets(
     budgets attached, followed by the burn-tier results."""
     if slo.period is None or slo.objective is None:
         return list(results)
-    by_window = {w: window_ratios(slo, s) if s is not None else None for w, s in answers.items()}
+    parsed = {w: window_ratios(slo, s) if s is not None else None for w, s in answers.items()}
+    by_window = {w: p[0] if p is not None else None for w, p in parsed.items()}
     budget = 1.0 - slo.objective
     names = {w: format_duration(w) for w in answers}
     out: list[SLOResult] = []
@@ -53,6 +78,7 @@ def apply_budgets(
             for w, ratios in by_window.items()
             if ratios is not None and key in ratios
         }
+        unusable = {w: p[1][key] for w, p in parsed.items() if p is not None and key in p[1]}
         report = budget_report(slo.objective, slo.period, windows.get(slo.period), windows, names)
         out.append(replace(result, budget=report))
         if slo.burn is None:
@@ -61,7 +87,9 @@ def apply_budgets(
         for tier in slo.burn.catalogue.tiers:
             if tier.severity not in slo.burn.tiers:
                 continue
-            tiers.append(_tier_result(slo, result, tier, windows, failed, budget, queries, names))
+            tiers.append(
+                _tier_result(slo, result, tier, windows, unusable, failed, budget, queries, names)
+            )
     return out + tiers
 
 
@@ -70,6 +98,7 @@ def _tier_result(
     result: SLOResult,
     tier: object,
     windows: Mapping[float, WindowRatio],
+    unusable: Mapping[float, str],
     failed: list[float],
     budget: float,
     queries: Mapping[float, str],
@@ -80,9 +109,15 @@ def _tier_result(
     assert isinstance(tier, BurnTier) and slo.burn is not None and slo.period is not None
     verdict = judge_tier(tier, slo.period, budget, windows, slo.burn.min_events)
     needed = (tier.long_window, tier.short_window)
+    garbage = [
+        f"{names.get(w) or format_duration(w)}: {unusable[w]}" for w in needed if w in unusable
+    ]
     if any(w in failed for w in needed):
         status, reason = Status.NO_DATA, "a burn-rate window query failed"
-    elif verdict.long_burn is None or verdict.short_burn is None:
+    elif garbage:
+        status, reason = Status.NO_DATA, "; ".join(garbage)
+    elif not verdict.judged:
+        # Burn rates over too few events prove nothing either way: no_data, not ok.
         status, reason = Status.NO_DATA, verdict.reason
     else:
         status = Status.BREACH if verdict.firing else Status.OK

@@ -7,7 +7,8 @@ exceeds its factor over BOTH its long and its short window, where
     factor = error_budget_percent / 100 * period / long_window
 
 so the 30-day catalogue derives the workbook's 14.4 / 6 / 3 / 1 and a 7-day one its own.
-A window with fewer than `min_events` events cannot fire (no paging on three requests).
+A window with fewer than `min_events` events cannot be judged (no paging on three
+requests): the tier is then `no_data`, never `ok`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class TierVerdict:
     long_burn: float | None
     short_burn: float | None
     reason: str
+    # False when a window lacks data or events: the burn rates, if any, prove nothing.
+    judged: bool = True
 
 
 def burn_rate(window: WindowRatio | None, budget: float) -> float | None:
@@ -127,7 +130,7 @@ def judge_tier(
     ]
     if small:
         reason = f"too little traffic in {', '.join(small)} (min_events {min_events:g})"
-        return TierVerdict(tier, factor, False, long_burn, short_burn, reason)
+        return TierVerdict(tier, factor, False, long_burn, short_burn, reason, judged=False)
     assert long_burn is not None and short_burn is not None
     firing = long_burn > factor and short_burn > factor
     # The sentence is built on demand (SLOResult.explanation): thousands per cycle.

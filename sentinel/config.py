@@ -39,6 +39,10 @@ class HTTPSourceConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_token: SecretStr | None = None
     basic_auth: BasicAuth | None = None
+    # Series one answer may hold; beyond it the query fails as a bad response and its SLO
+    # is no_data ("too many series"), instead of a cycle parsing 10^5 series (seconds,
+    # hundreds of MB). Ratio and latency SLIs return two series per instance.
+    max_series: int = Field(10_000, ge=1, le=10_000_000)
 
 
 class PrometheusConfig(HTTPSourceConfig):

@@ -10,6 +10,7 @@ Branches are chosen by what the daemon does next::
     │   ├── SourceTimeout        the request did not finish within its timeout
     │   ├── BadQuery             the backend rejected the query (HTTP 400/422), with its message
     │   └── BadResponse          the backend answered something we cannot interpret
+    │       └── TooManySeries    more series in one answer than the source's `max_series`
     └── NotifyError              the notification stays in the outbox and is retried
         ├── NotifyRetryable      429 / 5xx / timeout: retry later
         └── NotifyRejected       a permanent 4xx (invalid_auth, channel_not_found): surface it
@@ -77,6 +78,16 @@ class BadQuery(SourceError):
 
 class BadResponse(SourceError):
     kind = "bad_response"
+
+
+class TooManySeries(BadResponse):
+    """Refused before (or while) parsing: `count` series, more than `limit`."""
+
+    def __init__(self, source: str, query: str, count: int, limit: int) -> None:
+        self.count = count
+        self.limit = limit
+        detail = f"too many series ({count} > max_series {limit}); narrow the query or group_by"
+        super().__init__(source, query, detail)
 
 
 class NotifyError(SentinelError):

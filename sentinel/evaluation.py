@@ -1,12 +1,16 @@
 """Pure SLO evaluation: (SLO, query answer, evaluation time) -> one result per instance.
 
 No I/O, no clock: everything arrives as arguments, so backtests and tests evaluate at
-explicit timestamps. An empty answer, NaN (0/0) or a missing series is `no_data`, never `ok`.
+explicit timestamps. An empty answer, NaN (0/0) or a missing series is `no_data`, never `ok`;
+so is a value no backend could honestly have measured (a negative count or latency, +Inf,
+bad > total): such a value would otherwise compare its way to `ok` (every comparison with
+NaN is false), and the reason names it.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -160,22 +164,93 @@ def _group(slo: SLO, samples: Sequence[Sample]) -> dict[InstanceKey, dict[str, l
     return grouped
 
 
+class Unusable(ValueError):
+    """A value of an answer that cannot be judged; the instance is no_data with this reason."""
+
+
+# One chained comparison tells a usable count from NaN, +-Inf and negatives (hot path).
+_MAX = sys.float_info.max
+# bad may exceed total by float rounding when both sum the same increases in another order.
+_BAD_OVER_TOTAL = 1e-9
+
+
+def show(value: float) -> str:
+    """A value as Prometheus writes it (`NaN`, `+Inf`, `-Inf`, `1.5`)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return f"{value:g}"
+
+
+def count(values: list[float] | None, what: str) -> float | None:
+    """The sum of one part's series (None when there is none). Raises Unusable for a
+    value no counter can have (NaN, +-Inf, negative) and for a sum that overflows."""
+    if not values:
+        return None
+    for value in values:
+        if not 0.0 <= value <= _MAX:
+            raise Unusable(f"{what} is {show(value)}, not a count")
+    if len(values) == 1:
+        return values[0]
+    try:
+        total = math.fsum(values)  # finite inputs: the only failure left is overflow
+    except OverflowError:
+        total = math.inf
+    if total > _MAX:
+        raise Unusable(f"{what} overflows: the sum of its {len(values)} series is +Inf")
+    return total
+
+
+def error_ratio(values: list[float] | None) -> float | None:
+    """A raw error ratio (None for NaN: 0/0, no traffic). Raises Unusable outside 0..1."""
+    if not values:
+        return None
+    if any(math.isnan(value) for value in values):
+        return None
+    for value in values:
+        if not 0.0 <= value <= 1.0 + _BAD_OVER_TOTAL:
+            raise Unusable(f"error ratio is {show(value)}, outside 0..1")
+    ratio = math.fsum(values)
+    if ratio > 1.0 + _BAD_OVER_TOTAL:
+        raise Unusable(f"error ratio is {show(ratio)} (sum of {len(values)} series), outside 0..1")
+    return min(ratio, 1.0)
+
+
+def bad_total(bad: float | None, total: float) -> float:
+    """bad / total for total > 0; a missing bad series is 0 (error counters often never
+    exist). Raises Unusable when bad > total: no honest answer has more errors than events."""
+    bad = bad or 0.0
+    if bad > total * (1 + _BAD_OVER_TOTAL):
+        raise Unusable(f"bad {show(bad)} > total {show(total)}: check the rule's bad and total")
+    return min(bad / total, 1.0)
+
+
 def _measure(slo: SLO, parts: Mapping[str, list[float]]) -> tuple[float | None, float | None, str]:
     """-> (value, events, reason); value None means no_data."""
+    try:
+        return _measure_checked(slo, parts)
+    except Unusable as exc:
+        return None, None, str(exc)
+
+
+def _measure_checked(
+    slo: SLO, parts: Mapping[str, list[float]]
+) -> tuple[float | None, float | None, str]:
     if "ratio" in parts:  # a raw error ratio: no event counts
-        ratio = _single(parts.get("ratio"))
-        if ratio is None or math.isinf(ratio):
+        ratio = error_ratio(parts.get("ratio"))
+        if ratio is None:
             return None, None, "error ratio is NaN or missing (no traffic in the window)"
         return ratio, None, ""
     if isinstance(slo.sli, RATIO_SLIS):
-        total = _single(parts.get("total"))
-        bad = _single(parts.get("bad"))
+        total = count(parts.get("total"), "total")
+        bad = count(parts.get("bad"), "bad")
         if total is None or total <= 0:
             return None, total, "no traffic in the window"
-        # No bad series at all is a ratio of 0: counters for errors often never exist.
-        return (bad or 0.0) / total, total, ""
+        return bad_total(bad, total), total, ""
     values = parts.get("value")
-    events = _single(parts.get("events")) if isinstance(slo.sli, LatencySLI) else None
+    latency = isinstance(slo.sli, LatencySLI)
+    events = count(parts.get("events"), "events") if latency else None
     if not values:
         return None, events, "query returned no series"
     if len(values) > 1:
@@ -183,14 +258,11 @@ def _measure(slo: SLO, parts: Mapping[str, list[float]]) -> tuple[float | None, 
     value = values[0]
     if math.isnan(value):
         return None, events, "value is NaN (no traffic in the window)"
+    if math.isinf(value):
+        return None, events, f"value is {show(value)}, not a measurement"
+    if latency and value < 0:
+        return None, events, f"latency is {show(value)} s, below zero"
     return value, events, ""
-
-
-def _single(values: list[float] | None) -> float | None:
-    if not values:
-        return None
-    total = math.fsum(values)
-    return None if math.isnan(total) else total
 
 
 def _maker(

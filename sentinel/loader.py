@@ -111,7 +111,7 @@ def load_rule_file(path: Path, config: Config) -> tuple[RuleGroup | None, list[P
         name=Path(file).stem,
         file=file,
         service=spec.service,
-        interval=spec.interval or config.evaluation.interval,
+        interval=spec.interval if spec.interval is not None else config.evaluation.interval,
         slos=tuple(slos),
     )
     return group, problems
@@ -194,6 +194,7 @@ def _map_slo(
         source_file=file,
         source_line=located.line_of(("slos", index, "sli")),
         source_path=f"slos[{index}].sli",
+        group_by_line=located.line_of(("slos", index, "group_by")) if slo.group_by else None,
         period=slo.period,
         burn=_burn_policy(slo, index, problems, located, config),
     )

@@ -160,6 +160,7 @@ class SLO:
     source_file: str = ""
     source_line: int | None = None
     source_path: str = ""
+    group_by_line: int | None = None
     period: float | None = None
     burn: BurnPolicy | None = None
 
@@ -172,9 +173,11 @@ class SLO:
         return "loki" if isinstance(self.sli, LogRatioSLI | LogQLSLI) else "prometheus"
 
     def breached(self, value: float) -> bool:
+        """Whether `value` violates the threshold. Phrased as "not within": every comparison
+        with NaN is false, so a NaN value (or threshold) breaches instead of reading as ok."""
         if self.good_when is GoodWhen.BELOW:
-            return value > self.threshold
-        return value < self.threshold
+            return not value <= self.threshold
+        return not value >= self.threshold
 
 
 @dataclass(frozen=True)

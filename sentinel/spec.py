@@ -5,13 +5,41 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from sentinel.units import parse_duration, parse_percent
+from sentinel.units import format_duration, parse_duration, parse_percent
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+DAY = 86400.0
+# Longer than any SLO period in use (a year plus slack) and far below anything that
+# overflows a range selector, a scheduler trigger or a date.
+MAX_WINDOW = 400 * DAY
+
+
+def _within(low: float, high: float) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if not low <= seconds <= high:
+            raise ValueError(f"must be between {format_duration(low)} and {format_duration(high)}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), _within(0.0, MAX_WINDOW)]
+# A rule file's evaluation interval: 0s would spin, 1000000000d overflows the scheduler.
+Interval = Annotated[float, BeforeValidator(parse_duration), _within(1.0, DAY)]
+Window = Annotated[float, BeforeValidator(parse_duration), _within(1.0, MAX_WINDOW)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 
 
@@ -30,7 +58,11 @@ def _threshold(value: object) -> float:
         return float(value.strip()[:-1]) / 100.0  # '5%' -> 0.05, for ratio thresholds
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"expected a number or a duration like '1.5s', got {value!r}")
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number):
+        # A NaN threshold never breaches (every comparison with NaN is false).
+        raise ValueError("must be a finite number")
+    return number
 
 
 Threshold = Annotated[float, BeforeValidator(_threshold)]
@@ -47,7 +79,7 @@ class SelectorSpec(_Spec):
 
 class LatencySpec(_Spec):
     histogram: str
-    quantile: float = Field(0.95, gt=0, lt=1)
+    quantile: float = Field(0.95, gt=0, lt=1, allow_inf_nan=False)
     matchers: dict[str, LabelValue] = Field(default_factory=dict)
 
 
@@ -74,7 +106,7 @@ class RatioQueriesSpec(_Spec):
 
 class BurnRateSpec(_Spec):
     tiers: list[Literal["page", "ticket"]] = Field(default=["page", "ticket"])
-    min_events: float = Field(0.0, ge=0)
+    min_events: float = Field(0.0, ge=0, allow_inf_nan=False)
     windows: str | None = None  # an AlertWindows catalogue file; default by period
 
 
@@ -112,22 +144,29 @@ class SLOSpec(_Spec):
     threshold: Threshold | None = None
     objective: Percent | None = None
     good_when: Literal["below", "above"] = "below"
-    window: Duration = 300.0
+    window: Window = 300.0
     group_by: list[str] = Field(default_factory=list)
     severity: Literal["info", "ticket", "page"] = "page"
     gate: bool = True
-    min_events: float = Field(0.0, ge=0)
+    min_events: float = Field(0.0, ge=0, allow_inf_nan=False)
     runbook_url: str | None = None
     notify: list[str] = Field(default_factory=list)
     alert: AlertSpec = Field(default_factory=AlertSpec)
     period: Duration | None = None
     burn_rate: BurnRateSpec | None = None
 
-    @field_validator("window")
+    @field_validator("threshold")
     @classmethod
-    def _window_positive(cls, value: float) -> float:
-        if value < 1:
-            raise ValueError("window must be at least 1s")
+    def _threshold_fits_the_sli(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """A value the SLI can never reach makes an SLO that never breaches (or always does)."""
+        sli = info.data.get("sli")
+        if value is None or not isinstance(sli, SLISpec):
+            return value
+        if sli.latency is not None and value < 0:
+            raise ValueError("a latency threshold must be >= 0")
+        ratio = sli.ratio or sli.log_ratio or sli.ratio_queries or sli.error_ratio
+        if ratio is not None and not 0 <= value <= 1:
+            raise ValueError("a ratio threshold is a fraction from 0 to 1 (write 0.05 or '5%')")
         return value
 
     @model_validator(mode="after")
@@ -161,5 +200,5 @@ class RuleFileSpec(_Spec):
     version: Literal["sentinel/v1"]
     service: str = Field(min_length=1, max_length=128)
     labels: dict[str, LabelValue] = Field(default_factory=dict)
-    interval: Duration | None = None
+    interval: Interval | None = None
     slos: list[Any] = Field(min_length=1)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sentinel.app import build_daemon
+from sentinel.budgets import apply_budgets
 from sentinel.burnrate import WindowRatio, builtin_catalogue, judge_tier, load_catalogue
 from sentinel.config import load_config
+from sentinel.evaluation import SLOResult, Status, evaluate
 from sentinel.loader import load_rules
+from sentinel.model import SLO, BurnPolicy, RatioSLI, Selector
+from sentinel.promql import PART_LABEL
+from sentinel.ruletest.runner import run_file
+from sentinel.sources.base import Sample
 from sentinel.units import parse_duration
 from support.promserver import PrometheusServer
 from support.scenario import at
@@ -70,6 +77,76 @@ def test_page_quick_tier(
     verdict = judge_tier(quick, catalogue.period, 0.001, windows, min_events)
     assert verdict.firing is fires
     assert verdict.factor == pytest.approx(14.4)
+
+
+MONTH = parse_duration("30d")
+BUDGETED = SLO(
+    service="chatbot-backend",
+    name="http-5xx-budget",
+    sli=RatioSLI(Selector("http_requests_total"), Selector("http_requests_total")),
+    threshold=0.001,
+    objective=0.999,
+    window=300,
+    period=MONTH,
+    burn=BurnPolicy(builtin_catalogue(MONTH), min_events=100),
+)
+
+
+def parts(bad: float, total: float) -> list[Sample]:
+    return [Sample({PART_LABEL: "bad"}, bad), Sample({PART_LABEL: "total"}, total)]
+
+
+def tiers_of(windows: dict[float, list[Sample]]) -> dict[str, SLOResult]:
+    slo = BUDGETED
+    assert slo.burn is not None
+    answers = {w: windows.get(w, parts(0, 1000)) for w in {MONTH, *slo.burn.catalogue.windows()}}
+    results = evaluate(slo, parts(0, 1000), at=0.0)
+    out = apply_budgets(slo, results, answers, {w: "q" for w in answers})
+    return {r.labels["tier"]: r for r in out if r.kind == "burn_rate"}
+
+
+def test_a_tier_over_too_few_events_is_no_data_not_ok() -> None:
+    catalogue = builtin_catalogue(MONTH)
+    # 10 requests, none failed, in every window: the burn rate is 0 but proves nothing.
+    tiers = tiers_of({w: parts(0, 10) for w in catalogue.windows()})
+    assert {t: r.status for t, r in tiers.items()} == {
+        "page-quick": Status.NO_DATA,
+        "page-slow": Status.NO_DATA,
+        "ticket-quick": Status.NO_DATA,
+        "ticket-slow": Status.NO_DATA,
+    }
+    assert tiers["page-quick"].reason == "too little traffic in 1h, 5m (min_events 100)"
+    assert tiers["page-quick"].value == 0.0  # the burn rate stays visible
+    assert judge_tier(catalogue.tiers[0], MONTH, 0.001, {}, 100).judged is False
+
+
+def test_a_tier_whose_window_holds_garbage_is_no_data_naming_it() -> None:
+    hour = parse_duration("1h")
+    tiers = tiers_of({hour: parts(math.inf, math.inf)})
+    assert tiers["page-quick"].status is Status.NO_DATA
+    assert tiers["page-quick"].reason == "1h: total is +Inf, not a count"
+    assert tiers["ticket-quick"].status is Status.OK  # its windows (2h, 1d) are fine
+
+
+def test_sentinel_test_expects_no_data_for_a_tier_below_min_events(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(BURN_RULES)
+    (tmp_path / "rules_test.yaml").write_text(
+        """\
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - name: four requests a minute cannot page
+    interval: 15s
+    input_series:
+      - series: 'http_requests_total{namespace="chatbot",service="chatbot-backend",status="500"}'
+        values: '0+1x40'
+    expect:
+      - {at: 10m, slo: http-5xx-budget, tier: page-quick, status: no_data}
+      - {at: 10m, slo: http-5xx-budget, tier: ticket-slow, status: no_data}
+"""
+    )
+    outcomes = run_file(tmp_path / "rules_test.yaml")
+    assert [o.failures for o in outcomes] == [[]]
 
 
 BURN_RULES = """\
@@ -181,9 +258,10 @@ async def test_slow_burn_opens_a_ticket_not_a_page(
         results = await built.daemon.evaluate_once(at(60))
         svc5 = {r.labels.get("tier"): r for r in results if r.labels.get("service") == "svc-0005"}
         # 0.5 % errors against a 0.1 % budget: burn 5 — over the ticket factors, under the page ones.
-        assert svc5["ticket-quick"].status.value == ("breach" if tickets else "ok")
-        assert svc5["page-quick"].status.value == "ok"
-        assert svc5["page-slow"].status.value == "ok"
+        # With min_events out of reach no tier can be judged: no_data, never ok.
+        assert svc5["ticket-quick"].status.value == ("breach" if tickets else "no_data")
+        assert svc5["page-quick"].status.value == ("ok" if tickets else "no_data")
+        assert svc5["page-slow"].status.value == ("ok" if tickets else "no_data")
         assert svc5[None].budget is not None
         assert svc5[None].budget["burn_rates"]["2h"] == pytest.approx(5.0, rel=1e-6)
         if not tickets:

@@ -166,3 +166,112 @@ def test_rule_problems_are_precise(
     err = capsys.readouterr().err
     assert code == 1
     assert expected in err, err
+
+
+LATENCY_SLO = "slos:\n  - name: a\n    sli: {latency: {histogram: h}}\n"
+RATIO_SLO = (
+    "slos:\n  - name: a\n    sli: {ratio: {bad: {metric: e_total}, total: {metric: r_total}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("interval: 0s\n" + LATENCY_SLO + "    threshold: 1s\n", "r.yaml:3: interval: must be"),
+        ("interval: 1000000000d\n" + LATENCY_SLO + "    threshold: 1s\n", "r.yaml:3: interval: "),
+        (
+            "interval: 2d\n" + LATENCY_SLO + "    threshold: 1s\n",
+            "r.yaml:3: interval: must be between 1s and 1d (got '2d')",
+        ),
+        (
+            LATENCY_SLO + "    threshold: 1s\n    window: 500d\n",
+            "r.yaml:7: slos[0].window: must be between 1s and 400d (got '500d')",
+        ),
+        (LATENCY_SLO + "    threshold: .nan\n", "r.yaml:6: slos[0].threshold: must be a finite"),
+        (LATENCY_SLO + "    threshold: .inf\n", "r.yaml:6: slos[0].threshold: must be a finite"),
+        (
+            LATENCY_SLO + "    threshold: -1\n",
+            "slos[0].threshold: a latency threshold must be >= 0",
+        ),
+        (RATIO_SLO + "    threshold: 5\n", "slos[0].threshold: a ratio threshold is a fraction"),
+        (RATIO_SLO + "    objective: .nan\n", "r.yaml:6: slos[0].objective: must be between 0"),
+        (RATIO_SLO + "    objective: .inf\n", "r.yaml:6: slos[0].objective: must be between 0"),
+        (RATIO_SLO + "    objective: -99%\n", "r.yaml:6: slos[0].objective: must be between 0"),
+        (
+            RATIO_SLO + "    objective: 99%\n    min_events: .nan\n",
+            "r.yaml:7: slos[0].min_events: Input should be a finite number",
+        ),
+    ],
+    ids=[
+        "interval 0s no longer falls back to the default",
+        "interval 1000000000d no longer reaches the scheduler",
+        "interval over a day",
+        "window beyond 400d",
+        "NaN threshold never breaches",
+        "infinite threshold",
+        "negative latency threshold",
+        "ratio threshold written as a percentage number",
+        "NaN objective",
+        "infinite objective",
+        "negative objective",
+        "NaN min_events",
+    ],
+)
+def test_values_that_can_never_be_judged_are_refused_with_file_and_line(
+    capsys: pytest.CaptureFixture[str], write_config: Callable[..., Path], rule: str, expected: str
+) -> None:
+    text = "version: sentinel/v1\nservice: s\n" + rule
+    config = write_config("http://127.0.0.1:9", {"r.yaml": text})
+    code = main(["check", "-c", str(config), "--offline"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert expected in err, err
+
+
+GROUPED = """\
+version: sentinel/v1
+service: platform
+slos:
+  - name: per-service-5xx
+    sli:
+      ratio:
+        bad: {metric: http_requests_total, matchers: {code: "=~5.."}}
+        total: {metric: http_requests_total}
+    objective: 99%
+    group_by:
+      - service
+"""
+
+
+@pytest.mark.parametrize(
+    ("series", "warned"),
+    [(8, "over the limit: this SLO is no_data"), (4, "over half the limit"), (2, None)],
+    ids=["over the limit", "over half the limit", "well under the limit: no warning"],
+)
+def test_check_warns_where_a_group_by_returns_too_many_series(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, series: int, warned: str | None
+) -> None:
+    from support.fakeprom import FakePrometheus, element
+
+    prom = FakePrometheus().start()
+    try:
+        prom.answer([element({"service": f"s{i}"}, "1") for i in range(series)])
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "platform.yaml").write_text(GROUPED)
+        (tmp_path / "config.yaml").write_text(
+            f"prometheus:\n  url: {prom.url}\n  max_series: 6\nrules: [rules/*.yaml]\n"
+        )
+        code = main(["check", "-c", str(tmp_path / "config.yaml")])
+    finally:
+        prom.stop()
+    captured = capsys.readouterr()
+    assert code == 0  # a warning: the series count is today's, not the rule's fault
+    notes = [line for line in captured.err.splitlines() if "group_by" in line]
+    if warned is None:
+        assert notes == []
+        return
+    (note,) = notes
+    assert note.startswith("note: ")
+    assert "rules/platform.yaml:10: slos[0].group_by: " in note
+    assert f"returns {series} series now and prometheus.max_series is 6" in note
+    assert warned in note

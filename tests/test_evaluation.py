@@ -58,6 +58,15 @@ def part(name: str, value: float, **labels: str) -> Sample:
         (RAW_ABOVE, [Sample({}, 0.98)], Status.BREACH, 0.98),
         (RAW_ABOVE, [Sample({}, 0.999)], Status.OK, 0.999),
         (RAW_ABOVE, [Sample({"a": "1"}, 1), Sample({"a": "2"}, 1)], Status.NO_DATA, None),
+        (RATIO, [part("bad", math.inf), part("total", math.inf)], Status.NO_DATA, None),
+        (RATIO, [part("bad", math.nan), part("total", 1000)], Status.NO_DATA, None),
+        (RATIO, [part("bad", -1), part("total", 1000)], Status.NO_DATA, None),
+        (RATIO, [part("bad", 1001), part("total", 1000)], Status.NO_DATA, None),
+        (RATIO, [part("bad", 1000), part("total", 1000)], Status.BREACH, 1.0),
+        (LATENCY, [part("value", math.inf), part("events", 10)], Status.NO_DATA, None),
+        (LATENCY, [part("value", -1.0), part("events", 10)], Status.NO_DATA, None),
+        (RAW_ABOVE, [Sample({}, math.inf)], Status.NO_DATA, None),
+        (RAW_ABOVE, [Sample({}, -0.5)], Status.BREACH, -0.5),
     ],
     ids=[
         "ratio under objective is ok",
@@ -74,6 +83,15 @@ def part(name: str, value: float, **labels: str) -> Sample:
         "raw good-when-above breaches below threshold",
         "raw good-when-above is ok above threshold",
         "raw with two series for one instance is no_data",
+        "bad = total = +Inf is no_data, not a NaN ratio judged ok",
+        "a NaN bad count is no_data, not zero errors",
+        "a negative bad count is no_data",
+        "more errors than requests is no_data",
+        "every request failing breaches at 100 %",
+        "+Inf latency is no_data",
+        "negative latency is no_data",
+        "+Inf from a raw query is no_data",
+        "a raw query may measure negative numbers",
     ],
 )
 def test_status_and_value(
@@ -115,3 +133,27 @@ def test_failure_marks_every_known_instance_no_data_with_reason() -> None:
     assert [r.status for r in results] == [Status.NO_DATA]
     assert results[0].reason == "prometheus unavailable: refused"
     assert results[0].to_json()["evaluated_at"] == "1970-01-01T00:00:05Z"
+
+
+@pytest.mark.parametrize("good_when", [GoodWhen.BELOW, GoodWhen.ABOVE])
+def test_a_nan_value_or_threshold_never_reads_as_within_the_threshold(good_when: GoodWhen) -> None:
+    slo = SLO(
+        service="s", name="x", sli=PromQLSLI("x"), threshold=1.0, window=60, good_when=good_when
+    )
+    assert slo.breached(math.nan)
+    nan_threshold = SLO(
+        service="s",
+        name="x",
+        sli=PromQLSLI("x"),
+        threshold=math.nan,
+        window=60,
+        good_when=good_when,
+    )
+    assert nan_threshold.breached(1.0)
+    assert not slo.breached(1.0)  # exactly at the threshold is within it
+
+
+def test_an_unusable_value_is_named_in_the_reason() -> None:
+    (result,) = evaluate(RATIO, [part("bad", math.inf), part("total", math.inf)], at=0.0)
+    assert result.reason == "total is +Inf, not a count"
+    assert result.to_json()["reason"] == "total is +Inf, not a count"

@@ -18,7 +18,7 @@ import orjson
 
 from sentinel.config import HTTPSourceConfig
 from sentinel.errors import BadQuery, BadResponse, SourceError, SourceTimeout, SourceUnavailable
-from sentinel.sources.base import DependencyHealth
+from sentinel.sources.base import DependencyHealth, check_series_count
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
@@ -120,6 +120,7 @@ class HTTPQueryClient:
             raise SourceUnavailable(self.name, query, "HTTP 429: rate limited")
         if status >= 300 and status != 200:
             raise BadResponse(self.name, query, f"HTTP {status}: {_text(body)}")
+        check_series_count(self.name, query, body, self.config.max_series)  # before parsing
         try:
             # orjson: a 1,000-service answer parses 3-5x faster than with json, which is
             # most of Sentinel's CPU per cycle.

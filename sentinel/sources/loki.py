@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 from sentinel.config import LokiConfig
-from sentinel.errors import BadQuery
-from sentinel.sources.base import Sample, Series, parse_matrix, parse_vector
+from sentinel.errors import BadQuery, TooManySeries
+from sentinel.sources.base import Sample, Series, parse_answer, parse_matrix, parse_vector
 from sentinel.sources.http import HTTPQueryClient
 
 
@@ -31,7 +31,8 @@ class LokiSource:
         # Loki takes nanosecond timestamps; an integer string avoids float rounding.
         params = {"query": query, "time": str(int(at * 1e9))}
         data = await self._client.request_json("/loki/api/v1/query", params, query, "GET")
-        return parse_vector(self.name, query, data)
+        limit = self._client.config.max_series
+        return parse_answer(self.health, lambda: parse_vector(self.name, query, data, limit))
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
         params = {
@@ -41,13 +42,16 @@ class LokiSource:
             "step": f"{step:g}",
         }
         data = await self._client.request_json("/loki/api/v1/query_range", params, query, "GET")
-        return parse_matrix(self.name, query, data)
+        limit = self._client.config.max_series
+        return parse_answer(self.health, lambda: parse_matrix(self.name, query, data, limit))
 
     async def check_syntax(self, query: str) -> str | None:
         try:
             await self.instant(query, time.time())
         except BadQuery as exc:
             return exc.detail
+        except TooManySeries:
+            return None  # Loki ran it, so it parses; the series count is checked apart
         return None
 
     async def ping(self) -> None:

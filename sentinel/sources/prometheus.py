@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sentinel.config import PrometheusConfig
 from sentinel.errors import BadQuery
-from sentinel.sources.base import Sample, Series, parse_matrix, parse_vector
+from sentinel.sources.base import Sample, Series, parse_answer, parse_matrix, parse_vector
 from sentinel.sources.http import HTTPQueryClient
 
 
@@ -28,12 +28,14 @@ class PrometheusSource:
     async def instant(self, query: str, at: float) -> list[Sample]:
         params = {"query": query, "time": f"{at:.3f}"}
         data = await self._client.request_json("/api/v1/query", params, query)
-        return parse_vector(self.name, query, data)
+        limit = self._client.config.max_series
+        return parse_answer(self.health, lambda: parse_vector(self.name, query, data, limit))
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
         params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"}
         data = await self._client.request_json("/api/v1/query_range", params, query)
-        return parse_matrix(self.name, query, data)
+        limit = self._client.config.max_series
+        return parse_answer(self.health, lambda: parse_matrix(self.name, query, data, limit))
 
     async def check_syntax(self, query: str) -> str | None:
         """Ask Prometheus' own parser; return its error text, or None when the query parses."""
