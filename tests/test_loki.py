@@ -173,3 +173,43 @@ def test_check_asks_loki_to_parse_logql(capsys: pytest.CaptureFixture[str], conf
     err = capsys.readouterr().err
     assert code == 1
     assert "logs.yaml:28: slos[3].sli: loki rejects the query: parse error at line 1" in err
+
+
+async def test_a_grouped_log_slo_over_max_series_is_no_data(config: Path) -> None:
+    from sentinel.config import load_config
+    from sentinel.loader import load_rules
+    from sentinel.wiring import build_engine
+
+    config.write_text(config.read_text().replace("retries: 2}", "retries: 2, max_series: 2}"))
+    loaded = load_config(config)
+    engine = build_engine(loaded)
+    try:
+        report = await engine.evaluate_once(list(load_rules(loaded).slos), T0)
+    finally:
+        for source in engine.sources.values():
+            await source.close()
+    by_slo = {r.slo: r for r in report.results}
+    # prod: bad and total, canary: total only (no fallbacks there): 3 series > 2.
+    grouped = by_slo["fallback-by-provider"]
+    assert grouped.status.value == "no_data"
+    assert "loki bad_response: too many series (3 > max_series 2)" in grouped.reason
+    assert by_slo["fallback-answer-rate-logs"].status.value == "breach"  # 7 % > 5 %
+    assert engine.sources["loki"].health.status == "unhealthy"
+
+
+def test_check_notes_a_grouped_log_slo_over_max_series_without_calling_loki_unreachable(
+    capsys: pytest.CaptureFixture[str], config: Path, loki: FakeLoki
+) -> None:
+    import time
+
+    # `check` counts series now: lines of the last minute, as in the evaluation above.
+    stream = {"app": "chatbot-backend", "namespace": "chatbot"}
+    now = time.time()
+    loki.push({**stream, "env": "prod"}, [(now - 60, line("snippet-fallback"))], "chatbot")
+    loki.push({**stream, "env": "canary"}, [(now - 60, line("llm-summary"))], "chatbot")
+    config.write_text(config.read_text().replace("retries: 2}", "retries: 2, max_series: 2}"))
+    code = main(["check", "-c", str(config)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "unreachable" not in err
+    assert "logs.yaml:26: slos[2].group_by: the query returns 3 series now" in err
