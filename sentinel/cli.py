@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sentinel import __version__, jsonenc
 from sentinel.config import Config, load_config
@@ -16,7 +17,12 @@ from sentinel.model import RuleSet
 from sentinel.report import results_json, results_table
 from sentinel.timeparse import parse_time
 
+if TYPE_CHECKING:
+    from sentinel.engine import CycleReport
+
 EXIT_OK, EXIT_BAD, EXIT_ERROR = 0, 1, 2
+# `eval` only: no breach, but some SLOs could not be evaluated because their source failed.
+EXIT_PARTIAL = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,27 +144,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     slos = [s for s in rules.slos if not args.service or s.service == args.service]
     from sentinel.wiring import build_engine
 
-    async def run() -> tuple[int, str]:
+    async def run() -> CycleReport:
         engine = build_engine(config)
         try:
-            report = await engine.evaluate_once(slos, at)
+            return await engine.evaluate_once(slos, at)
         finally:
             for source in engine.sources.values():
                 await source.close()
-        if report.errors:
-            first = next(iter(report.errors.values()))
-            return EXIT_ERROR, f"{first.source} {first.kind}: {first.detail}"
-        text = (
-            results_json(report.results) if args.format == "json" else results_table(report.results)
-        )
-        if args.explain:
-            text += "\n\n" + "\n\n".join(f"# {r.key}\n{r.query}" for r in report.results if r.query)
-        print(text)
-        return (EXIT_BAD if any(r.status == "breach" for r in report.results) else EXIT_OK), ""
 
-    code, reason = asyncio.run(run())
-    if reason:
-        print(f"error: {reason}", file=sys.stderr)
+    report = asyncio.run(run())
+    text = results_json(report.results) if args.format == "json" else results_table(report.results)
+    if args.explain:
+        text += "\n\n" + "\n\n".join(f"# {r.key}\n{r.query}" for r in report.results if r.query)
+    # Every SLO depends on its own source only: what could be evaluated is printed, the
+    # rest is no_data with the source's error, and the exit code says which case it was.
+    print(text)
+    return _eval_exit(report, len(slos))
+
+
+def _eval_exit(report: CycleReport, evaluated: int) -> int:
+    """0 nothing breaches; 1 an SLO breaches (whatever else failed); 2 no SLO could be
+    evaluated (every source failed); 3 some SLOs could not be evaluated (a source failed)."""
+    failed: dict[tuple[str, str, str], list[str]] = {}
+    for key, err in report.errors.items():
+        failed.setdefault((err.source, err.kind, err.detail), []).append(key)
+    if any(r.status == "breach" for r in report.results):
+        code = EXIT_BAD
+    elif failed and len(report.errors) >= evaluated:
+        code = EXIT_ERROR
+    elif failed:
+        code = EXIT_PARTIAL
+    else:
+        code = EXIT_OK
+    if code == EXIT_ERROR:  # one line, as for any error that leaves nothing evaluated
+        reasons = dict.fromkeys(f"{src} {kind}: {detail}" for src, kind, detail in failed)
+        print(f"error: no SLO could be evaluated: {'; '.join(reasons)}", file=sys.stderr)
+        return code
+    for (source, kind, detail), keys in failed.items():
+        names = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        print(
+            f"warning: {source} {kind}: {detail} ({len(keys)} SLO(s) no_data: {names})",
+            file=sys.stderr,
+        )
     return code
 
 

@@ -99,10 +99,13 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sentinel.daemon import schedule_jobs
+
     setup_logging(args.log_format, args.log_level)
     try:
         config = load_config(args.config)
         rules = load_rules(config)
+        schedule_jobs(rules)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -129,8 +132,15 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
         await daemon.stop()
         return 2
     log.info(f"listening on http://{host}:{port}")
+    code = 0
     daemon.install_signal_handlers()
-    await daemon.start()
+    try:
+        await daemon.start()
+    except ConfigError as exc:  # a group that cannot be scheduled (checked in cmd_run too)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        daemon.request_stop("invalid schedule")
+        code = 2
     try:
         await daemon.wait_stopped()
     finally:
@@ -139,4 +149,4 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
         await cleanup()
         daemon.remove_signal_handlers()
     log.info("stopped")
-    return 0
+    return code

@@ -66,6 +66,9 @@ class EvaluationConfig(_Strict):
 class ServerConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     api_token: SecretStr | None = None
+    # A SIGHUP that would drop a running api_token (opening the gate and admin APIs) is
+    # refused unless the new file says so with this.
+    allow_unauthenticated: bool = False
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -2,7 +2,13 @@
 SIGHUP, stops gracefully on SIGTERM/SIGINT.
 
 Run state: STARTING -> RUNNING -> STOPPING -> STOPPED. The scheduler is an adapter: its
-job only calls `run_group`, which calls `Engine.evaluate_once(slos, now)`.
+job only starts a cycle, a task the daemon owns, which calls `run_group` and so
+`Engine.evaluate_once(slos, now)`. The daemon owns its cycles because a stop must let a
+running cycle finish and commit, while APScheduler's executor cancels its own futures the
+moment it shuts down.
+
+A reload is built completely (config, rules, auth policy, schedule triggers) before it
+replaces anything; if replacing fails half-way, the old config is put back.
 """
 
 from __future__ import annotations
@@ -11,28 +17,39 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from sentinel import __version__
+from sentinel.confdiff import compare
 from sentinel.config import Config, load_config
-from sentinel.errors import ConfigError
+from sentinel.errors import ConfigError, Problem
 from sentinel.evaluation import SLOResult, Status, evaluate_failure
 from sentinel.loader import load_rules
 from sentinel.logs import fields
 from sentinel.model import RuleGroup, RuleSet
 from sentinel.selfmetrics import SelfMetrics
+from sentinel.sources.base import Source
+from sentinel.tasks import TaskSupervisor
+from sentinel.units import format_duration
 from sentinel.wiring import build_engine, build_sources
 
 log = logging.getLogger("sentinel.daemon")
 
 ResultHook = Callable[[RuleGroup, list[SLOResult], float], Awaitable[None]]
+
+# A group that has not finished a cycle for this many intervals is stuck (a dead job, a
+# hung hook): `/health/ready` says so, naming the group.
+STALE_INTERVALS = 3
 
 
 class RunState(StrEnum):
@@ -51,10 +68,13 @@ class GroupStatus:
     last_error: str | None = None
     cycles: int = 0
     overruns: int = 0
+    # Clock time the last cycle completed (last_finished_at is the evaluation time).
+    completed_at: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "last_evaluation_at": self.last_finished_at,
+            "completed_at": self.completed_at,
             "duration_seconds": self.last_duration,
             "outcome": self.last_outcome,
             "last_error": self.last_error,
@@ -65,9 +85,59 @@ class GroupStatus:
 
 @dataclass
 class ReloadStatus:
+    """Outcome of the last reload: initial (none yet), ok, partial (applied, but a reload
+    hook failed: see errors) or failed (refused; the previous config keeps running)."""
+
     status: str = "initial"
     at: float | None = None
     errors: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "at": self.at,
+            "errors": self.errors,
+            "changes": self.changes,
+        }
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    group: str
+    interval: float
+    trigger: IntervalTrigger
+
+
+def schedule_jobs(rules: RuleSet) -> list[GroupJob]:
+    """One interval trigger per group, each proven able to compute its next fire time.
+    Raises ConfigError naming every group that cannot be scheduled."""
+    now = datetime.now(UTC)
+    jobs, problems = [], []
+    for group in rules.groups:
+        interval = group.interval
+        try:
+            if not math.isfinite(interval) or interval <= 0:
+                raise ValueError("must be a positive duration")
+            trigger = IntervalTrigger(seconds=interval, timezone=UTC)
+            trigger.get_next_fire_time(now, now)
+        except (OverflowError, ValueError) as exc:
+            problems.append(
+                Problem(group.file, None, "interval", f"{interval:g}s cannot be scheduled: {exc}")
+            )
+            continue
+        jobs.append(GroupJob(group.name, interval, trigger))
+    if problems:
+        raise ConfigError(problems)
+    return jobs
+
+
+@dataclass(frozen=True)
+class _Reload:
+    config: Config
+    rules: RuleSet
+    jobs: list[GroupJob]
+    changes: list[str]
 
 
 class Daemon:
@@ -91,13 +161,20 @@ class Daemon:
         self.reload_status = ReloadStatus(at=self.started_at)
         self.result_hooks: list[ResultHook] = []
         self.health_providers: list[Callable[[], dict[str, dict[str, Any]]]] = []
+        # Components that can make the daemon unready (the state store while it cannot
+        # save alert changes) register a check returning their reasons.
+        self.readiness_checks: list[Callable[[], list[str]]] = []
         # Run after start and after each successful reload (dashboards re-render).
         self.start_hooks: list[Callable[[], Awaitable[None]]] = []
         self.reload_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.tasks = TaskSupervisor(clock, self._task_failed)
         self._locks: dict[str, asyncio.Lock] = {}
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._cycles: set[asyncio.Task[Any]] = set()
+        self._scheduled_at: dict[str, float] = {}
         self._scheduler: AsyncIOScheduler | None = None
+        self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._force = asyncio.Event()
         self._services: set[str] | None = None
         self._signals = 0
 
@@ -153,6 +230,7 @@ class Daemon:
                 await hook(group, results, at)
             except Exception:
                 log.exception("result hook failed", extra=fields(group=group.name))
+        status.completed_at = self.clock()
         # What survives a cycle lives long (results, metrics, alert states): move it out of
         # the collector's sight. Full collections over thousands of results otherwise cost
         # more CPU than the evaluation and show up as gate latency spikes.
@@ -228,8 +306,9 @@ class Daemon:
         return out
 
     def extra_health(self) -> dict[str, dict[str, Any]]:
-        """Health of non-source dependencies (state store, notifiers), registered later."""
-        out: dict[str, dict[str, Any]] = {}
+        """Health of non-source dependencies (state store, notifiers), registered later,
+        and of the daemon's own background tasks."""
+        out: dict[str, dict[str, Any]] = {"background_tasks": self.tasks.health()}
         for provider in self.health_providers:
             out.update(provider())
         return out
@@ -249,102 +328,205 @@ class Daemon:
     # -- readiness ----------------------------------------------------------------------
 
     def readiness(self) -> list[str]:
-        """Reasons the daemon is not ready; empty when it is."""
+        """Reasons the daemon is not ready; empty when it is.
+
+        Ready means Sentinel is useful: it runs, every group has finished a cycle and none
+        is stuck, and at least one source the rules use answers. A source that is down
+        while another answers (Loki down, Prometheus up) is degraded health, shown in
+        `/health/detailed`, not unreadiness: the Prometheus SLOs and the gate on them keep
+        working, and an orchestrator must not take Sentinel out of service for it.
+        """
         reasons = []
         if self.state is not RunState.RUNNING:
             reasons.append(f"daemon is {self.state.value}")
+        now = self.clock()
         for group in self.rules.groups:
-            if self.group_status.get(group.name, GroupStatus()).cycles == 0:
-                reasons.append(f"first evaluation of rule group {group.name!r} not finished")
-        for name, source in self.engine.sources.items():
-            if source.health.status != "healthy":
-                detail = source.health.last_error or "not contacted yet"
-                reasons.append(f"{name} unreachable: {detail}")
+            reason = self._group_not_ready(group, now)
+            if reason:
+                reasons.append(reason)
+        reasons += self._sources_not_ready()
+        for check in self.readiness_checks:
+            reasons += check()
         return reasons
+
+    def _group_not_ready(self, group: RuleGroup, now: float) -> str | None:
+        status = self.group_status.get(group.name)
+        completed = status.completed_at if status else None
+        since = max(
+            (t for t in (completed, self._scheduled_at.get(group.name)) if t is not None),
+            default=None,
+        )
+        if (
+            self.state is RunState.RUNNING
+            and since is not None
+            and now - since >= STALE_INTERVALS * group.interval
+        ):
+            return (
+                f"rule group {group.name!r} has not finished an evaluation for "
+                f"{format_duration(int(now - since))} ({STALE_INTERVALS} intervals of "
+                f"{format_duration(group.interval)})"
+            )
+        if completed is None:
+            return f"first evaluation of rule group {group.name!r} not finished"
+        return None
+
+    def _sources_not_ready(self) -> list[str]:
+        used = {slo.source for slo in self.rules.slos} & self.engine.sources.keys()
+        down = {
+            name: self.engine.sources[name].health
+            for name in sorted(used)
+            if self.engine.sources[name].health.status != "healthy"
+        }
+        if not used or len(down) < len(used):
+            return []
+        return [
+            f"{name} unreachable: {health.last_error or 'not contacted yet'}"
+            for name, health in down.items()
+        ]
 
     # -- scheduling ---------------------------------------------------------------------
 
-    def _schedule(self) -> None:
+    def _schedule(self, jobs: list[GroupJob]) -> None:
         assert self._scheduler is not None
-        for job in self._scheduler.get_jobs():
-            job.remove()
-        for group in self.rules.groups:
+        self._scheduler.remove_all_jobs()
+        now = self.clock()
+        for job in jobs:
             self._scheduler.add_job(
                 self._job,
-                "interval",
-                seconds=group.interval,
-                args=[group.name],
-                id=f"group:{group.name}",
+                job.trigger,
+                args=[job.group],
+                id=f"group:{job.group}",
                 max_instances=1,
                 coalesce=True,
-                misfire_grace_time=max(1, int(group.interval)),
-                next_run_time=_now_dt(),
+                misfire_grace_time=max(1, int(job.interval)),
+                next_run_time=datetime.now(UTC),
             )
+            self._scheduled_at[job.group] = now
 
     async def _job(self, name: str) -> None:
         if self.state is not RunState.RUNNING:
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight.add(task)
+        cycle = self.tasks.spawn(self.run_group(name), f"cycle:{name}")
+        self._cycles.add(cycle)
+        cycle.add_done_callback(self._cycles.discard)
         try:
-            await self.run_group(name)
-        finally:
-            self._inflight.discard(task)
+            await asyncio.shield(cycle)
+        except asyncio.CancelledError:
+            # APScheduler cancels its jobs when it shuts down; the cycle goes on and
+            # `stop` waits for it. Returning normally keeps APScheduler from logging the
+            # cancellation as a crash with a traceback.
+            return
 
     # -- reload -------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Re-read config and rules; refuse an invalid one and keep running the old."""
+        """Re-read config and rules. Everything is built and checked before anything is
+        replaced; an invalid config (or a failure while switching) keeps the old one."""
+        async with self._reload_lock:
+            if self.state in (RunState.STOPPING, RunState.STOPPED):
+                log.info("reload ignored: shutting down")
+                return False
+            try:
+                new = self._prepare_reload()
+            except ConfigError as exc:
+                return self._reload_failed([str(p) for p in exc.problems])
+            except Exception as exc:  # a loader bug must not end reloads or the daemon
+                log.exception("reload crashed while loading")
+                return self._reload_failed(
+                    [f"{self.config_path}: cannot load: {type(exc).__name__}: {exc}"]
+                )
+            return await self._apply_reload(new)
+
+    def _prepare_reload(self) -> _Reload:
+        config = load_config(self.config_path)
+        rules = load_rules(config)
+        changes = compare(self.config, config, self.config_path)
+        if changes.refusals:
+            raise ConfigError(changes.refusals)
+        return _Reload(config, rules, schedule_jobs(rules), changes.notes)
+
+    async def _apply_reload(self, new: _Reload) -> bool:
+        old_config, old_rules, old_sources = self.config, self.rules, self.engine.sources
+        sources_changed = (
+            new.config.prometheus != old_config.prometheus or new.config.loki != old_config.loki
+        )
+        new_sources = build_sources(new.config) if sources_changed else None
         try:
-            config = load_config(self.config_path)
-            rules = load_rules(config)
-        except ConfigError as exc:
-            self.reload_status = ReloadStatus(
-                "failed", self.clock(), [str(p) for p in exc.problems]
-            )
-            self.metrics.reloads.labels("failed").inc()
-            log.error(
-                "reload refused; the previous config keeps running",
-                extra=fields(errors=self.reload_status.errors),
-            )
-            return False
-        old_sources = None
-        if config.prometheus != self.config.prometheus or config.loki != self.config.loki:
-            old_sources = self.engine.sources
-            self.engine.sources = build_sources(config)
-        for group in self.rules.groups:
-            if group.name not in {g.name for g in rules.groups}:
-                self.results.pop(group.name, None)
-                self.metrics.forget_group(group.name)
-        self.config, self.rules = config, rules
-        self._services = None
-        self.engine.recorded_budgets = config.evaluation.budget_source == "recorded"
-        self.engine.forget(rules.slos)
-        if self._scheduler is not None:
-            self._schedule()
-        self.reload_status = ReloadStatus("ok", self.clock())
+            self._switch(new, new_sources)
+        except Exception as exc:
+            log.exception("reload could not be applied; the previous config keeps running")
+            self._switch(_Reload(old_config, old_rules, schedule_jobs(old_rules), []), None)
+            self.engine.sources = old_sources
+            for source in (new_sources or {}).values():
+                with contextlib.suppress(Exception):
+                    await source.close()
+            return self._reload_failed([f"reload not applied: {type(exc).__name__}: {exc}"])
+        for note in new.changes:
+            log.warning(f"reload: {note}", extra=fields(change=note))
+        removed = {g.name for g in old_rules.groups} - {g.name for g in new.rules.groups}
+        for name in removed:
+            self.results.pop(name, None)
+            self.group_status.pop(name, None)
+            self._scheduled_at.pop(name, None)
+            self.metrics.forget_group(name)
+        self.engine.forget(new.rules.slos)
+        self.reload_status = ReloadStatus("ok", self.clock(), changes=list(new.changes))
         self.metrics.reloads.labels("ok").inc()
-        log.info("config reloaded", extra=fields(slos=len(rules.slos), groups=len(rules.groups)))
-        if old_sources:
+        log.info(
+            "config reloaded",
+            extra=fields(slos=len(new.rules.slos), groups=len(new.rules.groups)),
+        )
+        if new_sources is not None:
             for source in old_sources.values():
-                await source.close()
-        await self._run_hooks(self.reload_hooks)
+                with contextlib.suppress(Exception):
+                    await source.close()
+        failed = await self._run_hooks(self.reload_hooks)
+        if failed:
+            self.reload_status.status = "partial"
+            self.reload_status.errors = failed
         return True
 
-    async def _run_hooks(self, hooks: list[Callable[[], Awaitable[None]]]) -> None:
+    def _switch(self, new: _Reload, sources: Mapping[str, Source] | None) -> None:
+        """Swap config, rules, sources and schedule in one step (no await in between)."""
+        self.config, self.rules = new.config, new.rules
+        if sources is not None:
+            self.engine.sources = sources
+        self.engine.recorded_budgets = new.config.evaluation.budget_source == "recorded"
+        self._services = None
+        if self._scheduler is not None:
+            self._schedule(new.jobs)
+
+    def _reload_failed(self, errors: list[str]) -> bool:
+        self.reload_status = ReloadStatus("failed", self.clock(), errors)
+        self.metrics.reloads.labels("failed").inc()
+        log.error(
+            "reload refused; the previous config keeps running",
+            extra=fields(errors=errors),
+        )
+        return False
+
+    async def _run_hooks(self, hooks: list[Callable[[], Awaitable[None]]]) -> list[str]:
+        failed = []
         for hook in hooks:
             try:
                 await hook()
-            except Exception:
-                log.exception("hook failed")
+            except Exception as exc:
+                name = getattr(hook, "__name__", "hook")
+                log.exception(f"{name} failed")
+                failed.append(f"{name} failed: {type(exc).__name__}: {exc}")
+        return failed
+
+    def _task_failed(self, name: str) -> None:
+        self.metrics.task_failures.labels(name.partition(":")[0]).inc()
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start scheduling. Raises ConfigError if a group cannot be scheduled."""
+        jobs = schedule_jobs(self.rules)
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self.state = RunState.RUNNING
-        self._schedule()
+        self._schedule(jobs)
         self._scheduler.start()
         await self._run_hooks(self.start_hooks)
         log.info(
@@ -356,19 +538,22 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     def remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
+    def request_reload(self) -> None:
+        log.info("SIGHUP received: reloading config and rules")
+        self.tasks.spawn(self.reload(), "reload")
+
     def request_stop(self, why: str = "stop") -> None:
         self._signals += 1
         if self._signals > 1:
-            log.warning("second stop signal: cancelling running cycles now")
-            for task in list(self._inflight):
-                task.cancel()
+            log.warning(f"second stop signal ({why}): cancelling running cycles now")
+            self._force.set()
         else:
             log.info(f"{why} received: shutting down gracefully")
         self._stop.set()
@@ -377,24 +562,41 @@ class Daemon:
         await self._stop.wait()
 
     async def stop(self) -> None:
+        """Stop scheduling, let running cycles finish and commit (up to
+        `evaluation.shutdown_timeout`, or until a second signal), close the sources."""
         self.state = RunState.STOPPING
-        if self._scheduler is not None:
+        if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self._inflight:
-            timeout = self.config.evaluation.shutdown_timeout
-            _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
-            for task in pending:
-                log.warning("cycle still running at shutdown timeout: cancelled")
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1)
+        await self._finish_cycles()
         for source in self.engine.sources.values():
             with contextlib.suppress(Exception):
                 await source.close()
         self.state = RunState.STOPPED
 
-
-def _now_dt() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
+    async def _finish_cycles(self) -> None:
+        running = {t for t in self._cycles if not t.done()}
+        if not running:
+            return
+        timeout = self.config.evaluation.shutdown_timeout
+        log.info(
+            f"waiting up to {timeout:g}s for {len(running)} running cycle(s) to finish",
+            extra=fields(cycles=sorted(t.get_name() for t in running)),
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        forced = asyncio.ensure_future(self._force.wait())
+        pending = running
+        try:
+            while pending and not forced.done() and (left := deadline - loop.time()) > 0:
+                await asyncio.wait(
+                    {*pending, forced}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending = {t for t in pending if not t.done()}
+        finally:
+            forced.cancel()
+        why = "second stop signal" if self._force.is_set() else f"shutdown_timeout {timeout:g}s"
+        for task in pending:
+            log.warning(f"{why}: cancelling {task.get_name()} before it finished")
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

@@ -87,6 +87,12 @@ class SelfMetrics:
         self.reloads = Counter(
             "sentinel_config_reloads_total", "Config reloads by outcome.", ["outcome"], registry=r
         )
+        self.task_failures = Counter(
+            "sentinel_background_task_failures_total",
+            "Background tasks (reload, cycle) that ended with an unexpected exception.",
+            ["task"],
+            registry=r,
+        )
         self.notifications = Counter(
             "sentinel_notifications_total",
             "Notification deliveries by notifier and outcome.",

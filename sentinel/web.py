@@ -65,7 +65,7 @@ async def detailed(request: web.Request) -> web.Response:
         checks[name] = check
     unhealthy = [n for n, c in checks.items() if c.get("status") == "unhealthy"]
     status = "healthy"
-    if unhealthy or daemon.reload_status.status == "failed":
+    if unhealthy or daemon.reload_status.status in ("failed", "partial"):
         status = "degraded"
     if daemon.readiness() and daemon.state.value != "running":
         status = "unhealthy"
@@ -89,11 +89,7 @@ async def detailed(request: web.Request) -> web.Response:
         "rule_groups": groups,
         "config": {
             "path": daemon.config_path,
-            "last_reload": {
-                "status": daemon.reload_status.status,
-                "at": daemon.reload_status.at,
-                "errors": daemon.reload_status.errors,
-            },
+            "last_reload": daemon.reload_status.as_json(),
         },
         "ready": not daemon.readiness(),
         "not_ready_reasons": daemon.readiness(),
