@@ -67,8 +67,10 @@ class Assembly:
 async def build_daemon(
     config_path: str, config: Config, rules: RuleSet, clock: Callable[[], float] = time.time
 ) -> Assembly:
-    daemon = Daemon(config_path, config, rules, clock)
+    # The store first: a state file that cannot be used stops the start (StateStoreError)
+    # before anything else holds sockets or tasks.
     store = Store(config.resolve(config.state.path))
+    daemon = Daemon(config_path, config, rules, clock)
     notifiers = build_notifiers(config, store)
     dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)
     manager = AlertManager(
@@ -79,13 +81,20 @@ async def build_daemon(
 
     def health() -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {
-            "state_store": {"status": "healthy", "path": store.path, "outbox": store.outbox_stats()}
+            "state_store": {
+                **store.health.as_json(),
+                "outbox": store.outbox_stats(),
+                # Alert changes held in memory because their commit failed.
+                "unsaved_alert_changes": len(manager.unsaved.alerts),
+                "unsaved_notifications": len(manager.unsaved.notifications),
+            }
         }
         for name, notifier in notifiers.items():
             out[f"notifier:{name}"] = {"kind": notifier.kind, **notifier.health.as_json()}
         return out
 
     daemon.health_providers.append(health)
+    daemon.readiness_checks.append(store.health.not_ready_reasons)
     dispatcher.start()
 
     grafana = dashboards_sync.client(config)

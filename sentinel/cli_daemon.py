@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from sentinel.config import load_config
-from sentinel.errors import ConfigError
+from sentinel.errors import ConfigError, StateStoreError
 from sentinel.loader import load_rules
 from sentinel.logs import fields, setup_logging
 
@@ -118,7 +118,12 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
     from sentinel.app import build_daemon
     from sentinel.web import build_app
 
-    assembly = await build_daemon(config_path, config, rules)
+    try:
+        assembly = await build_daemon(config_path, config, rules)
+    except StateStoreError as exc:  # corrupt, foreign or unreadable state file: refuse
+        print(f"error: state store: {exc}", file=sys.stderr)
+        log.error("state store unusable; not starting", extra=fields(path=exc.path))
+        return 2
     daemon, routes, cleanup = assembly.daemon, assembly.routes, assembly.cleanup
     app_runner = web.AppRunner(build_app(daemon, routes), access_log=None, handle_signals=False)
     await app_runner.setup()

@@ -11,9 +11,14 @@ Branches are chosen by what the daemon does next::
     │   ├── BadQuery             the backend rejected the query (HTTP 400/422), with its message
     │   └── BadResponse          the backend answered something we cannot interpret
     │       └── TooManySeries    more series in one answer than the source's `max_series`
-    └── NotifyError              the notification stays in the outbox and is retried
-        ├── NotifyRetryable      429 / 5xx / timeout: retry later
-        └── NotifyRejected       a permanent 4xx (invalid_auth, channel_not_found): surface it
+    ├── NotifyError              the notification stays in the outbox and is retried
+    │   ├── NotifyRetryable      429 / 5xx / timeout: retry later
+    │   └── NotifyRejected       a permanent 4xx (invalid_auth, channel_not_found): surface it
+    └── StateStoreError          the state database (`state.path`) cannot be used
+        ├── StateStoreUnusable   at start: corrupt, not a database, unreadable, too new: refuse
+        │                        to start (exit 2), never replace the file
+        └── StateStoreWriteError a write failed (disk full, I/O error): alert changes stay in
+                                 memory and are retried; health shows the store failing
 """
 
 from __future__ import annotations
@@ -107,3 +112,26 @@ class NotifyRetryable(NotifyError):
 
 class NotifyRejected(NotifyError):
     pass
+
+
+class StateStoreError(SentinelError):
+    """The state database cannot be used; the message names the file."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
+class StateStoreUnusable(StateStoreError):
+    """The state database cannot be opened as it is. Sentinel refuses to start rather than
+    replace it: it holds incidents, silences and undelivered notifications."""
+
+
+class StateStoreWriteError(StateStoreError):
+    """A write to the state database failed; carries the operation and SQLite's own error."""
+
+    def __init__(self, path: str, operation: str, error: str) -> None:
+        self.operation = operation
+        self.error = error
+        super().__init__(path, f"{operation} not saved: {error}")

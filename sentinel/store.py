@@ -5,23 +5,32 @@ A state change and the notifications it causes are written in ONE transaction
 (`commit_cycle`), then delivered; delivery marks them done. A crash at any point leaves
 either nothing or both, and undelivered entries are picked up on the next start.
 The schema is versioned; `MIGRATIONS[i]` upgrades version i to i+1.
+
+The file is checked when opened (`PRAGMA quick_check`): a corrupt, foreign or too new
+file stops the start with `StateStoreUnusable` and is never replaced. Every write goes
+through one transaction helper that rolls back only a transaction still open (SQLite
+rolls back itself on SQLITE_FULL and I/O errors, and "cannot rollback" must not hide the
+real error), raises `StateStoreWriteError` with SQLite's message, and records the
+outcome per operation in `health`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sentinel import jsonenc
 from sentinel.alerting.silences import Silence, SilenceMatcher
 from sentinel.alerting.state import Alert, AlertState
+from sentinel.errors import StateStoreUnusable, StateStoreWriteError
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -69,7 +78,94 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE gate_decisions ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE gate_decisions ADD COLUMN last_at REAL;
     """,
+    # 4: a Slack message shared by several incidents is re-rendered from all of them: keep
+    # each incident's latest alert payload with its message reference.
+    """
+    ALTER TABLE slack_messages ADD COLUMN alert TEXT;
+    """,
 )
+
+# Write operations, as health and errors name them. A failure of the first two blocks
+# readiness: both are retried on their own (every cycle, every dispatcher pass), so the
+# failure clears as soon as the store is writable again.
+ALERT_STATE, OUTBOX, SILENCES, GATE_AUDIT = "alert state", "outbox", "silences", "gate audit"
+BLOCKS_READINESS = (ALERT_STATE, OUTBOX)
+INCIDENT_FIELDS = (
+    "service",
+    "slo",
+    "severity",
+    "labels",
+    "started_at",
+    "resolved_at",
+    "last_value",
+    "threshold",
+)
+SLACK_MEMBERS_SQL = (
+    "SELECT m.incident_id, m.alert, i.id AS known, "
+    + ", ".join(f"i.{k}" for k in INCIDENT_FIELDS)
+    + " FROM slack_messages m LEFT JOIN incidents i ON i.id = m.incident_id"
+    " WHERE m.notifier=? AND m.channel=? AND m.ts=? ORDER BY m.rowid"
+)
+
+MOVE_ASIDE = (
+    "Sentinel does not replace it. Move it aside (with its -wal and -shm files, if any) to "
+    "start with empty state; the alert states, incidents, silences and undelivered "
+    "notifications in it would be lost. Or restore it from a backup."
+)
+
+
+@dataclass
+class OperationFailure:
+    since: float
+    error: str
+    failures: int = 1
+
+
+@dataclass
+class StoreHealth:
+    """Whether the state DB takes writes: each failing operation with the time it started
+    failing and SQLite's latest error. An operation's next success clears it."""
+
+    path: str
+    failing: dict[str, OperationFailure] = field(default_factory=dict)
+    last_write_at: float | None = None
+
+    @property
+    def status(self) -> str:
+        return "unhealthy" if self.failing else "healthy"
+
+    def record_success(self, operation: str) -> None:
+        self.failing.pop(operation, None)
+        self.last_write_at = time.time()
+
+    def record_failure(self, operation: str, error: str) -> None:
+        current = self.failing.get(operation)
+        if current is None:
+            self.failing[operation] = OperationFailure(time.time(), error)
+        else:
+            current.error = error
+            current.failures += 1
+
+    def not_ready_reasons(self) -> list[str]:
+        return [
+            f"state store cannot save {op} ({self.path}): {f.error}"
+            for op, f in self.failing.items()
+            if op in BLOCKS_READINESS
+        ]
+
+    def as_json(self) -> dict[str, Any]:
+        latest = max(self.failing.items(), key=lambda item: item[1].since, default=None)
+        return {
+            "status": self.status,
+            "path": self.path,
+            "last_error": f"{latest[0]}: {latest[1].error}" if latest else None,
+            "failing_since": min((f.since for f in self.failing.values()), default=None),
+            "failing": {
+                op: {"since": f.since, "error": f.error, "failures": f.failures}
+                for op, f in self.failing.items()
+            },
+            "last_write_at": self.last_write_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -93,21 +189,97 @@ class NewNotification:
     kind: str
     service: str
     payload: dict[str, Any]
+    # When the transition happened; a commit retried after a failure keeps this time.
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SlackMember:
+    """One incident sharing a Slack message: its latest alert payload (None for rows of
+    schema < 4) and its incident row (None if unknown)."""
+
+    incident_id: str
+    alert: dict[str, Any] | None
+    incident: dict[str, Any] | None
 
 
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against a process crash (kill -9) in WAL mode.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.health = StoreHealth(self.path)
         self._blob_hashes: dict[str, str] = {}
-        self.migrate()
+        self.db = self._open()
+        try:
+            self.migrate()
+        except StateStoreWriteError as exc:
+            self.db.close()
+            raise StateStoreUnusable(
+                self.path,
+                f"cannot be prepared: {exc.detail}. If the disk is full, free space; if this is "
+                "not a Sentinel state database, point state.path at another file.",
+            ) from exc
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect and check the file before anything writes to it (WAL mode rewrites the
+        header): a file that is not a healthy Sentinel database is refused, never replaced."""
+        if self.path != ":memory:":
+            target = Path(self.path)
+            if target.is_dir():
+                raise StateStoreUnusable(
+                    self.path, "is a directory, not a database file. Point state.path at a file."
+                )
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateStoreUnusable(
+                    self.path, f"cannot create its directory: {exc.strerror or exc}"
+                ) from exc
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._unopenable(exc) from exc
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=5000")
+            problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                first = problems[0].replace("*** in database main ***\n", "").strip()
+                raise StateStoreUnusable(
+                    self.path, f"is corrupt (integrity check: {first}). {MOVE_ASIDE}"
+                )
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(MIGRATIONS):
+                raise StateStoreUnusable(
+                    self.path,
+                    f"has schema version {version}, newer than this Sentinel knows "
+                    f"({len(MIGRATIONS)}): it was written by a newer release. Run that "
+                    "release, or point state.path at another file.",
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a process crash (kill -9) in WAL mode.
+            db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise self._unopenable(exc) from exc
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _unopenable(self, exc: sqlite3.Error) -> StateStoreUnusable:
+        code = getattr(exc, "sqlite_errorname", "")
+        if code in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            return StateStoreUnusable(
+                self.path, f"is not a usable SQLite database ({exc}). {MOVE_ASIDE}"
+            )
+        return StateStoreUnusable(
+            self.path,
+            f"cannot be opened ({exc}). Check that the file and its directory exist and are "
+            "readable and writable by this user.",
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -116,19 +288,46 @@ class Store:
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
+    @contextlib.contextmanager
+    def _transaction(
+        self, operation: str, db: sqlite3.Connection | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed whole or not at all. On failure the original
+        SQLite error is raised as StateStoreWriteError and recorded in `health`."""
+        db = db or self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            self.health.record_failure(operation, str(exc))
+            raise StateStoreWriteError(self.path, operation, str(exc)) from exc
+        except BaseException:
+            self._rollback(db)
+            raise
+        self.health.record_success(operation)
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL, I/O errors): a second ROLLBACK
+        # would raise "cannot rollback - no transaction is active" over the real error.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+
+    def _write(self, operation: str, sql: str, params: Sequence[Any]) -> int:
+        with self._transaction(operation) as db:
+            return db.execute(sql, params).rowcount
+
     def migrate(self) -> None:
         version = self.schema_version
         for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction(f"schema migration to version {target}") as db:
                 for statement in script.split(";"):
                     if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={target}")
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={target}")
 
     # -- alerts and incidents -----------------------------------------------------------
 
@@ -148,25 +347,24 @@ class Store:
         notifications: Sequence[NewNotification],
         now: float,
     ) -> None:
-        """State changes and their notifications, atomically."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany(
+        """State changes and their notifications, atomically (or StateStoreWriteError)."""
+        with self._transaction(ALERT_STATE) as db:
+            db.executemany(
                 "INSERT INTO alerts(key, data, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at",
                 [(a.key, jsonenc.dumps(asdict(a)), now) for a in alerts],
             )
-            self.db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO incidents(id, alert_key, service, slo, severity, labels, "
                 "started_at, last_value, threshold) VALUES (:id, :alert_key, :service, :slo, "
                 ":severity, :labels, :started_at, :last_value, :threshold)",
                 list(incidents_opened),
             )
-            self.db.executemany(
+            db.executemany(
                 "UPDATE incidents SET resolved_at=? WHERE id=?",
                 [(at, iid) for iid, at in incidents_resolved],
             )
-            self.db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO outbox(idempotency_key, notifier, kind, service, payload, "
                 "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -176,16 +374,12 @@ class Store:
                         n.kind,
                         n.service,
                         jsonenc.dumps(n.payload),
-                        now,
+                        now if n.created_at is None else n.created_at,
                         now,
                     )
                     for n in notifications
                 ],
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def incidents(self, open_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
         where = "WHERE resolved_at IS NULL" if open_only else ""
@@ -219,23 +413,26 @@ class Store:
         ]
 
     def mark_sending(self, entry_id: int, now: float) -> None:
-        self.db.execute("UPDATE outbox SET sending_since=? WHERE id=?", (now, entry_id))
+        self._write(OUTBOX, "UPDATE outbox SET sending_since=? WHERE id=?", (now, entry_id))
 
     def mark_delivered(self, entry_id: int, now: float) -> None:
-        self.db.execute(
+        self._write(
+            OUTBOX,
             "UPDATE outbox SET delivered_at=?, attempts=attempts+1, last_error=NULL WHERE id=?",
             (now, entry_id),
         )
 
     def mark_retry(self, entry_id: int, next_at: float, error: str) -> None:
-        self.db.execute(
+        self._write(
+            OUTBOX,
             "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=?, "
             "sending_since=NULL WHERE id=?",
             (next_at, error, entry_id),
         )
 
     def mark_dead(self, entry_id: int, now: float, error: str) -> None:
-        self.db.execute(
+        self._write(
+            OUTBOX,
             "UPDATE outbox SET attempts=attempts+1, dead_at=?, last_error=?, sending_since=NULL "
             "WHERE id=?",
             (now, error, entry_id),
@@ -266,13 +463,36 @@ class Store:
         return (row["channel"], row["ts"]) if row else None
 
     def save_slack_message(
-        self, notifier: str, incident_ids: Iterable[str], channel: str, ts: str
+        self, notifier: str, alerts: Sequence[dict[str, Any]], channel: str, ts: str
     ) -> None:
-        self.db.executemany(
-            "INSERT OR REPLACE INTO slack_messages(notifier, incident_id, channel, ts) "
-            "VALUES (?, ?, ?, ?)",
-            [(notifier, iid, channel, ts) for iid in incident_ids],
-        )
+        """The message (channel, ts) now shows these alerts (payload dicts)."""
+        with self._transaction(OUTBOX) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO slack_messages(notifier, incident_id, channel, ts, alert) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(notifier, a["incident_id"], channel, ts, jsonenc.dumps(a)) for a in alerts],
+            )
+
+    def update_slack_alerts(self, notifier: str, alerts: Sequence[dict[str, Any]]) -> None:
+        """Keep each incident's latest payload (values, resolve time) with its message."""
+        with self._transaction(OUTBOX) as db:
+            db.executemany(
+                "UPDATE slack_messages SET alert=? WHERE notifier=? AND incident_id=?",
+                [(jsonenc.dumps(a), notifier, a["incident_id"]) for a in alerts],
+            )
+
+    def slack_members(self, notifier: str, channel: str, ts: str) -> list[SlackMember]:
+        """Every incident shown by one Slack message, in the order it was posted."""
+        rows = self.db.execute(SLACK_MEMBERS_SQL, (notifier, channel, ts))
+        out = []
+        for r in rows:
+            incident = None
+            if r["known"] is not None:
+                incident = {k: r[k] for k in INCIDENT_FIELDS}
+                incident["labels"] = json.loads(r["labels"])
+            alert = json.loads(r["alert"]) if r["alert"] else None
+            out.append(SlackMember(r["incident_id"], alert, incident))
+        return out
 
     # -- silences -----------------------------------------------------------------------
 
@@ -287,7 +507,8 @@ class Store:
         silence = Silence(
             uuid.uuid4().hex[:12], tuple(matchers), starts_at, ends_at, author, comment, time.time()
         )
-        self.db.execute(
+        self._write(
+            SILENCES,
             "INSERT INTO silences VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 silence.id,
@@ -319,10 +540,10 @@ class Store:
         return out
 
     def expire_silence(self, silence_id: str, now: float) -> bool:
-        cur = self.db.execute(
-            "UPDATE silences SET ends_at=MIN(ends_at, ?) WHERE id=?", (now, silence_id)
+        changed = self._write(
+            SILENCES, "UPDATE silences SET ends_at=MIN(ends_at, ?) WHERE id=?", (now, silence_id)
         )
-        return cur.rowcount > 0
+        return changed > 0
 
     # -- gate audit ---------------------------------------------------------------------
 
@@ -342,9 +563,19 @@ class Store:
             else:
                 span[1] = at
                 span[2] += 1
-        db = db or self.db
-        db.execute("BEGIN")
         try:
+            self._record_gates(grouped, db)
+        except StateStoreWriteError:
+            # The hash cache says "stored" for the texts of the batch that was not.
+            self._blob_hashes.clear()
+            raise
+
+    def _record_gates(
+        self,
+        grouped: dict[tuple[str, str, str, str], list[float]],
+        db: sqlite3.Connection | None,
+    ) -> None:
+        with self._transaction(GATE_AUDIT, db) as db:
             blobs: list[tuple[str, str]] = []
             decisions = [
                 (
@@ -364,10 +595,6 @@ class Store:
                 "body_hash, count, last_at) VALUES (?, ?, ?, '', '', ?, ?, ?, ?)",
                 decisions,
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _blob_hash(self, text: str, new: list[tuple[str, str]]) -> str:
         known = self._blob_hashes.get(text)

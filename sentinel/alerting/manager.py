@@ -4,6 +4,11 @@ For every SLO instance: step the pure state machine; for every transition pick t
 notifiers (the rule's `notify`, else every non-webhook notifier, else the log), drop
 what a silence matches, apply the rollback guard rails, group by (notifier, service,
 kind), and commit states + notifications in one transaction.
+
+When that commit fails (disk full, I/O error) nothing of it is written; the changes stay
+in memory, in order, and the next cycle commits them before its own — so a breach seen
+while the store is unwritable is still announced, with the time it fired, and its
+FIRING always reaches the outbox before its RESOLVED.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.alerting.silences import alert_labels
 from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
+from sentinel.errors import StateStoreWriteError
 from sentinel.evaluation import SLOResult, rfc3339
 from sentinel.links import dashboard_url
 from sentinel.logs import fields
@@ -60,6 +66,28 @@ class RollbackGuard:
     min_events: float
 
 
+@dataclass
+class Unsaved:
+    """Alert changes not yet committed, oldest first; committed together, before newer ones."""
+
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[tuple[str, float]] = field(default_factory=list)
+    notifications: list[NewNotification] = field(default_factory=list)
+    failed_commits: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.opened or self.resolved or self.notifications)
+
+    def last_rollback_at(self, notifier: str, service: str) -> float | None:
+        times = [
+            n.created_at
+            for n in self.notifications
+            if n.notifier == notifier and n.service == service and n.kind == "firing"
+        ]
+        return max((t for t in times if t is not None), default=None)
+
+
 class AlertManager:
     def __init__(
         self,
@@ -75,6 +103,7 @@ class AlertManager:
         self.grafana_url = grafana_url
         self.on_commit = on_commit
         self.alerts: dict[str, Alert] = store.load_alerts()
+        self.unsaved = Unsaved()
         self.slo_of: dict[str, SLO] = {}
         # service -> keys of its firing alerts; the gate asks on every request.
         self._firing: dict[str, set[str]] = {}
@@ -86,38 +115,78 @@ class AlertManager:
         self.observe_sync(group, results, now)
 
     def observe_sync(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
+        """Step every instance, then commit the changes (after any a failed commit left)."""
         slos = {slo.name: slo for slo in group.slos}
-        changed: list[Alert] = []
+        # New states go into a scratch dict first: if building the notifications fails
+        # (a store read), nothing has changed and the next cycle makes the same steps.
+        changed: dict[str, Alert] = {}
         transitions: list[tuple[SLO, Transition]] = []
         for result in results:
             slo = slos.get(result.slo)
             if slo is None:
                 continue
             self.slo_of[result.key] = slo
-            prev = self.alerts.get(result.key)
+            prev = changed.get(result.key) or self.alerts.get(result.key)
             alert, transition = step(prev, result, policy_for(slo, result), now)
             if alert != prev:
-                changed.append(alert)
-                self.alerts[result.key] = alert
-                firing = self._firing.setdefault(result.service, set())
-                if alert.state is AlertState.FIRING:
-                    firing.add(result.key)
-                else:
-                    firing.discard(result.key)
+                changed[result.key] = alert
             if transition is not None:
                 transitions.append((slo, transition))
-        if not changed:
-            return
-        opened, resolved = [], []
+        if changed:
+            self._stage(changed, transitions, now)
+        if self.unsaved:
+            self._commit(now)
+
+    def _stage(
+        self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float
+    ) -> None:
+        notifications = self._notifications(transitions, now)
+        unsaved = self.unsaved
+        for key, alert in changed.items():
+            self.alerts[key] = alert
+            unsaved.alerts[key] = alert
+            firing = self._firing.setdefault(key.split("/", 1)[0], set())
+            if alert.state is AlertState.FIRING:
+                firing.add(key)
+            else:
+                firing.discard(key)
         for _, tr in transitions:
             self._log(tr)
             if tr.kind is TransitionKind.FIRING:
-                opened.append(_incident_row(tr))
+                unsaved.opened.append(_incident_row(tr))
             elif tr.kind is TransitionKind.RESOLVED and tr.alert.incident_id:
-                resolved.append((tr.alert.incident_id, now))
-        notifications = self._notifications(transitions, now)
-        self.store.commit_cycle(changed, opened, resolved, notifications, now)
-        if notifications:
+                unsaved.resolved.append((tr.alert.incident_id, now))
+        unsaved.notifications += notifications
+
+    def _commit(self, now: float) -> None:
+        pending = self.unsaved
+        try:
+            self.store.commit_cycle(
+                list(pending.alerts.values()),
+                pending.opened,
+                pending.resolved,
+                pending.notifications,
+                now,
+            )
+        except StateStoreWriteError as exc:
+            pending.failed_commits += 1
+            log.error(
+                f"alert changes not saved; kept in memory and retried next cycle: {exc.error}",
+                extra=fields(
+                    path=exc.path,
+                    alerts=len(pending.alerts),
+                    notifications=len(pending.notifications),
+                    attempts=pending.failed_commits,
+                ),
+            )
+            return
+        self.unsaved = Unsaved()
+        if pending.failed_commits:
+            log.warning(
+                f"alert changes saved after {pending.failed_commits} failed attempt(s)",
+                extra=fields(alerts=len(pending.alerts), notifications=len(pending.notifications)),
+            )
+        if pending.notifications:
             self.on_commit()
 
     def _log(self, tr: Transition) -> None:
@@ -145,6 +214,7 @@ class AlertManager:
     ) -> list[NewNotification]:
         silences = [s for s in self.store.silences() if s.active(now)]
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        granted: dict[tuple[str, str], float] = {}  # rollbacks allowed in this cycle
         for slo, tr in transitions:
             r = tr.result
             labels = alert_labels(r.service, r.slo, r.severity, r.labels)
@@ -159,7 +229,9 @@ class AlertManager:
                 notifier = self.notifiers[name]
                 if not severity_at_least(r.severity, notifier.min_severity):
                     continue
-                if notifier.kind == "webhook" and not self._rollback_allowed(name, slo, tr, now):
+                if notifier.kind == "webhook" and not self._rollback_allowed(
+                    name, slo, tr, now, granted
+                ):
                     continue
                 groups.setdefault((name, r.service, tr.kind.value), []).append(
                     self._alert_payload(slo, tr, now)
@@ -175,10 +247,19 @@ class AlertManager:
                     "alerts": batch,
                     "env": batch[0]["labels"].get("env") or batch[0].get("env"),
                 }
-                out.append(NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload))
+                out.append(
+                    NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now)
+                )
         return out
 
-    def _rollback_allowed(self, name: str, slo: SLO, tr: Transition, now: float) -> bool:
+    def _rollback_allowed(
+        self,
+        name: str,
+        slo: SLO,
+        tr: Transition,
+        now: float,
+        granted: dict[tuple[str, str], float],
+    ) -> bool:
         if tr.kind is not TransitionKind.FIRING or not policy_for(slo, tr.result).rollback:
             return False
         guard = self.guards.get(name, RollbackGuard(1800.0, 0.0))
@@ -189,13 +270,21 @@ class AlertManager:
                 f"{events} events < min_events {guard.min_events:g}"
             )
             return False
-        last = self.store.last_rollback_at(name, tr.result.service)
+        service = tr.result.service
+        # Rollbacks not committed yet (an earlier failed commit, or this cycle's) count too.
+        times = (
+            self.store.last_rollback_at(name, service),
+            self.unsaved.last_rollback_at(name, service),
+            granted.get((name, service)),
+        )
+        last = max((t for t in times if t is not None), default=None)
         if last is not None and now - last < guard.cooldown:
             log.warning(
                 f"rollback not triggered for {tr.result.service}: cooldown "
                 f"({format_duration(guard.cooldown)}) since the last one"
             )
             return False
+        granted[(name, service)] = now
         return True
 
     def _alert_payload(self, slo: SLO, tr: Transition, now: float) -> dict[str, Any]:
@@ -250,6 +339,8 @@ class AlertManager:
                     "since": rfc3339(alert.since) if alert.since else None,
                     "incident_id": alert.incident_id,
                     "fired_at": rfc3339(alert.fired_at) if alert.fired_at else None,
+                    # False while a change is held in memory because the store failed.
+                    "saved": key not in self.unsaved.alerts,
                 }
             )
         return out

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from sentinel.errors import NotifyRejected, NotifyRetryable
+from sentinel.errors import NotifyRejected, NotifyRetryable, StateStoreError
 from sentinel.logs import fields
 from sentinel.notify.base import Notifier
 from sentinel.selfmetrics import SelfMetrics
@@ -48,6 +48,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._pass_lock = asyncio.Lock()
+        self._store_error: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="outbox-dispatcher")
@@ -70,6 +71,12 @@ class Dispatcher:
         while not self._stopping:
             try:
                 await self.deliver_due()
+                self._store_error = None
+            except StateStoreError as exc:
+                # Shown in the state store's health; log each new error once, not every poll.
+                if str(exc) != self._store_error:
+                    log.error(f"outbox dispatch paused, state store write failed: {exc}")
+                self._store_error = str(exc)
             except Exception:
                 log.exception("outbox dispatch failed; retrying")
             with contextlib.suppress(TimeoutError):

@@ -2,9 +2,17 @@
 
 Bot token: `chat.postMessage` when an incident fires, `chat.update` of the same message
 when it changes, thread replies for reminders and the resolve. Incoming-webhook URL: post
-only. Every message carries Slack message metadata with the outbox idempotency key, so
-after a crash mid-send the notifier looks the message up (`conversations.history` /
-`conversations.replies`) instead of posting it twice.
+only.
+
+Alerts of one service that fire in the same cycle share one message. That message always
+shows the group's true state: it is re-rendered from every incident it holds (their
+latest payloads, kept with the message reference, and their resolve times from the
+incidents table), so it says FIRING, with which alerts resolved and which still fire,
+until the last one resolves. Thread replies name what resolved and what still fires.
+
+Every message carries Slack message metadata with the outbox idempotency key, so after a
+crash mid-send (or a retry after a partial delivery) the notifier looks the message up
+(`conversations.history` / `conversations.replies`) instead of posting it twice.
 
 429 (honouring Retry-After), 5xx and connection errors are retried by slack-sdk's retry
 handlers, then by the outbox; permanent errors (`invalid_auth`, `channel_not_found`) are
@@ -29,9 +37,10 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from sentinel.config import SlackNotifierConfig
 from sentinel.errors import NotifyRejected, NotifyRetryable
+from sentinel.evaluation import rfc3339
 from sentinel.notify.base import fmt_value, summary_line
 from sentinel.sources.base import DependencyHealth
-from sentinel.store import OutboxEntry, Store
+from sentinel.store import OutboxEntry, SlackMember, Store
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
 # section text 3,000 chars, 50 blocks per message.
@@ -55,46 +64,94 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# An alert shown in a message, with its state there: "firing", "repeat" or "resolved".
+Member = tuple[dict[str, Any], str]
+
+
 def render_blocks(entry: OutboxEntry, state: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """(fallback text, Block Kit blocks) for an outbox entry."""
-    payload = entry.payload
+    """(fallback text, Block Kit blocks) for an outbox entry, every alert in one state."""
     kind = state or entry.kind
-    alerts = payload["alerts"]
-    title = f"{ICONS.get(kind, '')} {kind.upper()}: {entry.service}"
-    title += f" — {alerts[0]['slo']}" if len(alerts) == 1 else f" — {len(alerts)} SLOs"
+    members = [(alert, kind) for alert in entry.payload["alerts"]]
+    return render_message(entry.service, entry.payload.get("env"), members)
+
+
+def render_message(
+    service: str, env: str | None, members: list[Member]
+) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, blocks) for a message holding these alerts. When some resolved
+    and others still fire, the message is FIRING and says which are which."""
+    kinds = {kind for _, kind in members}
+    mixed = len(kinds) > 1
+    kind = "firing" if mixed else next(iter(kinds))
+    alerts = [alert for alert, _ in members]
+    firing = [a for a, k in members if k != "resolved"]
+    title = f"{ICONS.get(kind, '')} {kind.upper()}: {service}"
+    if mixed:
+        title += f" — {len(firing)} of {len(alerts)} SLOs still firing"
+    else:
+        title += f" — {alerts[0]['slo']}" if len(alerts) == 1 else f" — {len(alerts)} SLOs"
     severity = max(
-        (a["severity"] for a in alerts), key=lambda s: ("info", "ticket", "page").index(s)
+        (a["severity"] for a in firing or alerts), key=lambda s: ("info", "ticket", "page").index(s)
     )
-    env = payload.get("env") or "-"
+    context = f"*Severity:* {severity}  *Service:* {service}  *Env:* {env or '-'}"
+    if mixed:
+        resolved = [alert_name(a) for a, k in members if k == "resolved"]
+        context += f"\n*Still firing:* {', '.join(map(alert_name, firing))}"
+        context += f"  *Resolved:* {', '.join(resolved)}"
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
             "text": {"type": "plain_text", "text": _cut(title, HEADER_MAX), "emoji": True},
         },
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": f"*Severity:* {severity}  *Service:* {entry.service}  *Env:* {env}",
-                }
-            ],
-        },
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(context, SECTION_MAX)}]},
     ]
-    for alert in alerts[:MAX_ALERT_SECTIONS]:
+    for alert, state in members[:MAX_ALERT_SECTIONS]:
+        text = _alert_text(alert, state)
+        if mixed:
+            text = ("✅ *Resolved* · " if state == "resolved" else "🔴 *Still firing* · ") + text
         blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": _cut(_alert_text(alert, kind), SECTION_MAX)},
-            }
+            {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_MAX)}}
         )
-    if len(alerts) > MAX_ALERT_SECTIONS:
-        more = len(alerts) - MAX_ALERT_SECTIONS
+    if len(members) > MAX_ALERT_SECTIONS:
+        more = len(members) - MAX_ALERT_SECTIONS
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more"}]}
         )
-    text = f"{title}: " + "; ".join(summary_line(a) for a in alerts[:5])
-    return _cut(text, 3000), blocks
+    lines = [
+        summary_line(a) + (" (resolved)" if mixed and k == "resolved" else "")
+        for a, k in members[:5]
+    ]
+    return _cut(f"{title}: " + "; ".join(lines), 3000), blocks
+
+
+def alert_name(alert: dict[str, Any]) -> str:
+    """The SLO, with the instance labels when it is one of several instances."""
+    labels = ",".join(f"{k}={v}" for k, v in sorted(alert.get("labels", {}).items()))
+    return f"{alert['slo']}{{{labels}}}" if labels else str(alert["slo"])
+
+
+def _member(m: SlackMember) -> Member | None:
+    """An incident of a shared message as (alert, state); resolved per the incidents
+    table, which the resolve commits with its notification."""
+    alert, incident = m.alert, m.incident
+    if alert is None:
+        if incident is None:
+            return None
+        # A reference stored before payloads were kept (schema < 4): what the row knows.
+        alert = {
+            "incident_id": m.incident_id,
+            "slo": incident["slo"],
+            "severity": incident["severity"],
+            "labels": incident["labels"],
+            "value": incident["last_value"],
+            "threshold": incident["threshold"],
+            "started_at": incident["started_at"],
+            "started_at_text": rfc3339(incident["started_at"]),
+        }
+    resolved_at = incident["resolved_at"] if incident else None
+    if alert.get("resolved_at_text") is None and resolved_at is not None:
+        alert = {**alert, "resolved_at_text": rfc3339(resolved_at)}
+    return alert, "resolved" if alert.get("resolved_at_text") else "firing"
 
 
 def _alert_text(alert: dict[str, Any], kind: str) -> str:
@@ -207,21 +264,33 @@ class SlackNotifier:
     async def _deliver_bot(
         self, client: AsyncWebClient, entry: OutboxEntry, uncertain: bool
     ) -> None:
-        incidents = [a["incident_id"] for a in entry.payload["alerts"]]
+        alerts: list[dict[str, Any]] = entry.payload["alerts"]
+        # A retry may follow a partial delivery (one message updated, the next failed):
+        # look before posting again.
+        uncertain = uncertain or entry.attempts > 0
         if entry.kind == "firing":
-            await self._post_root(client, entry, incidents, uncertain)
+            await self._post_root(client, entry, alerts, uncertain)
             return
-        refs = {iid: self.store.slack_message(self.name, iid) for iid in incidents}
-        roots = {ref for ref in refs.values() if ref is not None}
-        if not roots:
+        refs = {
+            a["incident_id"]: self.store.slack_message(self.name, a["incident_id"]) for a in alerts
+        }
+        orphans = [a for a in alerts if refs[a["incident_id"]] is None]
+        if orphans:
             # The firing message was never posted here (silenced then, or another notifier).
-            await self._post_root(client, entry, incidents, uncertain)
+            await self._post_root(client, entry, orphans, uncertain)
+        threaded = [a for a in alerts if refs[a["incident_id"]] is not None]
+        if not threaded:
             return
-        for channel, ts in sorted(roots):
+        self.store.update_slack_alerts(self.name, threaded)
+        for channel, ts in sorted({ref for ref in refs.values() if ref is not None}):
+            mine = [a for a in threaded if refs[a["incident_id"]] == (channel, ts)]
+            members = [
+                m for m in map(_member, self.store.slack_members(self.name, channel, ts)) if m
+            ] or [(a, entry.kind) for a in mine]
             if entry.kind == "resolved":
-                text, blocks = render_blocks(entry, "resolved")
+                text, blocks = render_message(entry.service, entry.payload.get("env"), members)
                 await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
-            await self._post_reply(client, entry, channel, ts, uncertain)
+            await self._post_reply(client, entry, mine, members, (channel, ts), uncertain)
 
     def _metadata(self, entry: OutboxEntry) -> dict[str, Any]:
         return {
@@ -230,7 +299,11 @@ class SlackNotifier:
         }
 
     async def _post_root(
-        self, client: AsyncWebClient, entry: OutboxEntry, incidents: list[str], uncertain: bool
+        self,
+        client: AsyncWebClient,
+        entry: OutboxEntry,
+        alerts: list[dict[str, Any]],
+        uncertain: bool,
     ) -> None:
         channel = self.config.channel
         if not channel:
@@ -238,9 +311,10 @@ class SlackNotifier:
         if uncertain:
             found = await self._find_sent(client, entry, channel, None)
             if found is not None:
-                self.store.save_slack_message(self.name, incidents, found[0], found[1])
+                self.store.save_slack_message(self.name, alerts, found[0], found[1])
                 return
-        text, blocks = render_blocks(entry)
+        env = entry.payload.get("env")
+        text, blocks = render_message(entry.service, env, [(a, entry.kind) for a in alerts])
         resp = await client.chat_postMessage(
             channel=channel,
             text=text,
@@ -248,18 +322,35 @@ class SlackNotifier:
             metadata=self._metadata(entry),
             unfurl_links=False,
         )
-        self.store.save_slack_message(self.name, incidents, str(resp["channel"]), str(resp["ts"]))
+        self.store.save_slack_message(self.name, alerts, str(resp["channel"]), str(resp["ts"]))
 
     async def _post_reply(
-        self, client: AsyncWebClient, entry: OutboxEntry, channel: str, ts: str, uncertain: bool
+        self,
+        client: AsyncWebClient,
+        entry: OutboxEntry,
+        mine: list[dict[str, Any]],
+        members: list[Member],
+        message: tuple[str, str],
+        uncertain: bool,
     ) -> None:
+        """One thread reply: what this entry changed, and what of the group still fires."""
+        channel, ts = message
         if uncertain and await self._find_sent(client, entry, channel, ts) is not None:
             return
         verb = {"resolved": "Resolved", "repeat": "Still firing"}.get(entry.kind, entry.kind)
-        lines = [
-            f"{ICONS.get(entry.kind, '')} {verb}: {summary_line(a)}"
-            for a in entry.payload["alerts"]
-        ]
+        lines = [f"{ICONS.get(entry.kind, '')} {verb}: {summary_line(a)}" for a in mine]
+        if entry.kind == "resolved" and len(members) > 1:
+            ids = {a["incident_id"] for a in mine}
+            still = [
+                alert_name(a) for a, k in members if k != "resolved" and a["incident_id"] not in ids
+            ]
+            if still:
+                lines.append(
+                    f"{ICONS['firing']} Still firing ({len(still)} of {len(members)}): "
+                    + ", ".join(still)
+                )
+            else:
+                lines.append(f"All {len(members)} alerts of this message have resolved.")
         await client.chat_postMessage(
             channel=channel,
             thread_ts=ts,
