@@ -113,12 +113,44 @@ NotifierConfig = Annotated[
 ]
 
 
+# The gate's own request parameters (sentinel/gate_request.py): never label matchers.
+GATE_PARAMETERS = frozenset(
+    {"service", "since", "slo", "release", "revision", "token", "decision_in"}
+)
+
+
+def _request_label(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value):
+        raise ValueError(f"expected a label name, got {value!r}")
+    if value in GATE_PARAMETERS:
+        raise ValueError(f"{value!r} is a gate parameter, not a label")
+    return value
+
+
 class GateConfig(_Strict):
     source_down_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
     # How long a source may be unreachable before the policy applies (before: pending).
     source_down_after: Duration = 300.0
     cache_ttl: Duration = 5.0
     min_duration: Duration = 0.0
+    # Labels a request may add as matchers (`?env=prod`, Flagger metadata). They only
+    # narrow the rule's own selectors; any other parameter is a 400 naming it.
+    request_labels: list[Annotated[str, BeforeValidator(_request_label)]] = Field(
+        default_factory=lambda: ["env"]
+    )
+    # Fresh evaluations (cache misses) per second over all callers, and how many may wait
+    # or run at once; beyond either the gate answers 429 with Retry-After.
+    max_evaluations_per_second: float = Field(5.0, gt=0, le=1000)
+    max_pending_evaluations: int = Field(8, ge=1, le=1000)
+    # Per source, for gate queries only: scheduled cycles keep their own max_in_flight.
+    max_in_flight: int = Field(2, ge=1, le=64)
+    # Past it the answer is pending + Retry-After; the evaluation finishes in the background.
+    deadline: Duration = Field(5.0, gt=0, le=300)
+    # Audit trail (/api/v1/gate/history): older rows, and the oldest beyond the row cap,
+    # are pruned periodically.
+    audit_retention: Duration = Field(30 * 86400.0, gt=0, le=3650 * 86400.0)
+    audit_max_rows: int = Field(100_000, ge=100, le=100_000_000)
+
 
 
 class DashboardsConfig(_Strict):

@@ -154,15 +154,16 @@ class StoreHealth:
         ]
 
     def as_json(self) -> dict[str, Any]:
-        latest = max(self.failing.items(), key=lambda item: item[1].since, default=None)
+        failing = list(self.failing.items())
+        latest = max(failing, key=lambda item: item[1].since, default=None)
         return {
             "status": self.status,
             "path": self.path,
             "last_error": f"{latest[0]}: {latest[1].error}" if latest else None,
-            "failing_since": min((f.since for f in self.failing.values()), default=None),
+            "failing_since": min((f.since for _, f in failing), default=None),
             "failing": {
                 op: {"since": f.since, "error": f.error, "failures": f.failures}
-                for op, f in self.failing.items()
+                for op, f in failing
             },
             "last_write_at": self.last_write_at,
         }
