@@ -99,7 +99,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sentinel.daemon import schedule_jobs
+    from sentinel.scheduling import schedule_jobs
 
     setup_logging(args.log_format, args.log_level)
     try:

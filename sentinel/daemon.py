@@ -17,29 +17,25 @@ import asyncio
 import contextlib
 import gc
 import logging
-import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from sentinel import __version__
 from sentinel.confdiff import compare
 from sentinel.config import Config, load_config
-from sentinel.errors import ConfigError, Problem
+from sentinel.errors import ConfigError
 from sentinel.evaluation import SLOResult, Status, evaluate_failure
 from sentinel.loader import load_rules
 from sentinel.logs import fields
 from sentinel.model import RuleGroup, RuleSet
+from sentinel.runstate import GroupStatus, ReloadStatus, RunState
+from sentinel.scheduling import GroupJob, GroupScheduler, schedule_jobs
 from sentinel.selfmetrics import SelfMetrics
 from sentinel.sources.base import Source
-from sentinel.tasks import TaskSupervisor
+from sentinel.tasks import TaskSupervisor, wait_done
 from sentinel.units import format_duration
 from sentinel.wiring import build_engine, build_sources
 
@@ -50,86 +46,6 @@ ResultHook = Callable[[RuleGroup, list[SLOResult], float], Awaitable[None]]
 # A group that has not finished a cycle for this many intervals is stuck (a dead job, a
 # hung hook): `/health/ready` says so, naming the group.
 STALE_INTERVALS = 3
-
-
-class RunState(StrEnum):
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-@dataclass
-class GroupStatus:
-    last_started_at: float | None = None
-    last_finished_at: float | None = None
-    last_duration: float | None = None
-    last_outcome: str | None = None
-    last_error: str | None = None
-    cycles: int = 0
-    overruns: int = 0
-    # Clock time the last cycle completed (last_finished_at is the evaluation time).
-    completed_at: float | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "last_evaluation_at": self.last_finished_at,
-            "completed_at": self.completed_at,
-            "duration_seconds": self.last_duration,
-            "outcome": self.last_outcome,
-            "last_error": self.last_error,
-            "cycles": self.cycles,
-            "overruns": self.overruns,
-        }
-
-
-@dataclass
-class ReloadStatus:
-    """Outcome of the last reload: initial (none yet), ok, partial (applied, but a reload
-    hook failed: see errors) or failed (refused; the previous config keeps running)."""
-
-    status: str = "initial"
-    at: float | None = None
-    errors: list[str] = field(default_factory=list)
-    changes: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "at": self.at,
-            "errors": self.errors,
-            "changes": self.changes,
-        }
-
-
-@dataclass(frozen=True)
-class GroupJob:
-    group: str
-    interval: float
-    trigger: IntervalTrigger
-
-
-def schedule_jobs(rules: RuleSet) -> list[GroupJob]:
-    """One interval trigger per group, each proven able to compute its next fire time.
-    Raises ConfigError naming every group that cannot be scheduled."""
-    now = datetime.now(UTC)
-    jobs, problems = [], []
-    for group in rules.groups:
-        interval = group.interval
-        try:
-            if not math.isfinite(interval) or interval <= 0:
-                raise ValueError("must be a positive duration")
-            trigger = IntervalTrigger(seconds=interval, timezone=UTC)
-            trigger.get_next_fire_time(now, now)
-        except (OverflowError, ValueError) as exc:
-            problems.append(
-                Problem(group.file, None, "interval", f"{interval:g}s cannot be scheduled: {exc}")
-            )
-            continue
-        jobs.append(GroupJob(group.name, interval, trigger))
-    if problems:
-        raise ConfigError(problems)
-    return jobs
 
 
 @dataclass(frozen=True)
@@ -171,7 +87,7 @@ class Daemon:
         self._locks: dict[str, asyncio.Lock] = {}
         self._cycles: set[asyncio.Task[Any]] = set()
         self._scheduled_at: dict[str, float] = {}
-        self._scheduler: AsyncIOScheduler | None = None
+        self._scheduler: GroupScheduler | None = None
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -388,19 +304,9 @@ class Daemon:
 
     def _schedule(self, jobs: list[GroupJob]) -> None:
         assert self._scheduler is not None
-        self._scheduler.remove_all_jobs()
+        self._scheduler.replace(jobs)
         now = self.clock()
         for job in jobs:
-            self._scheduler.add_job(
-                self._job,
-                job.trigger,
-                args=[job.group],
-                id=f"group:{job.group}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(job.interval)),
-                next_run_time=datetime.now(UTC),
-            )
             self._scheduled_at[job.group] = now
 
     async def _job(self, name: str) -> None:
@@ -524,7 +430,7 @@ class Daemon:
     async def start(self) -> None:
         """Start scheduling. Raises ConfigError if a group cannot be scheduled."""
         jobs = schedule_jobs(self.rules)
-        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._scheduler = GroupScheduler(self._job)
         self.state = RunState.RUNNING
         self._schedule(jobs)
         self._scheduler.start()
@@ -565,8 +471,8 @@ class Daemon:
         """Stop scheduling, let running cycles finish and commit (up to
         `evaluation.shutdown_timeout`, or until a second signal), close the sources."""
         self.state = RunState.STOPPING
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
         await self._finish_cycles()
         for source in self.engine.sources.values():
             with contextlib.suppress(Exception):
@@ -582,18 +488,7 @@ class Daemon:
             f"waiting up to {timeout:g}s for {len(running)} running cycle(s) to finish",
             extra=fields(cycles=sorted(t.get_name() for t in running)),
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        forced = asyncio.ensure_future(self._force.wait())
-        pending = running
-        try:
-            while pending and not forced.done() and (left := deadline - loop.time()) > 0:
-                await asyncio.wait(
-                    {*pending, forced}, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                pending = {t for t in pending if not t.done()}
-        finally:
-            forced.cancel()
+        pending = await wait_done(running, timeout, self._force)
         why = "second stop signal" if self._force.is_set() else f"shutdown_timeout {timeout:g}s"
         for task in pending:
             log.warning(f"{why}: cancelling {task.get_name()} before it finished")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import FIRST_COMPLETED
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -90,3 +91,21 @@ class TaskSupervisor:
             "failures_total": self.failures_total,
             "last_failure": last.as_json() if last else None,
         }
+
+
+async def wait_done(
+    tasks: set[asyncio.Task[Any]], grace: float, force: asyncio.Event
+) -> set[asyncio.Task[Any]]:
+    """Wait until the tasks are done, `grace` seconds passed or `force` is set; return
+    the tasks still running (the caller decides what to do with them)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    forced = asyncio.ensure_future(force.wait())
+    pending = {t for t in tasks if not t.done()}
+    try:
+        while pending and not force.is_set() and (left := deadline - loop.time()) > 0:
+            await asyncio.wait({*pending, forced}, timeout=left, return_when=FIRST_COMPLETED)
+            pending = {t for t in pending if not t.done()}
+    finally:
+        forced.cancel()
+    return pending

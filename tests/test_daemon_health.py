@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from sentinel.config import load_config
-from sentinel.daemon import Daemon, schedule_jobs
+from sentinel.daemon import Daemon
 from sentinel.errors import ConfigError
 from sentinel.evaluation import SLOResult
 from sentinel.loader import load_rules
 from sentinel.model import RuleGroup, RuleSet
+from sentinel.scheduling import schedule_jobs
 from support.promserver import PrometheusServer
 
 
@@ -150,8 +151,8 @@ async def test_a_reload_that_fails_while_switching_keeps_the_old_rules_and_sched
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await first_cycles_done(daemon)
-    scheduler = daemon._scheduler
-    assert scheduler is not None
+    assert daemon._scheduler is not None
+    scheduler = daemon._scheduler.aps  # fault injection: the scheduler refuses one job
     add_job = scheduler.add_job
     calls = {"n": 0}
 
