@@ -1,6 +1,9 @@
 """Command-line clients of a running daemon: `sentinel gate` and `sentinel silence`.
 
-Exit codes of `sentinel gate`: 0 pass, 1 fail, 3 still pending at the deadline, 2 error.
+Exit codes of `sentinel gate`: 0 pass, 1 fail, 3 no verdict by the end of `--wait` (still
+pending, or the gate overloaded: 429), 2 error (bad request, token, unknown service,
+Sentinel unreachable). While pending it polls every `--interval`; after a 429 it waits
+at least the Retry-After the gate asked for.
 """
 
 from __future__ import annotations
@@ -26,35 +29,50 @@ def _headers() -> dict[str, str]:
 async def _request(
     session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
 ) -> tuple[int, Any]:
+    status, body, _ = await _exchange(session, method, url, **kwargs)
+    return status, body
+
+
+async def _exchange(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any, float]:
+    """(status, JSON body, Retry-After seconds or 0)."""
     async with session.request(method, url, headers=_headers(), **kwargs) as resp:
+        retry_after = resp.headers.get("Retry-After", "")
+        wait = float(retry_after) if retry_after.isascii() and retry_after.isdigit() else 0.0
         try:
-            return resp.status, await resp.json(content_type=None)
+            body = await resp.json(content_type=None)
         except ValueError:
-            return resp.status, {"error": (await resp.text())[:300]}
+            body = {"error": (await resp.text())[:300]}
+        return resp.status, body, wait
 
 
 async def gate(
-    url: str, params: dict[str, str], wait: float, interval: float, out: Any = sys.stdout
+    url: str, params: dict[str, str], wait: float, interval: float, out: Any = None
 ) -> int:
+    out = out or sys.stdout  # looked up per call: tests swap sys.stdout
     deadline = time.monotonic() + wait
     last_reasons: list[str] | None = None
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             try:
-                status, body = await _request(
+                status, body, retry_after = await _exchange(
                     session, "GET", f"{url.rstrip('/')}/api/v1/gate", params=params
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                status, body = 0, {"error": f"cannot reach sentinel: {exc}"}
+                status, body, retry_after = 0, {"error": f"cannot reach sentinel: {exc}"}, 0.0
+            if not isinstance(body, dict):
+                body = {"error": str(body)[:300]}
             if status in (400, 401, 404):
                 print(f"error: {body.get('error')}", file=sys.stderr)
                 return EXIT_ERROR
             decision = body.get("decision") if status in (200, 412, 503) else None
             reasons = body.get("reasons", []) if decision else [str(body.get("error"))]
+            state = decision or ("overloaded" if status == 429 else "unreachable")
             if reasons != last_reasons:
                 stamp = time.strftime("%H:%M:%S")
-                print(f"{stamp} {decision or 'unreachable'}", file=out)
+                print(f"{stamp} {state}", file=out)
                 for reason in reasons:
                     print(f"  - {reason}", file=out)
                 last_reasons = reasons
@@ -62,10 +80,11 @@ async def gate(
                 return EXIT_PASS
             if decision == "fail":
                 return EXIT_FAIL
-            if time.monotonic() + interval > deadline:
-                print("still pending at the deadline", file=sys.stderr)
-                return EXIT_PENDING if decision == "pending" else EXIT_ERROR
-            await asyncio.sleep(interval)
+            pause = max(interval, retry_after) if status == 429 else interval
+            if time.monotonic() + pause > deadline:
+                print(f"no verdict by the deadline ({state})", file=sys.stderr)
+                return EXIT_PENDING if state in ("pending", "overloaded") else EXIT_ERROR
+            await asyncio.sleep(pause)
 
 
 async def silence(

@@ -152,7 +152,6 @@ class GateConfig(_Strict):
     audit_max_rows: int = Field(100_000, ge=100, le=100_000_000)
 
 
-
 class DashboardsConfig(_Strict):
     templates: str = "dashboards"  # Jinja2 templates, relative to this config file
     output: str | None = None  # the daemon (re)writes files here on start and reload

@@ -1,9 +1,11 @@
 """The deploy gate: "may this release be promoted?" for canary / blue-green pipelines.
 
 Verdicts: pass (200), fail (412), pending (503 + Retry-After; curl --retry retries it).
-The decision itself (`decide`) is pure; `Gate.check` gathers its inputs: a fresh
-evaluation of the service's gate SLOs over [since, now] (shared by identical concurrent
-requests and cached for `cache_ttl`), the firing alerts, and source health.
+Overload: 429 + Retry-After (a verdict was not computed). The decision itself (`decide`)
+is pure; `Gate.check` gathers its inputs: a fresh evaluation of the service's gate SLOs
+over [since, now] (shared by identical concurrent requests, cached for `cache_ttl`,
+budgeted by sentinel/gate_budget.py, answered `pending` past `gate.deadline`), the firing
+alerts, and source health. Requests are parsed and checked in sentinel/gate_request.py.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,36 +24,30 @@ from aiohttp import web
 
 from sentinel.alerting.manager import AlertManager
 from sentinel.daemon import Daemon
+from sentinel.errors import StateStoreError
 from sentinel.evaluation import SLOResult, Status, format_value, rfc3339
-from sentinel.model import LABEL_NAME, SLO, Matcher, MatchOp
+from sentinel.gate_budget import EvaluationBudget, GateEngine, GateOverloaded
+from sentinel.gate_request import (
+    GateInputError,
+    GateRequest,
+    audit_inputs,
+    check_narrowing,
+    flagger_token,
+    parse_flagger,
+    parse_query,
+)
+from sentinel.model import SLO, Matcher, MatchOp
+from sentinel.sources.base import DependencyHealth
 from sentinel.store import Store
-from sentinel.timeparse import parse_time
 from sentinel.units import format_duration
 from sentinel.web import dumps, json_response, require_token
 
-RESERVED = frozenset({"service", "since", "slo", "release", "revision"})
+log = logging.getLogger("sentinel.gate")
+
 STATUS_CODE = {"pass": 200, "fail": 412, "pending": 503}
 RETRY_AFTER = "30"
-
-
-class GateInputError(ValueError):
-    def __init__(self, param: str, message: str) -> None:
-        self.param = param
-        super().__init__(f"{param}: {message}")
-
-
-@dataclass(frozen=True)
-class GateRequest:
-    service: str
-    matchers: tuple[Matcher, ...]
-    since: float | None
-    slos: tuple[str, ...]
-    release: str | None = None
-    revision: str | None = None
-
-    @property
-    def cache_key(self) -> tuple[Any, ...]:
-        return (self.service, self.matchers, self.since, self.slos)
+MAX_BODY = 64 * 1024  # a Flagger payload is a few hundred bytes
+HISTORY_LIMIT = 1000
 
 
 @dataclass
@@ -57,27 +56,18 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
 
 
-def parse_request(query: Any) -> GateRequest:
-    service = query.get("service", "").strip()
-    if not service:
-        raise GateInputError("service", "is required")
-    since = None
-    if query.get("since"):
-        try:
-            since = parse_time(query["since"])
-        except ValueError as exc:
-            raise GateInputError("since", str(exc)) from None
-    matchers = []
-    for name, value in sorted(query.items()):
-        if name in RESERVED:
-            continue
-        if not LABEL_NAME.match(name):
-            raise GateInputError(name, "not a valid label name")
-        matchers.append(Matcher(name, MatchOp.EQ, value))
-    slos = tuple(s.strip() for s in query.get("slo", "").split(",") if s.strip())
-    return GateRequest(
-        service, tuple(matchers), since, slos, query.get("release"), query.get("revision")
-    )
+@dataclass(frozen=True)
+class GateAnswer:
+    decision: str
+    body: str
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    at: float  # the evaluation time the results are for
+    results: list[SLOResult]
+    completed_at: float  # the cache's freshness counts from here
 
 
 def decide(
@@ -134,13 +124,28 @@ def _fmt(r: SLOResult, value: float | None) -> str:
 
 
 class Gate:
-    def __init__(self, daemon: Daemon, alerts: AlertManager | None, store: Store | None) -> None:
+    # Audit retention is enforced at start and then this often while the gate is used.
+    prune_every = 60.0
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        alerts: AlertManager | None,
+        store: Store | None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.daemon = daemon
         self.alerts = alerts
         self.store = store
-        self._inflight: dict[tuple[Any, ...], asyncio.Future[tuple[float, list[SLOResult]]]] = {}
-        self._cache: dict[tuple[Any, ...], tuple[float, list[SLOResult]]] = {}
-        self._verdicts: dict[tuple[Any, ...], tuple[str, str]] = {}
+        self.monotonic = monotonic
+        config = daemon.config.gate
+        self.budget = EvaluationBudget(
+            config.max_evaluations_per_second, config.max_pending_evaluations, monotonic
+        )
+        self.engine = GateEngine()
+        self._inflight: dict[tuple[Any, ...], asyncio.Future[Evaluated]] = {}
+        self._cache: dict[tuple[Any, ...], Evaluated] = {}
+        self._verdicts: dict[tuple[Any, ...], GateAnswer] = {}
         counter = daemon.metrics.gate_decisions
         self._decision_counters = {d: counter.labels(d) for d in ("pass", "fail", "pending")}
         self._inputs_json: dict[GateRequest, str] = {}
@@ -150,11 +155,34 @@ class Gate:
         self._flusher: asyncio.Task[None] | None = None
         # Small, frequent batches: a large one holds the GIL long enough to show in p99.
         self.flush_every = 0.02
+        self._next_prune = monotonic() + self.prune_every
+        if store is not None:
+            self.prune_audit()
+
+    # -- audit --------------------------------------------------------------------------
 
     def flush_audit(self) -> None:
         rows, self._audit = self._audit, []
-        if self.store is not None:
+        if self.store is None:
+            return
+        try:
             self.store.record_gates(rows)
+        except StateStoreError as exc:
+            # The verdicts were answered; only their audit rows are lost (store health
+            # shows the failing write).
+            log.warning(f"gate audit: {len(rows)} decisions not recorded: {exc}")
+
+    def prune_audit(self) -> int:
+        """Apply gate.audit_retention and gate.audit_max_rows; returns rows deleted."""
+        if self.store is None:
+            return 0
+        config = self.daemon.config.gate
+        cutoff = self.daemon.clock() - config.audit_retention
+        try:
+            return self.store.prune_gate_audit(cutoff, config.audit_max_rows)
+        except StateStoreError as exc:
+            log.warning(f"gate audit: retention not applied: {exc}")
+            return 0
 
     async def _flush_loop(self) -> None:
         assert self.store is not None
@@ -163,18 +191,35 @@ class Gate:
         while True:
             await asyncio.sleep(self.flush_every)
             self.flush_audit()
+            if self.monotonic() >= self._next_prune:
+                self._next_prune = self.monotonic() + self.prune_every
+                self.prune_audit()
 
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
+        for task in list(self._inflight.values()):
+            task.cancel()
         self.flush_audit()
+        await self.engine.close()
 
     def record(self, at: float, service: str, decision: str, inputs: str, body: str) -> None:
         self._audit.append((at, service, decision, inputs, body))
         if self.store is not None and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush_loop())
+
+    def audit(self, req: GateRequest, now: float, decision: str, body_json: str) -> None:
+        inputs = self._inputs_json.get(req)
+        if inputs is None:
+            inputs = dumps(audit_inputs(req))
+            if len(self._inputs_json) > 1000:
+                self._inputs_json.clear()
+            self._inputs_json[req] = inputs
+        self.record(now, req.service, decision, inputs, body_json)
+
+    # -- verdicts -----------------------------------------------------------------------
 
     def known_services(self) -> set[str]:
         return self.daemon.known_services()
@@ -188,10 +233,10 @@ class Gate:
                 out.append(slo)
         return out
 
-    async def check(self, req: GateRequest, now: float) -> tuple[str, str]:
-        """-> (decision, JSON body). The verdict of a fresh evaluation is computed once
-        and its body reused while nothing it depends on changes (the hot path of a
-        pipeline fleet polling the gate)."""
+    async def check(self, req: GateRequest, now: float, deadline_at: float) -> GateAnswer:
+        """The answer to `req` at `now`, by the monotonic `deadline_at` at the latest. The
+        verdict of a fresh evaluation is computed once and its body reused while nothing
+        it depends on changes (the hot path of a pipeline fleet polling the gate)."""
         slos = self.gate_slos(req)
         if req.slos:
             missing = set(req.slos) - {s.name for s in slos}
@@ -199,92 +244,137 @@ class Gate:
                 raise GateInputError(
                     "slo", f"unknown SLO(s) for this service: {', '.join(sorted(missing))}"
                 )
-        min_duration = self.daemon.config.gate.min_duration
-        window = None if req.since is None else now - req.since
-        if window is not None and window < 0:
-            raise GateInputError("since", "is in the future")
-        evaluated_at, results = await self._evaluate(req, slos, now, window)
+        check_narrowing(slos, req.matchers)
         firing = tuple(self._firing(req.service))
+        if req.since is not None and now - req.since < 1.0:
+            # Nothing to measure yet (or a since slightly ahead: clock skew): no query.
+            return self._unevaluated(req, firing, now, "only 0s since deploy", None)
+        evaluated = await self._evaluate(req, slos, now, deadline_at)
+        if evaluated is None:
+            deadline = self.daemon.config.gate.deadline
+            reason = (
+                f"evaluation still running after {format_duration(deadline)} (slow source); "
+                "it goes on and its result is kept for the retry"
+            )
+            return self._unevaluated(req, firing, now, reason, str(math.ceil(deadline)))
         down_for = self._source_down_for(now)
-        gate_config = self.daemon.config.gate
-        down_state = None if down_for is None else down_for >= gate_config.source_down_after
-        verdict_key = (req.cache_key, req.release, req.revision, evaluated_at, firing, down_state)
+        config = self.daemon.config.gate
+        down_state = None if down_for is None else down_for >= config.source_down_after
+        verdict_key = (req.cache_key, req.release, req.revision, evaluated.at, firing, down_state)
         cached = self._verdicts.get(verdict_key)
         if cached is not None:
-            self._decision_counters[cached[0]].inc()
+            self._decision_counters[cached.decision].inc()
             return cached
-        results = [r for r in results if r.service == req.service]
+        results = [r for r in evaluated.results if r.service == req.service]
         verdict = decide(
             results,
             firing,
             down_for,
-            gate_config.source_down_policy,
-            gate_config.source_down_after,
+            config.source_down_policy,
+            config.source_down_after,
             " since deploy" if req.since is not None else "",
         )
-        judged = None if req.since is None else evaluated_at - req.since
-        too_soon = judged is not None and judged < max(min_duration, 60.0)
+        judged = None if req.since is None else evaluated.at - req.since
+        too_soon = judged is not None and judged < max(config.min_duration, 60.0)
         if too_soon and verdict.decision == "pass":
             assert judged is not None
             verdict = Verdict("pending", [f"only {format_duration(int(judged))} since deploy"])
-        body = self._body(req, verdict, results, firing, evaluated_at)
-        answer = (verdict.decision, dumps(body))
+        answer = self._answer(req, verdict, results, firing, evaluated.at)
         if len(self._verdicts) > 1000:
             self._verdicts.pop(next(iter(self._verdicts)))
         self._verdicts[verdict_key] = answer
-        self._decision_counters[verdict.decision].inc()
         return answer
 
-    def audit(self, req: GateRequest, now: float, decision: str, body_json: str) -> None:
-        inputs = self._inputs_json.get(req)
-        if inputs is None:
-            inputs = json.dumps(
-                {
-                    "service": req.service,
-                    "since": req.since,
-                    "slos": list(req.slos),
-                    "matchers": {m.label: m.value for m in req.matchers},
-                    "release": req.release,
-                    "revision": req.revision,
-                }
-            )
-            if len(self._inputs_json) > 1000:
-                self._inputs_json.clear()
-            self._inputs_json[req] = inputs
-        self.record(now, req.service, decision, inputs, body_json)
+    def _answer(
+        self,
+        req: GateRequest,
+        verdict: Verdict,
+        results: Sequence[SLOResult],
+        firing: Sequence[tuple[str, str]],
+        evaluated_at: float,
+        retry_after: str | None = None,
+    ) -> GateAnswer:
+        self._decision_counters[verdict.decision].inc()
+        body = dumps(self._body(req, verdict, results, firing, evaluated_at))
+        if verdict.decision != "pending":
+            return GateAnswer(verdict.decision, body)
+        return GateAnswer(verdict.decision, body, retry_after or RETRY_AFTER)
+
+    def _unevaluated(
+        self,
+        req: GateRequest,
+        firing: Sequence[tuple[str, str]],
+        now: float,
+        reason: str,
+        retry_after: str | None,
+    ) -> GateAnswer:
+        """The answer without SLO results: fail on a firing page alert, else pending."""
+        page = [f"alert firing for {s} (severity {sev})" for s, sev in firing if sev == "page"]
+        verdict = Verdict("fail", page) if page else Verdict("pending", [reason])
+        return self._answer(req, verdict, [], firing, now, retry_after)
+
+    # -- evaluation ---------------------------------------------------------------------
 
     async def _evaluate(
-        self, req: GateRequest, slos: list[SLO], now: float, window: float | None
-    ) -> tuple[float, list[SLOResult]]:
-        key = req.cache_key
+        self, req: GateRequest, slos: list[SLO], now: float, deadline_at: float
+    ) -> Evaluated | None:
+        """The shared evaluation for `req`, or None when it is not done by `deadline_at`
+        (it goes on in the background). Raises GateOverloaded beyond the budget."""
+        config = self.daemon.config.gate
+        window = None if req.since is None else now - req.since
+        if window is not None and window >= max((s.window for s in slos), default=0.0):
+            window = None  # every SLO is capped by its own window: one shared evaluation
+        key = (req.service, req.matchers, None if window is None else req.since, req.slos)
         cached = self._cache.get(key)
-        if cached is not None and now - cached[0] <= self.daemon.config.gate.cache_ttl:
+        if cached is not None and now - cached.completed_at <= config.cache_ttl:
             return cached
-        if key in self._inflight:
-            return await asyncio.shield(self._inflight[key])
-        future: asyncio.Future[tuple[float, list[SLOResult]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._inflight[key] = future
-        try:
+        task = self._inflight.get(key)
+        if task is None:
+            self.budget.configure(config.max_evaluations_per_second, config.max_pending_evaluations)
+            wait = self.budget.reserve(deadline_at - self.monotonic())
             extra = [*req.matchers]
             if any("service" in s.group_by for s in slos):
                 extra.append(Matcher("service", MatchOp.EQ, req.service))
-            report = await self.daemon.engine.evaluate_once(
+            task = asyncio.ensure_future(self._run(key, slos, now, window, extra, wait))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(task), max(0.0, deadline_at - self.monotonic())
+            )
+        except TimeoutError:
+            return None
+
+    async def _run(
+        self,
+        key: tuple[Any, ...],
+        slos: list[SLO],
+        now: float,
+        window: float | None,
+        extra: list[Matcher],
+        wait: float,
+    ) -> Evaluated:
+        try:
+            if wait > 0:
+                await asyncio.sleep(wait)
+            engine = self.engine.engine(self.daemon.config)
+            report = await engine.evaluate_once(
                 slos, now, window, extra, remember=False, budgets=False
             )
-            value = (now, report.results)
+            value = Evaluated(now, report.results, self.daemon.clock())
             self._cache[key] = value
             if len(self._cache) > 1000:
                 self._cache.pop(next(iter(self._cache)))
-            future.set_result(value)
             return value
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved; waiters re-raise it
-            raise
         finally:
+            self.budget.release()
+
+    def _finished(self, key: tuple[Any, ...], task: asyncio.Future[Evaluated]) -> None:
+        if self._inflight.get(key) is task:
             del self._inflight[key]
+        # Retrieve the outcome even when every waiter left at the deadline.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("gate evaluation failed", exc_info=task.exception())
 
     def _firing(self, service: str) -> list[tuple[str, str]]:
         if self.alerts is None:
@@ -292,12 +382,17 @@ class Gate:
         return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
 
     def _source_down_for(self, now: float) -> float | None:
+        """How long the worst source has been down, by what both the scheduled cycles and
+        the gate's own clients saw last; None when every source's last outcome is good."""
+        own = self.engine.sources
         worst = None
-        for source in self.daemon.engine.sources.values():
-            if source.health.status == "unhealthy":
-                since = source.health.last_success_at or self.daemon.started_at
-                down = now - since
-                worst = down if worst is None else max(worst, down)
+        for name, source in self.daemon.engine.sources.items():
+            gate_source = own.get(name)
+            records = [source.health] + ([gate_source.health] if gate_source else [])
+            down = _down_since(records)
+            if down is not None:
+                since = down or self.daemon.started_at
+                worst = now - since if worst is None else max(worst, now - since)
         return worst
 
     def _body(
@@ -340,41 +435,91 @@ class Gate:
         }
 
 
+def _down_since(records: Sequence[DependencyHealth]) -> float | None:
+    """None when the latest outcome is a success (or nothing failed); else the last
+    success before the failures (0.0 when there was none)."""
+    if not any(h.status == "unhealthy" for h in records):
+        return None
+    last_ok = max((h.last_success_at or 0.0 for h in records), default=0.0)
+    last_bad = max((h.last_failure_at or 0.0 for h in records), default=0.0)
+    return None if last_ok > last_bad else last_ok
+
+
 def gate_routes(gate: Gate) -> list[web.RouteDef]:
     async def handle(request: web.Request) -> web.Response:
-        require_token(request)
+        started = gate.monotonic()
+        config = gate.daemon.config.gate
+        now = gate.daemon.clock()
         try:
-            req = parse_request(request.query)
+            if request.method == "POST":
+                body = await _json_body(request)
+                require_token(request, flagger_token(body))
+                req = parse_flagger(body, now, config.request_labels)
+            else:
+                require_token(request)
+                req = parse_query(request.query, now, config.request_labels)
             if req.service not in gate.known_services():
                 return json_response(
                     {"error": f"service: unknown service {req.service!r}", "decision": None},
                     status=404,
                 )
-            now = gate.daemon.clock()
-            decision, text = await gate.check(req, now)
+            answer = await gate.check(req, now, started + config.deadline)
         except GateInputError as exc:
             return json_response({"error": str(exc), "parameter": exc.param}, status=400)
-        gate.audit(req, now, decision, text)
-        headers = {"Retry-After": RETRY_AFTER} if decision == "pending" else {}
+        except GateOverloaded as exc:
+            return json_response(
+                {"error": f"gate overloaded: {exc}; retry later", "decision": None},
+                status=429,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        gate.audit(req, now, answer.decision, answer.body)
         return web.Response(
-            text=text,
-            status=STATUS_CODE[decision],
-            headers=headers,
+            text=answer.body,
+            status=200 if req.decision_in_body else STATUS_CODE[answer.decision],
+            headers={"Retry-After": answer.retry_after} if answer.retry_after else {},
             content_type="application/json",
         )
 
     async def history(request: web.Request) -> web.Response:
         require_token(request)
+        text = request.query.get("limit", "100")
+        limit = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0
+        if limit < 1:
+            return json_response(
+                {"error": f"limit: expected an integer from 1 to {HISTORY_LIMIT}, got {text!r}"},
+                status=400,
+            )
         if gate.store is None:
             return json_response([])
         gate.flush_audit()
-        try:
-            limit = min(1000, int(request.query.get("limit", "100")))
-        except ValueError:
-            return json_response({"error": "limit: expected an integer"}, status=400)
-        return json_response(gate.store.gate_history(request.query.get("service"), limit))
+        service = request.query.get("service")
+        return json_response(gate.store.gate_history(service, min(limit, HISTORY_LIMIT)))
 
-    return [web.get("/api/v1/gate", handle), web.get("/api/v1/gate/history", history)]
+    return [
+        web.get("/api/v1/gate", handle),
+        web.post("/api/v1/gate", handle),
+        web.get("/api/v1/gate/history", history),
+    ]
 
 
-__all__ = ["Gate", "GateInputError", "decide", "format_value", "gate_routes", "parse_request"]
+async def _json_body(request: web.Request) -> Any:
+    if (request.content_length or 0) > MAX_BODY:
+        raise GateInputError("body", f"larger than {MAX_BODY // 1024} KiB")
+    raw = await request.read()  # bounded by the app's client_max_size as well
+    if len(raw) > MAX_BODY:
+        raise GateInputError("body", f"larger than {MAX_BODY // 1024} KiB")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise GateInputError("body", "expected a JSON object (Flagger's webhook payload)") from None
+
+
+__all__ = [
+    "Gate",
+    "GateAnswer",
+    "GateInputError",
+    "GateRequest",
+    "decide",
+    "format_value",
+    "gate_routes",
+]

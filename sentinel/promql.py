@@ -45,18 +45,42 @@ def render_matchers(matchers: Sequence[Matcher]) -> str:
     return ", ".join(f"{m.label}{m.op.value}{quote(m.value)}" for m in matchers)
 
 
+def rule_matchers(
+    selector_matchers: Sequence[Matcher], defaults: Sequence[tuple[str, str]]
+) -> list[Matcher]:
+    """The rule's own matchers: rule-file defaults, overridden per label by the selector's."""
+    merged: dict[str, Matcher] = {}
+    for label, value in defaults:
+        merged[label] = Matcher(label, MatchOp.EQ, value)
+    for m in selector_matchers:
+        merged[m.label] = m
+    return list(merged.values())
+
+
 def effective_matchers(
     selector_matchers: Sequence[Matcher],
     defaults: Sequence[tuple[str, str]],
     extra: Sequence[Matcher] = (),
 ) -> list[Matcher]:
-    """Rule-file defaults, then the selector's own, then request-time extras; later wins."""
-    merged: dict[str, Matcher] = {}
-    for label, value in defaults:
-        merged[label] = Matcher(label, MatchOp.EQ, value)
-    for m in (*selector_matchers, *extra):
-        merged[m.label] = m
-    return list(merged.values())
+    """The rule's matchers, then request-time extras BESIDE them (PromQL ANDs matchers on
+    the same label): a request can only narrow what a rule measures, never replace it.
+    A request value the rule excludes selects nothing; the gate refuses it before."""
+    merged = rule_matchers(selector_matchers, defaults)
+    for m in extra:
+        if m not in merged:
+            merged.append(m)
+    return merged
+
+
+def selector_matchers(slo: SLO) -> list[list[Matcher]] | None:
+    """The rule's own matchers of each selector that request matchers join, or None for a
+    raw-query SLI (its text is sent as written; request matchers do not apply)."""
+    sli = slo.sli
+    if isinstance(sli, RatioSLI):
+        return [rule_matchers(s.matchers, slo.labels) for s in (sli.bad, sli.total)]
+    if isinstance(sli, LatencySLI):
+        return [rule_matchers(sli.histogram.matchers, slo.labels)]
+    return None
 
 
 def render_selector(

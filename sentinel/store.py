@@ -641,3 +641,26 @@ class Store:
             }
             for r in rows
         ]
+
+    def prune_gate_audit(self, older_than: float, max_rows: int) -> int:
+        """Delete gate decisions last seen before `older_than`, then the oldest beyond
+        `max_rows`, then the texts no remaining row refers to. Returns rows deleted."""
+        with self._transaction(GATE_AUDIT) as db:
+            deleted = db.execute(
+                "DELETE FROM gate_decisions WHERE COALESCE(last_at, at) < ?", (older_than,)
+            ).rowcount
+            deleted += db.execute(
+                "DELETE FROM gate_decisions WHERE id <= (SELECT id FROM gate_decisions "
+                "ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (max_rows,),
+            ).rowcount
+            if deleted:
+                db.execute(
+                    "DELETE FROM gate_blobs WHERE hash NOT IN (SELECT inputs_hash FROM "
+                    "gate_decisions WHERE inputs_hash IS NOT NULL) AND hash NOT IN (SELECT "
+                    "body_hash FROM gate_decisions WHERE body_hash IS NOT NULL)"
+                )
+        if deleted:
+            # The cache says "already stored" for texts that may just have been deleted.
+            self._blob_hashes.clear()
+        return deleted

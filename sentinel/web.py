@@ -1,16 +1,20 @@
 """HTTP API: thin handlers over the daemon's state (health, metrics, SLO results).
 
 Later features register their own routes (gate, alerts, silences) via `extra_routes`.
+Malformed HTTP (an oversized request line, a bad header) is logged as one short,
+rate-limited line: unauthenticated clients must not be able to flood the log.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sentinel import __version__, jsonenc
@@ -31,14 +35,19 @@ def dumps(data: Any) -> str:
     return jsonenc.dumps(data)
 
 
-def require_token(request: web.Request) -> None:
-    """Bearer-token check for the gate and admin APIs (open when no token is configured)."""
+def require_token(request: web.Request, body_token: str | None = None) -> None:
+    """Bearer-token check for the gate and admin APIs (open when no token is configured).
+
+    The scheme is case-insensitive (RFC 7235); `body_token` is a token a caller that
+    cannot set headers sent in its body (Flagger's `metadata.token`)."""
     token = request.app[DAEMON].config.server.api_token
     if token is None or not token.get_secret_value():
         return
-    header = request.headers.get("Authorization", "")
-    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    if not given or not hmac.compare_digest(given, token.get_secret_value()):
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    given = credentials.strip() if scheme.lower() == "bearer" else (body_token or "")
+    # Bytes, not str: compare_digest refuses non-ASCII text with a TypeError (a 500).
+    expected = token.get_secret_value().encode("utf-8", "surrogatepass")
+    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
         raise web.HTTPUnauthorized(
             text=dumps({"error": "missing or invalid bearer token"}),
             content_type="application/json",
@@ -119,7 +128,51 @@ async def slos(request: web.Request) -> web.Response:
     return json_response(results)
 
 
+class BadRequestLogFilter(logging.Filter):
+    """On aiohttp's server logger: a malformed request (HttpProcessingError: LineTooLong,
+    BadStatusLine, InvalidHeader...) becomes one short line instead of a traceback, at
+    most one per `interval` seconds; the next line says how many were suppressed."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self.suppressed = 0
+        self._next = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = self.clock()
+        if now < self._next:
+            self.suppressed += 1
+            return False
+        self._next = now + self.interval
+        message = " ".join(str(exc.message).split())[:120]
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        more = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
+        record.msg = "malformed HTTP request from %s: %s: %s%s"
+        record.args = (peer, type(exc).__name__, message, more)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        self.suppressed = 0
+        return True
+
+
+def install_bad_request_filter() -> BadRequestLogFilter:
+    """The one filter on `aiohttp.server` (idempotent: tests build many apps)."""
+    logger = logging.getLogger("aiohttp.server")
+    for existing in logger.filters:
+        if isinstance(existing, BadRequestLogFilter):
+            return existing
+    installed = BadRequestLogFilter()
+    logger.addFilter(installed)
+    return installed
+
+
 def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    install_bad_request_filter()
     app = web.Application()
     app[DAEMON] = daemon
     app.add_routes(

@@ -3,81 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from conftest import REPO
-from sentinel.app import Assembly, build_daemon
-from sentinel.config import load_config
-from sentinel.loader import load_rules
-from sentinel.web import build_app
 from support.fakeloki import FakeLoki
+from support.gatestack import TOKEN, GateClient, make_client
 from support.promserver import PrometheusServer
 from support.scenario import at
-
-TOKEN = "gate-test-token"
-
-
-class Clock:
-    now = at(40)
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class GateClient:
-    def __init__(self, server: TestServer, session: aiohttp.ClientSession, built: Assembly) -> None:
-        self.server, self.session, self.built = server, session, built
-        self.clock: Clock = built.daemon.clock  # type: ignore[assignment]
-
-    async def get(
-        self, path: str = "/api/v1/gate", token: str | None = TOKEN, **params: str
-    ) -> tuple[int, Any, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.session.get(
-            self.server.make_url(path), params=params, headers=headers
-        ) as r:
-            return r.status, await r.json(), r.headers
-
-
-async def make_client(
-    tmp_path: Path,
-    prom_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    gate_extra: str = "",
-    loki_url: str = "http://127.0.0.1:9",
-) -> AsyncIterator[GateClient]:
-    monkeypatch.setenv("SENTINEL_GATE_TEST_TOKEN", TOKEN)
-    (tmp_path / "rules").mkdir()
-    shutil.copy(REPO / "rules" / "chatbot.yaml", tmp_path / "rules")
-    (tmp_path / "config.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            prometheus: {{url: "{prom_url}", retries: 0, timeout: 2s}}
-            loki: {{url: "{loki_url}", retries: 0, timeout: 2s}}
-            rules: [rules/*.yaml]
-            state: {{path: state.db}}
-            server: {{api_token: "${{SENTINEL_GATE_TEST_TOKEN}}"}}
-            """
-        )
-        + gate_extra
-    )
-    config = load_config(tmp_path / "config.yaml")
-    built = await build_daemon(str(tmp_path / "config.yaml"), config, load_rules(config), Clock())
-    server = TestServer(build_app(built.daemon, built.routes), host="127.0.0.1")
-    await server.start_server()
-    async with aiohttp.ClientSession() as session:
-        yield GateClient(server, session, built)
-    await server.close()
-    await built.cleanup()
-    await built.daemon.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 from sentinel.loader import parse_matcher
 from sentinel.model import SLO, Matcher, MatchOp, RatioSLI, Selector
 from sentinel.promql import quote, render_selector, slo_query
+from sentinel.timeparse import parse_time
 from sentinel.units import format_duration, parse_duration, parse_percent
 
 
@@ -52,7 +53,7 @@ def test_label_values_cannot_inject_query_syntax() -> None:
     assert quote('a\\"b\n') == '"a\\\\\\"b\\n"'
 
 
-def test_defaults_then_selector_then_request_matchers_later_wins() -> None:
+def test_request_matchers_join_the_rules_own_and_never_replace_them() -> None:
     slo = SLO(
         service="s",
         name="r",
@@ -61,6 +62,49 @@ def test_defaults_then_selector_then_request_matchers_later_wins() -> None:
         sli=RatioSLI(Selector("req", (Matcher("code", MatchOp.RE, "5.."),)), Selector("req")),
         labels=(("env", "prod"), ("namespace", "chatbot")),
     )
-    query = slo_query(slo, 754, [Matcher("env", MatchOp.EQ, "canary")])
-    assert 'req{env="canary", namespace="chatbot", code=~"5.."}[12m34s]' in query
-    assert 'env="prod"' not in query
+    extra = [Matcher("code", MatchOp.EQ, "200"), Matcher("env", MatchOp.EQ, "canary")]
+    query = slo_query(slo, 754, extra)
+    # Both stay: PromQL ANDs them, so the answer is empty, never the other traffic.
+    assert 'req{env="prod", namespace="chatbot", code=~"5..", code="200", env="canary"}' in query
+    assert 'req{env="prod", namespace="chatbot", code="200", env="canary"}[12m34s]' in query
+
+
+def test_a_request_matcher_equal_to_the_rules_is_rendered_once() -> None:
+    rendered = render_selector(
+        Selector("m"), (("env", "prod"),), [Matcher("env", MatchOp.EQ, "prod")]
+    )
+    assert rendered == 'm{env="prod"}'
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1795183500", 1795183500.0),
+        ("1795183500.25", 1795183500.25),
+        ("2026-11-20T14:05:00Z", 1795183500.0),
+        ("2026-11-20T15:05:00+01:00", 1795183500.0),
+        ("2026-11-20T14:05:00", 1795183500.0),
+    ],
+)
+def test_parse_time_accepts_unix_seconds_and_rfc3339(text: str, seconds: float) -> None:
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nan",
+        "inf",
+        "-inf",
+        "-1e20",
+        "1e9",
+        "-9223372036854775808",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "yesterday",
+        "",
+    ],
+)
+def test_parse_time_refuses_what_cannot_be_formatted_again(text: str) -> None:
+    with pytest.raises(ValueError, match=r"expected RFC 3339|between 1970-01-01 and 9999-12-31"):
+        parse_time(text)
