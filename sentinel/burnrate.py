@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from sentinel.units import format_duration, parse_duration
+from sentinel.yamlsource import read_yaml_file
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def parse_catalogue(data: Any, name: str) -> WindowCatalogue:
                         float(t["errorBudgetPercent"]),
                     )
                 )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{name}: not a valid AlertWindows catalogue ({exc})") from None
     return WindowCatalogue(name, period, tuple(tiers))
 
@@ -82,7 +83,9 @@ def builtin_catalogue(period: float) -> WindowCatalogue:
 
 
 def load_catalogue(path: Path) -> WindowCatalogue:
-    return parse_catalogue(yaml.safe_load(path.read_text(encoding="utf-8")), path.name)
+    # Bounded like the config (size, depth, aliases): it is re-read on every SIGHUP.
+    located = read_yaml_file(path, path.name, "window catalogue")  # YAMLSyntaxError: ValueError
+    return parse_catalogue(located.data, path.name)
 
 
 @dataclass(frozen=True)

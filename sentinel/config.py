@@ -9,15 +9,72 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 
 from sentinel.errors import ConfigError, Problem
-from sentinel.units import parse_duration
-from sentinel.yamlsource import YAMLSyntaxError, load_yaml, pydantic_problems
+from sentinel.redact import remember_secrets
+from sentinel.units import format_duration, parse_duration
+from sentinel.yamlsource import YAMLSyntaxError, pydantic_problems, read_yaml_file
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _within(low: float, high: float, *, above: bool = False) -> AfterValidator:
+    """Bounds for a duration field, named in the message. Without them `interval: 0s`
+    evaluated every second and `timeout: 1000000000d` overflowed the scheduler."""
+
+    def check(seconds: float) -> float:
+        if seconds < low or seconds > high or (above and seconds == low):
+            floor = (
+                f"more than {format_duration(low)}" if above else f"at least {format_duration(low)}"
+            )
+            raise ValueError(f"must be {floor} and at most {format_duration(high)}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+def _http_url(value: str) -> str:
+    """Refused at load, a URL aiohttp cannot use would fail every request later with an
+    error quoting it (and any token in it) into the log."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a non-numeric port raises here
+    except ValueError:
+        raise ValueError("expected an http:// or https:// URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host, like https://host/path")
+    return value
+
+
+def _secret_http_url(value: SecretStr) -> SecretStr:
+    _http_url(value.get_secret_value())
+    return value
+
+
+def _no_credentials(value: str) -> str:
+    if urlsplit(value).username is not None:
+        # aiohttp refuses credentials in the URL next to the bot token's Authorization.
+        raise ValueError("must not contain user:password@ (the bot token authenticates)")
+    return value
+
+
+HttpURL = Annotated[str, AfterValidator(_http_url)]
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+# A request timeout: above zero (0s would fail every request), at most 10 minutes.
+Timeout = Annotated[Duration, _within(0, 10 * MINUTE, above=True)]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -32,8 +89,8 @@ class BasicAuth(_Strict):
 
 
 class HTTPSourceConfig(_Strict):
-    url: str
-    timeout: Duration = 10.0
+    url: HttpURL
+    timeout: Timeout = 10.0
     max_in_flight: int = Field(4, ge=1, le=64)
     retries: int = Field(2, ge=0, le=10)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -46,7 +103,7 @@ class HTTPSourceConfig(_Strict):
 
 
 class PrometheusConfig(HTTPSourceConfig):
-    url: str = "http://127.0.0.1:9090"
+    url: HttpURL = "http://127.0.0.1:9090"
 
 
 class LokiConfig(HTTPSourceConfig):
@@ -54,10 +111,10 @@ class LokiConfig(HTTPSourceConfig):
 
 
 class EvaluationConfig(_Strict):
-    interval: Duration = 30.0
+    interval: Annotated[Duration, _within(1, DAY)] = 30.0
     # A cycle must finish before the next one is due; overruns are reported, never stacked.
-    cycle_timeout: Duration | None = None
-    shutdown_timeout: Duration = 10.0
+    cycle_timeout: Annotated[Duration, _within(0, DAY, above=True)] | None = None
+    shutdown_timeout: Annotated[Duration, _within(0, HOUR)] = 10.0
     # Where budget and burn-rate windows come from: raw queries, or the series recorded
     # by the rules `sentinel rules export` writes (cheap at any scale; no min_events guard).
     budget_source: Literal["raw", "recorded"] = "raw"
@@ -83,19 +140,19 @@ class StateConfig(_Strict):
 class SlackNotifierConfig(_Strict):
     type: Literal["slack"]
     token: SecretStr | None = None
-    webhook_url: SecretStr | None = None
+    webhook_url: Annotated[SecretStr, AfterValidator(_secret_http_url)] | None = None
     channel: str | None = None
-    base_url: str = "https://slack.com/api/"
+    base_url: Annotated[HttpURL, AfterValidator(_no_credentials)] = "https://slack.com/api/"
     min_severity: Literal["info", "ticket", "page"] = "info"
 
 
 class WebhookNotifierConfig(_Strict):
     type: Literal["webhook"]
-    url: str
+    url: HttpURL
     secret: SecretStr | None = None
-    timeout: Duration = 10.0
+    timeout: Timeout = 10.0
     max_attempts: int = Field(5, ge=1, le=20)
-    cooldown: Duration = 1800.0
+    cooldown: Annotated[Duration, _within(0, 30 * DAY)] = 1800.0
     min_events: float = 0.0
     dry_run: bool = False
     body_template: str | None = None
@@ -130,9 +187,9 @@ def _request_label(value: object) -> str:
 class GateConfig(_Strict):
     source_down_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
     # How long a source may be unreachable before the policy applies (before: pending).
-    source_down_after: Duration = 300.0
-    cache_ttl: Duration = 5.0
-    min_duration: Duration = 0.0
+    source_down_after: Annotated[Duration, _within(0, 7 * DAY)] = 300.0
+    cache_ttl: Annotated[Duration, _within(0, HOUR)] = 5.0
+    min_duration: Annotated[Duration, _within(0, 30 * DAY)] = 0.0
     # Labels a request may add as matchers (`?env=prod`, Flagger metadata). They only
     # narrow the rule's own selectors; any other parameter is a 400 naming it.
     request_labels: list[Annotated[str, BeforeValidator(_request_label)]] = Field(
@@ -159,7 +216,7 @@ class DashboardsConfig(_Strict):
     loki_datasource_uid: str = "loki"
     # Deploy annotations: a PromQL expression that is > 0 when a deploy happened.
     deploy_marker: str | None = None
-    grafana_url: str | None = None  # links in alerts; push target when push is true
+    grafana_url: HttpURL | None = None  # links in alerts; push target when push is true
     push: bool = False
     grafana_token: SecretStr | None = None
     folder_uid: str | None = None
@@ -210,28 +267,83 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     """Read, interpolate and validate a config file. Raises ConfigError with every problem."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror}")]) from exc
-    try:
-        located = load_yaml(text, file)
+        located = read_yaml_file(path, file, "config")
     except YAMLSyntaxError as exc:
         raise ConfigError([exc.problem]) from exc
-    raw = located.data if located.data is not None else {}
-    if not isinstance(raw, dict):
+    raw = located.data
+    if not isinstance(raw, dict) and raw is not None:
         raise ConfigError([located.problem((), "expected a mapping at the top level")])
+    if not raw:
+        raise ConfigError([Problem(file, None, "", _sets_nothing(raw))])
     missing: list[tuple[Any, str]] = []
     data = interpolate_env(raw, dict(os.environ) if env is None else env, (), missing)
     problems = [
         located.problem(p, f"environment variable {name} is not set (use ${{{name}:-default}})")
         for p, name in missing
     ]
+    if not any(key in raw for key in REQUIRED_ANY):
+        problems.append(Problem(file, None, "", _sets_nothing(raw)))
     data["base_dir"] = str(Path(path).resolve().parent)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems += pydantic_problems(located, exc.errors())
+        problems += pydantic_problems(located, exc.errors(), SECRET_KEYS)
         raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
+    # From here on every log line and health record has these replaced (sentinel/redact.py).
+    remember_secrets(_secret_values(config))
     return config
+
+
+def _secret_values(value: Any) -> list[str]:
+    """Every SecretStr in the config, and header values (`Authorization: Bearer …`)."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        found = list(value.headers.values()) if isinstance(value, HTTPSourceConfig) else []
+        for name in type(value).model_fields:
+            found += _secret_values(getattr(value, name))
+        return found
+    if isinstance(value, dict):
+        return [secret for item in value.values() for secret in _secret_values(item)]
+    return []
+
+
+# A config must name at least one of these. An empty or truncated file (a failed
+# template render, `---` alone) would otherwise run on defaults: Prometheus on
+# localhost, no API token, whatever `rules/*.yaml` holds.
+REQUIRED_ANY = ("prometheus", "loki", "rules")
+
+
+def _sets_nothing(raw: dict[Any, Any] | None) -> str:
+    fix = "write `prometheus: {url: http://127.0.0.1:9090}` to use the defaults on purpose"
+    if not raw:
+        return f"the config is empty; it is refused rather than run on defaults ({fix})"
+    return f"the config sets none of {', '.join(REQUIRED_ANY)}; it is refused ({fix})"
+
+
+def _secret_keys(model: type[BaseModel]) -> set[str]:
+    """Names of the fields that hold secrets, in `model` and every model inside it."""
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if "SecretStr" in str(annotation):
+            keys.add(name)
+        for arg in _types_in(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and arg is not model:
+                keys |= _secret_keys(arg)
+    return keys
+
+
+def _types_in(annotation: Any) -> list[Any]:
+    """`dict[str, Annotated[A | B, ...]]` -> [that, str, Annotated[...], A | B, A, B, ...]."""
+    found = [annotation]
+    for arg in get_args(annotation):
+        found += _types_in(arg)
+    return found
+
+
+# Values under these keys are never echoed in a problem (which reaches the log and
+# `/health/detailed`): a token typed as a number, an Authorization header.
+SECRET_KEYS = frozenset(_secret_keys(Config) | {"headers"})

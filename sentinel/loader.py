@@ -40,7 +40,7 @@ from sentinel.model import (
 )
 from sentinel.spec import BurnRateSpec, RuleFileSpec, SelectorSpec, SLISpec, SLOSpec
 from sentinel.units import format_duration
-from sentinel.yamlsource import LocatedYAML, YAMLSyntaxError, load_yaml, pydantic_problems
+from sentinel.yamlsource import LocatedYAML, YAMLSyntaxError, pydantic_problems, read_yaml_file
 
 
 def rule_files(config: Config) -> list[Path]:
@@ -80,9 +80,8 @@ def load_rules_lenient(
 def load_rule_file(path: Path, config: Config) -> tuple[RuleGroup | None, list[Problem]]:
     file = _display(path)
     try:
-        located = load_yaml(path.read_text(encoding="utf-8"), file)
-    except OSError as exc:
-        return None, [Problem(file, None, "", f"cannot read rule file: {exc.strerror}")]
+        # Unreadable, too big, not UTF-8, not YAML, too deep, an alias bomb: one problem.
+        located = read_yaml_file(path, file, "rule file")
     except YAMLSyntaxError as exc:
         return None, [exc.problem]
     if not isinstance(located.data, dict):

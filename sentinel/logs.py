@@ -1,7 +1,9 @@
 """Logging: JSON lines in production, readable console lines in development.
 
 Structured fields travel in `extra={"fields": {...}}`; the JSON formatter flattens them.
-Nothing here ever receives a secret: config objects hold them as SecretStr.
+Config objects hold secrets as SecretStr, so none is logged on purpose; what can slip in
+is a URL quoted by an error message (aiohttp quotes the URL it failed on), so every line
+has the credentials, query string and fragment of its URLs redacted on the way out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from typing import Any
 
 from sentinel import jsonenc
+from sentinel.redact import redact_text
 
 
 class JSONFormatter(logging.Formatter):
@@ -21,13 +24,13 @@ class JSONFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_text(record.getMessage()),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            payload.update(fields)
+            payload.update({key: _redacted(value) for key, value in fields.items()})
         if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
+            payload["exc"] = redact_text(self.formatException(record.exc_info))
         return jsonenc.dumps(payload)
 
 
@@ -41,7 +44,17 @@ class ConsoleFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}{extra}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact_text(line)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    return value
 
 
 def setup_logging(fmt: str = "console", level: str = "INFO") -> None:

@@ -18,6 +18,9 @@ _UNIT_SECONDS = {
     "w": 7 * 86400.0,
     "y": 365 * 86400.0,
 }
+# Longer than any window, period or timeout means anything; beyond it a value is a typo
+# (or an attack) that would overflow datetime arithmetic and the scheduler downstream.
+MAX_DURATION = 100 * _UNIT_SECONDS["y"]
 
 
 def parse_duration(value: object) -> float:
@@ -25,7 +28,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like '5m' or '1.5s', got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = _as_float(value)
     elif isinstance(value, str):
         text = value.strip()
         pos = 0
@@ -40,8 +43,23 @@ def parse_duration(value: object) -> float:
     else:
         raise ValueError(f"expected a duration like '5m' or '1.5s', got {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration must be finite and >= 0, got {value!r}")
+        raise ValueError(f"duration must be finite and >= 0, got {_short(value)}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration must be at most 100y, got {_short(value)}")
     return seconds
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond 1e308
+        return math.inf
+
+
+def _short(value: object) -> str:
+    """The value as a message shows it: a 400-digit number is not worth printing."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge number"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def format_duration(seconds: float) -> str:
@@ -65,7 +83,7 @@ def parse_percent(value: object) -> float:
         raise ValueError(f"expected a percentage like '99.5%', got {value!r}")
     number: float
     if isinstance(value, int | float):
-        number = float(value)
+        number = _as_float(value)
     elif isinstance(value, str):
         text = value.strip().removesuffix("%").strip()
         try:
@@ -75,5 +93,6 @@ def parse_percent(value: object) -> float:
     else:
         raise ValueError(f"expected a percentage like '99.5%', got {value!r}")
     if not (0 < number < 100):
-        raise ValueError(f"must be between 0 and 100 (got {value})")
+        shown = value[:60] if isinstance(value, str) else _short(value)
+        raise ValueError(f"must be between 0 and 100 (got {shown})")
     return number / 100.0

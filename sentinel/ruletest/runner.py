@@ -124,7 +124,7 @@ def _loki(entries: list[logql_engine.Entry]) -> Any:
 
 def load_slos(test_file: Path, rule_files: Sequence[str]) -> list[SLO]:
     patterns = [str((test_file.parent / f).resolve()) for f in rule_files]
-    config = Config(rules=patterns, loki=LokiConfig(url="in-process"), base_dir="/")
+    config = Config(rules=patterns, loki=LokiConfig(url="http://in-process"), base_dir="/")
     return list(load_rules(config).slos)
 
 

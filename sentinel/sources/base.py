@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sentinel.errors import BadResponse, TooManySeries
+from sentinel.redact import redact_text
 
 
 class Sample(NamedTuple):
@@ -45,6 +46,11 @@ class DependencyHealth:
     consecutive_failures: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # /health/detailed needs no token: whatever a caller passes, no credentials,
+        # query strings or known secrets leave here (sentinel/redact.py).
+        self.target = redact_text(self.target)
+
     def record_success(self, latency_s: float) -> None:
         self.status = "healthy"
         self.last_latency_ms = round(latency_s * 1000, 2)
@@ -54,7 +60,7 @@ class DependencyHealth:
     def record_failure(self, latency_s: float, error: str) -> None:
         self.status = "unhealthy"
         self.last_latency_ms = round(latency_s * 1000, 2)
-        self.last_error = error
+        self.last_error = redact_text(error)
         self.last_failure_at = time.time()
         self.consecutive_failures += 1
 

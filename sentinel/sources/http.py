@@ -18,6 +18,7 @@ import orjson
 
 from sentinel.config import HTTPSourceConfig
 from sentinel.errors import BadQuery, BadResponse, SourceError, SourceTimeout, SourceUnavailable
+from sentinel.redact import redact_text, redact_url
 from sentinel.sources.base import DependencyHealth, check_series_count
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -139,7 +140,7 @@ def _backoff(attempt: int) -> float:
 
 
 def _text(body: bytes) -> str:
-    return body.decode("utf-8", "replace").strip()[:300]
+    return redact_text(body.decode("utf-8", "replace").strip()[:300])
 
 
 def _error_text(body: bytes) -> str:
@@ -156,12 +157,10 @@ def _error_text(body: bytes) -> str:
 def _describe(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}"
+    # Some aiohttp errors quote the URL (a redirect loop, an invalid URL); this text goes
+    # to SLO reasons, gate answers and /health/detailed.
+    return redact_text(f"{type(exc).__name__}: {exc}")
 
 
-def _redact_url(url: str) -> str:
-    """Drop `user:password@` from a URL before it is shown anywhere."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        rest = rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
+# notify/webhook.py and grafana.py import it from here.
+_redact_url = redact_url
