@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,10 @@ def load_yaml(text: str, file: str) -> LocatedYAML:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
-        raise YAMLSyntaxError(Problem(file, line, "", f"invalid YAML: {exc.problem}")) from exc
+        problem = str(exc.problem)
+        if exc.context and problem.startswith("but "):  # "expected a single document ..."
+            problem = f"{exc.context}, {problem}"
+        raise YAMLSyntaxError(Problem(file, line, "", f"invalid YAML: {problem}")) from exc
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)
@@ -144,7 +148,7 @@ def _read_text(path: Path, file: str, what: str) -> str:
         os.close(fd)
     if len(raw) > MAX_FILE_BYTES:
         limit = MAX_FILE_BYTES // (1024 * 1024)
-        raise refuse(f"{what} is larger than {limit} MB; split it into several files")
+        raise refuse(f"{what} is larger than {limit} MB, the limit for config and rule files")
     try:
         # utf-8-sig: a byte-order mark some editors write is not content.
         return raw.decode("utf-8-sig")
@@ -228,10 +232,15 @@ class _BoundedLoader(yaml.SafeLoader):
         # Python refuses some scalars the YAML grammar accepts (a 5,000-digit integer,
         # the date 2024-13-45) with a bare ValueError; give it the node's line.
         try:
-            return super().construct_object(node, deep)
+            value = super().construct_object(node, deep)
         except (ValueError, OverflowError) as exc:
             message = f"cannot read the value {_echo(node.value)}: {_reason(exc)}"
             raise ConstructorError(None, None, message, node.start_mark) from exc
+        if type(value) is int and not -sys.float_info.max <= value <= sys.float_info.max:
+            # Every number Sentinel reads ends up a float; float() of this raises.
+            message = f"cannot read the value {_echo(node.value)}: the number is too large"
+            raise ConstructorError(None, None, message, node.start_mark)
+        return value
 
 
 def _refused(message: str, event: yaml.Event) -> ComposerError:

@@ -78,7 +78,7 @@ BROKEN_CONFIGS = [
     ),
     (
         HEAD + "evaluation: {interval: " + "9" * 400 + "}\n",
-        "config.yaml:3: evaluation.interval: duration must be finite and >= 0, got a huge number",
+        "config.yaml:3: invalid YAML: cannot read the value '999",
     ),
     (
         HEAD + "evaluation: {interval: 2024-13-45}\n",
@@ -104,8 +104,15 @@ BROKEN_CONFIGS = [
         "server: {listen: '127.0.0.1:8080'}\n",
         "config.yaml: the config sets none of prometheus, loki, rules; it is refused",
     ),
-    (HEAD + "#" * MAX_FILE_BYTES + "\n", "config.yaml: config is larger than 4 MB; split it"),
+    (
+        HEAD + "#" * MAX_FILE_BYTES + "\n",
+        "config.yaml: config is larger than 4 MB, the limit for config and rule files",
+    ),
     ("- prometheus\n", "config.yaml:1: expected a mapping at the top level"),
+    (
+        HEAD + "---\nrules: []\n",
+        "config.yaml:3: invalid YAML: expected a single document in the stream, but found another",
+    ),
 ]
 
 
@@ -130,6 +137,7 @@ BROKEN_CONFIGS = [
         "sets-no-source-and-no-rules",
         "over-4-MB",
         "not-a-mapping",
+        "two-documents",
     ],
 )
 def test_a_broken_config_is_refused_with_file_and_line_never_a_traceback(
@@ -139,6 +147,19 @@ def test_a_broken_config_is_refused_with_file_and_line_never_a_traceback(
     assert code == 1
     assert "Traceback" not in err
     assert expected in err, err
+
+
+@pytest.mark.parametrize(
+    ("digits", "reason"), [(5000, "the integer is too long"), (400, "the number is too large")]
+)
+def test_numbers_python_cannot_hold_are_refused_at_their_line(
+    tmp_path: Path, digits: int, reason: str
+) -> None:
+    """Both used to crash `check`: int() refuses > 4,300 digits, float() > 1.8e308."""
+    code, err = check(tmp_path, HEAD + "gate: {cache_ttl: " + "9" * digits + "}\n")
+    assert code == 1
+    assert "config.yaml:3: invalid YAML: cannot read the value '999" in err, err
+    assert err.rstrip().endswith(f"...': {reason}"), err
 
 
 def test_a_directory_or_a_fifo_given_as_config_is_refused_without_waiting(tmp_path: Path) -> None:
@@ -179,8 +200,8 @@ BROKEN_RULE_FILES = [
         "checkout.yaml:7: invalid YAML: cannot read the value '999",
     ),
     (
-        RULE + "    window: " + "9" * 400 + "\n",
-        "checkout.yaml:7: slos[0].window: duration must be finite and >= 0, got a huge number",
+        RULE.replace("threshold: 0.5", "threshold: " + "9" * 400),
+        "checkout.yaml:6: invalid YAML: cannot read the value '999",
     ),
     (
         "version: sentinel/v1\nservice: s\nlabels:\n" + billion_laughs(6, "  ") + "slos: []\n",
@@ -202,7 +223,7 @@ BROKEN_RULE_FILES = [
         "nested-1200-deep",
         "self-alias",
         "5000-digit-integer",
-        "400-digit-duration",
+        "400-digit-threshold",
         "billion-laughs",
         "duplicate-key",
         "empty",
@@ -415,6 +436,35 @@ def test_a_billion_laughs_is_refused_by_the_real_command_in_bounded_time_and_mem
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert expected in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("---\n", "config.yaml: the config is empty"),
+        (HEAD + "x:\n" + billion_laughs(8, "  "), "config.yaml:9: invalid YAML: aliases expand"),
+        (HEAD + "x: &l {a: *l}\n", "config.yaml:3: invalid YAML: alias *l refers to a node"),
+    ],
+    ids=["empty", "billion-laughs", "self-alias"],
+)
+def test_the_daemon_refuses_to_start_on_a_broken_config_with_exit_2(
+    tmp_path: Path, config: str, expected: str
+) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "checkout.yaml").write_text(RULE)
+    (tmp_path / "config.yaml").write_text(config)
+    done = subprocess.run(
+        [sys.executable, "-m", "sentinel", "run", "-c", "config.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_one_gigabyte_at_most,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_sighup_refuses_each_broken_file_reports_where_and_keeps_running(tmp_path: Path) -> None:
