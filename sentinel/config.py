@@ -296,12 +296,19 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     return config
 
 
+# Header names whose values are credentials; others (X-Scope-OrgID: chatbot) are not, and
+# redacting them would blank a tenant or service name from every log line.
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|password|cookie", re.IGNORECASE)
+
+
 def _secret_values(value: Any) -> list[str]:
-    """Every SecretStr in the config, and header values (`Authorization: Bearer …`)."""
+    """Every SecretStr in the config, and credential headers (`Authorization: Bearer …`)."""
     if isinstance(value, SecretStr):
         return [value.get_secret_value()]
     if isinstance(value, BaseModel):
-        found = list(value.headers.values()) if isinstance(value, HTTPSourceConfig) else []
+        found = []
+        if isinstance(value, HTTPSourceConfig):
+            found = [v for k, v in value.headers.items() if _SECRET_HEADER.search(k)]
         for name in type(value).model_fields:
             found += _secret_values(getattr(value, name))
         return found

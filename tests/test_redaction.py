@@ -215,3 +215,32 @@ def test_no_secret_from_any_url_shows_in_health_metrics_api_or_log(
     assert checks["notifier:hook-chat"]["target"] == "webhook"
     assert checks["grafana"]["target"].endswith("/grafana?<redacted>")
     assert "redirect" in checks["notifier:rollback"]["last_error"].lower()
+
+
+def test_secrets_the_config_holds_are_redacted_wherever_they_appear(tmp_path: Path) -> None:
+    """A secret in a URL path (Slack's incoming webhooks) or echoed by a server has no
+    recognisable shape: every secret the loaded config holds is replaced by value."""
+    from sentinel.config import load_config
+
+    (tmp_path / "config.yaml").write_text(
+        textwrap.dedent(
+            """\
+            prometheus:
+              url: http://127.0.0.1:9
+              headers: {X-Scope-OrgID: tenant-checkout, Authorization: Bearer hdr-tok-4711}
+              basic_auth: {username: sentinel, password: basic-pw-4711}
+            notifiers:
+              chat: {type: slack, webhook_url: "https://hooks.slack.com/services/T1/B1/path4711"}
+            """
+        )
+    )
+    load_config(tmp_path / "config.yaml")
+    text = (
+        "POST https://hooks.example/services/T1/B1/path4711 failed; server said: "
+        "bad credentials basic-pw-4711 / Bearer hdr-tok-4711 for tenant-checkout"
+    )
+    shown = redact_text(text)
+    for secret in ("path4711", "basic-pw-4711", "hdr-tok-4711"):
+        assert secret not in shown
+    assert "tenant-checkout" in shown  # not a credential: stays readable
+    assert shown.startswith("POST https://hooks.example<redacted> failed")
