@@ -10,6 +10,8 @@ aiohttp words with the URL it failed on) reach health and log too.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from sentinel.logs import ConsoleFormatter, JSONFormatter, fields
 from sentinel.redact import redact_text, redact_url
 from support.procs import REPO, Proc, http, start_sentinel, wait_for
 from support.promserver import free_port
@@ -244,3 +247,27 @@ def test_secrets_the_config_holds_are_redacted_wherever_they_appear(tmp_path: Pa
         assert secret not in shown
     assert "tenant-checkout" in shown  # not a credential: stays readable
     assert shown.startswith("POST https://hooks.example<redacted> failed")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_both_log_formats_redact_urls_in_message_fields_and_tracebacks(fmt: str) -> None:
+    formatter = JSONFormatter() if fmt == "json" else ConsoleFormatter()
+    try:
+        raise RuntimeError("POST http://ci/hook?token=tb-4711 failed")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "sentinel.notify",
+            logging.WARNING,
+            __file__,
+            1,
+            "delivery to http://u:pw-4711@ci/hook?token=msg-4711 failed",
+            None,
+            sys.exc_info(),
+        )
+    record.__dict__.update(
+        fields(target="http://ci/hook#frag-4711", errors=["hooks.example/x?token=list-4711"])
+    )
+    line = formatter.format(record)
+    for secret in ("tb-4711", "pw-4711", "msg-4711", "frag-4711", "list-4711"):
+        assert secret not in line
+    assert "http://ci/hook?<redacted>" in line
