@@ -109,9 +109,12 @@ async def build_daemon(
 
     async def reload_notifiers() -> None:
         # The dispatcher and the alert manager share this dict: swap its content in place.
+        # Built before anything is replaced: a notifier that fails to build leaves the
+        # running ones in place (the reload then shows as partial).
+        fresh = build_notifiers(daemon.config, store)
         old = dict(notifiers)
         notifiers.clear()
-        notifiers.update(build_notifiers(daemon.config, store))
+        notifiers.update(fresh)
         manager.guards = rollback_guards(daemon.config)
         for notifier in old.values():
             await notifier.close()

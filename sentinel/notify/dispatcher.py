@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from sentinel.errors import NotifyRejected, NotifyRetryable, StateStoreError
 from sentinel.logs import fields
 from sentinel.notify.base import Notifier
+from sentinel.redact import redact_text
 from sentinel.selfmetrics import SelfMetrics
 from sentinel.store import OutboxEntry, Store
 
@@ -113,15 +114,25 @@ class Dispatcher:
         try:
             await asyncio.wait_for(notifier.deliver(entry, uncertain), self.delivery_timeout)
         except NotifyRejected as exc:
-            self.store.mark_dead(entry.id, self.clock(), exc.detail)
+            self.store.mark_dead(entry.id, self.clock(), redact_text(exc.detail))
             self.metrics.notifications.labels(entry.notifier, "rejected").inc()
             log.error(
                 f"notification rejected by {entry.notifier}: {exc.detail}",
                 extra=fields(key=entry.idempotency_key),
             )
             return False
-        except (NotifyRetryable, TimeoutError) as exc:
-            detail = exc.detail if isinstance(exc, NotifyRetryable) else "delivery timed out"
+        except (NotifyRetryable, TimeoutError, Exception) as exc:
+            # Anything else a notifier raises is a bug or an odd answer: retried with
+            # backoff like a transient failure (and dead after MAX_ATTEMPTS), so it holds
+            # back only its own notifier's queue, never the other notifiers' deliveries.
+            if isinstance(exc, NotifyRetryable):
+                detail = exc.detail
+            elif isinstance(exc, TimeoutError):
+                detail = "delivery timed out"
+            else:
+                log.exception(f"notifier {entry.notifier} raised unexpectedly")
+                detail = f"internal error: {type(exc).__name__}: {exc}"
+            detail = redact_text(detail)
             retry_after = exc.retry_after if isinstance(exc, NotifyRetryable) else None
             if entry.attempts + 1 >= MAX_ATTEMPTS:
                 self.store.mark_dead(entry.id, self.clock(), f"gave up: {detail}")
