@@ -48,6 +48,7 @@ STATUS_CODE = {"pass": 200, "fail": 412, "pending": 503}
 RETRY_AFTER = "30"
 MAX_BODY = 64 * 1024  # a Flagger payload is a few hundred bytes
 HISTORY_LIMIT = 1000
+PRUNE_BATCH = 500
 
 
 @dataclass
@@ -124,7 +125,8 @@ def _fmt(r: SLOResult, value: float | None) -> str:
 
 
 class Gate:
-    # Audit retention is enforced at start and then this often while the gate is used.
+    # Audit retention is applied at start, then this often; while more than one batch
+    # (PRUNE_BATCH rows, up to ~0.1 s of SQLite work on the loop) is due, every second.
     prune_every = 60.0
 
     def __init__(
@@ -155,9 +157,11 @@ class Gate:
         self._flusher: asyncio.Task[None] | None = None
         # Small, frequent batches: a large one holds the GIL long enough to show in p99.
         self.flush_every = 0.02
-        self._next_prune = monotonic() + self.prune_every
+        self._pruner: asyncio.Task[None] | None = None
         if store is not None:
             self.prune_audit()
+            with contextlib.suppress(RuntimeError):  # constructed outside a running loop
+                self._pruner = asyncio.get_running_loop().create_task(self._prune_loop())
 
     # -- audit --------------------------------------------------------------------------
 
@@ -179,10 +183,16 @@ class Gate:
         config = self.daemon.config.gate
         cutoff = self.daemon.clock() - config.audit_retention
         try:
-            return self.store.prune_gate_audit(cutoff, config.audit_max_rows)
+            return self.store.prune_gate_audit(cutoff, config.audit_max_rows, PRUNE_BATCH)
         except StateStoreError as exc:
             log.warning(f"gate audit: retention not applied: {exc}")
             return 0
+
+    async def _prune_loop(self) -> None:
+        behind = False
+        while True:
+            await asyncio.sleep(1.0 if behind else self.prune_every)
+            behind = self.prune_audit() >= PRUNE_BATCH
 
     async def _flush_loop(self) -> None:
         assert self.store is not None
@@ -191,17 +201,15 @@ class Gate:
         while True:
             await asyncio.sleep(self.flush_every)
             self.flush_audit()
-            if self.monotonic() >= self._next_prune:
-                self._next_prune = self.monotonic() + self.prune_every
-                self.prune_audit()
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        for task in list(self._inflight.values()):
-            task.cancel()
+        for task in (self._flusher, self._pruner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for evaluation in list(self._inflight.values()):
+            evaluation.cancel()
         self.flush_audit()
         await self.engine.close()
 

@@ -83,6 +83,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE slack_messages ADD COLUMN alert TEXT;
     """,
+    # 5: gate audit retention finds the texts only pruned rows referred to by index.
+    """
+    CREATE INDEX gate_inputs_hash ON gate_decisions(inputs_hash);
+    CREATE INDEX gate_body_hash ON gate_decisions(body_hash);
+    """,
 )
 
 # Write operations, as health and errors name them. A failure of the first two blocks
@@ -642,24 +647,41 @@ class Store:
             for r in rows
         ]
 
-    def prune_gate_audit(self, older_than: float, max_rows: int) -> int:
-        """Delete gate decisions last seen before `older_than`, then the oldest beyond
-        `max_rows`, then the texts no remaining row refers to. Returns rows deleted."""
+    def prune_gate_audit(self, older_than: float, max_rows: int, limit: int = 1000) -> int:
+        """Delete the gate decisions last seen before `older_than` and the oldest beyond
+        `max_rows` (at most `limit` rows, oldest first), then the texts only they referred
+        to. Returns rows deleted; `limit` of them means there may be more to delete.
+
+        Rows are appended in time order, so both cuts are an id, and the texts are found
+        by index: the work is proportional to what is deleted, not to the table."""
+        db = self.db
+        bottom = db.execute("SELECT MIN(id) FROM gate_decisions").fetchone()[0]
+        top = db.execute("SELECT MAX(id) FROM gate_decisions").fetchone()[0]
+        if top is None:
+            return 0
+        first_kept = db.execute(
+            "SELECT id FROM gate_decisions WHERE COALESCE(last_at, at) >= ? ORDER BY id LIMIT 1",
+            (older_than,),
+        ).fetchone()
+        cut = max(top - max_rows + 1, first_kept[0] if first_kept else top + 1)
+        cut = min(cut, bottom + limit)
+        if cut <= bottom:
+            return 0
         with self._transaction(GATE_AUDIT) as db:
-            deleted = db.execute(
-                "DELETE FROM gate_decisions WHERE COALESCE(last_at, at) < ?", (older_than,)
-            ).rowcount
-            deleted += db.execute(
-                "DELETE FROM gate_decisions WHERE id <= (SELECT id FROM gate_decisions "
-                "ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (max_rows,),
-            ).rowcount
-            if deleted:
-                db.execute(
-                    "DELETE FROM gate_blobs WHERE hash NOT IN (SELECT inputs_hash FROM "
-                    "gate_decisions WHERE inputs_hash IS NOT NULL) AND hash NOT IN (SELECT "
-                    "body_hash FROM gate_decisions WHERE body_hash IS NOT NULL)"
-                )
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS gate_prune (hash TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM temp.gate_prune")
+            db.execute(
+                "INSERT OR IGNORE INTO temp.gate_prune SELECT inputs_hash FROM gate_decisions "
+                "WHERE id < ? AND inputs_hash IS NOT NULL UNION SELECT body_hash FROM "
+                "gate_decisions WHERE id < ? AND body_hash IS NOT NULL",
+                (cut, cut),
+            )
+            deleted = db.execute("DELETE FROM gate_decisions WHERE id < ?", (cut,)).rowcount
+            db.execute(
+                "DELETE FROM gate_blobs WHERE hash IN (SELECT hash FROM temp.gate_prune p "
+                "WHERE NOT EXISTS (SELECT 1 FROM gate_decisions WHERE inputs_hash = p.hash) "
+                "AND NOT EXISTS (SELECT 1 FROM gate_decisions WHERE body_hash = p.hash))"
+            )
         if deleted:
             # The cache says "already stored" for texts that may just have been deleted.
             self._blob_hashes.clear()

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sentinel.gate import Gate
 from sentinel.gate_budget import EvaluationBudget, GateOverloaded
 from sentinel.store import Store
 from support.fakeloki import FakeLoki
@@ -345,6 +346,16 @@ def _rows(at_times: list[float], service: str = "svc") -> list[tuple[float, str,
     ]
 
 
+def test_pruning_works_in_batches_of_the_oldest_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.record_gates(_rows([100.0 + i for i in range(25)]))
+    assert [store.prune_gate_audit(1000.0, 100, limit=10) for _ in range(4)] == [10, 10, 5, 0]
+    store.record_gates(_rows([2000.0 + i for i in range(5)]))
+    assert store.prune_gate_audit(0.0, 2, limit=10) == 3
+    assert [h["at"] for h in store.gate_history(None, 10)] == [2004.0, 2003.0]
+    store.close()
+
+
 def test_pruning_drops_rows_past_retention_then_the_oldest_beyond_the_cap(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     store.record_gates(_rows([100.0, 200.0, 300.0, 400.0, 500.0]))
@@ -366,6 +377,7 @@ async def test_audit_retention_applies_at_start_and_while_the_gate_is_used(
     store.record_gates(_rows([at(40) - 40 * day, at(40) - 1 * day], "chatbot-backend"))
     store.close()
     extra = "gate: {audit_retention: 30d, audit_max_rows: 100}\n"
+    monkeypatch.setattr(Gate, "prune_every", 0.05)
     async with running_gate(tmp_path, prometheus.url, monkeypatch, extra, loki.url) as gate:
 
         async def history() -> list[float]:
@@ -374,7 +386,6 @@ async def test_audit_retention_applies_at_start_and_while_the_gate_is_used(
 
         assert await history() == [at(40) - day]
         gate.clock.now = at(40) + 30 * day  # a month later: that row is past retention too
-        gate.built.gate.prune_every = gate.built.gate._next_prune = 0.0
         assert (await gate.get(service="chatbot-backend"))[0] == 503  # no recent traffic
         await wait_until(
             lambda: (
