@@ -73,7 +73,9 @@ def scenario_series() -> list[SeriesData]:
 
 
 def test_in_process_engine_matches_prometheus(prometheus: PrometheusServer) -> None:
-    config = Config(rules=[str(REPO / "rules" / "*.yaml")], loki=LokiConfig(url="http://x"), base_dir="/")
+    config = Config(
+        rules=[str(REPO / "rules" / "*.yaml")], loki=LokiConfig(url="http://x"), base_dir="/"
+    )
     engine = Engine(scenario_series())
     compared = 0
     for slo in load_rules(config).slos:
