@@ -265,7 +265,7 @@ class Gate:
                 "it goes on and its result is kept for the retry"
             )
             return self._unevaluated(req, firing, now, reason, str(math.ceil(deadline)))
-        down_for = self._source_down_for(now)
+        down_for = self._source_down_for(now, {slo.source for slo in slos})
         config = self.daemon.config.gate
         down_state = None if down_for is None else down_for >= config.source_down_after
         verdict_key = (req.cache_key, req.release, req.revision, evaluated.at, firing, down_state)
@@ -389,12 +389,16 @@ class Gate:
             return []
         return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
 
-    def _source_down_for(self, now: float) -> float | None:
-        """How long the worst source has been down, by what both the scheduled cycles and
-        the gate's own clients saw last; None when every source's last outcome is good."""
+    def _source_down_for(self, now: float, used: set[str]) -> float | None:
+        """How long the worst of the sources the gate SLOs `used` has been down, by what
+        both the scheduled cycles and the gate's own clients saw last; None when each
+        one's last outcome is good. A source no gate SLO reads (Loki, for a gate on
+        Prometheus SLOs) cannot fail the gate."""
         own = self.engine.sources
         worst = None
         for name, source in self.daemon.engine.sources.items():
+            if name not in used:
+                continue
             gate_source = own.get(name)
             records = [source.health] + ([gate_source.health] if gate_source else [])
             down = _down_since(records)
