@@ -117,8 +117,8 @@ def sli_group(work: Path, end: int) -> Path:
     """Sentinel's 5m SLI expressions as one Prometheus recording-rule group, pinned."""
     sys.path.insert(0, str(REPO))
     from sentinel.config import Config
-    from sentinel.loader import load_rules
-    from sentinel.promql import slo_query
+    from sentinel.query.promql import slo_query
+    from sentinel.rules.loader import load_rules
 
     config = Config(rules=[str(write_rules(work, False) / "*.yaml")], base_dir="/")
     exprs = [slo_query(s) for s in load_rules(config).slos]
@@ -185,8 +185,8 @@ def cycle_child(config: Path, at: float, cycles: int, recorded: bool) -> dict[st
         import asyncio, gc, json, resource, time, sys
         sys.path.insert(0, {str(REPO)!r})
         from sentinel.config import load_config
-        from sentinel.loader import load_rules
-        from sentinel.wiring import build_engine
+        from sentinel.rules.loader import load_rules
+        from sentinel.daemon.wiring import build_engine
         config = load_config({str(config)!r})
         slos = load_rules(config).slos
         async def main():
@@ -255,8 +255,8 @@ def measure(
     args: argparse.Namespace, work: Path, prom: PrometheusServer, end: int
 ) -> list[tuple[str, str, str]]:
     from sentinel.config import Config
-    from sentinel.loader import load_rules
-    from sentinel.promql import slo_query
+    from sentinel.query.promql import slo_query
+    from sentinel.rules.loader import load_rules
 
     plain_rules, period_rules = write_rules(work, False), write_rules(work, True)
     queries = [

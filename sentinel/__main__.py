@@ -1,5 +1,5 @@
 """Allow `python -m sentinel`."""
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 
 raise SystemExit(main())

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from sentinel import __version__
-from sentinel.evaluation import SLOResult, Status
+from sentinel.evaluate.slo import SLOResult, Status
 
 _STATUS_CODE = {Status.OK: 0.0, Status.BREACH: 1.0, Status.NO_DATA: -1.0}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sentinel.alerting.state import AlertState, TransitionKind, step
-from sentinel.evaluation import SLOResult, Status
-from sentinel.model import AlertPolicy, NoDataPolicy
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.rules.model import AlertPolicy, NoDataPolicy
 
 
 def result(status: str) -> SLOResult:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.app import Assembly, build_daemon
 from sentinel.config import load_config
-from sentinel.loader import load_rules
+from sentinel.daemon.assembly import Assembly, build_daemon
+from sentinel.rules.loader import load_rules
 from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
 from support.promserver import PrometheusServer
 from support.scenario import at
@@ -220,10 +220,10 @@ async def test_rollback_webhook_retries_5xx_and_never_sends_twice(
 
 def test_alerts_of_one_service_firing_in_one_cycle_are_one_message(tmp_path: Path) -> None:
     from sentinel.alerting.manager import AlertManager
-    from sentinel.evaluation import SLOResult, Status
-    from sentinel.model import SLO, LatencySLI, RuleGroup, Selector
+    from sentinel.alerting.store import Store
+    from sentinel.evaluate.slo import SLOResult, Status
     from sentinel.notify.log import LogNotifier
-    from sentinel.store import Store
+    from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector
 
     store = Store(tmp_path / "s.db")
     manager = AlertManager(store, {"log": LogNotifier("log")}, {})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.web import BadRequestLogFilter, install_bad_request_filter
+from sentinel.web.app import BadRequestLogFilter, install_bad_request_filter
 from support.gatestack import TOKEN, GateClient, make_client
 from support.scenario import at
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from sentinel.cli import main
+from sentinel.cli.main import main
 from support.fakeloki import FakeLoki
 from support.promserver import PrometheusServer
 from support.scenario import at

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.app import build_daemon
-from sentinel.budgets import apply_budgets
-from sentinel.burnrate import WindowRatio, builtin_catalogue, judge_tier, load_catalogue
 from sentinel.config import load_config
-from sentinel.evaluation import SLOResult, Status, evaluate
-from sentinel.loader import load_rules
-from sentinel.model import SLO, BurnPolicy, RatioSLI, Selector
-from sentinel.promql import PART_LABEL
-from sentinel.ruletest.runner import run_file
+from sentinel.daemon.assembly import build_daemon
+from sentinel.evaluate.budgets import apply_budgets
+from sentinel.evaluate.burn import WindowRatio, judge_tier
+from sentinel.evaluate.slo import SLOResult, Status, evaluate
+from sentinel.offline.ruletest.runner import run_file
+from sentinel.query.promql import PART_LABEL
+from sentinel.rules.catalogues import builtin_catalogue, load_catalogue
+from sentinel.rules.loader import load_rules
+from sentinel.rules.model import SLO, BurnPolicy, RatioSLI, Selector
 from sentinel.sources.base import Sample
 from sentinel.units import parse_duration
 from support.promserver import PrometheusServer

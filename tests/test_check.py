@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from sentinel.cli import main
+from sentinel.cli.main import main
 from support.promserver import PrometheusServer
 
 BROKEN = """\

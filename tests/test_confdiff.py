@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sentinel.confdiff import compare
 from sentinel.config import Config
+from sentinel.daemon.confdiff import compare
 
 
 def config(**sections: Any) -> Config:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.yamlsource import MAX_ALIAS_NODES, MAX_FILE_BYTES
 from support.procs import http, start_sentinel, wait_for
 from support.promserver import free_port

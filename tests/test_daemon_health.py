@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from sentinel.config import load_config
-from sentinel.daemon import Daemon
+from sentinel.daemon.runner import Daemon
+from sentinel.daemon.scheduling import schedule_jobs
 from sentinel.errors import ConfigError
-from sentinel.evaluation import SLOResult
-from sentinel.loader import load_rules
-from sentinel.model import RuleGroup, RuleSet
-from sentinel.scheduling import schedule_jobs
+from sentinel.evaluate.slo import SLOResult
+from sentinel.rules.loader import load_rules
+from sentinel.rules.model import RuleGroup, RuleSet
 from support.promserver import PrometheusServer
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from conftest import REPO
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import Config, load_config
-from sentinel.dashboards import dump, render_all, write_all
-from sentinel.grafana import GrafanaClient
-from sentinel.loader import load_rules
+from sentinel.outputs.dashboards import dump, render_all, write_all
+from sentinel.outputs.grafana import GrafanaClient
+from sentinel.rules.loader import load_rules
 from support.fakegrafana import TOKEN, FakeGrafana
 from support.fakeloki import FakeLoki
 from support.procs import http

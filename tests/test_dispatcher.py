@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sentinel.alerting.store import NewNotification, OutboxEntry, Store
+from sentinel.health import DependencyHealth
 from sentinel.notify.dispatcher import Dispatcher
 from sentinel.selfmetrics import SelfMetrics
-from sentinel.sources.base import DependencyHealth
-from sentinel.store import NewNotification, OutboxEntry, Store
 
 
 class Recording:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PLATFORM_SERVICES, REPO
-from sentinel.cli import main
+from sentinel.cli.main import main
 from support.fakeloki import FakeLoki
 from support.promserver import PrometheusServer
 from support.scenario import (

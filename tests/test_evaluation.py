@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from sentinel.evaluation import Status, evaluate, evaluate_failure
-from sentinel.model import SLO, GoodWhen, LatencySLI, PromQLSLI, RatioSLI, Selector
-from sentinel.promql import PART_LABEL
+from sentinel.evaluate.slo import Status, evaluate, evaluate_failure
+from sentinel.query.promql import PART_LABEL
+from sentinel.rules.model import SLO, GoodWhen, LatencySLI, PromQLSLI, RatioSLI, Selector
 from sentinel.sources.base import Sample
 
 RATIO = SLO(

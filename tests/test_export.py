@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from sentinel.cli import main
+from sentinel.cli.main import main
 from support.procs import http
 from support.promserver import PrometheusServer, find_binary
 from support.scenario import SLOTH_METRIC, at

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from sentinel.config import PrometheusConfig
-from sentinel.engine import Engine
+from sentinel.daemon.wiring import renderers
 from sentinel.errors import BadResponse, TooManySeries
-from sentinel.evaluation import SLOResult, Status
-from sentinel.model import SLO, ErrorRatioSLI, LatencySLI, RatioSLI, Selector
-from sentinel.promql import PART_LABEL
+from sentinel.evaluate.engine import Engine
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.query.promql import PART_LABEL
+from sentinel.rules.model import SLO, ErrorRatioSLI, LatencySLI, RatioSLI, Selector
 from sentinel.sources.prometheus import PrometheusSource
-from sentinel.wiring import renderers
 from support.fakeprom import FakePrometheus, element, vector_body
 
 RATIO = SLO(

@@ -180,7 +180,7 @@ async def test_prometheus_briefly_down_is_pending(
 async def test_cli_gate_exit_codes(
     gate: GateClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sentinel.client import gate as gate_cli
+    from sentinel.cli.client import gate as gate_cli
 
     monkeypatch.setenv("SENTINEL_TOKEN", TOKEN)
     url = str(gate.server.make_url("/"))
@@ -204,7 +204,7 @@ async def test_cli_gate_exit_codes(
 async def test_silences_api_and_cli(
     gate: GateClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sentinel.client import silence
+    from sentinel.cli.client import silence
 
     url = str(gate.server.make_url("/"))
     payload = {
@@ -231,7 +231,7 @@ async def test_silences_api_and_cli(
 
 
 def test_identical_decisions_share_an_audit_row_with_a_count(tmp_path: Path) -> None:
-    from sentinel.store import Store
+    from sentinel.alerting.store import Store
 
     store = Store(tmp_path / "s.db")
     rows = [

@@ -12,9 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sentinel.gate import Gate
-from sentinel.gate_budget import EvaluationBudget, GateOverloaded
-from sentinel.store import Store
+from sentinel.alerting.store import Store
+from sentinel.gate.budget import EvaluationBudget, GateOverloaded
+from sentinel.gate.service import Gate
 from support.fakeloki import FakeLoki
 from support.gatestack import TOKEN, GateClient, make_client, running_gate
 from support.promserver import PrometheusServer
@@ -397,8 +397,8 @@ async def test_audit_retention_applies_at_start_and_while_the_gate_is_used(
 
 
 def test_stream_selectors_of_log_slos_count_as_the_rules_matchers() -> None:
-    from sentinel.gate_request import GateInputError, check_narrowing
-    from sentinel.model import SLO, LogRatioSLI, Matcher, MatchOp
+    from sentinel.gate.request import GateInputError, check_narrowing
+    from sentinel.rules.model import SLO, LogRatioSLI, Matcher, MatchOp
 
     sli = LogRatioSLI('{app="chat", env=~"prod|eu-prod"}', "| json", 'level="error"', None)
     slo = SLO(service="chat", name="errors", sli=sli, threshold=0.01, window=300)
@@ -414,7 +414,7 @@ async def test_sentinel_gate_treats_429_as_no_verdict_yet_and_honours_retry_afte
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from sentinel.client import gate as gate_cli
+    from sentinel.cli.client import gate as gate_cli
 
     monkeypatch.setenv("SENTINEL_TOKEN", TOKEN)
     extra = "gate: {max_evaluations_per_second: 0.01}\n"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from sentinel.evaluation import rfc3339
+from sentinel.evaluate.slo import rfc3339
 from support.fakeloki import FakeLoki
 from support.gatestack import TOKEN, GateClient, make_client
 from support.promserver import PrometheusServer
@@ -30,7 +30,7 @@ async def gate(
     tmp_path: Path, prometheus: PrometheusServer, loki: FakeLoki, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[GateClient]:
     # Short Retry-After: the clients below honour it, and a test must not wait 30 s.
-    monkeypatch.setattr("sentinel.gate.RETRY_AFTER", "1")
+    monkeypatch.setattr("sentinel.gate.service.RETRY_AFTER", "1")
     async for client in make_client(tmp_path, prometheus.url, monkeypatch, loki_url=loki.url):
         yield client
 

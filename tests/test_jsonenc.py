@@ -8,8 +8,8 @@ import math
 import pytest
 
 from sentinel import jsonenc
-from sentinel.evaluation import SLOResult, Status
-from sentinel.report import results_json
+from sentinel.cli.report import results_json
+from sentinel.evaluate.slo import SLOResult, Status
 
 
 def _strict_loads(text: str) -> object:

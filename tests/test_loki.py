@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from support.fakeloki import FakeLoki, Fault
 
 T0 = 1795190400.0  # 2026-11-20T16:00:00Z
@@ -177,8 +177,8 @@ def test_check_asks_loki_to_parse_logql(capsys: pytest.CaptureFixture[str], conf
 
 async def test_a_grouped_log_slo_over_max_series_is_no_data(config: Path) -> None:
     from sentinel.config import load_config
-    from sentinel.loader import load_rules
-    from sentinel.wiring import build_engine
+    from sentinel.daemon.wiring import build_engine
+    from sentinel.rules.loader import load_rules
 
     config.write_text(config.read_text().replace("retries: 2}", "retries: 2, max_series: 2}"))
     loaded = load_config(config)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO
-from sentinel.cli import main
+from sentinel.cli.main import main
 from support.livestack import RULES_HEADER, live_stack
 from support.procs import http, start_sentinel, wait_for
 from support.promserver import PrometheusServer, free_port

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import load_config
-from sentinel.loader import load_rules
-from sentinel.wiring import build_engine
+from sentinel.daemon.wiring import build_engine
+from sentinel.rules.loader import load_rules
 from support.procs import http
 from support.promserver import PrometheusServer, backfill, find_binary
 from support.scenario import at, write_file

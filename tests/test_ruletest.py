@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import Config, LokiConfig
-from sentinel.loader import load_rules
-from sentinel.promql import slo_query
-from sentinel.ruletest.promql_engine import Engine, SeriesData, expand_values, parse_series
+from sentinel.offline.ruletest.promql_engine import Engine, SeriesData, expand_values, parse_series
+from sentinel.query.promql import slo_query
+from sentinel.rules.loader import load_rules
 from support.procs import http
 from support.promserver import PrometheusServer
 from support.scenario import at, write_openmetrics

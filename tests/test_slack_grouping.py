@@ -14,13 +14,13 @@ import pytest
 from pydantic import SecretStr
 
 from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.store import Store
 from sentinel.config import SlackNotifierConfig
-from sentinel.evaluation import SLOResult, Status
-from sentinel.model import SLO, LatencySLI, RuleGroup, Selector
+from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.slack import SlackNotifier
+from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector
 from sentinel.selfmetrics import SelfMetrics
-from sentinel.store import Store
 from support.fakeslack import CHANNEL, TOKEN, FakeSlack, Message
 
 SERVICE = "chatbot-backend"

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.app import Assembly, build_daemon
+from sentinel.alerting.store import Store
 from sentinel.config import load_config
+from sentinel.daemon.assembly import Assembly, build_daemon
 from sentinel.errors import StateStoreUnusable
-from sentinel.evaluation import SLOResult, Status
-from sentinel.loader import load_rules
-from sentinel.store import Store
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.rules.loader import load_rules
 from support.fakeslack import CHANNEL, TOKEN, FakeSlack
 from support.procs import REPO
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.loader import parse_matcher
-from sentinel.model import SLO, Matcher, MatchOp, RatioSLI, Selector
-from sentinel.promql import quote, render_selector, slo_query
+from sentinel.query.promql import quote, render_selector, slo_query
+from sentinel.rules.loader import parse_matcher
+from sentinel.rules.model import SLO, Matcher, MatchOp, RatioSLI, Selector
 from sentinel.timeparse import parse_time
 from sentinel.units import format_duration, parse_duration, parse_percent
 

@@ -22,13 +22,13 @@ from typing import Any
 
 from sentinel.alerting.silences import alert_labels
 from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
+from sentinel.alerting.store import NewNotification, Store
 from sentinel.errors import StateStoreWriteError
-from sentinel.evaluation import SLOResult, rfc3339
-from sentinel.links import dashboard_url
+from sentinel.evaluate.slo import SLOResult, rfc3339
 from sentinel.logs import fields
-from sentinel.model import SLO, AlertPolicy, RuleGroup
 from sentinel.notify.base import Notifier, severity_at_least
-from sentinel.store import NewNotification, Store
+from sentinel.outputs.links import dashboard_url
+from sentinel.rules.model import SLO, AlertPolicy, RuleGroup
 from sentinel.units import format_duration
 
 log = logging.getLogger("sentinel.alerts")

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sentinel.model import LABEL_NAME
+from sentinel.rules.model import LABEL_NAME
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import hashlib
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from sentinel.evaluation import SLOResult, Status
-from sentinel.model import AlertPolicy, NoDataPolicy
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.rules.model import AlertPolicy, NoDataPolicy
 
 
 class AlertState(StrEnum):

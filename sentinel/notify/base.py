@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sentinel.sources.base import DependencyHealth
-from sentinel.store import OutboxEntry
+from sentinel.alerting.store import OutboxEntry
+from sentinel.health import DependencyHealth
 
 SEVERITY_ORDER = {"info": 0, "ticket": 1, "page": 2}
 

@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from sentinel.alerting.store import OutboxEntry, Store
 from sentinel.errors import NotifyRejected, NotifyRetryable, StateStoreError
 from sentinel.logs import fields
 from sentinel.notify.base import Notifier
 from sentinel.redact import redact_text
 from sentinel.selfmetrics import SelfMetrics
-from sentinel.store import OutboxEntry, Store
 
 log = logging.getLogger("sentinel.notify")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from sentinel.alerting.store import OutboxEntry
+from sentinel.health import DependencyHealth
 from sentinel.logs import fields
 from sentinel.notify.base import summary_line
-from sentinel.sources.base import DependencyHealth
-from sentinel.store import OutboxEntry
 
 log = logging.getLogger("sentinel.alerts")
 

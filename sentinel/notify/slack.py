@@ -35,12 +35,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from sentinel.alerting.store import OutboxEntry, SlackMember, Store
 from sentinel.config import SlackNotifierConfig
 from sentinel.errors import NotifyRejected, NotifyRetryable
-from sentinel.evaluation import rfc3339
+from sentinel.evaluate.slo import rfc3339
+from sentinel.health import DependencyHealth
 from sentinel.notify.base import fmt_value, summary_line
-from sentinel.sources.base import DependencyHealth
-from sentinel.store import OutboxEntry, SlackMember, Store
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
 # section text 3,000 chars, 50 blocks per message.

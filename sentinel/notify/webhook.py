@@ -19,12 +19,12 @@ from typing import Any
 import aiohttp
 
 from sentinel import jsonenc
+from sentinel.alerting.store import OutboxEntry
 from sentinel.config import WebhookNotifierConfig
 from sentinel.errors import NotifyRejected, NotifyRetryable
+from sentinel.health import DependencyHealth
 from sentinel.logs import fields
-from sentinel.sources.base import DependencyHealth
 from sentinel.sources.http import _redact_url
-from sentinel.store import OutboxEntry
 
 log = logging.getLogger("sentinel.webhook")
 

@@ -1,6 +1,6 @@
 """What every source offers the engine: instant vector queries at an explicit time.
 
-Also the per-dependency health record that `/health/detailed` shows, and the parsing of
+Also the parsing of
 Prometheus' answer shape (which Loki shares). Parsing trusts nothing: an answer that is
 valid JSON but not a well-formed vector (a `metric` that is not an object of strings, a
 value that is not a string-encoded number, more series than `max_series`) is a
@@ -10,13 +10,12 @@ BadResponse for that one query, never an exception further down the cycle.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sentinel.errors import BadResponse, TooManySeries
-from sentinel.redact import redact_text
+from sentinel.health import DependencyHealth
 
 
 class Sample(NamedTuple):
@@ -30,56 +29,6 @@ class Sample(NamedTuple):
 class Series:
     labels: Mapping[str, str]
     points: tuple[tuple[float, float], ...]
-
-
-@dataclass
-class DependencyHealth:
-    """Last outcome of talking to one backend (no secrets: URL without credentials)."""
-
-    name: str
-    target: str
-    status: str = "unknown"  # unknown | healthy | unhealthy
-    last_latency_ms: float | None = None
-    last_error: str | None = None
-    last_success_at: float | None = None
-    last_failure_at: float | None = None
-    consecutive_failures: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # /health/detailed needs no token: whatever a caller passes, no credentials,
-        # query strings or known secrets leave here (sentinel/redact.py).
-        self.target = redact_text(self.target)
-
-    def record_success(self, latency_s: float) -> None:
-        self.status = "healthy"
-        self.last_latency_ms = round(latency_s * 1000, 2)
-        self.last_success_at = time.time()
-        self.consecutive_failures = 0
-
-    def record_failure(self, latency_s: float, error: str) -> None:
-        self.status = "unhealthy"
-        self.last_latency_ms = round(latency_s * 1000, 2)
-        self.last_error = redact_text(error)
-        self.last_failure_at = time.time()
-        self.consecutive_failures += 1
-
-    def record_bad_answer(self, error: str) -> None:
-        """The backend answered, but with something unusable: as unhealthy as no answer
-        (the request's latency, already recorded, is kept)."""
-        self.record_failure((self.last_latency_ms or 0.0) / 1000, error)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "target": self.target,
-            "latency_ms": self.last_latency_ms,
-            "last_error": self.last_error,
-            "last_success_at": self.last_success_at,
-            "last_failure_at": self.last_failure_at,
-            "consecutive_failures": self.consecutive_failures,
-            **self.extra,
-        }
 
 
 class Source(Protocol):

@@ -18,8 +18,9 @@ import orjson
 
 from sentinel.config import HTTPSourceConfig
 from sentinel.errors import BadQuery, BadResponse, SourceError, SourceTimeout, SourceUnavailable
+from sentinel.health import DependencyHealth
 from sentinel.redact import redact_text, redact_url
-from sentinel.sources.base import DependencyHealth, check_series_count
+from sentinel.sources.base import check_series_count
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 

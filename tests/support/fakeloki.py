@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sentinel.ruletest.logql_engine import (
+from sentinel.offline.ruletest.logql_engine import (
     Entry,
     LogQLError,
     LogQuery,
@@ -185,7 +185,7 @@ class FakeLoki(ThreadedServer):
         return entries
 
     def _select(self, tenant: str):  # type: ignore[no-untyped-def]
-        from sentinel.ruletest.logql_engine import _match
+        from sentinel.offline.ruletest.logql_engine import _match
 
         def select(matchers: list[tuple[str, str, str]], start: int, end: int) -> list[Entry]:
             with self._lock:

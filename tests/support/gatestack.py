@@ -19,10 +19,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from conftest import REPO
-from sentinel.app import Assembly, build_daemon
 from sentinel.config import load_config
-from sentinel.loader import load_rules
-from sentinel.web import build_app
+from sentinel.daemon.assembly import Assembly, build_daemon
+from sentinel.rules.loader import load_rules
+from sentinel.web.app import build_app
 from support.scenario import at
 
 TOKEN = "gate-test-token"

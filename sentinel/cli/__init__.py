@@ -1,0 +1,1 @@
+"""The command line: argument parsing, daemon commands, the API client, result reports."""

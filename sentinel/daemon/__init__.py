@@ -1,0 +1,3 @@
+"""The long-running daemon: rule-group runner, lifecycle, the composition root, self-
+metrics.
+"""

@@ -1,0 +1,132 @@
+"""Composition root of the daemon: builds the store, notifiers, alert manager, outbox
+dispatcher and gate around the daemon. Nothing else constructs these objects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from sentinel.alerting.manager import AlertManager, RollbackGuard
+from sentinel.alerting.store import Store
+from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
+from sentinel.daemon.runner import Daemon
+from sentinel.gate.service import Gate, gate_routes
+from sentinel.notify.base import Notifier
+from sentinel.notify.dispatcher import Dispatcher
+from sentinel.notify.log import LogNotifier
+from sentinel.outputs import dashboard_sync as dashboards_sync
+from sentinel.rules.model import RuleSet
+from sentinel.web.alerts_api import alert_routes
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+def build_notifiers(config: Config, store: Store) -> dict[str, Notifier]:
+    notifiers: dict[str, Notifier] = {}
+    for name, nc in config.notifiers.items():
+        # Imported only when used: slack-sdk and Jinja2 cost memory a log-only setup
+        # does not need.
+        if isinstance(nc, SlackNotifierConfig):
+            from sentinel.notify.slack import SlackNotifier
+
+            notifiers[name] = SlackNotifier(name, nc, store)
+        elif isinstance(nc, WebhookNotifierConfig):
+            from sentinel.notify.webhook import WebhookNotifier
+
+            notifiers[name] = WebhookNotifier(name, nc)
+        elif isinstance(nc, LogNotifierConfig):
+            notifiers[name] = LogNotifier(name, nc.min_severity)
+    if not notifiers:
+        notifiers["log"] = LogNotifier("log")
+    return notifiers
+
+
+def rollback_guards(config: Config) -> dict[str, RollbackGuard]:
+    return {
+        name: RollbackGuard(nc.cooldown, nc.min_events)
+        for name, nc in config.notifiers.items()
+        if isinstance(nc, WebhookNotifierConfig)
+    }
+
+
+@dataclass
+class Assembly:
+    daemon: Daemon
+    routes: list[web.RouteDef]
+    cleanup: Cleanup
+    store: Store
+    manager: AlertManager
+    dispatcher: Dispatcher
+    gate: Gate
+
+
+async def build_daemon(
+    config_path: str, config: Config, rules: RuleSet, clock: Callable[[], float] = time.time
+) -> Assembly:
+    # The store first: a state file that cannot be used stops the start (StateStoreError)
+    # before anything else holds sockets or tasks.
+    store = Store(config.resolve(config.state.path))
+    daemon = Daemon(config_path, config, rules, clock)
+    notifiers = build_notifiers(config, store)
+    dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)
+    manager = AlertManager(
+        store, notifiers, rollback_guards(config), config.dashboards.grafana_url, dispatcher.wake
+    )
+    daemon.result_hooks.append(manager.observe)
+    gate = Gate(daemon, manager, store)
+
+    def health() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {
+            "state_store": {
+                **store.health.as_json(),
+                "outbox": store.outbox_stats(),
+                # Alert changes held in memory because their commit failed.
+                "unsaved_alert_changes": len(manager.unsaved.alerts),
+                "unsaved_notifications": len(manager.unsaved.notifications),
+            }
+        }
+        for name, notifier in notifiers.items():
+            out[f"notifier:{name}"] = {"kind": notifier.kind, **notifier.health.as_json()}
+        return out
+
+    daemon.health_providers.append(health)
+    daemon.readiness_checks.append(store.health.not_ready_reasons)
+    dispatcher.start()
+
+    grafana = dashboards_sync.client(config)
+    if grafana is not None:
+        daemon.health_providers.append(lambda: {"grafana": grafana.health.as_json()})
+
+    async def sync_dashboards() -> None:
+        await dashboards_sync.sync(daemon.config, daemon.rules, grafana)
+
+    daemon.start_hooks.append(sync_dashboards)
+    daemon.reload_hooks.append(sync_dashboards)
+
+    async def reload_notifiers() -> None:
+        # The dispatcher and the alert manager share this dict: swap its content in place.
+        # Built before anything is replaced: a notifier that fails to build leaves the
+        # running ones in place (the reload then shows as partial).
+        fresh = build_notifiers(daemon.config, store)
+        old = dict(notifiers)
+        notifiers.clear()
+        notifiers.update(fresh)
+        manager.guards = rollback_guards(daemon.config)
+        for notifier in old.values():
+            await notifier.close()
+
+    daemon.reload_hooks.append(reload_notifiers)
+
+    async def cleanup() -> None:
+        await gate.close()
+        await dispatcher.stop()
+        for notifier in notifiers.values():
+            await notifier.close()
+        store.close()
+
+    routes = alert_routes(manager, store) + gate_routes(gate)
+    return Assembly(daemon, routes, cleanup, store, manager, dispatcher, gate)

@@ -1,0 +1,497 @@
+"""The long-running daemon: schedules rule groups, keeps the latest results, reloads on
+SIGHUP, stops gracefully on SIGTERM/SIGINT.
+
+Run state: STARTING -> RUNNING -> STOPPING -> STOPPED. The scheduler is an adapter: its
+job only starts a cycle, a task the daemon owns, which calls `run_group` and so
+`Engine.evaluate_once(slos, now)`. The daemon owns its cycles because a stop must let a
+running cycle finish and commit, while APScheduler's executor cancels its own futures the
+moment it shuts down.
+
+A reload is built completely (config, rules, auth policy, schedule triggers) before it
+replaces anything; if replacing fails half-way, the old config is put back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sentinel import __version__
+from sentinel.config import Config, load_config
+from sentinel.daemon.confdiff import compare
+from sentinel.daemon.runstate import GroupStatus, ReloadStatus, RunState
+from sentinel.daemon.scheduling import GroupJob, GroupScheduler, schedule_jobs
+from sentinel.daemon.tasks import TaskSupervisor, wait_done
+from sentinel.daemon.wiring import build_engine, build_sources
+from sentinel.errors import ConfigError
+from sentinel.evaluate.slo import SLOResult, Status, evaluate_failure
+from sentinel.logs import fields
+from sentinel.rules.loader import load_rules
+from sentinel.rules.model import RuleGroup, RuleSet
+from sentinel.selfmetrics import SelfMetrics
+from sentinel.sources.base import Source
+from sentinel.units import format_duration
+
+log = logging.getLogger("sentinel.daemon")
+
+ResultHook = Callable[[RuleGroup, list[SLOResult], float], Awaitable[None]]
+
+# A group that has not finished a cycle for this many intervals is stuck (a dead job, a
+# hung hook): `/health/ready` says so, naming the group.
+STALE_INTERVALS = 3
+
+
+@dataclass(frozen=True)
+class _Reload:
+    config: Config
+    rules: RuleSet
+    jobs: list[GroupJob]
+    changes: list[str]
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str,
+        config: Config,
+        rules: RuleSet,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.rules = rules
+        self.clock = clock
+        self.state = RunState.STARTING
+        self.started_at = clock()
+        self.metrics = SelfMetrics()
+        self.engine = build_engine(config)
+        self.results: dict[str, list[SLOResult]] = {}
+        self.group_status: dict[str, GroupStatus] = {}
+        self.reload_status = ReloadStatus(at=self.started_at)
+        self.result_hooks: list[ResultHook] = []
+        self.health_providers: list[Callable[[], dict[str, dict[str, Any]]]] = []
+        # Components that can make the daemon unready (the state store while it cannot
+        # save alert changes) register a check returning their reasons.
+        self.readiness_checks: list[Callable[[], list[str]]] = []
+        # Run after start and after each successful reload (dashboards re-render).
+        self.start_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.reload_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.tasks = TaskSupervisor(clock, self._task_failed)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cycles: set[asyncio.Task[Any]] = set()
+        self._scheduled_at: dict[str, float] = {}
+        self._scheduler: GroupScheduler | None = None
+        self._reload_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._services: set[str] | None = None
+        self._signals = 0
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def cycle_timeout(self, group: RuleGroup) -> float:
+        configured = self.config.evaluation.cycle_timeout
+        return configured if configured is not None else max(1.0, group.interval * 0.9)
+
+    async def run_group(self, name: str, now: float | None = None) -> list[SLOResult] | None:
+        """Evaluate one rule group once. Never raises; never overlaps itself."""
+        group = next((g for g in self.rules.groups if g.name == name), None)
+        if group is None:
+            return None
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        status = self.group_status.setdefault(name, GroupStatus())
+        if lock.locked():
+            status.overruns += 1
+            self.metrics.cycles.labels(name, "overrun").inc()
+            log.warning("cycle skipped: previous cycle still running", extra=fields(group=name))
+            return None
+        async with lock:
+            return await self._run_group_locked(group, status, now)
+
+    async def _run_group_locked(
+        self, group: RuleGroup, status: GroupStatus, now: float | None
+    ) -> list[SLOResult]:
+        at = self.clock() if now is None else now
+        started = time.monotonic()
+        status.last_started_at = at
+        outcome, error = "ok", None
+        try:
+            report = await asyncio.wait_for(
+                self.engine.evaluate_once(group.slos, at), self.cycle_timeout(group)
+            )
+            results = report.results
+            self._count_queries(report.queries, report.errors.values(), group)
+            if report.errors:
+                outcome = "source_error"
+                error = str(next(iter(report.errors.values())))
+        except TimeoutError:
+            outcome, error = "overrun", f"cycle exceeded {self.cycle_timeout(group):g}s"
+            status.overruns += 1
+            results = self._failed(group, at, error)
+        except Exception as exc:  # a bug or bad data must never kill the daemon
+            log.exception("evaluation crashed", extra=fields(group=group.name))
+            outcome, error = "crash", f"internal error: {type(exc).__name__}: {exc}"
+            results = self._failed(group, at, error)
+        duration = time.monotonic() - started
+        self._record(group, status, results, at, duration, outcome, error)
+        for hook in self.result_hooks:
+            try:
+                await hook(group, results, at)
+            except Exception:
+                log.exception("result hook failed", extra=fields(group=group.name))
+        status.completed_at = self.clock()
+        # What survives a cycle lives long (results, metrics, alert states): move it out of
+        # the collector's sight. Full collections over thousands of results otherwise cost
+        # more CPU than the evaluation and show up as gate latency spikes.
+        gc.freeze()
+        return results
+
+    def _failed(self, group: RuleGroup, at: float, reason: str) -> list[SLOResult]:
+        return [r for slo in group.slos for r in evaluate_failure(slo, reason, at)]
+
+    def _count_queries(self, queries: int, errors: Any, group: RuleGroup) -> None:
+        for source in {slo.source for slo in group.slos}:
+            self.metrics.queries.labels(source).inc(0)
+        self.metrics.queries.labels("all").inc(queries)
+        seen = set()
+        for err in errors:
+            if (err.source, err.query) not in seen:
+                seen.add((err.source, err.query))
+                self.metrics.query_errors.labels(err.source, err.kind).inc()
+
+    def _record(
+        self,
+        group: RuleGroup,
+        status: GroupStatus,
+        results: list[SLOResult],
+        at: float,
+        duration: float,
+        outcome: str,
+        error: str | None,
+    ) -> None:
+        self._log_changes(self.results.get(group.name, []), results)
+        self.results[group.name] = results
+        self._services = None
+        status.last_finished_at = at
+        status.last_duration = round(duration, 4)
+        status.last_outcome = outcome
+        status.last_error = error
+        status.cycles += 1
+        self.metrics.eval_duration.labels(group.name).observe(duration)
+        self.metrics.cycles.labels(group.name, outcome).inc()
+        if outcome == "ok":
+            self.metrics.last_success.labels(group.name).set(at)
+        self.metrics.record_results(group.name, results)
+        for name, source in self.engine.sources.items():
+            self.metrics.dependency_up.labels(name).set(source.health.status == "healthy")
+
+    def _log_changes(self, before: list[SLOResult], after: list[SLOResult]) -> None:
+        previous = {r.key: r.status for r in before}
+        for res in after:
+            old = previous.get(res.key)
+            if old == res.status:
+                continue
+            level = logging.WARNING if res.status is Status.BREACH else logging.INFO
+            log.log(
+                level,
+                f"SLO {res.key} {old or 'new'} -> {res.status.value}",
+                extra=fields(
+                    service=res.service,
+                    slo=res.slo,
+                    labels=dict(res.labels),
+                    status=res.status.value,
+                    previous=old.value if old else None,
+                    value=res.value,
+                    threshold=res.threshold,
+                    reason=res.explanation(),
+                ),
+            )
+
+    async def evaluate_once(self, now: float | None = None) -> list[SLOResult]:
+        """Every group once (used by tests and benchmarks; the scheduler runs groups)."""
+        out: list[SLOResult] = []
+        for group in self.rules.groups:
+            out += await self.run_group(group.name, now) or []
+        return out
+
+    def extra_health(self) -> dict[str, dict[str, Any]]:
+        """Health of non-source dependencies (state store, notifiers), registered later,
+        and of the daemon's own background tasks."""
+        out: dict[str, dict[str, Any]] = {"background_tasks": self.tasks.health()}
+        for provider in self.health_providers:
+            out.update(provider())
+        return out
+
+    def known_services(self) -> set[str]:
+        """Services of the rules and of the latest results (group_by instances); cached
+        per cycle because the gate asks on every request."""
+        if self._services is None:
+            self._services = {slo.service for slo in self.rules.slos} | {
+                r.service for results in self.results.values() for r in results
+            }
+        return self._services
+
+    def latest(self) -> list[SLOResult]:
+        return [r for group in self.rules.groups for r in self.results.get(group.name, [])]
+
+    # -- readiness ----------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        """Reasons the daemon is not ready; empty when it is.
+
+        Ready means Sentinel is useful: it runs, every group has finished a cycle and none
+        is stuck, and at least one source the rules use answers. A source that is down
+        while another answers (Loki down, Prometheus up) is degraded health, shown in
+        `/health/detailed`, not unreadiness: the Prometheus SLOs and the gate on them keep
+        working, and an orchestrator must not take Sentinel out of service for it.
+        """
+        reasons = []
+        if self.state is not RunState.RUNNING:
+            reasons.append(f"daemon is {self.state.value}")
+        now = self.clock()
+        for group in self.rules.groups:
+            reason = self._group_not_ready(group, now)
+            if reason:
+                reasons.append(reason)
+        reasons += self._sources_not_ready()
+        for check in self.readiness_checks:
+            reasons += check()
+        return reasons
+
+    def _group_not_ready(self, group: RuleGroup, now: float) -> str | None:
+        status = self.group_status.get(group.name)
+        completed = status.completed_at if status else None
+        since = max(
+            (t for t in (completed, self._scheduled_at.get(group.name)) if t is not None),
+            default=None,
+        )
+        if (
+            self.state is RunState.RUNNING
+            and since is not None
+            and now - since >= STALE_INTERVALS * group.interval
+        ):
+            return (
+                f"rule group {group.name!r} has not finished an evaluation for "
+                f"{format_duration(int(now - since))} ({STALE_INTERVALS} intervals of "
+                f"{format_duration(group.interval)})"
+            )
+        if completed is None:
+            return f"first evaluation of rule group {group.name!r} not finished"
+        return None
+
+    def _sources_not_ready(self) -> list[str]:
+        used = {slo.source for slo in self.rules.slos} & self.engine.sources.keys()
+        down = {
+            name: self.engine.sources[name].health
+            for name in sorted(used)
+            if self.engine.sources[name].health.status != "healthy"
+        }
+        if not used or len(down) < len(used):
+            return []
+        return [
+            f"{name} unreachable: {health.last_error or 'not contacted yet'}"
+            for name, health in down.items()
+        ]
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _schedule(self, jobs: list[GroupJob]) -> None:
+        assert self._scheduler is not None
+        self._scheduler.replace(jobs)
+        now = self.clock()
+        for job in jobs:
+            self._scheduled_at[job.group] = now
+
+    async def _job(self, name: str) -> None:
+        if self.state is not RunState.RUNNING:
+            return
+        cycle = self.tasks.spawn(self.run_group(name), f"cycle:{name}")
+        self._cycles.add(cycle)
+        cycle.add_done_callback(self._cycles.discard)
+        try:
+            await asyncio.shield(cycle)
+        except asyncio.CancelledError:
+            # APScheduler cancels its jobs when it shuts down; the cycle goes on and
+            # `stop` waits for it. Returning normally keeps APScheduler from logging the
+            # cancellation as a crash with a traceback.
+            return
+
+    # -- reload -------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read config and rules. Everything is built and checked before anything is
+        replaced; an invalid config (or a failure while switching) keeps the old one."""
+        async with self._reload_lock:
+            if self.state in (RunState.STOPPING, RunState.STOPPED):
+                log.info("reload ignored: shutting down")
+                return False
+            try:
+                new = self._prepare_reload()
+            except ConfigError as exc:
+                return self._reload_failed([str(p) for p in exc.problems])
+            except Exception as exc:  # a loader bug must not end reloads or the daemon
+                log.exception("reload crashed while loading")
+                return self._reload_failed(
+                    [f"{self.config_path}: cannot load: {type(exc).__name__}: {exc}"]
+                )
+            return await self._apply_reload(new)
+
+    def _prepare_reload(self) -> _Reload:
+        config = load_config(self.config_path)
+        rules = load_rules(config)
+        changes = compare(self.config, config, self.config_path)
+        if changes.refusals:
+            raise ConfigError(changes.refusals)
+        return _Reload(config, rules, schedule_jobs(rules), changes.notes)
+
+    async def _apply_reload(self, new: _Reload) -> bool:
+        old_config, old_rules, old_sources = self.config, self.rules, self.engine.sources
+        sources_changed = (
+            new.config.prometheus != old_config.prometheus or new.config.loki != old_config.loki
+        )
+        new_sources = build_sources(new.config) if sources_changed else None
+        try:
+            self._switch(new, new_sources)
+        except Exception as exc:
+            log.exception("reload could not be applied; the previous config keeps running")
+            self._switch(_Reload(old_config, old_rules, schedule_jobs(old_rules), []), None)
+            self.engine.sources = old_sources
+            for source in (new_sources or {}).values():
+                with contextlib.suppress(Exception):
+                    await source.close()
+            return self._reload_failed([f"reload not applied: {type(exc).__name__}: {exc}"])
+        for note in new.changes:
+            log.warning(f"reload: {note}", extra=fields(change=note))
+        removed = {g.name for g in old_rules.groups} - {g.name for g in new.rules.groups}
+        for name in removed:
+            self.results.pop(name, None)
+            self.group_status.pop(name, None)
+            self._scheduled_at.pop(name, None)
+            self.metrics.forget_group(name)
+        self.engine.forget(new.rules.slos)
+        self.reload_status = ReloadStatus("ok", self.clock(), changes=list(new.changes))
+        self.metrics.reloads.labels("ok").inc()
+        log.info(
+            "config reloaded",
+            extra=fields(slos=len(new.rules.slos), groups=len(new.rules.groups)),
+        )
+        if new_sources is not None:
+            for source in old_sources.values():
+                with contextlib.suppress(Exception):
+                    await source.close()
+        failed = await self._run_hooks(self.reload_hooks)
+        if failed:
+            self.reload_status.status = "partial"
+            self.reload_status.errors = failed
+        return True
+
+    def _switch(self, new: _Reload, sources: Mapping[str, Source] | None) -> None:
+        """Swap config, rules, sources and schedule in one step (no await in between)."""
+        self.config, self.rules = new.config, new.rules
+        if sources is not None:
+            self.engine.sources = sources
+        self.engine.recorded_budgets = new.config.evaluation.budget_source == "recorded"
+        self._services = None
+        if self._scheduler is not None:
+            self._schedule(new.jobs)
+
+    def _reload_failed(self, errors: list[str]) -> bool:
+        self.reload_status = ReloadStatus("failed", self.clock(), errors)
+        self.metrics.reloads.labels("failed").inc()
+        log.error(
+            "reload refused; the previous config keeps running",
+            extra=fields(errors=errors),
+        )
+        return False
+
+    async def _run_hooks(self, hooks: list[Callable[[], Awaitable[None]]]) -> list[str]:
+        failed = []
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception as exc:
+                name = getattr(hook, "__name__", "hook")
+                log.exception(f"{name} failed")
+                failed.append(f"{name} failed: {type(exc).__name__}: {exc}")
+        return failed
+
+    def _task_failed(self, name: str) -> None:
+        self.metrics.task_failures.labels(name.partition(":")[0]).inc()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start scheduling. Raises ConfigError if a group cannot be scheduled."""
+        jobs = schedule_jobs(self.rules)
+        self._scheduler = GroupScheduler(self._job)
+        self.state = RunState.RUNNING
+        self._schedule(jobs)
+        self._scheduler.start()
+        await self._run_hooks(self.start_hooks)
+        log.info(
+            f"sentinel {__version__} running",
+            extra=fields(slos=len(self.rules.slos), groups=len(self.rules.groups)),
+        )
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def request_reload(self) -> None:
+        log.info("SIGHUP received: reloading config and rules")
+        self.tasks.spawn(self.reload(), "reload")
+
+    def request_stop(self, why: str = "stop") -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning(f"second stop signal ({why}): cancelling running cycles now")
+            self._force.set()
+        else:
+            log.info(f"{why} received: shutting down gracefully")
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Stop scheduling, let running cycles finish and commit (up to
+        `evaluation.shutdown_timeout`, or until a second signal), close the sources."""
+        self.state = RunState.STOPPING
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+        await self._finish_cycles()
+        for source in self.engine.sources.values():
+            with contextlib.suppress(Exception):
+                await source.close()
+        self.state = RunState.STOPPED
+
+    async def _finish_cycles(self) -> None:
+        running = {t for t in self._cycles if not t.done()}
+        if not running:
+            return
+        timeout = self.config.evaluation.shutdown_timeout
+        log.info(
+            f"waiting up to {timeout:g}s for {len(running)} running cycle(s) to finish",
+            extra=fields(cycles=sorted(t.get_name() for t in running)),
+        )
+        pending = await wait_done(running, timeout, self._force)
+        why = "second stop signal" if self._force.is_set() else f"shutdown_timeout {timeout:g}s"
+        for task in pending:
+            log.warning(f"{why}: cancelling {task.get_name()} before it finished")
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

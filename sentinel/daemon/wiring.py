@@ -1,0 +1,29 @@
+"""The composition root: the only place that builds real sources and engines from config."""
+
+from __future__ import annotations
+
+from sentinel.config import Config
+from sentinel.evaluate.engine import Engine, QueryRenderer
+from sentinel.query.promql import slo_query
+from sentinel.sources.base import Source
+from sentinel.sources.prometheus import PrometheusSource
+
+
+def build_sources(config: Config) -> dict[str, Source]:
+    sources: dict[str, Source] = {"prometheus": PrometheusSource(config.prometheus)}
+    if config.loki is not None:
+        from sentinel.sources.loki import LokiSource
+
+        sources["loki"] = LokiSource(config.loki)
+    return sources
+
+
+def renderers() -> dict[str, QueryRenderer]:
+    from sentinel.query.logql import slo_logql
+
+    return {"prometheus": slo_query, "loki": slo_logql}
+
+
+def build_engine(config: Config) -> Engine:
+    recorded = config.evaluation.budget_source == "recorded"
+    return Engine(build_sources(config), renderers(), recorded_budgets=recorded)

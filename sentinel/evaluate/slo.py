@@ -1,0 +1,324 @@
+"""Pure SLO evaluation: (SLO, query answer, evaluation time) -> one result per instance.
+
+No I/O, no clock: everything arrives as arguments, so backtests and tests evaluate at
+explicit timestamps. An empty answer, NaN (0/0) or a missing series is `no_data`, never `ok`;
+so is a value no backend could honestly have measured (a negative count or latency, +Inf,
+bad > total): such a value would otherwise compare its way to `ok` (every comparison with
+NaN is false), and the reason names it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sentinel.query.promql import PART_LABEL
+from sentinel.rules.model import RATIO_SLIS, SLO, LatencySLI
+from sentinel.sources.base import Sample
+
+InstanceKey = tuple[str, ...]
+
+
+class Status(StrEnum):
+    OK = "ok"
+    BREACH = "breach"
+    NO_DATA = "no_data"
+
+
+@dataclass(slots=True)
+class SLOResult:
+    """One SLO instance at one time. Treated as immutable (use dataclasses.replace); not
+    frozen only because frozen dataclasses are several times slower to build, and a cycle
+    builds thousands."""
+
+    service: str
+    slo: str
+    status: Status
+    value: float | None
+    threshold: float
+    objective: float | None
+    window: float
+    evaluated_at: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    events: float | None = None
+    reason: str = ""
+    query: str = ""
+    kind: str = ""
+    severity: str = "page"
+    budget: Mapping[str, Any] | None = None
+    good_when: str = "below"
+
+    def explanation(self) -> str:
+        """The reason, or for a measured value `2.31 s > 1.5 s` (built on demand: most
+        results of a cycle are never shown)."""
+        if self.reason or self.value is None:
+            return self.reason
+        if self.kind == "burn_rate" and self.budget is not None:
+            b = self.budget
+            verb = ">" if self.status is Status.BREACH else "not both >"
+            return (
+                f"burn rate {b['long_burn']:.3g}x over {b['long_window']} and "
+                f"{b['short_burn']:.3g}x over {b['short_window']} ({verb} {b['factor']:.3g}x)"
+            )
+        below = self.good_when == "below"
+        breached = self.status is Status.BREACH
+        op = (">" if below else "<") if breached else ("<=" if below else ">=")
+        return f"{_fmt(self.kind, self.value)} {op} {_fmt(self.kind, self.threshold)}"
+
+    @property
+    def instance(self) -> InstanceKey:
+        return tuple(f"{k}={v}" for k, v in sorted(self.labels.items()))
+
+    @property
+    def key(self) -> str:
+        suffix = ",".join(self.instance)
+        return f"{self.service}/{self.slo}" + (f"{{{suffix}}}" if suffix else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "slo": self.slo,
+            "kind": self.kind,
+            "status": self.status.value,
+            "value": self.value,
+            "threshold": self.threshold,
+            "objective": self.objective,
+            "window": self.window,
+            "evaluated_at": rfc3339(self.evaluated_at),
+            "labels": dict(self.labels),
+            "events": self.events,
+            "severity": self.severity,
+            **({"budget": dict(self.budget)} if self.budget is not None else {}),
+            "reason": self.explanation(),
+            "query": self.query,
+        }
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def evaluate(
+    slo: SLO,
+    samples: Sequence[Sample],
+    at: float,
+    query: str = "",
+    known: Iterable[InstanceKey] = (),
+    window: float | None = None,
+    seen: set[InstanceKey] | None = None,
+) -> list[SLOResult]:
+    """Evaluate one SLO from the answer to its query.
+
+    `known` lists instances seen in earlier cycles, so an instance whose series vanished
+    is reported as no_data instead of silently disappearing; the instances of this
+    answer are added to `seen` when given.
+    """
+    parts = _group(slo, samples)
+    if seen is not None:
+        seen.update(key for key in parts if key)
+    keys = set(parts) | set(known)
+    if not keys:
+        keys = {()}  # nothing at all: one no_data result for the SLO as a whole
+    make = _maker(slo, at, query, window)
+    empty: dict[str, list[float]] = {}
+    return [make(key, *_measure(slo, parts.get(key, empty))) for key in sorted(keys)]
+
+
+def evaluate_failure(
+    slo: SLO,
+    reason: str,
+    at: float,
+    query: str = "",
+    known: Iterable[InstanceKey] = (),
+    window: float | None = None,
+) -> list[SLOResult]:
+    """The source could not answer: every known instance is no_data with the reason."""
+    keys = sorted(set(known)) or [()]
+    make = _maker(slo, at, query, window)
+    return [make(key, None, None, reason) for key in keys]
+
+
+def _group(slo: SLO, samples: Sequence[Sample]) -> dict[InstanceKey, dict[str, list[float]]]:
+    grouped: dict[InstanceKey, dict[str, list[float]]] = {}
+    group_by = slo.group_by
+    single = group_by[0] if len(group_by) == 1 else None  # the common case, made cheap
+    for sample in samples:
+        labels = sample.labels
+        if single is not None:
+            key: InstanceKey = (labels.get(single, ""),)
+        else:
+            key = tuple(labels.get(label, "") for label in group_by)
+        part = labels.get(PART_LABEL, "value")
+        by_part = grouped.get(key)
+        if by_part is None:
+            grouped[key] = {part: [sample.value]}
+        elif part in by_part:
+            by_part[part].append(sample.value)
+        else:
+            by_part[part] = [sample.value]
+    return grouped
+
+
+class Unusable(ValueError):
+    """A value of an answer that cannot be judged; the instance is no_data with this reason."""
+
+
+# One chained comparison tells a usable count from NaN, +-Inf and negatives (hot path).
+_MAX = sys.float_info.max
+# bad may exceed total by float rounding when both sum the same increases in another order.
+_BAD_OVER_TOTAL = 1e-9
+
+
+def show(value: float) -> str:
+    """A value as Prometheus writes it (`NaN`, `+Inf`, `-Inf`, `1.5`)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return f"{value:g}"
+
+
+def count(values: list[float] | None, what: str) -> float | None:
+    """The sum of one part's series (None when there is none). Raises Unusable for a
+    value no counter can have (NaN, +-Inf, negative) and for a sum that overflows."""
+    if not values:
+        return None
+    for value in values:
+        if not 0.0 <= value <= _MAX:
+            raise Unusable(f"{what} is {show(value)}, not a count")
+    if len(values) == 1:
+        return values[0]
+    try:
+        total = math.fsum(values)  # finite inputs: the only failure left is overflow
+    except OverflowError:
+        total = math.inf
+    if total > _MAX:
+        raise Unusable(f"{what} overflows: the sum of its {len(values)} series is +Inf")
+    return total
+
+
+def error_ratio(values: list[float] | None) -> float | None:
+    """A raw error ratio (None for NaN: 0/0, no traffic). Raises Unusable outside 0..1."""
+    if not values:
+        return None
+    if any(math.isnan(value) for value in values):
+        return None
+    for value in values:
+        if not 0.0 <= value <= 1.0 + _BAD_OVER_TOTAL:
+            raise Unusable(f"error ratio is {show(value)}, outside 0..1")
+    ratio = math.fsum(values)
+    if ratio > 1.0 + _BAD_OVER_TOTAL:
+        raise Unusable(f"error ratio is {show(ratio)} (sum of {len(values)} series), outside 0..1")
+    return min(ratio, 1.0)
+
+
+def bad_total(bad: float | None, total: float) -> float:
+    """bad / total for total > 0; a missing bad series is 0 (error counters often never
+    exist). Raises Unusable when bad > total: no honest answer has more errors than events."""
+    bad = bad or 0.0
+    if bad > total * (1 + _BAD_OVER_TOTAL):
+        raise Unusable(f"bad {show(bad)} > total {show(total)}: check the rule's bad and total")
+    return min(bad / total, 1.0)
+
+
+def _measure(slo: SLO, parts: Mapping[str, list[float]]) -> tuple[float | None, float | None, str]:
+    """-> (value, events, reason); value None means no_data."""
+    try:
+        return _measure_checked(slo, parts)
+    except Unusable as exc:
+        return None, None, str(exc)
+
+
+def _measure_checked(
+    slo: SLO, parts: Mapping[str, list[float]]
+) -> tuple[float | None, float | None, str]:
+    if "ratio" in parts:  # a raw error ratio: no event counts
+        ratio = error_ratio(parts.get("ratio"))
+        if ratio is None:
+            return None, None, "error ratio is NaN or missing (no traffic in the window)"
+        return ratio, None, ""
+    if isinstance(slo.sli, RATIO_SLIS):
+        total = count(parts.get("total"), "total")
+        bad = count(parts.get("bad"), "bad")
+        if total is None or total <= 0:
+            return None, total, "no traffic in the window"
+        return bad_total(bad, total), total, ""
+    values = parts.get("value")
+    latency = isinstance(slo.sli, LatencySLI)
+    events = count(parts.get("events"), "events") if latency else None
+    if not values:
+        return None, events, "query returned no series"
+    if len(values) > 1:
+        return None, events, f"query returned {len(values)} series for one instance; expected 1"
+    value = values[0]
+    if math.isnan(value):
+        return None, events, "value is NaN (no traffic in the window)"
+    if math.isinf(value):
+        return None, events, f"value is {show(value)}, not a measurement"
+    if latency and value < 0:
+        return None, events, f"latency is {show(value)} s, below zero"
+    return value, events, ""
+
+
+def _maker(
+    slo: SLO, at: float, query: str, window: float | None
+) -> Callable[[InstanceKey, float | None, float | None, str], SLOResult]:
+    """A result constructor with everything constant for the SLO computed once (a cycle
+    builds thousands of results)."""
+    group_by = slo.group_by
+    effective_window = window if window is not None else slo.window
+    kind, severity, good_when = slo.sli.kind, slo.severity.value, slo.good_when.value
+    threshold, objective, min_events = slo.threshold, slo.objective, slo.min_events
+    breached = slo.breached
+    service_index = group_by.index("service") if "service" in group_by else None
+
+    def make(key: InstanceKey, value: float | None, events: float | None, reason: str) -> SLOResult:
+        labels = dict(zip(group_by, key, strict=True)) if key else {}
+        status = Status.NO_DATA
+        if value is not None:
+            if events is not None and events < min_events:
+                reason = f"insufficient traffic: {events:g} events < min_events {min_events:g}"
+            else:
+                status = Status.BREACH if breached(value) else Status.OK
+        service = key[service_index] if service_index is not None and key else slo.service
+        return SLOResult(
+            service,
+            slo.name,
+            status,
+            value,
+            threshold,
+            objective,
+            effective_window,
+            at,
+            labels,
+            events,
+            reason,
+            query,
+            kind,
+            severity,
+            None,
+            good_when,
+        )
+
+    return make
+
+
+def format_value(slo: SLO, value: float) -> str:
+    if isinstance(slo.sli, LatencySLI):
+        return f"{value:.3g} s"
+    if isinstance(slo.sli, RATIO_SLIS):
+        return f"{value * 100:.3g} %"
+    return f"{value:.4g}"
+
+
+def _fmt(kind: str, value: float) -> str:
+    if kind == "latency":
+        return f"{value:.3g} s"
+    if kind in ("ratio", "log_ratio"):
+        return f"{value * 100:.3g} %"
+    return f"{value:.4g}"

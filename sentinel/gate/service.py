@@ -1,0 +1,537 @@
+"""The deploy gate: "may this release be promoted?" for canary / blue-green pipelines.
+
+Verdicts: pass (200), fail (412), pending (503 + Retry-After; curl --retry retries it).
+Overload: 429 + Retry-After (a verdict was not computed). The decision itself (`decide`)
+is pure; `Gate.check` gathers its inputs: a fresh evaluation of the service's gate SLOs
+over [since, now] (shared by identical concurrent requests, cached for `cache_ttl`,
+budgeted by sentinel/gate_budget.py, answered `pending` past `gate.deadline`), the firing
+alerts, and source health. Requests are parsed and checked in sentinel/gate_request.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.store import Store
+from sentinel.daemon.runner import Daemon
+from sentinel.errors import StateStoreError
+from sentinel.evaluate.slo import SLOResult, Status, format_value, rfc3339
+from sentinel.gate.budget import EvaluationBudget, GateEngine, GateOverloaded
+from sentinel.gate.request import (
+    GateInputError,
+    GateRequest,
+    audit_inputs,
+    check_narrowing,
+    flagger_token,
+    parse_flagger,
+    parse_query,
+)
+from sentinel.health import DependencyHealth
+from sentinel.rules.model import SLO, Matcher, MatchOp
+from sentinel.units import format_duration
+from sentinel.web.app import dumps, json_response, require_token
+
+log = logging.getLogger("sentinel.gate")
+
+STATUS_CODE = {"pass": 200, "fail": 412, "pending": 503}
+RETRY_AFTER = "30"
+MAX_BODY = 64 * 1024  # a Flagger payload is a few hundred bytes
+HISTORY_LIMIT = 1000
+PRUNE_BATCH = 500
+
+
+@dataclass
+class Verdict:
+    decision: str
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    decision: str
+    body: str
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    at: float  # the evaluation time the results are for
+    results: list[SLOResult]
+    completed_at: float  # the cache's freshness counts from here
+
+
+def decide(
+    results: Sequence[SLOResult],
+    firing: Sequence[tuple[str, str]],
+    source_down_for: float | None,
+    policy: str,
+    down_after: float,
+    since_text: str,
+) -> Verdict:
+    """Pure verdict from results, firing alerts (slo, severity) and source health."""
+    fail: list[str] = []
+    pending: list[str] = []
+    warn: list[str] = []
+    for r in results:
+        over = f"over {format_duration(r.window)}{since_text}"
+        if r.status is Status.BREACH:
+            op = ">" if _below(r) else "<"
+            fail.append(f"{r.slo} = {_fmt(r, r.value)} {op} {_fmt(r, r.threshold)} {over}")
+        elif r.status is Status.NO_DATA:
+            if r.value is None and r.events is None and source_down_for is not None:
+                if source_down_for >= down_after:
+                    down = format_duration(int(source_down_for))
+                    msg = f"{r.slo}: source down for {down} ({r.reason})"
+                    (fail if policy == "fail_closed" else warn).append(msg)
+                else:
+                    pending.append(f"{r.slo}: source temporarily unavailable ({r.reason})")
+            else:
+                pending.append(f"{r.slo}: {r.reason or 'no data'} {over}")
+    for slo, severity in firing:
+        msg = f"alert firing for {slo} (severity {severity})"
+        (fail if severity == "page" else pending).append(msg)
+    if fail:
+        return Verdict("fail", fail + pending)
+    if pending:
+        return Verdict("pending", pending)
+    if not results:
+        return Verdict("pending", ["no gate SLOs matched"])
+    return Verdict("pass", warn)
+
+
+def _below(r: SLOResult) -> bool:
+    return r.value is None or r.value > r.threshold
+
+
+def _fmt(r: SLOResult, value: float | None) -> str:
+    if value is None:
+        return "no data"
+    if r.kind in ("ratio", "log_ratio"):
+        return f"{value * 100:.3g} %"
+    if r.kind == "latency":
+        return f"{value:.3g} s"
+    return f"{value:.4g}"
+
+
+class Gate:
+    # Audit retention is applied at start, then this often; while more than one batch
+    # (PRUNE_BATCH rows, up to ~0.1 s of SQLite work on the loop) is due, every second.
+    prune_every = 60.0
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        alerts: AlertManager | None,
+        store: Store | None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.daemon = daemon
+        self.alerts = alerts
+        self.store = store
+        self.monotonic = monotonic
+        config = daemon.config.gate
+        self.budget = EvaluationBudget(
+            config.max_evaluations_per_second, config.max_pending_evaluations, monotonic
+        )
+        self.engine = GateEngine()
+        self._inflight: dict[tuple[Any, ...], asyncio.Future[Evaluated]] = {}
+        self._cache: dict[tuple[Any, ...], Evaluated] = {}
+        self._verdicts: dict[tuple[Any, ...], GateAnswer] = {}
+        counter = daemon.metrics.gate_decisions
+        self._decision_counters = {d: counter.labels(d) for d in ("pass", "fail", "pending")}
+        self._inputs_json: dict[GateRequest, str] = {}
+        # Audit rows are written in batches: one SQLite transaction per request would cost
+        # more than the rest of the request. A crash loses at most `flush_every` seconds.
+        self._audit: list[tuple[float, str, str, str, str]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # Small, frequent batches: a large one holds the GIL long enough to show in p99.
+        self.flush_every = 0.02
+        self._pruner: asyncio.Task[None] | None = None
+        if store is not None:
+            self.prune_audit()
+            with contextlib.suppress(RuntimeError):  # constructed outside a running loop
+                self._pruner = asyncio.get_running_loop().create_task(self._prune_loop())
+
+    # -- audit --------------------------------------------------------------------------
+
+    def flush_audit(self) -> None:
+        rows, self._audit = self._audit, []
+        if self.store is None:
+            return
+        try:
+            self.store.record_gates(rows)
+        except StateStoreError as exc:
+            # The verdicts were answered; only their audit rows are lost (store health
+            # shows the failing write).
+            log.warning(f"gate audit: {len(rows)} decisions not recorded: {exc}")
+
+    def prune_audit(self) -> int:
+        """Apply gate.audit_retention and gate.audit_max_rows; returns rows deleted."""
+        if self.store is None:
+            return 0
+        config = self.daemon.config.gate
+        cutoff = self.daemon.clock() - config.audit_retention
+        try:
+            return self.store.prune_gate_audit(cutoff, config.audit_max_rows, PRUNE_BATCH)
+        except StateStoreError as exc:
+            log.warning(f"gate audit: retention not applied: {exc}")
+            return 0
+
+    async def _prune_loop(self) -> None:
+        behind = False
+        while True:
+            await asyncio.sleep(1.0 if behind else self.prune_every)
+            behind = self.prune_audit() >= PRUNE_BATCH
+
+    async def _flush_loop(self) -> None:
+        assert self.store is not None
+        # Small batches on the loop itself: rows are tiny (texts are stored once), and a
+        # worker thread only added GIL hand-offs that showed up in the p99.
+        while True:
+            await asyncio.sleep(self.flush_every)
+            self.flush_audit()
+
+    async def close(self) -> None:
+        for task in (self._flusher, self._pruner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for evaluation in list(self._inflight.values()):
+            evaluation.cancel()
+        self.flush_audit()
+        await self.engine.close()
+
+    def record(self, at: float, service: str, decision: str, inputs: str, body: str) -> None:
+        self._audit.append((at, service, decision, inputs, body))
+        if self.store is not None and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    def audit(self, req: GateRequest, now: float, decision: str, body_json: str) -> None:
+        inputs = self._inputs_json.get(req)
+        if inputs is None:
+            inputs = dumps(audit_inputs(req))
+            if len(self._inputs_json) > 1000:
+                self._inputs_json.clear()
+            self._inputs_json[req] = inputs
+        self.record(now, req.service, decision, inputs, body_json)
+
+    # -- verdicts -----------------------------------------------------------------------
+
+    def known_services(self) -> set[str]:
+        return self.daemon.known_services()
+
+    def gate_slos(self, req: GateRequest) -> list[SLO]:
+        out = []
+        for slo in self.daemon.rules.slos:
+            if not slo.gate or (req.slos and slo.name not in req.slos):
+                continue
+            if slo.service == req.service or "service" in slo.group_by:
+                out.append(slo)
+        return out
+
+    async def check(self, req: GateRequest, now: float, deadline_at: float) -> GateAnswer:
+        """The answer to `req` at `now`, by the monotonic `deadline_at` at the latest. The
+        verdict of a fresh evaluation is computed once and its body reused while nothing
+        it depends on changes (the hot path of a pipeline fleet polling the gate)."""
+        slos = self.gate_slos(req)
+        if req.slos:
+            missing = set(req.slos) - {s.name for s in slos}
+            if missing:
+                raise GateInputError(
+                    "slo", f"unknown SLO(s) for this service: {', '.join(sorted(missing))}"
+                )
+        check_narrowing(slos, req.matchers)
+        firing = tuple(self._firing(req.service))
+        if req.since is not None and now - req.since < 1.0:
+            # Nothing to measure yet (or a since slightly ahead: clock skew): no query.
+            return self._unevaluated(req, firing, now, "only 0s since deploy", None)
+        evaluated = await self._evaluate(req, slos, now, deadline_at)
+        if evaluated is None:
+            deadline = self.daemon.config.gate.deadline
+            reason = (
+                f"evaluation still running after {format_duration(deadline)} (slow source); "
+                "it goes on and its result is kept for the retry"
+            )
+            return self._unevaluated(req, firing, now, reason, str(math.ceil(deadline)))
+        down_for = self._source_down_for(now, {slo.source for slo in slos})
+        config = self.daemon.config.gate
+        down_state = None if down_for is None else down_for >= config.source_down_after
+        verdict_key = (req.cache_key, req.release, req.revision, evaluated.at, firing, down_state)
+        cached = self._verdicts.get(verdict_key)
+        if cached is not None:
+            self._decision_counters[cached.decision].inc()
+            return cached
+        results = [r for r in evaluated.results if r.service == req.service]
+        verdict = decide(
+            results,
+            firing,
+            down_for,
+            config.source_down_policy,
+            config.source_down_after,
+            " since deploy" if req.since is not None else "",
+        )
+        judged = None if req.since is None else evaluated.at - req.since
+        too_soon = judged is not None and judged < max(config.min_duration, 60.0)
+        if too_soon and verdict.decision == "pass":
+            assert judged is not None
+            verdict = Verdict("pending", [f"only {format_duration(int(judged))} since deploy"])
+        answer = self._answer(req, verdict, results, firing, evaluated.at)
+        if len(self._verdicts) > 1000:
+            self._verdicts.pop(next(iter(self._verdicts)))
+        self._verdicts[verdict_key] = answer
+        return answer
+
+    def _answer(
+        self,
+        req: GateRequest,
+        verdict: Verdict,
+        results: Sequence[SLOResult],
+        firing: Sequence[tuple[str, str]],
+        evaluated_at: float,
+        retry_after: str | None = None,
+    ) -> GateAnswer:
+        self._decision_counters[verdict.decision].inc()
+        body = dumps(self._body(req, verdict, results, firing, evaluated_at))
+        if verdict.decision != "pending":
+            return GateAnswer(verdict.decision, body)
+        return GateAnswer(verdict.decision, body, retry_after or RETRY_AFTER)
+
+    def _unevaluated(
+        self,
+        req: GateRequest,
+        firing: Sequence[tuple[str, str]],
+        now: float,
+        reason: str,
+        retry_after: str | None,
+    ) -> GateAnswer:
+        """The answer without SLO results: fail on a firing page alert, else pending."""
+        page = [f"alert firing for {s} (severity {sev})" for s, sev in firing if sev == "page"]
+        verdict = Verdict("fail", page) if page else Verdict("pending", [reason])
+        return self._answer(req, verdict, [], firing, now, retry_after)
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    async def _evaluate(
+        self, req: GateRequest, slos: list[SLO], now: float, deadline_at: float
+    ) -> Evaluated | None:
+        """The shared evaluation for `req`, or None when it is not done by `deadline_at`
+        (it goes on in the background). Raises GateOverloaded beyond the budget."""
+        config = self.daemon.config.gate
+        window = None if req.since is None else now - req.since
+        if window is not None and window >= max((s.window for s in slos), default=0.0):
+            window = None  # every SLO is capped by its own window: one shared evaluation
+        key = (req.service, req.matchers, None if window is None else req.since, req.slos)
+        cached = self._cache.get(key)
+        if cached is not None and now - cached.completed_at <= config.cache_ttl:
+            return cached
+        task = self._inflight.get(key)
+        if task is None:
+            self.budget.configure(config.max_evaluations_per_second, config.max_pending_evaluations)
+            wait = self.budget.reserve(deadline_at - self.monotonic())
+            extra = [*req.matchers]
+            if any("service" in s.group_by for s in slos):
+                extra.append(Matcher("service", MatchOp.EQ, req.service))
+            task = asyncio.ensure_future(self._run(key, slos, now, window, extra, wait))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(task), max(0.0, deadline_at - self.monotonic())
+            )
+        except TimeoutError:
+            return None
+
+    async def _run(
+        self,
+        key: tuple[Any, ...],
+        slos: list[SLO],
+        now: float,
+        window: float | None,
+        extra: list[Matcher],
+        wait: float,
+    ) -> Evaluated:
+        try:
+            if wait > 0:
+                await asyncio.sleep(wait)
+            engine = self.engine.engine(self.daemon.config)
+            report = await engine.evaluate_once(
+                slos, now, window, extra, remember=False, budgets=False
+            )
+            value = Evaluated(now, report.results, self.daemon.clock())
+            self._cache[key] = value
+            if len(self._cache) > 1000:
+                self._cache.pop(next(iter(self._cache)))
+            return value
+        finally:
+            self.budget.release()
+
+    def _finished(self, key: tuple[Any, ...], task: asyncio.Future[Evaluated]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        # Retrieve the outcome even when every waiter left at the deadline.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("gate evaluation failed", exc_info=task.exception())
+
+    def _firing(self, service: str) -> list[tuple[str, str]]:
+        if self.alerts is None:
+            return []
+        return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
+
+    def _source_down_for(self, now: float, used: set[str]) -> float | None:
+        """How long the worst of the sources the gate SLOs `used` has been down, by what
+        both the scheduled cycles and the gate's own clients saw last; None when each
+        one's last outcome is good. A source no gate SLO reads (Loki, for a gate on
+        Prometheus SLOs) cannot fail the gate."""
+        own = self.engine.sources
+        worst = None
+        for name, source in self.daemon.engine.sources.items():
+            if name not in used:
+                continue
+            gate_source = own.get(name)
+            records = [source.health] + ([gate_source.health] if gate_source else [])
+            down = _down_since(records)
+            if down is not None:
+                since = down or self.daemon.started_at
+                worst = now - since if worst is None else max(worst, now - since)
+        return worst
+
+    def _body(
+        self,
+        req: GateRequest,
+        verdict: Verdict,
+        results: Sequence[SLOResult],
+        firing: Sequence[tuple[str, str]],
+        evaluated_at: float,
+    ) -> dict[str, Any]:
+        return {
+            "decision": verdict.decision,
+            "service": req.service,
+            # The window judged ends when the evaluation ran (results are shared for
+            # gate.cache_ttl), not when this request arrived.
+            "window": {
+                "from": rfc3339(req.since) if req.since is not None else None,
+                "to": rfc3339(evaluated_at),
+            },
+            "evaluated_at": rfc3339(evaluated_at),
+            "reasons": verdict.reasons,
+            "release": req.release,
+            "revision": req.revision,
+            "matchers": {m.label: m.value for m in req.matchers},
+            "slos": [
+                {
+                    "slo": r.slo,
+                    "status": r.status.value,
+                    "value": r.value,
+                    "threshold": r.threshold,
+                    "objective": r.objective,
+                    "events": r.events,
+                    "window": r.window,
+                    "labels": dict(r.labels),
+                    "reason": r.explanation(),
+                }
+                for r in results
+            ],
+            "firing_alerts": [{"slo": s, "severity": sev} for s, sev in firing],
+        }
+
+
+def _down_since(records: Sequence[DependencyHealth]) -> float | None:
+    """None when the latest outcome is a success (or nothing failed); else the last
+    success before the failures (0.0 when there was none)."""
+    if not any(h.status == "unhealthy" for h in records):
+        return None
+    last_ok = max((h.last_success_at or 0.0 for h in records), default=0.0)
+    last_bad = max((h.last_failure_at or 0.0 for h in records), default=0.0)
+    return None if last_ok > last_bad else last_ok
+
+
+def gate_routes(gate: Gate) -> list[web.RouteDef]:
+    async def handle(request: web.Request) -> web.Response:
+        started = gate.monotonic()
+        config = gate.daemon.config.gate
+        now = gate.daemon.clock()
+        try:
+            if request.method == "POST":
+                body = await _json_body(request)
+                require_token(request, flagger_token(body))
+                req = parse_flagger(body, now, config.request_labels)
+            else:
+                require_token(request)
+                req = parse_query(request.query, now, config.request_labels)
+            if req.service not in gate.known_services():
+                return json_response(
+                    {"error": f"service: unknown service {req.service!r}", "decision": None},
+                    status=404,
+                )
+            answer = await gate.check(req, now, started + config.deadline)
+        except GateInputError as exc:
+            return json_response({"error": str(exc), "parameter": exc.param}, status=400)
+        except GateOverloaded as exc:
+            return json_response(
+                {"error": f"gate overloaded: {exc}; retry later", "decision": None},
+                status=429,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        gate.audit(req, now, answer.decision, answer.body)
+        return web.Response(
+            text=answer.body,
+            status=200 if req.decision_in_body else STATUS_CODE[answer.decision],
+            headers={"Retry-After": answer.retry_after} if answer.retry_after else {},
+            content_type="application/json",
+        )
+
+    async def history(request: web.Request) -> web.Response:
+        require_token(request)
+        text = request.query.get("limit", "100")
+        limit = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0
+        if limit < 1:
+            return json_response(
+                {"error": f"limit: expected an integer from 1 to {HISTORY_LIMIT}, got {text!r}"},
+                status=400,
+            )
+        if gate.store is None:
+            return json_response([])
+        gate.flush_audit()
+        service = request.query.get("service")
+        return json_response(gate.store.gate_history(service, min(limit, HISTORY_LIMIT)))
+
+    return [
+        web.get("/api/v1/gate", handle),
+        web.post("/api/v1/gate", handle),
+        web.get("/api/v1/gate/history", history),
+    ]
+
+
+async def _json_body(request: web.Request) -> Any:
+    if (request.content_length or 0) > MAX_BODY:
+        raise GateInputError("body", f"larger than {MAX_BODY // 1024} KiB")
+    raw = await request.read()  # bounded by the app's client_max_size as well
+    if len(raw) > MAX_BODY:
+        raise GateInputError("body", f"larger than {MAX_BODY // 1024} KiB")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise GateInputError("body", "expected a JSON object (Flagger's webhook payload)") from None
+
+
+__all__ = [
+    "Gate",
+    "GateAnswer",
+    "GateInputError",
+    "GateRequest",
+    "decide",
+    "format_value",
+    "gate_routes",
+]

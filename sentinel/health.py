@@ -1,0 +1,66 @@
+"""Health of one dependency (a source, a notifier, Grafana) as `/health/detailed` shows it.
+
+Every record is redacted at the boundary: whatever URL or error text a caller passes, no
+credentials, query strings or known secrets leave through health (see `redact.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sentinel.redact import redact_text
+
+
+@dataclass
+class DependencyHealth:
+    """Last outcome of talking to one backend (no secrets: URL without credentials)."""
+
+    name: str
+    target: str
+    status: str = "unknown"  # unknown | healthy | unhealthy
+    last_latency_ms: float | None = None
+    last_error: str | None = None
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    consecutive_failures: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Injected so tests and backtests can pin time; never shown.
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # /health/detailed needs no token: whatever a caller passes, no credentials,
+        # query strings or known secrets leave here (sentinel/redact.py).
+        self.target = redact_text(self.target)
+
+    def record_success(self, latency_s: float) -> None:
+        self.status = "healthy"
+        self.last_latency_ms = round(latency_s * 1000, 2)
+        self.last_success_at = self.clock()
+        self.consecutive_failures = 0
+
+    def record_failure(self, latency_s: float, error: str) -> None:
+        self.status = "unhealthy"
+        self.last_latency_ms = round(latency_s * 1000, 2)
+        self.last_error = redact_text(error)
+        self.last_failure_at = self.clock()
+        self.consecutive_failures += 1
+
+    def record_bad_answer(self, error: str) -> None:
+        """The backend answered, but with something unusable: as unhealthy as no answer
+        (the request's latency, already recorded, is kept)."""
+        self.record_failure((self.last_latency_ms or 0.0) / 1000, error)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "target": self.target,
+            "latency_ms": self.last_latency_ms,
+            "last_error": self.last_error,
+            "last_success_at": self.last_success_at,
+            "last_failure_at": self.last_failure_at,
+            "consecutive_failures": self.consecutive_failures,
+            **self.extra,
+        }

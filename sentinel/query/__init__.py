@@ -1,0 +1,1 @@
+"""Query planning: the PromQL and LogQL each SLO needs, with every label value escaped."""

@@ -1,0 +1,203 @@
+"""The internal SLO model: frozen, normalised, independent of the rule-file format.
+
+Durations are float seconds, ratios are 0..1. Nothing here knows about YAML or PromQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sentinel.rules.catalogues import WindowCatalogue
+
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+class MatchOp(StrEnum):
+    EQ = "="
+    NE = "!="
+    RE = "=~"
+    NRE = "!~"
+
+
+@dataclass(frozen=True)
+class Matcher:
+    label: str
+    op: MatchOp
+    value: str
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A metric name plus label matchers (the rule file's default labels not yet applied)."""
+
+    metric: str
+    matchers: tuple[Matcher, ...] = ()
+
+
+@dataclass(frozen=True)
+class LatencySLI:
+    """A quantile of a Prometheus histogram (`<metric>_bucket`) over the SLO window."""
+
+    histogram: Selector
+    quantile: float
+    kind: str = field(default="latency", init=False)
+
+
+@dataclass(frozen=True)
+class RatioSLI:
+    """bad events / total events from two counters (5xx ratio, fallback answer rate)."""
+
+    bad: Selector
+    total: Selector
+    kind: str = field(default="ratio", init=False)
+
+
+@dataclass(frozen=True)
+class PromQLSLI:
+    """Raw PromQL returning one number per instance; `$window` is replaced by the window."""
+
+    query: str
+    kind: str = field(default="promql", init=False)
+
+
+@dataclass(frozen=True)
+class RatioQueriesSLI:
+    """bad / total from two raw PromQL queries ($window or Sloth's {{.window}} substituted)."""
+
+    bad_query: str
+    total_query: str
+    kind: str = field(default="ratio", init=False)
+
+
+@dataclass(frozen=True)
+class ErrorRatioSLI:
+    """A raw PromQL error ratio (Sloth's `raw.error_ratio_query`); no event counts."""
+
+    query: str
+    kind: str = field(default="ratio", init=False)
+
+
+@dataclass(frozen=True)
+class LogRatioSLI:
+    """bad lines / total lines from Loki: a stream selector, a pipeline and two filters."""
+
+    selector: str
+    pipeline: str
+    bad_filter: str
+    total_filter: str | None
+    kind: str = field(default="log_ratio", init=False)
+
+
+@dataclass(frozen=True)
+class LogQLSLI:
+    """Raw LogQL metric query returning one number per instance; `$window` substituted."""
+
+    query: str
+    kind: str = field(default="logql", init=False)
+
+
+SLI = LatencySLI | RatioSLI | RatioQueriesSLI | ErrorRatioSLI | PromQLSLI | LogRatioSLI | LogQLSLI
+RATIO_SLIS = (RatioSLI, RatioQueriesSLI, ErrorRatioSLI, LogRatioSLI)
+
+
+class GoodWhen(StrEnum):
+    BELOW = "below"  # breach when value > threshold (latency, error ratios)
+    ABOVE = "above"  # breach when value < threshold (e.g. availability from raw PromQL)
+
+
+class NoDataPolicy(StrEnum):
+    KEEP_STATE = "keep_state"
+    ALERTING = "alerting"
+    OK = "ok"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    TICKET = "ticket"
+    PAGE = "page"
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    for_: float = 0.0
+    keep_firing_for: float = 0.0
+    no_data: NoDataPolicy = NoDataPolicy.KEEP_STATE
+    no_data_for: float | None = None
+    repeat_interval: float = 4 * 3600.0
+    rollback: bool = False
+
+
+@dataclass(frozen=True)
+class BurnPolicy:
+    """Multi-window multi-burn-rate alerting of one SLO."""
+
+    catalogue: WindowCatalogue
+    tiers: tuple[str, ...] = ("page", "ticket")
+    min_events: float = 0.0
+
+
+@dataclass(frozen=True)
+class SLO:
+    service: str
+    name: str
+    sli: SLI
+    threshold: float
+    window: float
+    objective: float | None = None
+    good_when: GoodWhen = GoodWhen.BELOW
+    description: str = ""
+    group_by: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # default matchers of the rule file
+    severity: Severity = Severity.PAGE
+    gate: bool = True
+    min_events: float = 0.0
+    runbook_url: str | None = None
+    notify: tuple[str, ...] = ()
+    alert: AlertPolicy = AlertPolicy()
+    source_file: str = ""
+    source_line: int | None = None
+    source_path: str = ""
+    group_by_line: int | None = None
+    period: float | None = None
+    burn: BurnPolicy | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}/{self.name}"
+
+    @property
+    def source(self) -> str:
+        return "loki" if isinstance(self.sli, LogRatioSLI | LogQLSLI) else "prometheus"
+
+    def breached(self, value: float) -> bool:
+        """Whether `value` violates the threshold. Phrased as "not within": every comparison
+        with NaN is false, so a NaN value (or threshold) breaches instead of reading as ok."""
+        if self.good_when is GoodWhen.BELOW:
+            return not value <= self.threshold
+        return not value >= self.threshold
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    """The SLOs of one rule file, evaluated together on one schedule."""
+
+    name: str
+    file: str
+    service: str
+    interval: float
+    slos: tuple[SLO, ...]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    groups: tuple[RuleGroup, ...]
+
+    @property
+    def slos(self) -> tuple[SLO, ...]:
+        return tuple(slo for group in self.groups for slo in group.slos)
+
+    def services(self) -> list[str]:
+        return sorted({slo.service for slo in self.slos})

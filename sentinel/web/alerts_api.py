@@ -1,0 +1,75 @@
+"""HTTP handlers for alerts, incidents and silences (`/api/v1/alerts`, `/api/v1/silences`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.silences import parse_matchers
+from sentinel.alerting.store import Store
+from sentinel.timeparse import parse_time
+from sentinel.units import parse_duration
+from sentinel.web.app import json_response, require_token
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=f'{{"error": {_q(message)}}}', content_type="application/json")
+
+
+def _q(text: str) -> str:
+    import json
+
+    return json.dumps(text)
+
+
+def alert_routes(manager: AlertManager, store: Store) -> list[web.RouteDef]:
+    async def alerts(request: web.Request) -> web.Response:
+        return json_response({"alerts": manager.to_json(), "incidents": store.incidents(limit=100)})
+
+    async def list_silences(request: web.Request) -> web.Response:
+        now = time.time()
+        return json_response([s.to_json(now) for s in store.silences()])
+
+    async def add_silence(request: web.Request) -> web.Response:
+        require_token(request)
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            raise _bad("body: expected JSON") from None
+        if not isinstance(body, dict):
+            raise _bad("body: expected a JSON object")
+        now = time.time()
+        try:
+            matchers = parse_matchers(body.get("matchers"))
+            starts = parse_time(str(body["starts_at"])) if body.get("starts_at") else now
+            if body.get("ends_at"):
+                ends = parse_time(str(body["ends_at"]))
+            elif body.get("duration"):
+                ends = starts + parse_duration(body["duration"])
+            else:
+                raise ValueError("ends_at or duration is required")
+        except (ValueError, KeyError) as exc:
+            raise _bad(str(exc)) from None
+        if ends <= starts:
+            raise _bad("ends_at: must be after starts_at")
+        author = str(body.get("author") or "unknown")
+        silence = store.add_silence(matchers, starts, ends, author, str(body.get("comment", "")))
+        return json_response(silence.to_json(now), status=201)
+
+    async def expire_silence(request: web.Request) -> web.Response:
+        require_token(request)
+        if not store.expire_silence(request.match_info["id"], time.time()):
+            raise web.HTTPNotFound(
+                text='{"error": "no such silence"}', content_type="application/json"
+            )
+        return json_response({"expired": request.match_info["id"]})
+
+    return [
+        web.get("/api/v1/alerts", alerts),
+        web.get("/api/v1/silences", list_silences),
+        web.post("/api/v1/silences", add_silence),
+        web.delete("/api/v1/silences/{id}", expire_silence),
+    ]

@@ -1,0 +1,188 @@
+"""HTTP API: thin handlers over the daemon's state (health, metrics, SLO results).
+
+Later features register their own routes (gate, alerts, silences) via `extra_routes`.
+Malformed HTTP (an oversized request line, a bad header) is logged as one short,
+rate-limited line: unauthenticated clients must not be able to flood the log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sentinel import __version__, jsonenc
+from sentinel.daemon.runner import Daemon
+from sentinel.evaluate.slo import rfc3339
+
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+
+
+def dumps(data: Any) -> str:
+    return jsonenc.dumps(data)
+
+
+def require_token(request: web.Request, body_token: str | None = None) -> None:
+    """Bearer-token check for the gate and admin APIs (open when no token is configured).
+
+    The scheme is case-insensitive (RFC 7235); `body_token` is a token a caller that
+    cannot set headers sent in its body (Flagger's `metadata.token`)."""
+    token = request.app[DAEMON].config.server.api_token
+    if token is None or not token.get_secret_value():
+        return
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    given = credentials.strip() if scheme.lower() == "bearer" else (body_token or "")
+    # Bytes, not str: compare_digest refuses non-ASCII text with a TypeError (a 500).
+    expected = token.get_secret_value().encode("utf-8", "surrogatepass")
+    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
+        raise web.HTTPUnauthorized(
+            text=dumps({"error": "missing or invalid bearer token"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="sentinel"'},
+        )
+
+
+async def live(request: web.Request) -> web.Response:
+    return json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    reasons = request.app[DAEMON].readiness()
+    if reasons:
+        return json_response({"status": "not_ready", "reasons": reasons}, status=503)
+    return json_response({"status": "ready"})
+
+
+async def detailed(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    now = time.time()
+    checks = {name: src.health.as_json() for name, src in daemon.engine.sources.items()}
+    for name, check in daemon.extra_health().items():
+        checks[name] = check
+    unhealthy = [n for n, c in checks.items() if c.get("status") == "unhealthy"]
+    status = "healthy"
+    if unhealthy or daemon.reload_status.status in ("failed", "partial"):
+        status = "degraded"
+    if daemon.readiness() and daemon.state.value != "running":
+        status = "unhealthy"
+    groups = {}
+    for group in daemon.rules.groups:
+        gs = daemon.group_status.get(group.name)
+        groups[group.name] = {
+            "file": group.file,
+            "service": group.service,
+            "interval_seconds": group.interval,
+            "slos": len(group.slos),
+            **(gs.as_json() if gs else {"last_evaluation_at": None}),
+        }
+    body = {
+        "status": status,
+        "timestamp": rfc3339(now),
+        "uptime_seconds": round(now - daemon.started_at, 1),
+        "version": __version__,
+        "state": daemon.state.value,
+        "checks": checks,
+        "rule_groups": groups,
+        "config": {
+            "path": daemon.config_path,
+            "last_reload": daemon.reload_status.as_json(),
+        },
+        "ready": not daemon.readiness(),
+        "not_ready_reasons": daemon.readiness(),
+    }
+    return json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[DAEMON].metrics.registry)
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def slos(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    service = request.query.get("service")
+    status = request.query.get("status")
+    if status is not None and status not in ("ok", "breach", "no_data"):
+        raise web.HTTPBadRequest(
+            text=dumps({"error": "status: expected ok, breach or no_data"}),
+            content_type="application/json",
+        )
+    results = [
+        r.to_json()
+        for r in daemon.latest()
+        if (service is None or r.service == service) and (status is None or r.status == status)
+    ]
+    return json_response(results)
+
+
+class BadRequestLogFilter(logging.Filter):
+    """On aiohttp's server logger: a malformed request (HttpProcessingError: LineTooLong,
+    BadStatusLine, InvalidHeader...) becomes one short line instead of a traceback, at
+    most one per `interval` seconds; the next line says how many were suppressed."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self.suppressed = 0
+        self._next = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = self.clock()
+        if now < self._next:
+            self.suppressed += 1
+            return False
+        self._next = now + self.interval
+        message = " ".join(str(exc.message).split())[:120]
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        more = f" ({self.suppressed} more suppressed)" if self.suppressed else ""
+        record.msg = "malformed HTTP request from %s: %s: %s%s"
+        record.args = (peer, type(exc).__name__, message, more)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        self.suppressed = 0
+        return True
+
+
+def install_bad_request_filter() -> BadRequestLogFilter:
+    """The one filter on `aiohttp.server` (idempotent: tests build many apps)."""
+    logger = logging.getLogger("aiohttp.server")
+    for existing in logger.filters:
+        if isinstance(existing, BadRequestLogFilter):
+            return existing
+    installed = BadRequestLogFilter()
+    logger.addFilter(installed)
+    return installed
+
+
+def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    install_bad_request_filter()
+    app = web.Application()
+    app[DAEMON] = daemon
+    app.add_routes(
+        [
+            web.get("/health/live", live),
+            web.get("/health/ready", ready),
+            web.get("/health/detailed", detailed),
+            web.get("/metrics", metrics),
+            web.get("/api/v1/slos", slos),
+            *(extra_routes or []),
+        ]
+    )
+    return app
