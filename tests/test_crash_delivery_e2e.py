@@ -60,7 +60,9 @@ def start(env: dict[str, object]) -> Proc:
     assert isinstance(procs, list)
     procs.append(proc)
     url = str(env["url"])
-    wait_for(lambda: http("GET", f"{url}/health/ready")[0] == 200, 20, "readiness")
+    # Generous: the first cycle waits for Prometheus to scrape the simulator, slow on a
+    # loaded 2-core CI machine.
+    wait_for(lambda: http("GET", f"{url}/health/ready")[0] == 200, 60, "readiness")
     return proc
 
 

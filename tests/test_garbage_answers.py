@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from sentinel.config import PrometheusConfig
-from sentinel.daemon.wiring import renderers
 from sentinel.errors import BadResponse, TooManySeries
 from sentinel.evaluate.engine import Engine
 from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.evaluate.wiring import renderers
 from sentinel.query.promql import PART_LABEL
 from sentinel.rules.model import SLO, ErrorRatioSLI, LatencySLI, RatioSLI, Selector
 from sentinel.sources.prometheus import PrometheusSource

@@ -177,7 +177,7 @@ def test_check_asks_loki_to_parse_logql(capsys: pytest.CaptureFixture[str], conf
 
 async def test_a_grouped_log_slo_over_max_series_is_no_data(config: Path) -> None:
     from sentinel.config import load_config
-    from sentinel.daemon.wiring import build_engine
+    from sentinel.evaluate.wiring import build_engine
     from sentinel.rules.loader import load_rules
 
     config.write_text(config.read_text().replace("retries: 2}", "retries: 2, max_series: 2}"))

@@ -14,7 +14,7 @@ import pytest
 
 from sentinel.cli.main import main
 from sentinel.config import load_config
-from sentinel.daemon.wiring import build_engine
+from sentinel.evaluate.wiring import build_engine
 from sentinel.rules.loader import load_rules
 from support.procs import http
 from support.promserver import PrometheusServer, backfill, find_binary

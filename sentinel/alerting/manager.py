@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sentinel.alerting.silences import alert_labels
 from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
@@ -26,9 +26,7 @@ from sentinel.alerting.store import NewNotification, Store
 from sentinel.errors import StateStoreWriteError
 from sentinel.evaluate.slo import SLOResult, rfc3339
 from sentinel.logs import fields
-from sentinel.notify.base import Notifier, severity_at_least
-from sentinel.outputs.links import dashboard_url
-from sentinel.rules.model import SLO, AlertPolicy, RuleGroup
+from sentinel.rules.model import SLO, AlertPolicy, RuleGroup, severity_at_least
 from sentinel.units import format_duration
 
 log = logging.getLogger("sentinel.alerts")
@@ -88,19 +86,34 @@ class Unsaved:
         return max((t for t in times if t is not None), default=None)
 
 
+class Route(Protocol):
+    """What the manager needs of a notifier to route to it (notify/ implements it; the
+    alerting layer does not import it)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def min_severity(self) -> str: ...
+
+
+def _no_link(service: str) -> str | None:
+    return None
+
+
 class AlertManager:
     def __init__(
         self,
         store: Store,
-        notifiers: Mapping[str, Notifier],
+        notifiers: Mapping[str, Route],
         guards: Mapping[str, RollbackGuard],
-        grafana_url: str | None = None,
+        dashboard_link: Callable[[str], str | None] = _no_link,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.notifiers = notifiers
         self.guards = guards
-        self.grafana_url = grafana_url
+        self.dashboard_link = dashboard_link
         self.on_commit = on_commit
         self.alerts: dict[str, Alert] = store.load_alerts()
         self.unsaved = Unsaved()
@@ -309,7 +322,7 @@ class AlertManager:
             "reason": r.explanation(),
             "query": r.query,
             "runbook_url": slo.runbook_url,
-            "dashboard_url": dashboard_url(self.grafana_url, r.service),
+            "dashboard_url": self.dashboard_link(r.service),
             "started_at": started,
             "started_at_text": rfc3339(started),
             "resolved_at_text": rfc3339(now) if tr.kind is TransitionKind.RESOLVED else None,

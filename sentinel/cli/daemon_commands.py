@@ -117,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def serve(config_path: str, config: Any, rules: Any) -> int:
     from sentinel.daemon.assembly import build_daemon
     from sentinel.web.app import build_app
+    from sentinel.web.routes import api_routes
 
     try:
         assembly = await build_daemon(config_path, config, rules)
@@ -124,7 +125,8 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
         print(f"error: state store: {exc}", file=sys.stderr)
         log.error("state store unusable; not starting", extra=fields(path=exc.path))
         return 2
-    daemon, routes, cleanup = assembly.daemon, assembly.routes, assembly.cleanup
+    daemon, cleanup = assembly.daemon, assembly.cleanup
+    routes = api_routes(assembly)
     app_runner = web.AppRunner(build_app(daemon, routes), access_log=None, handle_signals=False)
     await app_runner.setup()
     host, port = config.server.host_port

@@ -142,7 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config, rules = load_all(args.config)
     at = parse_at(args.at, "--at") if args.at else time.time()
     slos = [s for s in rules.slos if not args.service or s.service == args.service]
-    from sentinel.daemon.wiring import build_engine
+    from sentinel.evaluate.wiring import build_engine
 
     async def run() -> CycleReport:
         engine = build_engine(config)
@@ -215,7 +215,8 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
 def cmd_rules_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sentinel.outputs.export import export, exportable
+    from sentinel.outputs.export import export
+    from sentinel.query.promql import exportable
     from sentinel.rules.sloth import load_sloth
 
     slos = []
@@ -246,7 +247,7 @@ def cmd_rules_export(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
 
-    from sentinel.daemon.wiring import build_engine
+    from sentinel.evaluate.wiring import build_engine
     from sentinel.offline.backtest import backtest, progress_bar, report_table
     from sentinel.units import parse_duration
 

@@ -3,24 +3,23 @@ dispatcher and gate around the daemon. Nothing else constructs these objects."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from sentinel.alerting.manager import AlertManager, RollbackGuard
 from sentinel.alerting.store import Store
 from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
 from sentinel.daemon.runner import Daemon
-from sentinel.gate.service import Gate, gate_routes
+from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
 from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.log import LogNotifier
 from sentinel.outputs import dashboard_sync as dashboards_sync
+from sentinel.outputs.links import dashboard_url
 from sentinel.rules.model import RuleSet
-from sentinel.web.alerts_api import alert_routes
 
 Cleanup = Callable[[], Awaitable[None]]
 
@@ -56,7 +55,6 @@ def rollback_guards(config: Config) -> dict[str, RollbackGuard]:
 @dataclass
 class Assembly:
     daemon: Daemon
-    routes: list[web.RouteDef]
     cleanup: Cleanup
     store: Store
     manager: AlertManager
@@ -74,7 +72,11 @@ async def build_daemon(
     notifiers = build_notifiers(config, store)
     dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)
     manager = AlertManager(
-        store, notifiers, rollback_guards(config), config.dashboards.grafana_url, dispatcher.wake
+        store,
+        notifiers,
+        rollback_guards(config),
+        functools.partial(dashboard_url, config.dashboards.grafana_url),
+        dispatcher.wake,
     )
     daemon.result_hooks.append(manager.observe)
     gate = Gate(daemon, manager, store)
@@ -128,5 +130,4 @@ async def build_daemon(
             await notifier.close()
         store.close()
 
-    routes = alert_routes(manager, store) + gate_routes(gate)
-    return Assembly(daemon, routes, cleanup, store, manager, dispatcher, gate)
+    return Assembly(daemon, cleanup, store, manager, dispatcher, gate)

@@ -29,9 +29,9 @@ from sentinel.daemon.confdiff import compare
 from sentinel.daemon.runstate import GroupStatus, ReloadStatus, RunState
 from sentinel.daemon.scheduling import GroupJob, GroupScheduler, schedule_jobs
 from sentinel.daemon.tasks import TaskSupervisor, wait_done
-from sentinel.daemon.wiring import build_engine, build_sources
 from sentinel.errors import ConfigError
 from sentinel.evaluate.slo import SLOResult, Status, evaluate_failure
+from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.logs import fields
 from sentinel.rules.loader import load_rules
 from sentinel.rules.model import RuleGroup, RuleSet

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from sentinel.errors import SentinelError, SourceError
 from sentinel.evaluate.budgets import apply_budgets
 from sentinel.evaluate.slo import InstanceKey, SLOResult, evaluate, evaluate_failure
-from sentinel.outputs.export import exportable
-from sentinel.query.promql import recorded_ratio_query
+from sentinel.query.promql import exportable, recorded_ratio_query
 from sentinel.rules.model import SLO, Matcher
 from sentinel.sources.base import Sample, Source
 

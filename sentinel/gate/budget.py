@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from sentinel.config import Config
-from sentinel.daemon.wiring import build_sources, renderers
 from sentinel.evaluate.engine import Engine
+from sentinel.evaluate.wiring import build_sources, renderers
 from sentinel.sources.base import Source
 
 

@@ -4,43 +4,39 @@ Verdicts: pass (200), fail (412), pending (503 + Retry-After; curl --retry retri
 Overload: 429 + Retry-After (a verdict was not computed). The decision itself (`decide`)
 is pure; `Gate.check` gathers its inputs: a fresh evaluation of the service's gate SLOs
 over [since, now] (shared by identical concurrent requests, cached for `cache_ttl`,
-budgeted by sentinel/gate_budget.py, answered `pending` past `gate.deadline`), the firing
-alerts, and source health. Requests are parsed and checked in sentinel/gate_request.py.
+budgeted by sentinel/gate/budget.py, answered `pending` past `gate.deadline`), the firing
+alerts, and source health. Requests are parsed and checked in sentinel/gate/request.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from aiohttp import web
-
+from sentinel import jsonenc
 from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store import Store
-from sentinel.daemon.runner import Daemon
+from sentinel.config import Config
 from sentinel.errors import StateStoreError
-from sentinel.evaluate.slo import SLOResult, Status, format_value, rfc3339
-from sentinel.gate.budget import EvaluationBudget, GateEngine, GateOverloaded
+from sentinel.evaluate.slo import SLOResult, Status, rfc3339
+from sentinel.gate.budget import EvaluationBudget, GateEngine
 from sentinel.gate.request import (
     GateInputError,
     GateRequest,
     audit_inputs,
     check_narrowing,
-    flagger_token,
-    parse_flagger,
-    parse_query,
 )
 from sentinel.health import DependencyHealth
-from sentinel.rules.model import SLO, Matcher, MatchOp
+from sentinel.rules.model import SLO, Matcher, MatchOp, RuleSet
+from sentinel.selfmetrics import SelfMetrics
+from sentinel.sources.base import Source
 from sentinel.units import format_duration
-from sentinel.web.app import dumps, json_response, require_token
 
 log = logging.getLogger("sentinel.gate")
 
@@ -124,6 +120,37 @@ def _fmt(r: SLOResult, value: float | None) -> str:
     return f"{value:.4g}"
 
 
+class HasSources(Protocol):
+    @property
+    def sources(self) -> Mapping[str, Source]: ...
+
+
+class GateHost(Protocol):
+    """What the gate reads of the running daemon: the live config and rules (both
+    replaced on reload), the clock, self-metrics, the sources of the scheduled cycles
+    (their health) and the services known. The daemon implements it; the gate imports
+    neither the daemon nor the web layer."""
+
+    clock: Callable[[], float]
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def rules(self) -> RuleSet: ...
+
+    @property
+    def metrics(self) -> SelfMetrics: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def engine(self) -> HasSources: ...
+
+    def known_services(self) -> set[str]: ...
+
+
 class Gate:
     # Audit retention is applied at start, then this often; while more than one batch
     # (PRUNE_BATCH rows, up to ~0.1 s of SQLite work on the loop) is due, every second.
@@ -131,16 +158,16 @@ class Gate:
 
     def __init__(
         self,
-        daemon: Daemon,
+        host: GateHost,
         alerts: AlertManager | None,
         store: Store | None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.daemon = daemon
+        self.host = host
         self.alerts = alerts
         self.store = store
         self.monotonic = monotonic
-        config = daemon.config.gate
+        config = host.config.gate
         self.budget = EvaluationBudget(
             config.max_evaluations_per_second, config.max_pending_evaluations, monotonic
         )
@@ -148,7 +175,7 @@ class Gate:
         self._inflight: dict[tuple[Any, ...], asyncio.Future[Evaluated]] = {}
         self._cache: dict[tuple[Any, ...], Evaluated] = {}
         self._verdicts: dict[tuple[Any, ...], GateAnswer] = {}
-        counter = daemon.metrics.gate_decisions
+        counter = host.metrics.gate_decisions
         self._decision_counters = {d: counter.labels(d) for d in ("pass", "fail", "pending")}
         self._inputs_json: dict[GateRequest, str] = {}
         # Audit rows are written in batches: one SQLite transaction per request would cost
@@ -180,8 +207,8 @@ class Gate:
         """Apply gate.audit_retention and gate.audit_max_rows; returns rows deleted."""
         if self.store is None:
             return 0
-        config = self.daemon.config.gate
-        cutoff = self.daemon.clock() - config.audit_retention
+        config = self.host.config.gate
+        cutoff = self.host.clock() - config.audit_retention
         try:
             return self.store.prune_gate_audit(cutoff, config.audit_max_rows, PRUNE_BATCH)
         except StateStoreError as exc:
@@ -221,7 +248,7 @@ class Gate:
     def audit(self, req: GateRequest, now: float, decision: str, body_json: str) -> None:
         inputs = self._inputs_json.get(req)
         if inputs is None:
-            inputs = dumps(audit_inputs(req))
+            inputs = jsonenc.dumps(audit_inputs(req))
             if len(self._inputs_json) > 1000:
                 self._inputs_json.clear()
             self._inputs_json[req] = inputs
@@ -230,11 +257,11 @@ class Gate:
     # -- verdicts -----------------------------------------------------------------------
 
     def known_services(self) -> set[str]:
-        return self.daemon.known_services()
+        return self.host.known_services()
 
     def gate_slos(self, req: GateRequest) -> list[SLO]:
         out = []
-        for slo in self.daemon.rules.slos:
+        for slo in self.host.rules.slos:
             if not slo.gate or (req.slos and slo.name not in req.slos):
                 continue
             if slo.service == req.service or "service" in slo.group_by:
@@ -259,14 +286,14 @@ class Gate:
             return self._unevaluated(req, firing, now, "only 0s since deploy", None)
         evaluated = await self._evaluate(req, slos, now, deadline_at)
         if evaluated is None:
-            deadline = self.daemon.config.gate.deadline
+            deadline = self.host.config.gate.deadline
             reason = (
                 f"evaluation still running after {format_duration(deadline)} (slow source); "
                 "it goes on and its result is kept for the retry"
             )
             return self._unevaluated(req, firing, now, reason, str(math.ceil(deadline)))
         down_for = self._source_down_for(now, {slo.source for slo in slos})
-        config = self.daemon.config.gate
+        config = self.host.config.gate
         down_state = None if down_for is None else down_for >= config.source_down_after
         verdict_key = (req.cache_key, req.release, req.revision, evaluated.at, firing, down_state)
         cached = self._verdicts.get(verdict_key)
@@ -303,7 +330,7 @@ class Gate:
         retry_after: str | None = None,
     ) -> GateAnswer:
         self._decision_counters[verdict.decision].inc()
-        body = dumps(self._body(req, verdict, results, firing, evaluated_at))
+        body = jsonenc.dumps(self._body(req, verdict, results, firing, evaluated_at))
         if verdict.decision != "pending":
             return GateAnswer(verdict.decision, body)
         return GateAnswer(verdict.decision, body, retry_after or RETRY_AFTER)
@@ -328,7 +355,7 @@ class Gate:
     ) -> Evaluated | None:
         """The shared evaluation for `req`, or None when it is not done by `deadline_at`
         (it goes on in the background). Raises GateOverloaded beyond the budget."""
-        config = self.daemon.config.gate
+        config = self.host.config.gate
         window = None if req.since is None else now - req.since
         if window is not None and window >= max((s.window for s in slos), default=0.0):
             window = None  # every SLO is capped by its own window: one shared evaluation
@@ -365,11 +392,11 @@ class Gate:
         try:
             if wait > 0:
                 await asyncio.sleep(wait)
-            engine = self.engine.engine(self.daemon.config)
+            engine = self.engine.engine(self.host.config)
             report = await engine.evaluate_once(
                 slos, now, window, extra, remember=False, budgets=False
             )
-            value = Evaluated(now, report.results, self.daemon.clock())
+            value = Evaluated(now, report.results, self.host.clock())
             self._cache[key] = value
             if len(self._cache) > 1000:
                 self._cache.pop(next(iter(self._cache)))
@@ -396,14 +423,14 @@ class Gate:
         Prometheus SLOs) cannot fail the gate."""
         own = self.engine.sources
         worst = None
-        for name, source in self.daemon.engine.sources.items():
+        for name, source in self.host.engine.sources.items():
             if name not in used:
                 continue
             gate_source = own.get(name)
             records = [source.health] + ([gate_source.health] if gate_source else [])
             down = _down_since(records)
             if down is not None:
-                since = down or self.daemon.started_at
+                since = down or self.host.started_at
                 worst = now - since if worst is None else max(worst, now - since)
         return worst
 
@@ -455,83 +482,3 @@ def _down_since(records: Sequence[DependencyHealth]) -> float | None:
     last_ok = max((h.last_success_at or 0.0 for h in records), default=0.0)
     last_bad = max((h.last_failure_at or 0.0 for h in records), default=0.0)
     return None if last_ok > last_bad else last_ok
-
-
-def gate_routes(gate: Gate) -> list[web.RouteDef]:
-    async def handle(request: web.Request) -> web.Response:
-        started = gate.monotonic()
-        config = gate.daemon.config.gate
-        now = gate.daemon.clock()
-        try:
-            if request.method == "POST":
-                body = await _json_body(request)
-                require_token(request, flagger_token(body))
-                req = parse_flagger(body, now, config.request_labels)
-            else:
-                require_token(request)
-                req = parse_query(request.query, now, config.request_labels)
-            if req.service not in gate.known_services():
-                return json_response(
-                    {"error": f"service: unknown service {req.service!r}", "decision": None},
-                    status=404,
-                )
-            answer = await gate.check(req, now, started + config.deadline)
-        except GateInputError as exc:
-            return json_response({"error": str(exc), "parameter": exc.param}, status=400)
-        except GateOverloaded as exc:
-            return json_response(
-                {"error": f"gate overloaded: {exc}; retry later", "decision": None},
-                status=429,
-                headers={"Retry-After": str(exc.retry_after)},
-            )
-        gate.audit(req, now, answer.decision, answer.body)
-        return web.Response(
-            text=answer.body,
-            status=200 if req.decision_in_body else STATUS_CODE[answer.decision],
-            headers={"Retry-After": answer.retry_after} if answer.retry_after else {},
-            content_type="application/json",
-        )
-
-    async def history(request: web.Request) -> web.Response:
-        require_token(request)
-        text = request.query.get("limit", "100")
-        limit = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0
-        if limit < 1:
-            return json_response(
-                {"error": f"limit: expected an integer from 1 to {HISTORY_LIMIT}, got {text!r}"},
-                status=400,
-            )
-        if gate.store is None:
-            return json_response([])
-        gate.flush_audit()
-        service = request.query.get("service")
-        return json_response(gate.store.gate_history(service, min(limit, HISTORY_LIMIT)))
-
-    return [
-        web.get("/api/v1/gate", handle),
-        web.post("/api/v1/gate", handle),
-        web.get("/api/v1/gate/history", history),
-    ]
-
-
-async def _json_body(request: web.Request) -> Any:
-    if (request.content_length or 0) > MAX_BODY:
-        raise GateInputError("body", f"larger than {MAX_BODY // 1024} KiB")
-    raw = await request.read()  # bounded by the app's client_max_size as well
-    if len(raw) > MAX_BODY:
-        raise GateInputError("body", f"larger than {MAX_BODY // 1024} KiB")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise GateInputError("body", "expected a JSON object (Flagger's webhook payload)") from None
-
-
-__all__ = [
-    "Gate",
-    "GateAnswer",
-    "GateInputError",
-    "GateRequest",
-    "decide",
-    "format_value",
-    "gate_routes",
-]

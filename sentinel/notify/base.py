@@ -11,8 +11,6 @@ from typing import Any, Protocol
 from sentinel.alerting.store import OutboxEntry
 from sentinel.health import DependencyHealth
 
-SEVERITY_ORDER = {"info": 0, "ticket": 1, "page": 2}
-
 
 class Notifier(Protocol):
     name: str
@@ -28,10 +26,6 @@ class Notifier(Protocol):
         """
 
     async def close(self) -> None: ...
-
-
-def severity_at_least(severity: str, minimum: str) -> bool:
-    return SEVERITY_ORDER.get(severity, 2) >= SEVERITY_ORDER.get(minimum, 0)
 
 
 def fmt_value(alert: dict[str, Any], value: float | None) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from sentinel.config import Config
-from sentinel.daemon.wiring import build_sources, renderers
 from sentinel.errors import Problem, SourceError, TooManySeries
+from sentinel.evaluate.wiring import build_sources, renderers
 from sentinel.rules.model import SLO, RuleSet
 from sentinel.sources.base import Source
 

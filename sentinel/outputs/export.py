@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sentinel.query.promql import render_selector, window_template
+from sentinel.query.promql import exportable, render_selector, window_template
 from sentinel.rules.model import SLO, ErrorRatioSLI, RatioQueriesSLI, RatioSLI
 from sentinel.units import format_duration
 
@@ -52,15 +52,6 @@ def ratio_expr(slo: SLO, window: str) -> str:
     split = parts(slo, window)
     assert split is not None
     return f"{split[0]}\n/\n{split[1]}"
-
-
-def exportable(slo: SLO) -> bool:
-    return (
-        isinstance(slo.sli, RatioSLI | RatioQueriesSLI | ErrorRatioSLI)
-        and slo.objective is not None
-        and slo.period is not None
-        and slo.burn is not None
-    )
 
 
 def slo_groups(slo: SLO) -> list[dict[str, Any]]:

@@ -186,3 +186,14 @@ def recorded_ratio_query(slo: SLO, window: float) -> str:
     name = f"slo:sli_error:ratio_rate{format_duration(window)}"
     selector = f"{name}{{sentinel_service={quote(slo.service)}, sentinel_slo={quote(slo.name)}}}"
     return _tag(selector, "ratio")
+
+
+def exportable(slo: SLO) -> bool:
+    """Whether `sentinel rules export` writes recording rules for the SLO, so its budget
+    and burn-rate windows can be read from the recorded series."""
+    return (
+        isinstance(slo.sli, RatioSLI | RatioQueriesSLI | ErrorRatioSLI)
+        and slo.objective is not None
+        and slo.period is not None
+        and slo.burn is not None
+    )

@@ -120,6 +120,14 @@ class Severity(StrEnum):
     PAGE = "page"
 
 
+SEVERITY_ORDER = {"info": 0, "ticket": 1, "page": 2}
+
+
+def severity_at_least(severity: str, minimum: str) -> bool:
+    # An unknown severity counts as a page: never drop what might be urgent.
+    return SEVERITY_ORDER.get(severity, 2) >= SEVERITY_ORDER.get(minimum, 0)
+
+
 @dataclass(frozen=True)
 class AlertPolicy:
     for_: float = 0.0

@@ -23,6 +23,7 @@ from sentinel.config import load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
 from sentinel.rules.loader import load_rules
 from sentinel.web.app import build_app
+from sentinel.web.routes import api_routes
 from support.scenario import at
 
 TOKEN = "gate-test-token"
@@ -91,7 +92,7 @@ async def make_client(
     )
     config = load_config(tmp_path / "config.yaml")
     built = await build_daemon(str(tmp_path / "config.yaml"), config, load_rules(config), Clock())
-    server = TestServer(build_app(built.daemon, built.routes), host="127.0.0.1")
+    server = TestServer(build_app(built.daemon, api_routes(built)), host="127.0.0.1")
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:

@@ -35,10 +35,10 @@ import yaml
 from sentinel.alerting.manager import policy_for
 from sentinel.alerting.state import Alert, step
 from sentinel.config import Config, LokiConfig
-from sentinel.daemon.wiring import renderers
 from sentinel.errors import BadQuery, ConfigError
 from sentinel.evaluate.engine import Engine as SentinelEngine
 from sentinel.evaluate.slo import SLOResult
+from sentinel.evaluate.wiring import renderers
 from sentinel.health import DependencyHealth
 from sentinel.offline.ruletest import logql_engine, promql_engine
 from sentinel.rules.loader import load_rules

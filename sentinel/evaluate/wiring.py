@@ -1,4 +1,5 @@
-"""The composition root: the only place that builds real sources and engines from config."""
+"""Builds real sources and engines from config: the factory the daemon (at start and on
+reload), the gate (its own source clients) and the offline commands all use."""
 
 from __future__ import annotations
 
