@@ -186,7 +186,7 @@ def cycle_child(config: Path, at: float, cycles: int, recorded: bool) -> dict[st
         sys.path.insert(0, {str(REPO)!r})
         from sentinel.config import load_config
         from sentinel.rules.loader import load_rules
-        from sentinel.daemon.wiring import build_engine
+        from sentinel.evaluate.wiring import build_engine
         config = load_config({str(config)!r})
         slos = load_rules(config).slos
         async def main():
