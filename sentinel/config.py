@@ -22,10 +22,10 @@ from pydantic import (
     ValidationError,
 )
 
-from sentinel.errors import ConfigError, Problem
+from sentinel.errors import ConfigError, Problem, YAMLSyntaxError
 from sentinel.redact import remember_secrets
 from sentinel.units import format_duration, parse_duration
-from sentinel.yamlsource import YAMLSyntaxError, pydantic_problems, read_yaml_file
+from sentinel.yamlsource import pydantic_problems, read_yaml_file
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 

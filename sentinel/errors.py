@@ -14,11 +14,22 @@ Branches are chosen by what the daemon does next::
     ├── NotifyError              the notification stays in the outbox and is retried
     │   ├── NotifyRetryable      429 / 5xx / timeout: retry later
     │   └── NotifyRejected       a permanent 4xx (invalid_auth, channel_not_found): surface it
-    └── StateStoreError          the state database (`state.path`) cannot be used
+    ├── StateStoreError          the state database (`state.path`) cannot be used
         ├── StateStoreUnusable   at start: corrupt, not a database, unreadable, too new: refuse
         │                        to start (exit 2), never replace the file
-        └── StateStoreWriteError a write failed (disk full, I/O error): alert changes stay in
-                                 memory and are retried; health shows the store failing
+    │   └── StateStoreWriteError a write failed (disk full, I/O error): alert changes stay in
+    │                            memory and are retried; health shows the store failing
+    ├── InputError (ValueError)  refuse this one request or command; the daemon goes on
+    │   ├── YAMLSyntaxError      a file that cannot be read or parsed (the loaders turn it into
+    │   │                        a located ConfigError)
+    │   ├── GateInputError       a gate request: 400 naming the parameter
+    │   └── UsageError           a CLI argument or input file: exit 2 naming it
+    ├── GateOverloaded           too many fresh gate evaluations: 429 + Retry-After, no verdict
+    └── GrafanaError             a dashboard push failed: shown in health, retried on the next
+                                 render
+
+Errors that never leave their module (evaluation's `Unusable`, the rule-test engines'
+`PromQLError`/`LogQLError`) are turned into a `no_data` reason or a test failure there.
 """
 
 from __future__ import annotations
@@ -135,3 +146,39 @@ class StateStoreWriteError(StateStoreError):
         self.operation = operation
         self.error = error
         super().__init__(path, f"{operation} not saved: {error}")
+
+
+class InputError(SentinelError, ValueError):
+    """Input from a caller (a request, a command line, a file) is refused."""
+
+
+class YAMLSyntaxError(InputError):
+    """A file that cannot be read or parsed as bounded YAML; `problem` says where and why."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+class GateInputError(InputError):
+    """A request the gate refuses (400); `param` names what to fix."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(f"{param}: {message}")
+
+
+class UsageError(InputError):
+    """A bad argument or input file; the message names it. Exit code 2."""
+
+
+class GateOverloaded(SentinelError):
+    """Too many fresh gate evaluations: answer 429 with `retry_after` seconds."""
+
+    def __init__(self, retry_after: int, why: str) -> None:
+        self.retry_after = retry_after
+        super().__init__(why)
+
+
+class GrafanaError(SentinelError):
+    """Grafana refused or could not take a dashboard."""

@@ -26,7 +26,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.error import Mark
 
-from sentinel.errors import Problem
+from sentinel.errors import Problem, YAMLSyntaxError
 from sentinel.redact import redact_text
 
 PathKey = tuple[str | int, ...]
@@ -76,14 +76,6 @@ def format_path(path: Iterable[str | int]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
-
-
-class YAMLSyntaxError(ValueError):
-    """A file that cannot be read or parsed as bounded YAML; `problem` says where and why."""
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        super().__init__(str(problem))
 
 
 def read_yaml_file(path: str | Path, file: str | None = None, what: str = "file") -> LocatedYAML:

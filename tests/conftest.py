@@ -87,3 +87,14 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+TIERS = ("unit", "component", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries its tier's marker, from the folder it lives in."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

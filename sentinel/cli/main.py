@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sentinel import __version__, jsonenc
 from sentinel.cli.report import results_json, results_table
 from sentinel.config import Config, load_config
-from sentinel.errors import ConfigError, Problem
+from sentinel.errors import ConfigError, Problem, UsageError
 from sentinel.rules.loader import load_rules, load_rules_lenient
 from sentinel.rules.model import RuleSet
 from sentinel.timeparse import parse_time
@@ -40,10 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return result
-
-
-class UsageError(ValueError):
-    """A bad argument or input file; the message names it. Exit code 2."""
 
 
 def parse_at(value: str, option: str) -> float:

@@ -19,17 +19,10 @@ import time
 from collections.abc import Callable, Mapping
 
 from sentinel.config import Config
+from sentinel.errors import GateOverloaded
 from sentinel.evaluate.engine import Engine
 from sentinel.evaluate.wiring import build_sources, renderers
 from sentinel.sources.base import Source
-
-
-class GateOverloaded(Exception):
-    """Too many fresh gate evaluations: answer 429 with `retry_after` seconds."""
-
-    def __init__(self, retry_after: int, why: str) -> None:
-        self.retry_after = retry_after
-        super().__init__(why)
 
 
 class EvaluationBudget:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentinel.config import GATE_PARAMETERS
+from sentinel.errors import GateInputError
 from sentinel.evaluate.slo import rfc3339
 from sentinel.query.promql import quote, selector_matchers
 from sentinel.rules.model import LABEL_NAME, SLO, LogRatioSLI, Matcher, MatchOp
@@ -29,14 +30,6 @@ EARLIEST_SINCE = 946684800.0
 FUTURE_SKEW = 300.0
 MAX_VALUE_LENGTH = 1024
 SINCE_RANGE = f"{FORMS}, from 2000-01-01 up to {format_duration(FUTURE_SKEW)} from now"
-
-
-class GateInputError(ValueError):
-    """A request the gate refuses (400); `param` names what to fix."""
-
-    def __init__(self, param: str, message: str) -> None:
-        self.param = param
-        super().__init__(f"{param}: {message}")
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,10 @@ from sentinel import jsonenc
 from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store import Store
 from sentinel.config import Config
-from sentinel.errors import StateStoreError
+from sentinel.errors import GateInputError, StateStoreError
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.gate.budget import EvaluationBudget, GateEngine
 from sentinel.gate.request import (
-    GateInputError,
     GateRequest,
     audit_inputs,
     check_narrowing,

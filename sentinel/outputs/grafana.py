@@ -11,15 +11,11 @@ from typing import Any
 
 import aiohttp
 
-from sentinel.errors import SentinelError
+from sentinel.errors import GrafanaError
 from sentinel.health import DependencyHealth
 from sentinel.sources.http import _redact_url
 
 VOLATILE = ("id", "version")
-
-
-class GrafanaError(SentinelError):
-    pass
 
 
 def _comparable(dashboard: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sentinel.config import Config
-from sentinel.errors import Problem, RuleFileError
+from sentinel.errors import Problem, RuleFileError, YAMLSyntaxError
 from sentinel.rules.catalogues import builtin_catalogue, load_catalogue
 from sentinel.rules.model import (
     LABEL_NAME,
@@ -40,7 +40,7 @@ from sentinel.rules.model import (
 )
 from sentinel.rules.spec import BurnRateSpec, RuleFileSpec, SelectorSpec, SLISpec, SLOSpec
 from sentinel.units import format_duration
-from sentinel.yamlsource import LocatedYAML, YAMLSyntaxError, pydantic_problems, read_yaml_file
+from sentinel.yamlsource import LocatedYAML, pydantic_problems, read_yaml_file
 
 
 def rule_files(config: Config) -> list[Path]:

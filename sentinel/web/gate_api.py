@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sentinel.gate.budget import GateOverloaded
-from sentinel.gate.request import GateInputError, flagger_token, parse_flagger, parse_query
+from sentinel.errors import GateInputError, GateOverloaded
+from sentinel.gate.request import flagger_token, parse_flagger, parse_query
 from sentinel.gate.service import HISTORY_LIMIT, MAX_BODY, STATUS_CODE, Gate
 from sentinel.web.app import json_response, require_token
 

@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 
 from sentinel.alerting.store import Store
-from sentinel.gate.budget import EvaluationBudget, GateOverloaded
+from sentinel.errors import GateOverloaded
+from sentinel.gate.budget import EvaluationBudget
 from sentinel.gate.service import Gate
 from support.fakeloki import FakeLoki
 from support.gatestack import TOKEN, GateClient, make_client, running_gate
@@ -397,7 +398,8 @@ async def test_audit_retention_applies_at_start_and_while_the_gate_is_used(
 
 
 def test_stream_selectors_of_log_slos_count_as_the_rules_matchers() -> None:
-    from sentinel.gate.request import GateInputError, check_narrowing
+    from sentinel.errors import GateInputError
+    from sentinel.gate.request import check_narrowing
     from sentinel.rules.model import SLO, LogRatioSLI, Matcher, MatchOp
 
     sli = LogRatioSLI('{app="chat", env=~"prod|eu-prod"}', "| json", 'level="error"', None)

@@ -23,7 +23,7 @@ from sentinel.units import parse_duration
 from support.promserver import PrometheusServer
 from support.scenario import at
 
-SLOTH_WINDOWS = Path(__file__).resolve().parent / "data" / "sloth-windows"
+SLOTH_WINDOWS = Path(__file__).resolve().parents[1] / "data" / "sloth-windows"
 
 
 @pytest.mark.parametrize(

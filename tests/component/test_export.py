@@ -19,7 +19,7 @@ from support.procs import http
 from support.promserver import PrometheusServer, find_binary
 from support.scenario import SLOTH_METRIC, at
 
-SLOTH = Path(__file__).resolve().parent / "data" / "sloth-examples"
+SLOTH = Path(__file__).resolve().parents[1] / "data" / "sloth-examples"
 EXAMPLES = [
     "getting-started",
     "no-alerts",

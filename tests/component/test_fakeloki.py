@@ -14,7 +14,7 @@ from support.fakeloki import FakeLoki
 from support.procs import http
 
 # Recorded answers of a real Loki 2.9.9 (copied from shared/reference for CI).
-REF = Path(__file__).resolve().parent / "data" / "loki-2.9.9-responses"
+REF = Path(__file__).resolve().parents[1] / "data" / "loki-2.9.9-responses"
 
 
 @pytest.fixture
