@@ -553,9 +553,7 @@ class Store:
 
     # -- gate audit ---------------------------------------------------------------------
 
-    def record_gates(
-        self, rows: Sequence[tuple[float, str, str, str, str]], db: sqlite3.Connection | None = None
-    ) -> None:
+    def record_gates(self, rows: Sequence[tuple[float, str, str, str, str]]) -> None:
         """(at, service, decision, inputs JSON, body JSON) rows, in one transaction. Each
         distinct text is stored once in gate_blobs; identical decisions of the batch share
         a row with their count and first/last time."""
@@ -570,18 +568,14 @@ class Store:
                 span[1] = at
                 span[2] += 1
         try:
-            self._record_gates(grouped, db)
+            self._record_gates(grouped)
         except StateStoreWriteError:
             # The hash cache says "stored" for the texts of the batch that was not.
             self._blob_hashes.clear()
             raise
 
-    def _record_gates(
-        self,
-        grouped: dict[tuple[str, str, str, str], list[float]],
-        db: sqlite3.Connection | None,
-    ) -> None:
-        with self._transaction(GATE_AUDIT, db) as db:
+    def _record_gates(self, grouped: dict[tuple[str, str, str, str], list[float]]) -> None:
+        with self._transaction(GATE_AUDIT) as db:
             blobs: list[tuple[str, str]] = []
             decisions = [
                 (
@@ -611,13 +605,6 @@ class Store:
             self._blob_hashes[text] = known
             new.append((known, text))
         return known
-
-    def writer_connection(self) -> sqlite3.Connection:
-        """A second connection for batched writes from a worker thread (WAL allows it)."""
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        return db
 
     def gate_history(self, service: str | None, limit: int = 100) -> list[dict[str, Any]]:
         select = (

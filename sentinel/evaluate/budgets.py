@@ -16,11 +16,12 @@ from sentinel.evaluate.slo import (
     SLOResult,
     Status,
     Unusable,
-    _group,
     bad_total,
     count,
     error_ratio,
+    group_parts,
 )
+from sentinel.rules.catalogues import BurnTier
 from sentinel.rules.model import SLO
 from sentinel.sources.base import Sample
 from sentinel.units import format_duration
@@ -35,7 +36,7 @@ def window_ratios(
     cannot be judged (NaN, +-Inf, negative, bad > total) with the reason."""
     out: dict[InstanceKey, WindowRatio] = {}
     unusable: Unusables = {}
-    for key, parts in _group(slo, samples).items():
+    for key, parts in group_parts(slo, samples).items():
         try:
             if "ratio" in parts:
                 ratio = error_ratio(parts["ratio"])
@@ -96,7 +97,7 @@ def apply_budgets(
 def _tier_result(
     slo: SLO,
     result: SLOResult,
-    tier: object,
+    tier: BurnTier,
     windows: Mapping[float, WindowRatio],
     unusable: Mapping[float, str],
     failed: list[float],
@@ -104,9 +105,7 @@ def _tier_result(
     queries: Mapping[float, str],
     names: Mapping[float, str],
 ) -> SLOResult:
-    from sentinel.rules.catalogues import BurnTier
-
-    assert isinstance(tier, BurnTier) and slo.burn is not None and slo.period is not None
+    assert slo.burn is not None and slo.period is not None  # apply_budgets checked both
     verdict = judge_tier(tier, slo.period, budget, windows, slo.burn.min_events)
     needed = (tier.long_window, tier.short_window)
     garbage = [

@@ -118,7 +118,7 @@ def evaluate(
     is reported as no_data instead of silently disappearing; the instances of this
     answer are added to `seen` when given.
     """
-    parts = _group(slo, samples)
+    parts = group_parts(slo, samples)
     if seen is not None:
         seen.update(key for key in parts if key)
     keys = set(parts) | set(known)
@@ -143,7 +143,9 @@ def evaluate_failure(
     return [make(key, None, None, reason) for key in keys]
 
 
-def _group(slo: SLO, samples: Sequence[Sample]) -> dict[InstanceKey, dict[str, list[float]]]:
+def group_parts(slo: SLO, samples: Sequence[Sample]) -> dict[InstanceKey, dict[str, list[float]]]:
+    """The answer's values per instance (the SLO's `group_by` labels) and per SLI part
+    (`bad`, `total`, `value`, ...): what evaluation and the budget windows both judge."""
     grouped: dict[InstanceKey, dict[str, list[float]]] = {}
     group_by = slo.group_by
     single = group_by[0] if len(group_by) == 1 else None  # the common case, made cheap

@@ -13,7 +13,12 @@ import pytest
 from conftest import REPO
 from sentinel.cli.main import main
 from sentinel.config import Config, LokiConfig
-from sentinel.offline.ruletest.promql_engine import Engine, SeriesData, expand_values, parse_series
+from sentinel.offline.ruletest.promql_engine import (
+    InProcessPrometheus,
+    SeriesData,
+    expand_values,
+    parse_series,
+)
 from sentinel.query.promql import slo_query
 from sentinel.rules.loader import load_rules
 from support.procs import http
@@ -76,7 +81,7 @@ def test_in_process_engine_matches_prometheus(prometheus: PrometheusServer) -> N
     config = Config(
         rules=[str(REPO / "rules" / "*.yaml")], loki=LokiConfig(url="http://x"), base_dir="/"
     )
-    engine = Engine(scenario_series())
+    engine = InProcessPrometheus(scenario_series())
     compared = 0
     for slo in load_rules(config).slos:
         if slo.source != "prometheus":

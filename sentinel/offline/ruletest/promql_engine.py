@@ -251,7 +251,7 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return start + (end - start) * (rank / count)
 
 
-class Engine:
+class InProcessPrometheus:
     def __init__(self, series: Sequence[SeriesData]) -> None:
         self.series = list(series)
 

@@ -36,7 +36,7 @@ from sentinel.alerting.manager import policy_for
 from sentinel.alerting.state import Alert, step
 from sentinel.config import Config, LokiConfig
 from sentinel.errors import BadQuery, ConfigError
-from sentinel.evaluate.engine import Engine as SentinelEngine
+from sentinel.evaluate.engine import Engine
 from sentinel.evaluate.slo import SLOResult
 from sentinel.evaluate.wiring import renderers
 from sentinel.health import DependencyHealth
@@ -133,12 +133,12 @@ async def run_test(slos: Sequence[SLO], spec: dict[str, Any], eval_interval: flo
     outcome = TestOutcome(str(spec.get("name", "unnamed")))
     interval = parse_duration(spec.get("interval", "1m"))
     series = [_series(s, interval) for s in spec.get("input_series") or []]
-    prom = promql_engine.Engine(series)
+    prom = promql_engine.InProcessPrometheus(series)
     sources: dict[str, Any] = {
         "prometheus": _InProcess("prometheus", prom.query),
         "loki": _InProcess("loki", _loki(_logs(spec.get("input_logs") or []))),
     }
-    engine = SentinelEngine(sources, renderers())
+    engine = Engine(sources, renderers())
     expectations = list(spec.get("expect") or [])
     by_time: dict[float, list[dict[str, Any]]] = {}
     for exp in expectations:
