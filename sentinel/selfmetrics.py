@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from sentinel import __version__
 from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.rules.model import SLIKind
 
 _STATUS_CODE = {Status.OK: 0.0, Status.BREACH: 1.0, Status.NO_DATA: -1.0}
 
@@ -113,7 +114,7 @@ class SelfMetrics:
         burn_keys = set()
         for res in results:
             key = (res.service, res.slo, instance_label(res))
-            if res.budget is not None and res.kind != "burn_rate":
+            if res.budget is not None and res.kind != SLIKind.BURN_RATE:
                 remaining = res.budget.get("remaining")
                 self.budget_remaining.labels(*key).set(
                     float("nan") if remaining is None else remaining

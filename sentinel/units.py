@@ -96,3 +96,33 @@ def parse_percent(value: object) -> float:
         shown = value[:60] if isinstance(value, str) else _short(value)
         raise ValueError(f"must be between 0 and 100 (got {shown})")
     return number / 100.0
+
+
+# The SLIKind values (sentinel.rules.model) shown as percentages and in seconds; every
+# other kind is a plain number. Matched as strings, so values read back from JSON
+# (outbox payloads) format the same as live ones.
+_PERCENT_KINDS = frozenset({"ratio", "log_ratio"})
+_SECOND_KINDS = frozenset({"latency"})
+
+
+def format_measure(
+    kind: str, value: float | None, *, digits: int = 3, missing: str = "no data"
+) -> str:
+    """The one way an SLI value or threshold is written for people: `2.31 s`, `0.5 %`,
+    `0.993`; `missing` when there is no value."""
+    if value is None:
+        return missing
+    if kind in _PERCENT_KINDS:
+        return f"{value * 100:.{digits}g} %"
+    if kind in _SECOND_KINDS:
+        return f"{value:.{digits}g} s"
+    return f"{value:.{digits + 1}g}"
+
+
+def comparison(good_when: str, breached: bool) -> str:
+    """The operator between a value and its threshold, as the breach wording needs it:
+    `>` breaches a `below` SLO, `<=` holds it (and `<` / `>=` for `above`)."""
+    below = good_when != "above"
+    if breached:
+        return ">" if below else "<"
+    return "<=" if below else ">="

@@ -26,7 +26,7 @@ from sentinel.alerting.store import NewNotification, Store
 from sentinel.errors import StateStoreWriteError
 from sentinel.evaluate.slo import SLOResult, rfc3339
 from sentinel.logs import fields
-from sentinel.rules.model import SLO, AlertPolicy, RuleGroup, severity_at_least
+from sentinel.rules.model import SLO, AlertPolicy, RuleGroup, SLIKind, severity_at_least
 from sentinel.units import format_duration
 
 log = logging.getLogger("sentinel.alerts")
@@ -50,7 +50,7 @@ def _incident_row(tr: Transition) -> dict[str, Any]:
 def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:
     """Burn-rate tiers need no `for`: their windows already demand a sustained burn.
     Only the page tier may roll back."""
-    if result.kind != "burn_rate":
+    if result.kind != SLIKind.BURN_RATE:
         return slo.alert
     return AlertPolicy(
         repeat_interval=slo.alert.repeat_interval,

@@ -6,21 +6,11 @@ from collections.abc import Sequence
 
 from sentinel import jsonenc
 from sentinel.evaluate.slo import SLOResult, rfc3339
-from sentinel.units import format_duration
+from sentinel.units import format_duration, format_measure
 
 
 def results_json(results: Sequence[SLOResult]) -> str:
     return jsonenc.dumps([r.to_json() for r in results], indent=2)
-
-
-def _num(value: float | None, kind: str) -> str:
-    if value is None:
-        return "-"
-    if kind in ("ratio", "log_ratio"):
-        return f"{value * 100:.4g}%"
-    if kind == "latency":
-        return f"{value:.4g}s"
-    return f"{value:.6g}"
 
 
 def results_table(results: Sequence[SLOResult]) -> str:
@@ -35,8 +25,8 @@ def results_table(results: Sequence[SLOResult]) -> str:
                 r.slo,
                 instance,
                 r.status.value.upper(),
-                _num(r.value, r.kind),
-                _num(r.threshold, r.kind),
+                format_measure(r.kind, r.value, digits=4, missing="-"),
+                format_measure(r.kind, r.threshold, digits=4, missing="-"),
                 format_duration(r.window),
                 events,
             )

@@ -22,7 +22,7 @@ from sentinel.evaluate.slo import (
     group_parts,
 )
 from sentinel.rules.catalogues import BurnTier
-from sentinel.rules.model import SLO
+from sentinel.rules.model import SLO, SLIKind
 from sentinel.sources.base import Sample
 from sentinel.units import format_duration
 
@@ -134,7 +134,7 @@ def _tier_result(
         events=windows[tier.long_window].total if tier.long_window in windows else None,
         reason=reason,
         query=queries.get(tier.long_window, ""),
-        kind="burn_rate",
+        kind=SLIKind.BURN_RATE,
         severity=tier.severity,
         budget={
             "short_window": names.get(tier.short_window) or format_duration(tier.short_window),

@@ -18,8 +18,9 @@ from enum import StrEnum
 from typing import Any
 
 from sentinel.query.promql import PART_LABEL
-from sentinel.rules.model import RATIO_SLIS, SLO, LatencySLI
+from sentinel.rules.model import RATIO_SLIS, SLO, LatencySLI, SLIKind
 from sentinel.sources.base import Sample
+from sentinel.units import comparison, format_measure
 
 InstanceKey = tuple[str, ...]
 
@@ -58,17 +59,19 @@ class SLOResult:
         results of a cycle are never shown)."""
         if self.reason or self.value is None:
             return self.reason
-        if self.kind == "burn_rate" and self.budget is not None:
+        if self.kind == SLIKind.BURN_RATE and self.budget is not None:
             b = self.budget
             verb = ">" if self.status is Status.BREACH else "not both >"
             return (
                 f"burn rate {b['long_burn']:.3g}x over {b['long_window']} and "
                 f"{b['short_burn']:.3g}x over {b['short_window']} ({verb} {b['factor']:.3g}x)"
             )
-        below = self.good_when == "below"
-        breached = self.status is Status.BREACH
-        op = (">" if below else "<") if breached else ("<=" if below else ">=")
-        return f"{_fmt(self.kind, self.value)} {op} {_fmt(self.kind, self.threshold)}"
+        op = comparison(self.good_when, self.status is Status.BREACH)
+        value, threshold = (
+            format_measure(self.kind, self.value),
+            format_measure(self.kind, self.threshold),
+        )
+        return f"{value} {op} {threshold}"
 
     @property
     def instance(self) -> InstanceKey:
@@ -308,19 +311,3 @@ def _maker(
         )
 
     return make
-
-
-def format_value(slo: SLO, value: float) -> str:
-    if isinstance(slo.sli, LatencySLI):
-        return f"{value:.3g} s"
-    if isinstance(slo.sli, RATIO_SLIS):
-        return f"{value * 100:.3g} %"
-    return f"{value:.4g}"
-
-
-def _fmt(kind: str, value: float) -> str:
-    if kind == "latency":
-        return f"{value:.3g} s"
-    if kind in ("ratio", "log_ratio"):
-        return f"{value * 100:.3g} %"
-    return f"{value:.4g}"

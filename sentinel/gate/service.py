@@ -35,7 +35,7 @@ from sentinel.health import DependencyHealth
 from sentinel.rules.model import SLO, Matcher, MatchOp, RuleSet
 from sentinel.selfmetrics import SelfMetrics
 from sentinel.sources.base import Source
-from sentinel.units import format_duration
+from sentinel.units import comparison, format_duration, format_measure
 
 log = logging.getLogger("sentinel.gate")
 
@@ -81,8 +81,9 @@ def decide(
     for r in results:
         over = f"over {format_duration(r.window)}{since_text}"
         if r.status is Status.BREACH:
-            op = ">" if _below(r) else "<"
-            fail.append(f"{r.slo} = {_fmt(r, r.value)} {op} {_fmt(r, r.threshold)} {over}")
+            op = comparison(r.good_when, breached=True)
+            value, threshold = format_measure(r.kind, r.value), format_measure(r.kind, r.threshold)
+            fail.append(f"{r.slo} = {value} {op} {threshold} {over}")
         elif r.status is Status.NO_DATA:
             if r.value is None and r.events is None and source_down_for is not None:
                 if source_down_for >= down_after:
@@ -103,20 +104,6 @@ def decide(
     if not results:
         return Verdict("pending", ["no gate SLOs matched"])
     return Verdict("pass", warn)
-
-
-def _below(r: SLOResult) -> bool:
-    return r.value is None or r.value > r.threshold
-
-
-def _fmt(r: SLOResult, value: float | None) -> str:
-    if value is None:
-        return "no data"
-    if r.kind in ("ratio", "log_ratio"):
-        return f"{value * 100:.3g} %"
-    if r.kind == "latency":
-        return f"{value:.3g} s"
-    return f"{value:.4g}"
 
 
 class HasSources(Protocol):

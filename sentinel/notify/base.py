@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from sentinel.alerting.store import OutboxEntry
 from sentinel.health import DependencyHealth
+from sentinel.units import comparison, format_measure
 
 
 class Notifier(Protocol):
@@ -28,24 +29,14 @@ class Notifier(Protocol):
     async def close(self) -> None: ...
 
 
-def fmt_value(alert: dict[str, Any], value: float | None) -> str:
-    if value is None:
-        return "no data"
-    kind = alert.get("sli_kind")
-    if kind in ("ratio", "log_ratio"):
-        return f"{value * 100:.3g} %"
-    if kind == "latency":
-        return f"{value:.3g} s"
-    return f"{value:.4g}"
-
-
 def summary_line(alert: dict[str, Any]) -> str:
     value, threshold = alert.get("value"), alert["threshold"]
-    below = alert.get("good_when", "below") == "below"
+    good_when = alert.get("good_when", "below")
+    below = good_when != "above"
     breached = value is not None and (value > threshold if below else value < threshold)
-    op = (">" if below else "<") if breached else ("<=" if below else ">=")
+    kind = alert.get("sli_kind", "")
     window = alert.get("window_text", "")
     return (
-        f"{alert['slo']} = {fmt_value(alert, alert.get('value'))} {op} "
-        f"{fmt_value(alert, alert.get('threshold'))} over {window}"
+        f"{alert['slo']} = {format_measure(kind, value)} {comparison(good_when, breached)} "
+        f"{format_measure(kind, threshold)} over {window}"
     )

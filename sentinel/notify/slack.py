@@ -40,7 +40,8 @@ from sentinel.config import SlackNotifierConfig
 from sentinel.errors import NotifyRejected, NotifyRetryable
 from sentinel.evaluate.slo import rfc3339
 from sentinel.health import DependencyHealth
-from sentinel.notify.base import fmt_value, summary_line
+from sentinel.notify.base import summary_line
+from sentinel.units import format_measure
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
 # section text 3,000 chars, 50 blocks per message.
@@ -163,7 +164,7 @@ def _alert_text(alert: dict[str, Any], kind: str) -> str:
         lines.append(f"Instance: `{labels}`")
     lines.append(f"Measured: *{summary_line(alert)}*")
     if alert.get("objective") is not None:
-        threshold = fmt_value(alert, alert["threshold"])
+        threshold = format_measure(alert.get("sli_kind", ""), alert["threshold"])
         lines.append(f"Objective: {alert['objective'] * 100:g} % (threshold {threshold})")
     started = int(alert["started_at"])
     lines.append(

@@ -18,7 +18,7 @@ from sentinel.errors import SourceError
 from sentinel.evaluate.budgets import apply_budgets
 from sentinel.evaluate.engine import Engine
 from sentinel.evaluate.slo import SLOResult, Status, evaluate, rfc3339
-from sentinel.rules.model import SLO
+from sentinel.rules.model import SLO, SLIKind
 from sentinel.sources.base import Sample, Series
 from sentinel.units import format_duration
 
@@ -151,7 +151,7 @@ def _observe(
     open_incidents: dict[str, Incident],
     report: BacktestReport,
 ) -> None:
-    if result.status is Status.BREACH and result.kind != "burn_rate":
+    if result.status is Status.BREACH and result.kind != SLIKind.BURN_RATE:
         report.breach_seconds[result.key] = report.breach_seconds.get(result.key, 0) + report.step
     alert, tr = step(alerts.get(result.key), result, policy_for(slo, result), t)
     alerts[result.key] = alert

@@ -37,13 +37,26 @@ class Selector:
     matchers: tuple[Matcher, ...] = ()
 
 
+class SLIKind(StrEnum):
+    """What a result's value measures, which decides how it is judged and written: ratios
+    as percentages, latencies in seconds, raw queries as plain numbers. `burn_rate` is
+    the kind of a burn-tier result (a multiple of the error budget's rate)."""
+
+    LATENCY = "latency"
+    RATIO = "ratio"
+    LOG_RATIO = "log_ratio"
+    PROMQL = "promql"
+    LOGQL = "logql"
+    BURN_RATE = "burn_rate"
+
+
 @dataclass(frozen=True)
 class LatencySLI:
     """A quantile of a Prometheus histogram (`<metric>_bucket`) over the SLO window."""
 
     histogram: Selector
     quantile: float
-    kind: str = field(default="latency", init=False)
+    kind: SLIKind = field(default=SLIKind.LATENCY, init=False)
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class RatioSLI:
 
     bad: Selector
     total: Selector
-    kind: str = field(default="ratio", init=False)
+    kind: SLIKind = field(default=SLIKind.RATIO, init=False)
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class PromQLSLI:
     """Raw PromQL returning one number per instance; `$window` is replaced by the window."""
 
     query: str
-    kind: str = field(default="promql", init=False)
+    kind: SLIKind = field(default=SLIKind.PROMQL, init=False)
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class RatioQueriesSLI:
 
     bad_query: str
     total_query: str
-    kind: str = field(default="ratio", init=False)
+    kind: SLIKind = field(default=SLIKind.RATIO, init=False)
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class ErrorRatioSLI:
     """A raw PromQL error ratio (Sloth's `raw.error_ratio_query`); no event counts."""
 
     query: str
-    kind: str = field(default="ratio", init=False)
+    kind: SLIKind = field(default=SLIKind.RATIO, init=False)
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,7 @@ class LogRatioSLI:
     pipeline: str
     bad_filter: str
     total_filter: str | None
-    kind: str = field(default="log_ratio", init=False)
+    kind: SLIKind = field(default=SLIKind.LOG_RATIO, init=False)
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class LogQLSLI:
     """Raw LogQL metric query returning one number per instance; `$window` substituted."""
 
     query: str
-    kind: str = field(default="logql", init=False)
+    kind: SLIKind = field(default=SLIKind.LOGQL, init=False)
 
 
 SLI = LatencySLI | RatioSLI | RatioQueriesSLI | ErrorRatioSLI | PromQLSLI | LogRatioSLI | LogQLSLI
