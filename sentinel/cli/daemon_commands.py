@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -115,6 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def serve(config_path: str, config: Any, rules: Any) -> int:
+    """Run the daemon until a stop signal. One exit stack owns shutdown, in this order:
+    the daemon lets running cycles finish (or is forced by a second signal or
+    `shutdown_timeout`), the HTTP server stops, then the assembled parts close (gate,
+    dispatcher, notifiers, store)."""
     from sentinel.daemon.assembly import build_daemon
     from sentinel.web.app import build_app
     from sentinel.web.routes import api_routes
@@ -125,35 +130,33 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
         print(f"error: state store: {exc}", file=sys.stderr)
         log.error("state store unusable; not starting", extra=fields(path=exc.path))
         return 2
-    daemon, cleanup = assembly.daemon, assembly.cleanup
-    routes = api_routes(assembly)
-    app_runner = web.AppRunner(build_app(daemon, routes), access_log=None, handle_signals=False)
-    await app_runner.setup()
-    host, port = config.server.host_port
-    site = web.TCPSite(app_runner, host, port)
-    try:
-        await site.start()
-    except OSError as exc:
-        log.error(f"cannot listen on {host}:{port}: {exc.strerror}")
-        await cleanup()
-        await daemon.stop()
-        return 2
-    log.info(f"listening on http://{host}:{port}")
-    code = 0
-    daemon.install_signal_handlers()
-    try:
-        await daemon.start()
-    except ConfigError as exc:  # a group that cannot be scheduled (checked in cmd_run too)
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        daemon.request_stop("invalid schedule")
-        code = 2
-    try:
+    daemon = assembly.daemon
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(assembly.cleanup)
+        app_runner = web.AppRunner(
+            build_app(daemon, api_routes(assembly)), access_log=None, handle_signals=False
+        )
+        await app_runner.setup()
+        stack.push_async_callback(app_runner.cleanup)
+        # Handlers stay installed while the daemon stops: a second signal forces it.
+        daemon.install_signal_handlers()
+        stack.callback(daemon.remove_signal_handlers)
+        stack.push_async_callback(daemon.stop)
+        host, port = config.server.host_port
+        try:
+            await web.TCPSite(app_runner, host, port).start()
+        except OSError as exc:
+            log.error(f"cannot listen on {host}:{port}: {exc.strerror}")
+            return 2
+        log.info(f"listening on http://{host}:{port}")
+        code = 0
+        try:
+            await daemon.start()
+        except ConfigError as exc:  # a group that cannot be scheduled (checked in cmd_run)
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            daemon.request_stop("invalid schedule")
+            code = 2
         await daemon.wait_stopped()
-    finally:
-        await daemon.stop()
-        await app_runner.cleanup()
-        await cleanup()
-        daemon.remove_signal_handlers()
     log.info("stopped")
     return code

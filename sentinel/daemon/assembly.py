@@ -3,6 +3,7 @@ dispatcher and gate around the daemon. Nothing else constructs these objects."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from sentinel.alerting.manager import AlertManager, RollbackGuard
 from sentinel.alerting.store import Store
 from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
 from sentinel.daemon.runner import Daemon
+from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
 from sentinel.notify.dispatcher import Dispatcher
@@ -20,6 +22,7 @@ from sentinel.notify.log import LogNotifier
 from sentinel.outputs import dashboard_sync as dashboards_sync
 from sentinel.outputs.links import dashboard_url
 from sentinel.rules.model import RuleSet
+from sentinel.selfmetrics import SelfMetrics
 
 Cleanup = Callable[[], Awaitable[None]]
 
@@ -68,7 +71,20 @@ async def build_daemon(
     # The store first: a state file that cannot be used stops the start (StateStoreError)
     # before anything else holds sockets or tasks.
     store = Store(config.resolve(config.state.path))
-    daemon = Daemon(config_path, config, rules, clock)
+    # Each component registers its own clean-up as it is built: `cleanup` undoes them in
+    # reverse order (gate, dispatcher, notifiers, store), and a failure half-way through
+    # building undoes what was already built.
+    stack = contextlib.AsyncExitStack()
+    stack.callback(store.close)
+    daemon = Daemon(
+        config_path,
+        config,
+        rules,
+        engine=build_engine(config),
+        metrics=SelfMetrics(),
+        source_factory=build_sources,
+        clock=clock,
+    )
     notifiers = build_notifiers(config, store)
     dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)
     manager = AlertManager(
@@ -79,6 +95,12 @@ async def build_daemon(
         dispatcher.wake,
     )
     daemon.result_hooks.append(manager.observe)
+
+    async def close_notifiers() -> None:
+        for notifier in notifiers.values():  # the current ones: a reload may swap them
+            await notifier.close()
+
+    stack.push_async_callback(close_notifiers)
     gate = Gate(daemon, manager, store)
 
     def health() -> dict[str, dict[str, Any]]:
@@ -98,6 +120,8 @@ async def build_daemon(
     daemon.health_providers.append(health)
     daemon.readiness_checks.append(store.health.not_ready_reasons)
     dispatcher.start()
+    stack.push_async_callback(dispatcher.stop)
+    stack.push_async_callback(gate.close)
 
     grafana = dashboards_sync.client(config)
     if grafana is not None:
@@ -123,11 +147,4 @@ async def build_daemon(
 
     daemon.reload_hooks.append(reload_notifiers)
 
-    async def cleanup() -> None:
-        await gate.close()
-        await dispatcher.stop()
-        for notifier in notifiers.values():
-            await notifier.close()
-        store.close()
-
-    return Assembly(daemon, cleanup, store, manager, dispatcher, gate)
+    return Assembly(daemon, stack.aclose, store, manager, dispatcher, gate)

@@ -30,8 +30,8 @@ from sentinel.daemon.runstate import GroupStatus, ReloadStatus, RunState
 from sentinel.daemon.scheduling import GroupJob, GroupScheduler, schedule_jobs
 from sentinel.daemon.tasks import TaskSupervisor, wait_done
 from sentinel.errors import ConfigError
+from sentinel.evaluate.engine import Engine
 from sentinel.evaluate.slo import SLOResult, Status, evaluate_failure
-from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.logs import fields
 from sentinel.rules.loader import load_rules
 from sentinel.rules.model import RuleGroup, RuleSet
@@ -62,16 +62,24 @@ class Daemon:
         config_path: str,
         config: Config,
         rules: RuleSet,
+        *,
+        engine: Engine,
+        metrics: SelfMetrics,
+        source_factory: Callable[[Config], dict[str, Source]],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Collaborators come from the composition root (daemon/assembly.py): the engine
+        of the scheduled cycles, the self-metrics, and the factory a reload uses to build
+        sources for a changed source config."""
         self.config_path = config_path
         self.config = config
         self.rules = rules
         self.clock = clock
         self.state = RunState.STARTING
         self.started_at = clock()
-        self.metrics = SelfMetrics()
-        self.engine = build_engine(config)
+        self.metrics = metrics
+        self.engine = engine
+        self._source_factory = source_factory
         self.results: dict[str, list[SLOResult]] = {}
         self.group_status: dict[str, GroupStatus] = {}
         self.reload_status = ReloadStatus(at=self.started_at)
@@ -356,7 +364,7 @@ class Daemon:
         sources_changed = (
             new.config.prometheus != old_config.prometheus or new.config.loki != old_config.loki
         )
-        new_sources = build_sources(new.config) if sources_changed else None
+        new_sources = self._source_factory(new.config) if sources_changed else None
         try:
             self._switch(new, new_sources)
         except Exception as exc:

@@ -18,8 +18,10 @@ from sentinel.daemon.runner import Daemon
 from sentinel.daemon.scheduling import schedule_jobs
 from sentinel.errors import ConfigError
 from sentinel.evaluate.slo import SLOResult
+from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.rules.loader import load_rules
 from sentinel.rules.model import RuleGroup, RuleSet
+from sentinel.selfmetrics import SelfMetrics
 from support.promserver import PrometheusServer
 
 
@@ -55,7 +57,15 @@ async def daemon(tmp_path: Path, prometheus: PrometheusServer) -> AsyncIterator[
     config_path = tmp_path / "config.yaml"
     config_path.write_text(f'prometheus: {{url: "{prometheus.url}"}}\nrules: [rules/*.yaml]\n')
     config = load_config(config_path)
-    built = Daemon(str(config_path), config, load_rules(config), Clock())
+    built = Daemon(
+        str(config_path),
+        config,
+        load_rules(config),
+        engine=build_engine(config),
+        metrics=SelfMetrics(),
+        source_factory=build_sources,
+        clock=Clock(),
+    )
     yield built
     await built.stop()
 
