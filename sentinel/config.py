@@ -20,6 +20,9 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
 from sentinel.errors import ConfigError, Problem, YAMLSyntaxError
@@ -222,6 +225,115 @@ class DashboardsConfig(_Strict):
     folder_uid: str | None = None
 
 
+class FieldExpect(_Strict):
+    """What one field of a probe's JSON answer must be; every assertion given must hold."""
+
+    equals: Any = None  # `equals: null` asserts null: whether it was given is tracked
+    in_: list[Any] | None = Field(None, alias="in", min_length=1)
+    non_empty: bool | None = None
+    matches: str | None = None  # a regular expression searched in the (string) value
+
+    @model_validator(mode="after")
+    def _asserts_something(self) -> FieldExpect:
+        if self.non_empty is False:
+            raise ValueError("non_empty: false asserts nothing; write non_empty: true or drop it")
+        if not ({"equals", "in_", "non_empty", "matches"} & self.model_fields_set):
+            raise ValueError("give at least one of equals, in, non_empty, matches")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"matches: not a regular expression: {exc}") from None
+        return self
+
+    @property
+    def has_equals(self) -> bool:
+        return "equals" in self.model_fields_set
+
+
+def _json_path(value: str) -> str:
+    if not value or any(not part for part in value.split(".")):
+        raise ValueError(
+            f"expected a field path like answer_mode or metadata.answer_mode, got {value!r}"
+        )
+    return value
+
+
+class ProbeExpect(_Strict):
+    status: int = Field(200, ge=100, le=599)
+    max_latency: Annotated[Duration, _within(0, 10 * MINUTE, above=True)] | None = None
+    # Field paths into the JSON answer (`metadata.answer_mode`, `choices.0.text`).
+    json_: dict[Annotated[str, AfterValidator(_json_path)], FieldExpect] = Field(
+        default_factory=dict, alias="json"
+    )
+
+
+def _probe_name(value: str) -> str:
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}", value):
+        raise ValueError(
+            f"probe name {value!r}: letters, digits, '_', '.', '-' (it names the SLO probe-NAME)"
+        )
+    return value
+
+
+def _header_text(value: object) -> object:
+    # One problem for a header typed as a number, not one per member of the union below.
+    if not isinstance(value, str | SecretStr):
+        raise ValueError("expected a string (quote it)")
+    return value
+
+
+HeaderValue = Annotated[str | SecretStr, BeforeValidator(_header_text)]
+
+
+class ProbeConfig(_Strict):
+    """A synthetic request to a service on its own schedule (sentinel/daemon/probes.py)."""
+
+    service: str = Field(min_length=1)  # its result joins this service's SLOs and gate
+    url: HttpURL
+    method: Literal["POST", "GET"] = "POST"
+    # Each run asks the service's LLM a question: the interval is also a cost.
+    interval: Annotated[Duration, _within(1, DAY)] = 60.0
+    timeout: Timeout = 10.0  # per request (the chat and the readiness check)
+    # Values may be `${ENV}`; credential headers (Authorization, *token*, *key*...) are held
+    # as SecretStr and redacted from logs.
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    body: Any = None  # sent as JSON
+    expect: ProbeExpect = Field(default_factory=ProbeExpect)
+    ready_url: HttpURL | None = None  # GET; must answer 200
+    severity: Literal["info", "ticket", "page"] = "page"
+    for_: Annotated[Duration, _within(0, 7 * DAY)] = Field(0.0, alias="for")
+    notify: list[str] = Field(default_factory=list)
+    gate: bool = True
+    description: str = ""
+    runbook_url: str | None = None
+    # Stored runs (state store, `probe_results`) older than this are pruned.
+    retention: Annotated[Duration, _within(HOUR, 3650 * DAY)] = 7 * DAY
+
+    @field_validator("headers", mode="after")
+    @classmethod
+    def _hold_credentials(cls, headers: dict[str, str | SecretStr]) -> dict[str, str | SecretStr]:
+        return {
+            name: SecretStr(value)
+            if isinstance(value, str) and _SECRET_HEADER.search(name)
+            else value
+            for name, value in headers.items()
+        }
+
+    @field_validator("body", mode="after")
+    @classmethod
+    def _get_sends_no_body(cls, body: Any, info: ValidationInfo) -> Any:
+        if info.data.get("method") == "GET" and body is not None:
+            raise ValueError("a GET probe sends no body (use method: POST)")
+        return body
+
+    def header_values(self) -> dict[str, str]:
+        return {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in self.headers.items()
+        }
+
+
 class Config(_Strict):
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     loki: LokiConfig | None = None
@@ -232,6 +344,10 @@ class Config(_Strict):
     notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
     gate: GateConfig = Field(default_factory=GateConfig)
     dashboards: DashboardsConfig = Field(default_factory=DashboardsConfig)
+    # Synthetic probes by name (sentinel/daemon/probes.py, `sentinel probe --once`).
+    probes: dict[Annotated[str, AfterValidator(_probe_name)], ProbeConfig] = Field(
+        default_factory=dict
+    )
     # Directory the config file lives in; relative paths (rules, state) resolve against it.
     base_dir: str = Field(".", exclude=True)
 
