@@ -103,6 +103,27 @@ class SelfMetrics:
         self.gate_decisions = Counter(
             "sentinel_gate_decisions_total", "Gate verdicts.", ["decision"], registry=r
         )
+        # Synthetic probes (sentinel/daemon/probes.py): the success ratio over a window,
+        # `avg_over_time(sentinel_probe_success{probe="chat"}[5m])`, is an SLI of its own.
+        self.probe_success = Gauge(
+            "sentinel_probe_success",
+            "1 if the probe's last run passed, else 0.",
+            ["probe"],
+            registry=r,
+        )
+        self.probe_duration = Histogram(
+            "sentinel_probe_duration_seconds",
+            "Duration of a probe run (the request and the readiness check).",
+            ["probe"],
+            buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60),
+            registry=r,
+        )
+        self.probe_last_run = Gauge(
+            "sentinel_probe_last_run_timestamp_seconds",
+            "Unix time the probe's last run started.",
+            ["probe"],
+            registry=r,
+        )
         Info("sentinel_build", "Sentinel build information.", registry=r).info(
             {"version": __version__}
         )
@@ -142,3 +163,15 @@ class SelfMetrics:
     def forget_group(self, group: str) -> None:
         self.record_results(group, [])
         self._slo_series.pop(group, None)
+
+    def record_probe(self, probe: str, success: bool, duration: float, at: float) -> None:
+        self.probe_success.labels(probe).set(1.0 if success else 0.0)
+        self.probe_duration.labels(probe).observe(duration)
+        self.probe_last_run.labels(probe).set(at)
+
+    def forget_probe(self, probe: str) -> None:
+        """A probe removed by a reload: its series go, as a removed SLO's do."""
+        for metric in (self.probe_success, self.probe_duration, self.probe_last_run):
+            with contextlib.suppress(KeyError):
+                metric.remove(probe)
+        self.forget_group(f"probe:{probe}")

@@ -31,6 +31,7 @@ from sentinel import jsonenc
 from sentinel.alerting.silences import Silence, SilenceMatcher
 from sentinel.alerting.state import Alert, AlertState
 from sentinel.errors import StateStoreUnusable, StateStoreWriteError
+from sentinel.evaluate.probe_check import ProbeRun
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -88,12 +89,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX gate_inputs_hash ON gate_decisions(inputs_hash);
     CREATE INDEX gate_body_hash ON gate_decisions(body_hash);
     """,
+    # 6: synthetic probe runs (sentinel/daemon/probes.py), pruned per probe's retention.
+    """
+    CREATE TABLE probe_results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, probe TEXT NOT NULL, at REAL NOT NULL,
+        success INTEGER NOT NULL, duration REAL NOT NULL, latency REAL, status_code INTEGER,
+        failure TEXT
+    );
+    CREATE INDEX probe_results_probe_at ON probe_results(probe, at);
+    """,
 )
 
 # Write operations, as health and errors name them. A failure of the first two blocks
 # readiness: both are retried on their own (every cycle, every dispatcher pass), so the
 # failure clears as soon as the store is writable again.
 ALERT_STATE, OUTBOX, SILENCES, GATE_AUDIT = "alert state", "outbox", "silences", "gate audit"
+PROBE_RESULTS = "probe results"
 BLOCKS_READINESS = (ALERT_STATE, OUTBOX)
 INCIDENT_FIELDS = (
     "service",
@@ -550,6 +561,49 @@ class Store:
             SILENCES, "UPDATE silences SET ends_at=MIN(ends_at, ?) WHERE id=?", (now, silence_id)
         )
         return changed > 0
+
+    # -- probe results ------------------------------------------------------------------
+
+    def record_probe_run(self, run: ProbeRun) -> None:
+        self._write(
+            PROBE_RESULTS,
+            "INSERT INTO probe_results(probe, at, success, duration, latency, status_code, "
+            "failure) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.probe,
+                run.at,
+                int(run.success),
+                run.duration,
+                run.latency,
+                run.status,
+                run.reason or None,
+            ),
+        )
+
+    def probe_runs(self, probe: str, limit: int = 100) -> list[ProbeRun]:
+        """The latest runs of one probe, newest first."""
+        rows = self.db.execute(
+            "SELECT * FROM probe_results WHERE probe=? ORDER BY at DESC, id DESC LIMIT ?",
+            (probe, limit),
+        )
+        return [
+            ProbeRun(
+                r["probe"],
+                r["at"],
+                r["duration"],
+                bool(r["success"]),
+                (r["failure"],) if r["failure"] else (),
+                r["status_code"],
+                r["latency"],
+            )
+            for r in rows
+        ]
+
+    def prune_probe_runs(self, probe: str, older_than: float) -> int:
+        """Delete one probe's runs that started before `older_than` (by index)."""
+        return self._write(
+            PROBE_RESULTS, "DELETE FROM probe_results WHERE probe=? AND at < ?", (probe, older_than)
+        )
 
     # -- gate audit ---------------------------------------------------------------------
 

@@ -96,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("files", nargs="+")
     test.set_defaults(func=cmd_test)
 
+    probe = sub.add_parser(
+        "probe", help="run the configured synthetic probes once (a post-deploy check)"
+    )
+    probe.add_argument("-c", "--config", required=True)
+    probe.add_argument("--once", action="store_true", help="run each probe once (required)")
+    probe.add_argument("--probe", action="append", default=[], help="only this probe (repeatable)")
+    probe.add_argument("--format", choices=("table", "json"), default="table")
+    probe.set_defaults(func=cmd_probe)
+
     from sentinel.cli import daemon_commands as cli_daemon
 
     cli_daemon.add_commands(sub)
@@ -291,3 +300,29 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print(f"  {failure}")
     print(f"{total - failed} passed, {failed} failed")
     return EXIT_BAD if failed else EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """0 every probe passed, 1 one failed (its failing assertion is printed), 2 usage or
+    config error (no such probe, none configured)."""
+    from sentinel.evaluate.prober import run_probes_once
+
+    if not args.once:
+        raise UsageError("probe: give --once (`sentinel run` runs probes on their schedule)")
+    config = load_config(args.config)
+    unknown = sorted(set(args.probe) - set(config.probes))
+    if not config.probes or unknown:
+        known = ", ".join(sorted(config.probes)) or "none"
+        what = f"no probe named {', '.join(unknown)}" if unknown else "no probes configured"
+        raise UsageError(f"{args.config}: {what} (probes: {known})")
+    probes = {n: c for n, c in config.probes.items() if not args.probe or n in args.probe}
+    runs = asyncio.run(run_probes_once(probes))
+    if args.format == "json":
+        print(jsonenc.dumps([run.to_json() for run in runs.values()], indent=2))
+    else:
+        for name, run in runs.items():
+            verdict = "PASS" if run.success else "FAIL"
+            print(f"{verdict} {name} ({probes[name].service}) in {run.duration:.2f}s")
+            for failure in run.failures:
+                print(f"  - {failure}")
+    return EXIT_OK if all(run.success for run in runs.values()) else EXIT_BAD

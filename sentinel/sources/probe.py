@@ -11,6 +11,7 @@ between runs.
 
 from __future__ import annotations
 
+import os
 import time
 
 import aiohttp
@@ -104,7 +105,11 @@ class ProbeClient:
 
 def _describe(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+        # asyncio words a refused connection as "Connect call failed ('10.0.0.5', 80)";
+        # name resolution errors have negative numbers and their own words.
+        error = exc.os_error
+        words = os.strerror(error.errno) if error.errno and error.errno > 0 else error.strerror
+        return f"cannot connect: {words or error}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
     # Some aiohttp errors quote the URL; this text reaches Slack and gate answers.

@@ -14,6 +14,7 @@ It records every chat request's headers and body, so tests can see the probe's m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class ChatServer(ThreadedServer):
     stall_seconds: float = 30.0
     requests: list[tuple[dict[str, str], Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _release: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         ThreadedServer.__init__(self)
@@ -47,6 +49,17 @@ class ChatServer(ThreadedServer):
     @property
     def ready_url(self) -> str:
         return f"{self.url}/health/ready"
+
+    def _released(self) -> asyncio.Event:
+        if self._release is None:
+            self._release = asyncio.Event()  # made in the server's own loop
+        return self._release
+
+    def stop(self) -> None:
+        # Stalled answers end first, so no handler is left pending when the loop closes.
+        if self._release is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
+        super().stop()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -67,7 +80,8 @@ class ChatServer(ThreadedServer):
         if self.mode == "error":
             return web.json_response({"error": "provider chain exhausted"}, status=500)
         if self.mode == "stall":
-            await asyncio.sleep(self.stall_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released().wait(), self.stall_seconds)
         if self.mode == "fallback":
             return web.json_response(
                 {**HEALTHY_ANSWER, "answer_mode": "snippet-fallback", "provider_used": "none"}
