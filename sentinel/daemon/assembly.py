@@ -13,6 +13,7 @@ from typing import Any
 from sentinel.alerting.manager import AlertManager, RollbackGuard
 from sentinel.alerting.store import Store
 from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
+from sentinel.daemon.probes import ProbeSchedule
 from sentinel.daemon.runner import Daemon
 from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
@@ -63,6 +64,7 @@ class Assembly:
     manager: AlertManager
     dispatcher: Dispatcher
     gate: Gate
+    probes: ProbeSchedule | None = None
 
 
 async def build_daemon(
@@ -147,4 +149,22 @@ async def build_daemon(
 
     daemon.reload_hooks.append(reload_notifiers)
 
-    return Assembly(daemon, stack.aclose, store, manager, dispatcher, gate)
+    # Synthetic probes: their runs take the evaluated SLOs' path (alerts, /api/v1/slos,
+    # the gate's reasons, health); stopped before the store closes.
+    probes = ProbeSchedule(config.probes, daemon.metrics, store, clock)
+    probes.result_hooks.append(manager.observe)
+    daemon.result_providers.append(probes.results)
+    daemon.health_providers.append(probes.health)
+    gate.probe_results = probes.gate_results
+
+    async def start_probes() -> None:
+        probes.start()
+
+    async def reload_probes() -> None:
+        await probes.reconfigure(daemon.config.probes)
+
+    daemon.start_hooks.append(start_probes)
+    daemon.reload_hooks.append(reload_probes)
+    stack.push_async_callback(probes.stop)
+
+    return Assembly(daemon, stack.aclose, store, manager, dispatcher, gate, probes)

@@ -88,6 +88,9 @@ class Daemon:
         # Components that can make the daemon unready (the state store while it cannot
         # save alert changes) register a check returning their reasons.
         self.readiness_checks: list[Callable[[], list[str]]] = []
+        # Results that come from elsewhere than the rule groups (the synthetic probes of
+        # daemon/probes.py) join `latest()`, so `/api/v1/slos` shows them.
+        self.result_providers: list[Callable[[], list[SLOResult]]] = []
         # Run after start and after each successful reload (dashboards re-render).
         self.start_hooks: list[Callable[[], Awaitable[None]]] = []
         self.reload_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -241,13 +244,16 @@ class Daemon:
         """Services of the rules and of the latest results (group_by instances); cached
         per cycle because the gate asks on every request."""
         if self._services is None:
-            self._services = {slo.service for slo in self.rules.slos} | {
-                r.service for results in self.results.values() for r in results
-            }
+            self._services = (
+                {slo.service for slo in self.rules.slos}
+                | {r.service for results in self.results.values() for r in results}
+                | {probe.service for probe in self.config.probes.values()}
+            )
         return self._services
 
     def latest(self) -> list[SLOResult]:
-        return [r for group in self.rules.groups for r in self.results.get(group.name, [])]
+        scheduled = [r for group in self.rules.groups for r in self.results.get(group.name, [])]
+        return scheduled + [r for provider in self.result_providers for r in provider()]
 
     # -- readiness ----------------------------------------------------------------------
 

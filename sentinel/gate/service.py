@@ -24,6 +24,7 @@ from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store import Store
 from sentinel.config import Config
 from sentinel.errors import GateInputError, StateStoreError
+from sentinel.evaluate.probe_check import KIND as PROBE_KIND
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.gate.budget import EvaluationBudget, GateEngine
 from sentinel.gate.request import (
@@ -79,6 +80,10 @@ def decide(
     pending: list[str] = []
     warn: list[str] = []
     for r in results:
+        if r.kind == PROBE_KIND:  # a synthetic probe's reason is its failing assertion
+            if r.status is not Status.OK:
+                (fail if r.status is Status.BREACH else pending).append(f"{r.slo}: {r.reason}")
+            continue
         over = f"over {format_duration(r.window)}{since_text}"
         if r.status is Status.BREACH:
             op = comparison(r.good_when, breached=True)
@@ -104,6 +109,10 @@ def decide(
     if not results:
         return Verdict("pending", ["no gate SLOs matched"])
     return Verdict("pass", warn)
+
+
+def _no_probes(service: str, since: float | None, now: float) -> list[SLOResult]:
+    return []
 
 
 class HasSources(Protocol):
@@ -153,6 +162,9 @@ class Gate:
         self.alerts = alerts
         self.store = store
         self.monotonic = monotonic
+        # (service, since, now) -> the service's synthetic probe results, judged outside
+        # the gate's evaluation (daemon/probes.py registers them; none by default).
+        self.probe_results: Callable[[str, float | None, float], list[SLOResult]] = _no_probes
         config = host.config.gate
         self.budget = EvaluationBudget(
             config.max_evaluations_per_second, config.max_pending_evaluations, monotonic
@@ -259,8 +271,10 @@ class Gate:
         verdict of a fresh evaluation is computed once and its body reused while nothing
         it depends on changes (the hot path of a pipeline fleet polling the gate)."""
         slos = self.gate_slos(req)
+        all_probes = self.probe_results(req.service, req.since, now)
+        probes = [r for r in all_probes if not req.slos or r.slo in req.slos]
         if req.slos:
-            missing = set(req.slos) - {s.name for s in slos}
+            missing = set(req.slos) - {s.name for s in slos} - {r.slo for r in all_probes}
             if missing:
                 raise GateInputError(
                     "slo", f"unknown SLO(s) for this service: {', '.join(sorted(missing))}"
@@ -281,12 +295,21 @@ class Gate:
         down_for = self._source_down_for(now, {slo.source for slo in slos})
         config = self.host.config.gate
         down_state = None if down_for is None else down_for >= config.source_down_after
-        verdict_key = (req.cache_key, req.release, req.revision, evaluated.at, firing, down_state)
+        probed = tuple((r.slo, r.status, r.reason) for r in probes)
+        verdict_key = (
+            req.cache_key,
+            req.release,
+            req.revision,
+            evaluated.at,
+            firing,
+            down_state,
+            probed,
+        )
         cached = self._verdicts.get(verdict_key)
         if cached is not None:
             self._decision_counters[cached.decision].inc()
             return cached
-        results = [r for r in evaluated.results if r.service == req.service]
+        results = [r for r in evaluated.results if r.service == req.service] + probes
         verdict = decide(
             results,
             firing,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from sentinel.alerting.store import OutboxEntry
+from sentinel.evaluate.probe_check import KIND as PROBE_KIND
 from sentinel.health import DependencyHealth
 from sentinel.units import comparison, format_measure
 
@@ -31,6 +32,10 @@ class Notifier(Protocol):
 
 def summary_line(alert: dict[str, Any]) -> str:
     value, threshold = alert.get("value"), alert["threshold"]
+    if alert.get("sli_kind") == PROBE_KIND:
+        # A synthetic probe's measure is its failing assertion, not `0 < 1`.
+        verdict = "failed: " if value == 0 else ("no data: " if value is None else "")
+        return f"{alert['slo']} {verdict}{alert.get('reason', '')}"
     good_when = alert.get("good_when", "below")
     below = good_when != "above"
     breached = value is not None and (value > threshold if below else value < threshold)

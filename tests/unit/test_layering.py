@@ -51,6 +51,8 @@ PURE = (
     "sentinel.evaluate.slo",
     "sentinel.evaluate.budgets",
     "sentinel.evaluate.burn",
+    "sentinel.evaluate.probe_check",
+    "sentinel.sources.exchange",
     "sentinel.alerting.state",
 )
 
