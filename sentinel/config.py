@@ -405,11 +405,23 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     except ValidationError as exc:
         problems += pydantic_problems(located, exc.errors(), SECRET_KEYS)
         raise ConfigError(problems) from exc
+    problems += [located.problem(path, msg) for path, msg in _probe_problems(config)]
     if problems:
         raise ConfigError(problems)
     # From here on every log line and health record has these replaced (sentinel/redact.py).
     remember_secrets(_secret_values(config))
     return config
+
+
+def _probe_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Checks across sections: a probe's `notify` names configured notifiers."""
+    known = ", ".join(sorted(config.notifiers)) or "none configured"
+    return [
+        (("probes", name, "notify", i), f"unknown notifier {notifier!r} (known: {known})")
+        for name, probe in config.probes.items()
+        for i, notifier in enumerate(probe.notify)
+        if notifier not in config.notifiers
+    ]
 
 
 # Header names whose values are credentials; others (X-Scope-OrgID: chatbot) are not, and
