@@ -14,7 +14,6 @@ an unreachable Prometheus, which leaves an SLO unknown (no_data).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,8 +284,3 @@ def _result(
         severity=config.severity,
         good_when="above",
     )
-
-
-def failing(results: Sequence[SLOResult]) -> list[str]:
-    """`probe-chat: <failing assertion>` for every failed probe result."""
-    return [f"{r.slo}: {r.reason}" for r in results if r.status is Status.BREACH]
