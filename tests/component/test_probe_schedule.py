@@ -177,3 +177,20 @@ async def test_stored_runs_older_than_the_retention_are_pruned(tmp_path: Path) -
         assert len(store.probe_runs("other")) == 1
     finally:
         store.close()
+
+
+async def test_a_probe_that_stopped_running_makes_its_health_check_unhealthy(
+    chat: ChatServer,
+) -> None:
+    now = [1_795_000_000.0]
+    schedule = ProbeSchedule({"chat": probe(chat)}, SelfMetrics(), clock=lambda: now[0])
+    try:
+        await schedule.run_once("chat")
+        now[0] += 3 * 1.0 + 1.0 + 5.0  # within 3 intervals + timeout + margin
+        assert schedule.health()["probe:chat"]["status"] == "healthy"
+        now[0] += 1.0
+        check = schedule.health()["probe:chat"]
+        assert (check["status"], check["last_error"]) == ("unhealthy", "probe has stopped running")
+        assert check["outcome"] == "pass"  # the last outcome is still shown
+    finally:
+        await schedule.stop()
