@@ -1,0 +1,103 @@
+// Sentinel status UI: small progressive enhancements. Every page works without this file.
+// 1. The overview refreshes after each evaluation: /ui/live answers the evaluation
+//    generation; when it changes, the page is fetched again and only its [data-live]
+//    parts are swapped (no full-page flicker; the filter form and focus stay put).
+// 2. The overview's filter form filters rows as you type, without a round trip.
+// 3. "Copy query" buttons.
+(function () {
+  "use strict";
+
+  function rowMatches(row, f) {
+    var cells = row.cells;
+    if (f.service && cells[0].textContent.trim() !== f.service) return false;
+    if (f.status && !row.classList.contains("s-" + f.status)) return false;
+    if (f.severity && cells[6].textContent.trim() !== f.severity) return false;
+    if (f.q) {
+      var text = (cells[0].textContent + " " + cells[1].textContent).toLowerCase();
+      if (text.indexOf(f.q) < 0) return false;
+    }
+    return true;
+  }
+
+  function applyFilter() {
+    var form = document.querySelector("form.filters");
+    var table = document.querySelector("table.slos");
+    if (!form || !table) return;
+    var f = {
+      q: (form.elements.q.value || "").trim().toLowerCase(),
+      service: (form.elements.service.value || "").trim(),
+      status: form.elements.status.value,
+      severity: form.elements.severity.value
+    };
+    var rows = table.tBodies[0].rows;
+    for (var i = 0; i < rows.length; i++) {
+      rows[i].hidden = !rowMatches(rows[i], f);
+    }
+  }
+
+  function swapLive(html) {
+    var doc = new DOMParser().parseFromString(html, "text/html");
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      var fresh = el.id && doc.getElementById(el.id);
+      if (fresh) el.replaceWith(document.importNode(fresh, true));
+    });
+    var main = doc.getElementById("main");
+    if (main) document.getElementById("main").dataset.generation = main.dataset.generation;
+    applyFilter();
+  }
+
+  function startRefresh() {
+    var main = document.getElementById("main");
+    if (!main || !document.getElementById("slo-table")) return;
+    var busy = false;
+    setInterval(function () {
+      if (busy || document.hidden) return;
+      busy = true;
+      fetch("/ui/live", { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (gen) {
+          if (gen === null || gen.trim() === main.dataset.generation) return null;
+          return fetch(location.href, { credentials: "same-origin", cache: "no-store" })
+            .then(function (r) { return r.ok ? r.text() : null; })
+            .then(function (html) { if (html) swapLive(html); });
+        })
+        .catch(function () {})
+        .then(function () { busy = false; });
+    }, 2000);
+  }
+
+  function startFilter() {
+    var form = document.querySelector("form.filters");
+    if (!form) return;
+    form.addEventListener("input", applyFilter);
+    form.addEventListener("change", applyFilter);
+  }
+
+  function startCopy() {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var text = document.getElementById(button.dataset.copy).textContent;
+        var done = function () { button.textContent = "Copied"; };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(text).then(done, function () {});
+        } else {
+          var area = document.createElement("textarea");
+          area.value = text;
+          document.body.appendChild(area);
+          area.select();
+          document.execCommand("copy");
+          area.remove();
+          done();
+        }
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    startFilter();
+    applyFilter();
+    startRefresh();
+    startCopy();
+  });
+})();

@@ -1,0 +1,153 @@
+"""Time series behind the status UI: the recent evaluations (sparklines) and Prometheus or
+Loki range queries (service charts), both bounded and shared between viewers.
+
+- `History` keeps the last `size` values Sentinel itself judged for each SLO instance, fed
+  by a result hook: the overview's sparklines cost no query, whatever the number of
+  instances or of people looking.
+- `RangeCache` answers range queries with at most `MAX_POINTS` points a series, the end
+  aligned to the step, cached until the next evaluation cycle finishes, and shared by
+  identical concurrent requests: ten people opening one service page cost the source one
+  query per chart per cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+from sentinel.errors import SourceError
+from sentinel.evaluate.slo import SLOResult
+from sentinel.rules.model import RuleGroup
+from sentinel.sources.base import Series, Source
+from sentinel.web.charts import sparkline
+
+MAX_POINTS = 500
+HISTORY_SIZE = 20
+
+
+class History:
+    """The last values of each SLO instance, one per evaluation, oldest first, and their
+    sparklines, drawn once per evaluation however many people look."""
+
+    def __init__(self, size: int = HISTORY_SIZE) -> None:
+        self.size = size
+        self._values: dict[str, deque[float | None]] = {}
+        self._keys: dict[str, set[str]] = {}
+        self._sparks: dict[str, Markup] = {}
+
+    async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
+        self.record(group.name, results)
+
+    def record(self, group: str, results: Sequence[SLOResult]) -> None:
+        keys = set()
+        values = self._values
+        for result in results:
+            key = result.key
+            keys.add(key)
+            series = values.get(key)
+            if series is None:
+                series = values[key] = deque(maxlen=self.size)
+            series.append(result.value)
+        # Instances that left the group (a reload, a vanished label) are forgotten.
+        for gone in self._keys.get(group, set()) - keys:
+            values.pop(gone, None)
+        self._keys[group] = keys
+        for key in keys:
+            self._sparks.pop(key, None)
+
+    def values(self, key: str) -> Sequence[float | None]:
+        return self._values.get(key, ())
+
+    def spark(self, key: str, result: SLOResult) -> Markup:
+        drawn = self._sparks.get(key)
+        if drawn is None:
+            values = self._values.get(key, ())
+            drawn = sparkline(values, result.threshold, result.good_when, self.size)
+            if len(self._sparks) > 4 * len(self._values) + 100:
+                self._sparks.clear()
+            self._sparks[key] = drawn
+        return drawn
+
+
+def range_step(seconds: float) -> float:
+    """The step that keeps a range of `seconds` within MAX_POINTS points (whole seconds)."""
+    return float(max(1, math.ceil(seconds / (MAX_POINTS - 1))))
+
+
+@dataclass(frozen=True)
+class RangeAnswer:
+    start: float
+    end: float
+    step: float
+    series: tuple[Series, ...] = ()
+    error: str | None = None
+
+
+CacheKey = tuple[str, str, float, float, float]
+
+
+class RangeCache:
+    """Range queries cached per evaluation cycle (`generation` changes when one finishes)
+    and single-flight: concurrent identical requests await one query."""
+
+    def __init__(
+        self,
+        sources: Callable[[], Mapping[str, Source]],
+        generation: Callable[[], int],
+        capacity: int = 256,
+    ) -> None:
+        self._sources = sources
+        self._generation = generation
+        self._capacity = capacity
+        self._done: OrderedDict[CacheKey, tuple[int, RangeAnswer]] = OrderedDict()
+        self._flying: dict[CacheKey, asyncio.Future[RangeAnswer]] = {}
+        self.queries = 0  # sent to a source (tests assert viewers share them)
+
+    async def query(self, source: str, expr: str, seconds: float, now: float) -> RangeAnswer:
+        step = range_step(seconds)
+        # Both ends on the step grid: everyone in the same step shares the answer, and the
+        # last point is at `end` (a start off the grid would shift every point before it).
+        end = math.floor(now / step) * step
+        start = end - math.floor(seconds / step) * step
+        key = (source, expr, start, end, step)
+        generation = self._generation()
+        cached = self._done.get(key)
+        if cached is not None and cached[0] == generation:
+            self._done.move_to_end(key)
+            return cached[1]
+        flying = self._flying.get(key)
+        if flying is not None:
+            return await asyncio.shield(flying)
+        future: asyncio.Future[RangeAnswer] = asyncio.get_running_loop().create_future()
+        self._flying[key] = future
+        try:
+            answer = await self._fetch(source, expr, start, end, step)
+            future.set_result(answer)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a cancelled viewer must not log "never retrieved"
+            raise
+        finally:
+            del self._flying[key]
+        self._done[key] = (generation, answer)
+        while len(self._done) > self._capacity:
+            self._done.popitem(last=False)
+        return answer
+
+    async def _fetch(
+        self, source_name: str, expr: str, start: float, end: float, step: float
+    ) -> RangeAnswer:
+        source = self._sources().get(source_name)
+        if source is None:
+            return RangeAnswer(start, end, step, error=f"{source_name} is not configured")
+        self.queries += 1
+        try:
+            series = await source.range(expr, start, end, step)
+        except SourceError as exc:
+            return RangeAnswer(start, end, step, error=str(exc))
+        return RangeAnswer(start, end, step, tuple(series))

@@ -1,0 +1,218 @@
+"""The status UI's pure parts: breach spans, SVG charts and sparklines, the overview's
+order and rows, the burn-down, and the helpers that keep links and redirects safe."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pytest
+
+from sentinel.alerting.silences import Silence, SilenceMatcher
+from sentinel.alerting.state import Alert, AlertState
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.sources.base import Series
+from sentinel.web.charts import Line, Span, breach_spans, line_chart, sparkline
+from sentinel.web.ui import safe_href
+from sentinel.web.ui_auth import safe_next
+from sentinel.web.ui_data import Filters, rows
+from sentinel.web.ui_series import MAX_POINTS, range_step
+from sentinel.web.ui_service import burndown_points
+from sentinel.web.ui_table import table_rows
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    ("points", "good_when", "expected"),
+    [
+        ([(0, 1.0), (10, 1.2)], "below", []),
+        ([(0, 1.0), (10, 2.0), (20, 2.0), (30, 1.0)], "below", [Span(5, 25)]),
+        ([(0, 2.0), (10, 1.0), (20, 2.0)], "below", [Span(-5, 5), Span(15, 25)]),
+        ([(0, 2.0), (10, 2.0), (40, 2.0)], "below", [Span(-5, 15), Span(35, 45)]),
+        ([(0, 2.0), (10, NAN), (20, 2.0)], "below", [Span(-5, 5), Span(15, 25)]),
+        ([(0, 0.9), (10, 0.99)], "above", [Span(-5, 5)]),
+    ],
+    ids=[
+        "values within the threshold make no span",
+        "a run of breaching points is one span widened by half a step",
+        "an ok point splits two spans",
+        "a gap in the series ends a span",
+        "NaN is a gap (no traffic), not a breach",
+        "good_when above breaches below the threshold",
+    ],
+)
+def test_breach_spans(
+    points: list[tuple[float, float]], good_when: str, expected: list[Span]
+) -> None:
+    assert breach_spans(points, 0.95 if good_when == "above" else 1.5, good_when, 10) == expected
+
+
+def test_a_range_never_has_more_than_500_points() -> None:
+    for seconds in (900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400):
+        step = range_step(seconds)
+        assert seconds / step + 1 <= MAX_POINTS
+        assert step == int(step) >= 1
+
+
+def test_chart_escapes_its_text_and_marks_each_breach_span_with_its_times() -> None:
+    svg = str(
+        line_chart(
+            title='p95 <script>alert(1)</script> "x"',
+            start=0,
+            end=100,
+            step=10,
+            lines=[Line([(0, 1.0), (10, 2.0), (20, 1.0)], "sli", "<b>sli</b>")],
+            fmt=lambda v: f"{v:g} s",
+            threshold=1.5,
+            spans=[Span(5, 15)],
+        )
+    )
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "<b>" not in svg
+    assert 'data-from="5" data-to="15"' in svg
+    assert "threshold 1.5 s" in svg
+    assert "1 breach span(s)" in svg  # the <desc> says it in words
+
+
+def test_sparkline_puts_the_newest_value_at_the_right_and_merges_flat_runs() -> None:
+    flat = str(sparkline([0.001] * 20, 0.005, "below", 20))
+    assert flat.startswith("<svg><path") and "h57" in flat and len(flat) < 50
+    short = str(sparkline([0.001, 0.001], 0.005, "below", 20))
+    assert 'd="M54 ' in short  # two values of twenty slots: drawn at the right end
+    assert "class=bad" in str(sparkline([0.001, 0.009], 0.005, "below", 20))
+    assert str(sparkline([0.001], 0.005, "below", 20)) == ""
+
+
+def result(
+    service: str,
+    slo: str,
+    status: Status,
+    value: float | None,
+    labels: Mapping[str, str] | None = None,
+    budget: dict[str, float] | None = None,
+    kind: str = "ratio",
+) -> SLOResult:
+    return SLOResult(
+        service, slo, status, value, 0.01, 0.99, 300.0, 0.0, labels or {}, budget=budget, kind=kind
+    )
+
+
+def tier(service: str, status: Status, long_burn: float, factor: float, name: str) -> SLOResult:
+    budget = {"long_burn": long_burn, "short_burn": long_burn, "factor": factor}
+    budget_text: dict[str, float] = dict(budget)
+    r = result(service, "errors", status, long_burn, {"tier": name}, budget_text, "burn_rate")
+    return r
+
+
+def no_spark(key: str, r: SLOResult) -> str:
+    return ""
+
+
+def test_overview_lists_breaches_then_no_data_then_least_budget_left() -> None:
+    results = [
+        result("a", "errors", Status.OK, 0.001, budget={"remaining": 0.9}),
+        result("b", "errors", Status.OK, 0.004, budget={"remaining": 0.2}),
+        result("c", "errors", Status.NO_DATA, None),
+        result("d", "errors", Status.BREACH, 0.05),
+        # e is ok, but a burn-rate tier of it breaches: it is listed with the breaches.
+        result("e", "errors", Status.OK, 0.009, budget={"remaining": 0.5}),
+        tier("e", Status.BREACH, 20.0, 14.4, "page-quick"),
+        tier("e", Status.OK, 2.0, 6.0, "page-slow"),
+    ]
+    listed = rows(results, {}, [], no_spark, 0.0)  # type: ignore[arg-type]
+    assert [(r.service, r.worst) for r in listed] == [
+        ("e", "breach"),
+        ("d", "breach"),
+        ("c", "no_data"),
+        ("b", "ok"),
+        ("a", "ok"),
+    ]
+    e = listed[0]
+    assert e.status == "ok" and len(e.tier_results) == 2  # tiers fold into their instance
+    assert e.fastest is not None and e.fastest.name == "page-quick"
+
+
+def test_rows_show_firing_alerts_of_the_instance_or_its_tiers_and_active_silences() -> None:
+    results = [
+        result("a", "errors", Status.BREACH, 0.05, {"model": "x"}),
+        result("b", "errors", Status.OK, 0.001),
+        tier("b", Status.BREACH, 20.0, 14.4, "page-quick"),
+    ]
+    alerts = {
+        "a/errors{model=x}": Alert("a/errors{model=x}", AlertState.FIRING, 10.0, fired_at=10.0),
+        "b/errors{tier=page-quick}": Alert("b/errors{tier=page-quick}", AlertState.PENDING, 5.0),
+    }
+    silence = Silence("s1", (SilenceMatcher("model", "x"),), 0.0, 100.0, "me", "why", 0.0)
+    expired = Silence("s2", (SilenceMatcher("service", "b"),), 0.0, 1.0, "me", "why", 0.0)
+    listed = {r.service: r for r in rows(results, alerts, [silence, expired], no_spark, 50.0)}  # type: ignore[arg-type]
+    assert (listed["a"].alert, listed["a"].alert_since, listed["a"].silenced) == (
+        "firing",
+        10.0,
+        True,
+    )
+    assert (listed["b"].alert, listed["b"].silenced) == ("pending", False)
+    assert listed["a"].instance == "model=x"
+
+
+HOSTILE = ("q\"uote'<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "Trợ lý ảo")
+
+
+def test_table_rows_render_hostile_label_values_as_text() -> None:
+    results = [result(v, "errors", Status.BREACH, 0.05, {"service": v, "x": v}) for v in HOSTILE]
+    html = str(table_rows(rows(results, {}, [], no_spark, 0.0)))  # type: ignore[arg-type]
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert 'href="/services/q%22uote%27%3Cscript%3E' in html  # one path segment, encoded
+    assert "Trợ lý ảo" in html
+
+
+def test_filters_match_service_status_severity_and_search_text() -> None:
+    results = [
+        result("api", "errors", Status.BREACH, 0.05),
+        result("web", "latency", Status.OK, 0.1, kind="latency"),
+    ]
+    listed = rows(results, {}, [], no_spark, 0.0)  # type: ignore[arg-type]
+
+    def kept(**query: str) -> list[str]:
+        f = Filters.from_query(query)
+        return [r.service for r in listed if f.keep(r)]
+
+    assert kept(service="api") == ["api"]
+    assert kept(status="ok") == ["web"]
+    assert kept(status="bogus") == ["api", "web"]  # an unknown status filters nothing
+    assert kept(q="LAT") == ["web"]
+    assert kept(severity="ticket") == []
+
+
+def test_burndown_spends_the_budget_with_the_errors_of_each_step() -> None:
+    # 1,000 events a step, 10 bad in the second step: budget 1 % of 3,000 = 30 events.
+    part = "sentinel_part"
+    series = [
+        Series({part: "total"}, ((0, 1000.0), (60, 1000.0), (120, 1000.0), (180, 1000.0))),
+        Series({part: "bad"}, ((60, 0.0), (120, 10.0), (180, 0.0))),
+    ]
+    points = burndown_points(series, {}, 0.01, start=0)
+    assert [t for t, _ in points] == [60, 120, 180]  # the step at the start lies before it
+    assert [round(v, 4) for _, v in points] == [1.0, round(1 - 10 / 30, 4), round(1 - 10 / 30, 4)]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/gate?service=a", "/gate?service=a"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("", "/"),
+    ],
+)
+def test_sign_in_only_returns_to_a_page_of_this_site(target: str, expected: str) -> None:
+    assert safe_next(target) == expected
+
+
+def test_configured_links_are_only_http_or_this_site() -> None:
+    assert safe_href("https://runbooks.example.com/a") == "https://runbooks.example.com/a"
+    assert safe_href("/incidents#i-1") == "/incidents#i-1"
+    assert safe_href("javascript:alert(1)") == "#"
+    assert safe_href("JaVaScRiPt:alert(1)") == "#"
+    assert safe_href(None) == "#"
