@@ -47,7 +47,8 @@ def test_shipped_example_config_is_valid(
     code = main(["check", "-c", str(tmp_path / "config.yaml")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "ok: 6 SLOs" in captured.out
+    # rules/chatbot.yaml 6, gateway.yaml 13, backend-platform.yaml 13, backend-llm.yaml 8
+    assert "ok: 40 SLOs in 4 rule file(s)" in captured.out
 
 
 def test_three_precise_errors_and_exit_1(

@@ -1,7 +1,9 @@
 """An in-process PromQL engine for the expressions Sentinel generates, with Prometheus
 2.x semantics where it matters: `rate`/`increase` extrapolation and counter resets,
 `histogram_quantile` interpolation, `label_replace`, `sum by`, `or`, arithmetic with
-one-to-one label matching, and the 5-minute lookback of instant selectors.
+one-to-one label matching, the 5-minute lookback of instant selectors, and the
+`avg|min|max|sum|count_over_time` of gauges (availability from `up`, probe success,
+resource and pool gauges in the shipped rules).
 
 Anything else is refused with a clear error, so a raw-PromQL rule that needs more is
 told to test against a real Prometheus (`sentinel backtest`).
@@ -35,6 +37,17 @@ _TOKEN = re.compile(
 
 class PromQLError(ValueError):
     pass
+
+
+# Aggregations over the raw samples of a range (Prometheus 2.x: both ends inclusive).
+OVER_TIME: dict[str, Callable[[list[float]], float]] = {
+    "avg_over_time": lambda values: math.fsum(values) / len(values),
+    "min_over_time": min,
+    "max_over_time": max,
+    "sum_over_time": math.fsum,
+    "count_over_time": lambda values: float(len(values)),
+}
+RANGE_FUNCTIONS = ("rate", "increase", *OVER_TIME)
 
 
 def tokenize(query: str) -> list[Tok]:
@@ -127,7 +140,7 @@ class _Parser(TokenParser):
 
     def call(self) -> Call:
         fn = self.take(kind="ident").text
-        if fn not in ("rate", "increase", "histogram_quantile", "label_replace", "vector"):
+        if fn not in (*RANGE_FUNCTIONS, "histogram_quantile", "label_replace", "vector"):
             raise PromQLError(f"function {fn}() is not supported by `sentinel test`")
         self.take("(")
         args: list[Any] = []
@@ -273,7 +286,9 @@ class InProcessPrometheus:
             return node
         if isinstance(node, Selector):
             if node.range is not None:
-                raise PromQLError("a range vector must be inside rate() or increase()")
+                raise PromQLError(
+                    f"a range vector must be inside one of {', '.join(RANGE_FUNCTIONS)}"
+                )
             out: Vector = {}
             for s in self._select(node):
                 recent = [v for t, v in s.points if at - LOOKBACK < t <= at]
@@ -312,6 +327,8 @@ class InProcessPrometheus:
                 if value is not None:
                     out[_key(s.labels)] = value
             return out
+        if node.fn in OVER_TIME:
+            return self._over_time(node, at)
         if node.fn == "histogram_quantile":
             q, inner = node.args
             groups: dict[Labels, list[tuple[float, float]]] = {}
@@ -340,6 +357,18 @@ class InProcessPrometheus:
             (scalar,) = node.args
             return {(): float(scalar)}
         raise PromQLError(f"unsupported function {node.fn}")
+
+    def _over_time(self, node: Call, at: float) -> Vector:
+        (sel,) = node.args
+        if not isinstance(sel, Selector) or sel.range is None:
+            raise PromQLError(f"{node.fn}() needs a range vector")
+        start, aggregate = at - sel.range, OVER_TIME[node.fn]
+        out: Vector = {}
+        for s in self._select(sel):
+            values = [v for t, v in s.points if start <= t <= at]
+            if values:  # a series without samples in the range is absent, as in Prometheus
+                out[_key(s.labels)] = aggregate(values)
+        return out
 
     def _binary(self, node: Binary, at: float) -> Vector | float:
         left, right = self._eval(node.left, at), self._eval(node.right, at)
