@@ -10,6 +10,7 @@ rules twice gives byte-identical files.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,16 @@ from sentinel.errors import ConfigError, Problem
 from sentinel.outputs.links import dashboard_uid
 from sentinel.query.logql import error_lines_logql, sli_logql
 from sentinel.query.promql import rate_exprs, sli_expr
-from sentinel.rules.model import SLO, LatencySLI, LogQLSLI, LogRatioSLI, Matcher, MatchOp, RuleSet
+from sentinel.rules.model import (
+    RATIO_SLIS,
+    SLO,
+    LatencySLI,
+    LogQLSLI,
+    LogRatioSLI,
+    Matcher,
+    MatchOp,
+    RuleSet,
+)
 from sentinel.units import format_duration
 
 ENV_MATCHER = (Matcher("env", MatchOp.RE, "$env"),)
@@ -45,6 +55,7 @@ class SLOView:
     runbook_url: str | None
     traffic: dict[str, str]
     y: int
+    decimals: int = 3
     budget_expr: str | None = None  # from Sentinel's own metrics, when the SLO has a period
     burn_expr: str | None = None
 
@@ -59,25 +70,36 @@ class ServiceView:
     deploy_marker: str | None
     prometheus_uid: str
     loki_uid: str
+    logs_y: int = 0  # below the last SLO row
     tags: list[str] = field(default_factory=lambda: ["sentinel", "slo"])
 
 
 def _unit(slo: SLO) -> str:
     if isinstance(slo.sli, LatencySLI):
         return "s"
-    if slo.objective is not None:
+    if isinstance(slo.sli, RATIO_SLIS):  # with an objective or a plain threshold
         return "percentunit"
     return "short"
+
+
+def _decimals(slo: SLO, unit: str) -> int:
+    """Seconds and percentages show 3 decimals; a plain number (a raw query's value: a
+    cost in dollars, tokens, a fraction of a limit) as many as its threshold needs for
+    three significant digits, so $0.00027 is not shown as 0.000."""
+    if unit != "short" or slo.threshold == 0 or not math.isfinite(slo.threshold):
+        return 3
+    return max(0, min(8, 2 - math.floor(math.log10(abs(slo.threshold)))))
 
 
 def slo_view(slo: SLO, y: int) -> SLOView:
     is_log = isinstance(slo.sli, LogRatioSLI | LogQLSLI)
     expr = sli_logql(slo, ()) if is_log else sli_expr(slo, ENV_MATCHER if _env_ok(slo) else ())
+    unit = _unit(slo)
     return SLOView(
         name=slo.name,
         description=slo.description,
         kind=slo.sli.kind,
-        unit=_unit(slo),
+        unit=unit,
         source="loki" if is_log else "prometheus",
         expr=expr,
         threshold=slo.threshold,
@@ -88,6 +110,7 @@ def slo_view(slo: SLO, y: int) -> SLOView:
         runbook_url=slo.runbook_url,
         traffic={} if is_log else rate_exprs(slo, ENV_MATCHER if _env_ok(slo) else ()),
         y=y,
+        decimals=_decimals(slo, unit),
         budget_expr=_own(slo, "sentinel_slo_error_budget_remaining") if slo.period else None,
         burn_expr=_own(slo, "sentinel_slo_burn_rate") if slo.period else None,
     )
@@ -113,27 +136,37 @@ def service_views(rules: RuleSet, config: Config) -> list[ServiceView]:
     for service in sorted(by_service):
         slos = by_service[service]
         error_logs = next((q for s in slos if (q := error_lines_logql(s))), None)
+        rows = _layout(slos)
         views.append(
             ServiceView(
                 name=service,
                 uid=dashboard_uid(service),
                 title=f"SLOs: {service}",
-                slos=_layout(slos),
+                slos=rows,
                 error_logs=error_logs if config.loki is not None else None,
                 deploy_marker=config.dashboards.deploy_marker,
                 prometheus_uid=config.dashboards.prometheus_datasource_uid,
                 loki_uid=config.dashboards.loki_datasource_uid,
+                logs_y=_height(slos),
             )
         )
     return views
+
+
+def _row_height(slo: SLO) -> int:
+    return 9 + (8 if slo.period else 0)  # a row, its panels, the budget panels
 
 
 def _layout(slos: list[SLO]) -> list[SLOView]:
     views, y = [], 0
     for slo in slos:
         views.append(slo_view(slo, y))
-        y += 9 + (8 if slo.period else 0)
+        y += _row_height(slo)
     return views
+
+
+def _height(slos: list[SLO]) -> int:
+    return sum(_row_height(slo) for slo in slos)
 
 
 def _environment(template_dir: Path) -> Environment:

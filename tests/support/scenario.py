@@ -15,6 +15,9 @@ Timeline for `chatbot-backend` (minutes after BASE, one sample every STEP second
     [210, 240)  no traffic (series exist, counters flat)
     [240, ...)  series gone (process down)
 
+scenario_runtime.py adds the rest of the runtime on the same clock (the gateway, pods,
+database pools, LLM, feedback, the synthetic probe) with faults of its own.
+
 Plus `svc-0000`..`svc-NNNN` under `namespace="platform"` with 5xx ratio (i % 10) / 1000,
 sampled every minute, for `group_by: [service]` tests.
 """
@@ -69,7 +72,7 @@ def phase_at(minutes: float) -> Phase:
     return PHASES[bisect.bisect_right(starts, minutes) - 1]
 
 
-def expected_quantile(q: float, per_bucket: tuple[int, ...]) -> float:
+def expected_quantile(q: float, per_bucket: tuple[int, ...], le: tuple[float, ...] = LE) -> float:
     """Prometheus' histogram_quantile interpolation over non-cumulative bucket counts."""
     cumulative, running = [], 0
     for count in per_bucket:
@@ -77,11 +80,11 @@ def expected_quantile(q: float, per_bucket: tuple[int, ...]) -> float:
         cumulative.append(running)
     rank = q * cumulative[-1]
     index = next(i for i, c in enumerate(cumulative) if c >= rank)
-    if index == len(LE) - 1:
-        return LE[-2]
-    lower = 0.0 if index == 0 else LE[index - 1]
+    if index == len(le) - 1:
+        return le[-2]
+    lower = 0.0 if index == 0 else le[index - 1]
     below = 0 if index == 0 else cumulative[index - 1]
-    return lower + (LE[index] - lower) * (rank - below) / (cumulative[index] - below)
+    return lower + (le[index] - lower) * (rank - below) / (cumulative[index] - below)
 
 
 def _fmt_le(le: float) -> str:
@@ -139,22 +142,10 @@ def write_openmetrics(out: TextIO, services: int = 20) -> None:
         series(f"{family}_count", base_labels, counts)
         series(f"{family}_sum", base_labels, [c * 0.8 for c in counts])
 
-    out.write("# TYPE chatbot_answers counter\n")
-    llm = [
-        0.0 if f else float(p.requests - p.fallbacks) for p, f in zip(phases, first, strict=True)
-    ]
-    fb = [0.0 if f else float(p.fallbacks) for p, f in zip(phases, first, strict=True)]
-    series(
-        "chatbot_answers_total",
-        f'{base_labels},answer_mode="llm-summary",provider_used="spoon-policy"',
-        llm,
-    )
-    series(
-        "chatbot_answers_total",
-        f'{base_labels},answer_mode="snippet-fallback",provider_used="none"',
-        fb,
-    )
+    from support.scenario_runtime import write_answers, write_runtime  # it imports this
 
+    write_answers(out)
+    write_runtime(out)
     write_platform(out, services)
     write_sloth_examples(out)
     out.write("# EOF\n")
