@@ -5,7 +5,7 @@
 Builds the daemon's real assembly (state store, alert manager, gate) around a rule file
 with one grouped ratio SLO (30-day budget, four burn-rate tiers) and gives it one cycle of
 N instances, 1 in 20 breaching and firing, a sparkline history of 30 evaluations each,
-and a few silences. Then it serves the UI over loopback HTTP and prints, for `GET /`:
+and a few silences; then again with the threshold results only (no tiers). Then it serves the UI over loopback HTTP and prints, for `GET /`:
 the server time per request (inside the handler, p50/p95/max), the HTML size (raw and
 gzip), and the client's request time. Timings are printed, never asserted.
 
@@ -65,7 +65,9 @@ TIERS = (("page-quick", "1h", "5m", 13.4), ("page-slow", "6h", "30m", 5.6))
 TIERS += (("ticket-quick", "1d", "2h", 2.8), ("ticket-slow", "3d", "6h", 0.93))
 
 
-def results(n: int, now: float, rng: random.Random, last: dict[int, float]) -> list[SLOResult]:
+def results(
+    n: int, now: float, rng: random.Random, last: dict[int, float], tiers: bool = True
+) -> list[SLOResult]:
     """One cycle. Each instance's error ratio walks from its previous value: 5-minute
     windows evaluated every 30 s share 90 % of their data, so real SLIs move smoothly."""
     out = []
@@ -96,7 +98,7 @@ def results(n: int, now: float, rng: random.Random, last: dict[int, float]) -> l
                 budget,
             )
         )
-        for name, long_w, short_w, factor in TIERS:
+        for name, long_w, short_w, factor in TIERS if tiers else ():
             burn = ratio / 0.001
             out.append(
                 SLOResult(
@@ -126,7 +128,7 @@ def results(n: int, now: float, rng: random.Random, last: dict[int, float]) -> l
     return out
 
 
-async def bench(instances: int, requests: int) -> None:
+async def bench(instances: int, requests: int, tiers: bool) -> None:
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -149,7 +151,7 @@ async def bench(instances: int, requests: int) -> None:
         ui = StatusUI(assembly)
         walk: dict[int, float] = {}
         for k in range(30):  # 30 evaluations of history for the sparklines
-            cycle = results(instances, now - (30 - k) * 30, rng, walk)
+            cycle = results(instances, now - (30 - k) * 30, rng, walk, tiers)
             ui.history.record(group.name, cycle)
         daemon.results[group.name] = cycle
         daemon.group_status[group.name] = GroupStatus(
@@ -204,7 +206,8 @@ async def bench(instances: int, requests: int) -> None:
         await runner.cleanup()
         await assembly.cleanup()
         rows = body.count(b"<tr class=")
-        print(f"overview of {instances} SLO instances ({rows} rows rendered), {requests} requests")
+        shape = "with 4 burn-rate tiers each" if tiers else "threshold only"
+        print(f"overview of {instances} SLO instances, {shape} ({len(cycle)} results, {rows} rows)")
         for what, label in (("first", "first view after a cycle"), ("repeat", "repeat views")):
             times = sorted(measured[what])
             print(
@@ -225,7 +228,8 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=40)
     args = parser.parse_args()
-    asyncio.run(bench(args.instances, args.requests))
+    for tiers in (True, False):
+        asyncio.run(bench(args.instances, args.requests, tiers))
     return 0
 
 

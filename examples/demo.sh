@@ -9,4 +9,5 @@ if ! command -v prometheus >/dev/null && [ ! -x /usr/bin/prometheus ]; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet -e .
+echo "demo: status UI on http://${SENTINEL_LISTEN:-127.0.0.1:8080}/ (open it in a browser once Sentinel runs)"
 exec .venv/bin/python examples/demo.py

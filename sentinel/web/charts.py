@@ -191,7 +191,7 @@ def line_chart(
         out.append(
             f'<line class="threshold" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" '
             f'y1="{y:.1f}" y2="{y:.1f}"/><text class="threshold-label" '
-            f'x="{WIDTH - PAD_RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end">'
+            f'x="{PAD_LEFT + 4}" y="{y - 4:.1f}" text-anchor="start">'
             f"{e(threshold_label)} {e(fmt(threshold))}</text>"
         )
     for line in lines:
