@@ -470,6 +470,41 @@ class Store:
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
+    # -- read-only views for the status UI ------------------------------------------------
+
+    def incidents_for(self, service: str, since: float, limit: int = 200) -> list[dict[str, Any]]:
+        """Incidents of one service still open at `since` or later, newest first."""
+        rows = self.db.execute(
+            "SELECT * FROM incidents WHERE service=? AND (resolved_at IS NULL OR resolved_at >= ?)"
+            " ORDER BY started_at DESC LIMIT ?",
+            (service, since, limit),
+        )
+        return [{**dict(r), "labels": json.loads(r["labels"])} for r in rows]
+
+    def deliveries(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """Outbox entries created at `since` or later, one row per incident each carries
+        (newest first): notifier, kind, attempts, delivered/dead times, last error."""
+        rows = self.db.execute(
+            "SELECT json_extract(a.value, '$.incident_id') AS incident_id, o.id, o.notifier, "
+            "o.kind, o.created_at, o.attempts, o.delivered_at, o.dead_at, o.last_error "
+            "FROM outbox o, json_each(o.payload, '$.alerts') a WHERE o.created_at >= ? "
+            "ORDER BY o.id DESC LIMIT ?",
+            (since, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def slack_threads(self, incident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """incident id -> (channel, ts) of the Slack message that shows it, when known."""
+        out: dict[str, tuple[str, str]] = {}
+        ids = list(incident_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = "SELECT incident_id, channel, ts FROM slack_messages WHERE incident_id IN "
+            for r in self.db.execute(f"{sql}({marks})", chunk):
+                out[r["incident_id"]] = (r["channel"], r["ts"])
+        return out
+
     # -- slack message references -------------------------------------------------------
 
     def slack_message(self, notifier: str, incident_id: str) -> tuple[str, str] | None:

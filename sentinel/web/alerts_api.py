@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from sentinel.alerting.manager import AlertManager
-from sentinel.alerting.silences import parse_matchers
+from sentinel.alerting.silences import Silence, parse_matchers
 from sentinel.alerting.store import Store
 from sentinel.timeparse import parse_time
 from sentinel.units import parse_duration
@@ -23,6 +23,26 @@ def _q(text: str) -> str:
     import json
 
     return json.dumps(text)
+
+
+def create_silence(store: Store, body: dict[str, Any], now: float) -> Silence:
+    """The one way a silence is made (the API's POST and the status UI's form): matchers,
+    start (default now), end or duration, author, comment. ValueError names the field."""
+    try:
+        matchers = parse_matchers(body.get("matchers"))
+        starts = parse_time(str(body["starts_at"])) if body.get("starts_at") else now
+        if body.get("ends_at"):
+            ends = parse_time(str(body["ends_at"]))
+        elif body.get("duration"):
+            ends = starts + parse_duration(body["duration"])
+        else:
+            raise ValueError("ends_at or duration is required")
+    except KeyError as exc:
+        raise ValueError(str(exc)) from None
+    if ends <= starts:
+        raise ValueError("ends_at: must be after starts_at")
+    author = str(body.get("author") or "unknown")
+    return store.add_silence(matchers, starts, ends, author, str(body.get("comment", "")))
 
 
 def alert_routes(manager: AlertManager, store: Store) -> list[web.RouteDef]:
@@ -43,20 +63,9 @@ def alert_routes(manager: AlertManager, store: Store) -> list[web.RouteDef]:
             raise _bad("body: expected a JSON object")
         now = time.time()
         try:
-            matchers = parse_matchers(body.get("matchers"))
-            starts = parse_time(str(body["starts_at"])) if body.get("starts_at") else now
-            if body.get("ends_at"):
-                ends = parse_time(str(body["ends_at"]))
-            elif body.get("duration"):
-                ends = starts + parse_duration(body["duration"])
-            else:
-                raise ValueError("ends_at or duration is required")
-        except (ValueError, KeyError) as exc:
+            silence = create_silence(store, body, now)
+        except ValueError as exc:
             raise _bad(str(exc)) from None
-        if ends <= starts:
-            raise _bad("ends_at: must be after starts_at")
-        author = str(body.get("author") or "unknown")
-        silence = store.add_silence(matchers, starts, ends, author, str(body.get("comment", "")))
         return json_response(silence.to_json(now), status=201)
 
     async def expire_silence(request: web.Request) -> web.Response:

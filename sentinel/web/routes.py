@@ -8,7 +8,12 @@ from aiohttp import web
 from sentinel.daemon.assembly import Assembly
 from sentinel.web.alerts_api import alert_routes
 from sentinel.web.gate_api import gate_routes
+from sentinel.web.ui import ui_routes
 
 
 def api_routes(assembly: Assembly) -> list[web.RouteDef]:
-    return alert_routes(assembly.manager, assembly.store) + gate_routes(assembly.gate)
+    return (
+        alert_routes(assembly.manager, assembly.store)
+        + gate_routes(assembly.gate)
+        + ui_routes(assembly)
+    )
