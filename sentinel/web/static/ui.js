@@ -1,7 +1,8 @@
 // Sentinel status UI: small progressive enhancements. Every page works without this file.
 // 1. The overview refreshes after each evaluation: /ui/live answers the evaluation
 //    generation; when it changes, the page is fetched again and only its [data-live]
-//    parts are swapped (no full-page flicker; the filter form and focus stay put).
+//    parts are swapped (no full-page flicker; the filter form stays put, and a part
+//    holding the keyboard focus waits until focus leaves it).
 // 2. The overview's filter form filters rows as you type, without a round trip.
 // 3. "Copy query" buttons.
 (function () {
@@ -38,6 +39,8 @@
   function swapLive(html) {
     var doc = new DOMParser().parseFromString(html, "text/html");
     document.querySelectorAll("[data-live]").forEach(function (el) {
+      // A keyboard user's focus inside a part is never pulled away: that part waits.
+      if (el.contains(document.activeElement) && document.activeElement !== document.body) return;
       var fresh = el.id && doc.getElementById(el.id);
       if (fresh) el.replaceWith(document.importNode(fresh, true));
     });
