@@ -316,6 +316,7 @@ class StatusUI:
             labels=labels,
             verdict=verdict,
             history=ui_data.gate_rows(history),
+            kinds={slo.name: slo.sli.kind for slo in self.daemon.rules.slos},
             services=sorted(self.gate.known_services())[:500],
         )
 

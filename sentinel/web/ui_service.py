@@ -248,7 +248,8 @@ def _budget_query(slo: SLO, labels: Mapping[str, str]) -> str | None:
 
 def _burndown_note(slo: SLO) -> str:
     if slo.objective is None or slo.period is None:
-        return "No error budget: the SLO has no objective and period."
+        missing = "an objective" if slo.objective is None else "a period"
+        return f"No error budget burn-down: the SLO has no {missing}."
     if slo.source != "prometheus" or not isinstance(slo.sli, RatioSLI | RatioQueriesSLI):
         return "The burn-down needs event counts (a bad/total ratio SLI on Prometheus)."
     return ""
