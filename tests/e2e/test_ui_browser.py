@@ -187,6 +187,11 @@ def test_every_page_has_no_serious_accessibility_violation(stack: UIStack, brows
     browser.get(stack.url + pages["gate"])
     verdict = browser.find_element(By.CSS_SELECTOR, ".verdict strong").text
     assert verdict in ("PASS", "FAIL", "PENDING")
+    judged = {
+        row.find_elements(By.TAG_NAME, "td")[0].text: row.find_elements(By.TAG_NAME, "td")[3].text
+        for row in browser.find_elements(By.CSS_SELECTOR, ".verdict tbody tr")
+    }
+    assert judged == {LATENCY: "1.5 s", "http-5xx-ratio": "0.5 %"}  # thresholds in units
 
 
 def test_keyboard_reaches_navigation_filters_and_rows_with_a_visible_focus(
