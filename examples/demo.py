@@ -15,6 +15,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".demo"
@@ -37,6 +40,34 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"demo: {url} did not come up")
 
 
+def prometheus_config(sim_port: int, sentinel_port: int = 8080, scrape_interval: str = "5s") -> str:
+    """Scrape the simulator as Kubernetes would scrape the runtime: the backend and the
+    gateway as their own jobs whose targets carry namespace/service/env (so `up` has the
+    labels the shipped rules select), cAdvisor + kube-state-metrics, and Sentinel itself
+    (its /metrics: the overview dashboard and the synthetic probe's success)."""
+    target = f"127.0.0.1:{sim_port}"
+    jobs: list[dict[str, Any]] = []
+    for job, path, service in (
+        ("chatbot-backend", "/metrics", "chatbot-backend"),
+        ("chatbot-gateway", "/gateway/metrics", "chatbot-gateway"),
+        ("kubernetes-cadvisor", "/infra/metrics", None),
+    ):
+        labels = {"namespace": "chatbot", "service": service, "env": "prod"} if service else {}
+        jobs.append(
+            {
+                "job_name": job,
+                "metrics_path": path,
+                "honor_labels": True,  # the runtime's own namespace/service/env labels win
+                "static_configs": [{"targets": [target], "labels": labels}],
+            }
+        )
+    jobs.append(
+        {"job_name": "sentinel", "static_configs": [{"targets": [f"127.0.0.1:{sentinel_port}"]}]}
+    )
+    config = {"global": {"scrape_interval": scrape_interval}, "scrape_configs": jobs}
+    return str(yaml.safe_dump(config, sort_keys=False))
+
+
 def main() -> int:
     prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not os.path.exists(prometheus):
@@ -50,11 +81,7 @@ def main() -> int:
     from support.fakeloki import FakeLoki
 
     loki = FakeLoki().start()
-    (WORK / "prometheus.yml").write_text(
-        "global: {scrape_interval: 5s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: chatbot\n    static_configs: [{{targets: ['127.0.0.1:{sim_port}']}}]\n"
-    )
+    (WORK / "prometheus.yml").write_text(prometheus_config(sim_port))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(
@@ -91,13 +118,18 @@ def main() -> int:
             "PROMETHEUS_URL": f"http://127.0.0.1:{prom_port}",
             "LOKI_URL": loki.url,
             "SENTINEL_STATE": str(WORK / "state.db"),
+            # The simulator's chat API, for a synthetic probe (`probes:` in the config).
+            "CHATBOT_URL": f"http://127.0.0.1:{sim_port}",
         }
         slos = "curl -s http://127.0.0.1:8080/api/v1/slos | python3 -m json.tool"
         print(
             f"\ndemo: Prometheus on http://127.0.0.1:{prom_port}, "
             "Sentinel on http://127.0.0.1:8080\n"
             f"demo: watch the SLOs:  {slos}\n"
-            "demo: faults: latency at ~1 min, 5xx at ~3 min, fallback surge at ~5 min\n",
+            "demo: faults: latency at ~1 min, 5xx at ~3 min, fallback surge at ~5 min, then\n"
+            "demo: failover, refusals, slow tokens, prompt bloat, thumbs-down, 4xx, DB pool,\n"
+            "demo: CPU, memory, backend down, gateway down, unready, stall, errors (~50 min)\n"
+            f"demo: or set one: curl -X POST 'http://127.0.0.1:{sim_port}/fault?mode=refusal'\n",
             flush=True,
         )
         sentinel = subprocess.Popen(
