@@ -434,3 +434,16 @@ def test_the_rule_test_engine_agrees_with_prometheus_at_every_fault(
 def test_scenario_minutes_land_on_samples() -> None:
     # The oracle's exact values assume evaluation times on the 15 s sample grid.
     assert all((at(m) - BASE) % STEP == 0 for m, *_ in EXACT)
+
+
+def test_the_readme_lists_every_shipped_slo_with_its_source() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Shipped rules", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.replace("\\|", "/").strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] not in ("SLO", "---"):
+            assert cells[5], f"{cells[0]}: no source"
+            listed |= {(f"chatbot-{s.strip()}", cells[0]) for s in cells[1].split(",")}
+    config = Config(rules=[str(REPO / "rules" / "*.yaml")], loki=LokiConfig(url="http://x"), base_dir="/")  # fmt: skip
+    assert listed == {(slo.service, slo.name) for slo in load_rules(config).slos}
