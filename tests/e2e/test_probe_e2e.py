@@ -5,6 +5,8 @@ with a probe request in flight is clean."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from support.chatserver import ChatServer
-from support.procs import Proc, http, start_sentinel, wait_for
+from support.procs import Proc, http, start_sentinel, start_simulator, wait_for
 from support.promserver import free_port
 
 OTHER_RULES = """\
@@ -116,3 +118,58 @@ def test_a_stalled_answer_fails_within_the_timeout_and_the_daemon_still_stops_cl
     proc.process.send_signal(signal.SIGTERM)
     assert proc.process.wait(timeout=20) == 0
     assert "Task was destroyed but it is pending" not in proc.log()
+
+
+def probe_simulator(config: Path) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "sentinel", "probe", "--once", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, done.stdout
+
+
+def test_sentinel_probe_once_against_the_simulator_names_each_fault(tmp_path: Path) -> None:
+    sim, sim_url = start_simulator(tmp_path)
+    try:
+        config = tmp_path / "probe.yaml"
+        config.write_text(
+            textwrap.dedent(
+                f"""\
+                rules: []
+                probes:
+                  chat:
+                    service: chatbot-backend
+                    url: {sim_url}/api/chat/sentinel-probe
+                    ready_url: {sim_url}/health/ready
+                    timeout: 1s
+                    body: {{message: "có được nghỉ thứ 7 không?"}}
+                    expect:
+                      json:
+                        answer_mode: {{equals: llm-summary}}
+                        provider_used: {{in: [spoon-policy, spoon-ops]}}
+                        answer: {{non_empty: true}}
+                """
+            )
+        )
+        # The simulator falls back on 1 % of healthy answers, as a real runtime might:
+        # a healthy runtime passes within a few runs.
+        wait_for(lambda: probe_simulator(config)[0] == 0, 20, "a healthy answer passes")
+        expected = {
+            "fallback": '  - answer_mode: expected "llm-summary", got "snippet-fallback"',
+            "error": '  - status: expected 200, got 500 (body: {"error": "provider chain exhausted"})',
+            "stall": f"  - POST {sim_url}/api/chat/sentinel-probe: no answer within 1s",
+            "unready": f"  - ready: GET {sim_url}/health/ready: expected 200, got 503",
+        }
+        for mode, failure in expected.items():
+            http("POST", f"{sim_url}/fault?mode={mode}&seconds=30")
+            code, out = probe_simulator(config)
+            assert (code, out.splitlines()[0].split(" in ")[0]) == (
+                1,
+                "FAIL chat (chatbot-backend)",
+            )
+            assert failure in out, (mode, out)
+    finally:
+        sim.stop()
