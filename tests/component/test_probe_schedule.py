@@ -54,6 +54,15 @@ async def schedule(tmp_path: Path, chat: ChatServer) -> AsyncIterator[ProbeSched
     store.close()
 
 
+async def requests_seen(chat: ChatServer, count: int) -> None:
+    """Until the chat runtime (in its own thread) has received `count` requests."""
+    for _ in range(1000):
+        if len(chat.requests) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the chat runtime saw {len(chat.requests)} requests, not {count}")
+
+
 def metric(schedule: ProbeSchedule, line_start: str) -> str:
     text = generate_latest(schedule.metrics.registry).decode()
     return next(line for line in text.splitlines() if line.startswith(line_start))
@@ -128,8 +137,7 @@ async def test_runs_never_overlap_a_second_request_while_one_runs_is_skipped(
 ) -> None:
     chat.mode = "stall"
     first = asyncio.ensure_future(schedule.run_once("chat"))
-    while not chat.requests:
-        await asyncio.sleep(0.01)
+    await requests_seen(chat, 1)
     assert await schedule.run_once("chat") is None  # skipped, not stacked
     run = await first
     assert run is not None and "no answer within 1s" in run.reason
@@ -140,12 +148,10 @@ async def test_the_schedule_runs_on_its_interval_and_stop_cancels_a_run_in_fligh
     schedule: ProbeSchedule, chat: ChatServer
 ) -> None:
     schedule.start()
-    while len(chat.requests) < 2:  # the first run right away, the second an interval later
-        await asyncio.sleep(0.05)
+    await requests_seen(chat, 2)  # the first run right away, the second an interval later
     assert schedule.latest["chat"].success
     chat.mode = "stall"
-    while len(chat.requests) < 3:
-        await asyncio.sleep(0.05)
+    await requests_seen(chat, 3)
     await asyncio.wait_for(schedule.stop(), 0.5)  # does not wait out the stalled request
 
 
