@@ -22,7 +22,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,7 @@ class StoreHealth:
     path: str
     failing: dict[str, OperationFailure] = field(default_factory=dict)
     last_write_at: float | None = None
+    clock: Callable[[], float] = field(default=time.time, repr=False)
 
     @property
     def status(self) -> str:
@@ -152,12 +153,12 @@ class StoreHealth:
 
     def record_success(self, operation: str) -> None:
         self.failing.pop(operation, None)
-        self.last_write_at = time.time()
+        self.last_write_at = self.clock()
 
     def record_failure(self, operation: str, error: str) -> None:
         current = self.failing.get(operation)
         if current is None:
-            self.failing[operation] = OperationFailure(time.time(), error)
+            self.failing[operation] = OperationFailure(self.clock(), error)
         else:
             current.error = error
             current.failures += 1
@@ -221,9 +222,10 @@ class SlackMember:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
-        self.health = StoreHealth(self.path)
+        self.clock = clock
+        self.health = StoreHealth(self.path, clock=clock)
         self._blob_hashes: dict[str, str] = {}
         self.db = self._open()
         try:
@@ -557,7 +559,13 @@ class Store:
         comment: str,
     ) -> Silence:
         silence = Silence(
-            uuid.uuid4().hex[:12], tuple(matchers), starts_at, ends_at, author, comment, time.time()
+            uuid.uuid4().hex[:12],
+            tuple(matchers),
+            starts_at,
+            ends_at,
+            author,
+            comment,
+            self.clock(),
         )
         self._write(
             SILENCES,

@@ -72,7 +72,7 @@ async def build_daemon(
 ) -> Assembly:
     # The store first: a state file that cannot be used stops the start (StateStoreError)
     # before anything else holds sockets or tasks.
-    store = Store(config.resolve(config.state.path))
+    store = Store(config.resolve(config.state.path), clock)
     # Each component registers its own clean-up as it is built: `cleanup` undoes them in
     # reverse order (gate, dispatcher, notifiers, store), and a failure half-way through
     # building undoes what was already built.

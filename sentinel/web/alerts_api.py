@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -45,12 +46,14 @@ def create_silence(store: Store, body: dict[str, Any], now: float) -> Silence:
     return store.add_silence(matchers, starts, ends, author, str(body.get("comment", "")))
 
 
-def alert_routes(manager: AlertManager, store: Store) -> list[web.RouteDef]:
+def alert_routes(
+    manager: AlertManager, store: Store, clock: Callable[[], float] = time.time
+) -> list[web.RouteDef]:
     async def alerts(request: web.Request) -> web.Response:
         return json_response({"alerts": manager.to_json(), "incidents": store.incidents(limit=100)})
 
     async def list_silences(request: web.Request) -> web.Response:
-        now = time.time()
+        now = clock()
         return json_response([s.to_json(now) for s in store.silences()])
 
     async def add_silence(request: web.Request) -> web.Response:
@@ -61,7 +64,7 @@ def alert_routes(manager: AlertManager, store: Store) -> list[web.RouteDef]:
             raise _bad("body: expected JSON") from None
         if not isinstance(body, dict):
             raise _bad("body: expected a JSON object")
-        now = time.time()
+        now = clock()
         try:
             silence = create_silence(store, body, now)
         except ValueError as exc:
@@ -70,7 +73,7 @@ def alert_routes(manager: AlertManager, store: Store) -> list[web.RouteDef]:
 
     async def expire_silence(request: web.Request) -> web.Response:
         require_token(request)
-        if not store.expire_silence(request.match_info["id"], time.time()):
+        if not store.expire_silence(request.match_info["id"], clock()):
             raise web.HTTPNotFound(
                 text='{"error": "no such silence"}', content_type="application/json"
             )

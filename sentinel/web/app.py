@@ -68,7 +68,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def detailed(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    now = time.time()
+    now = daemon.clock()
     checks = {name: src.health.as_json() for name, src in daemon.engine.sources.items()}
     for name, check in daemon.extra_health().items():
         checks[name] = check

@@ -13,7 +13,7 @@ from sentinel.web.ui import ui_routes
 
 def api_routes(assembly: Assembly) -> list[web.RouteDef]:
     return (
-        alert_routes(assembly.manager, assembly.store)
+        alert_routes(assembly.manager, assembly.store, assembly.daemon.clock)
         + gate_routes(assembly.gate)
         + ui_routes(assembly)
     )
