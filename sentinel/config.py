@@ -167,8 +167,21 @@ class LogNotifierConfig(_Strict):
     min_severity: Literal["info", "ticket", "page"] = "info"
 
 
+class AlertmanagerNotifierConfig(_Strict):
+    """Alerts pushed to Prometheus Alertmanager's v2 API, to every URL listed (the members
+    of one Alertmanager cluster), re-sent every evaluation while firing."""
+
+    type: Literal["alertmanager"]
+    urls: list[HttpURL] = Field(min_length=1)
+    timeout: Timeout = 10.0
+    # Where Sentinel is reachable by people reading the alert (generatorURL); default:
+    # http://<hostname>:<listen port>.
+    external_url: HttpURL | None = None
+    min_severity: Literal["info", "ticket", "page"] = "info"
+
+
 NotifierConfig = Annotated[
-    SlackNotifierConfig | WebhookNotifierConfig | LogNotifierConfig,
+    SlackNotifierConfig | WebhookNotifierConfig | LogNotifierConfig | AlertmanagerNotifierConfig,
     Field(discriminator="type"),
 ]
 

@@ -43,6 +43,12 @@ def build_notifiers(config: Config, store: Store) -> dict[str, Notifier]:
             notifiers[name] = WebhookNotifier(name, nc)
         elif isinstance(nc, LogNotifierConfig):
             notifiers[name] = LogNotifier(name, nc.min_severity)
+        elif nc.type == "alertmanager":
+            from sentinel.notify.alertmanager import AlertmanagerNotifier
+
+            notifiers[name] = AlertmanagerNotifier(
+                name, nc, config.server, config.evaluation.interval
+            )
     if not notifiers:
         notifiers["log"] = LogNotifier("log")
     return notifiers
@@ -97,6 +103,12 @@ async def build_daemon(
         dispatcher.wake,
     )
     daemon.result_hooks.append(manager.observe)
+    # Alertmanager wants firing alerts re-sent every cycle (notify/alertmanager.py): after
+    # the manager, from its state.
+    from sentinel.notify.alertmanager import resend_hook
+
+    resend_to_alertmanagers = resend_hook(notifiers, manager)
+    daemon.result_hooks.append(resend_to_alertmanagers)
 
     async def close_notifiers() -> None:
         for notifier in notifiers.values():  # the current ones: a reload may swap them
@@ -153,6 +165,7 @@ async def build_daemon(
     # the gate's reasons, health); stopped before the store closes.
     probes = ProbeSchedule(config.probes, daemon.metrics, store, clock)
     probes.result_hooks.append(manager.observe)
+    probes.result_hooks.append(resend_to_alertmanagers)
     daemon.result_providers.append(probes.results)
     daemon.health_providers.append(probes.health)
     gate.probe_results = probes.gate_results
