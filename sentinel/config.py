@@ -147,6 +147,9 @@ class SlackNotifierConfig(_Strict):
     channel: str | None = None
     base_url: Annotated[HttpURL, AfterValidator(_no_credentials)] = "https://slack.com/api/"
     min_severity: Literal["info", "ticket", "page"] = "info"
+    # A PNG of the SLI in the incident's thread at firing and resolve (bot token only;
+    # needs the `charts` extra, else text only).
+    charts: bool = True
 
 
 class WebhookNotifierConfig(_Strict):

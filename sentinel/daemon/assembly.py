@@ -18,6 +18,7 @@ from sentinel.daemon.runner import Daemon
 from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
+from sentinel.notify.chart import ChartMaker
 from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.log import LogNotifier
 from sentinel.outputs import dashboard_sync as dashboards_sync
@@ -28,7 +29,9 @@ from sentinel.selfmetrics import SelfMetrics
 Cleanup = Callable[[], Awaitable[None]]
 
 
-def build_notifiers(config: Config, store: Store) -> dict[str, Notifier]:
+def build_notifiers(
+    config: Config, store: Store, charts: ChartMaker | None = None
+) -> dict[str, Notifier]:
     notifiers: dict[str, Notifier] = {}
     for name, nc in config.notifiers.items():
         # Imported only when used: slack-sdk and Jinja2 cost memory a log-only setup
@@ -36,7 +39,7 @@ def build_notifiers(config: Config, store: Store) -> dict[str, Notifier]:
         if isinstance(nc, SlackNotifierConfig):
             from sentinel.notify.slack import SlackNotifier
 
-            notifiers[name] = SlackNotifier(name, nc, store)
+            notifiers[name] = SlackNotifier(name, nc, store, charts)
         elif isinstance(nc, WebhookNotifierConfig):
             from sentinel.notify.webhook import WebhookNotifier
 
@@ -93,7 +96,15 @@ async def build_daemon(
         source_factory=build_sources,
         clock=clock,
     )
-    notifiers = build_notifiers(config, store)
+    # Slack alert charts: range queries through the daemon's current sources and rules.
+    charts = ChartMaker(
+        lambda source, expr, start, end, step: daemon.engine.sources[source].range(
+            expr, start, end, step
+        ),
+        lambda: daemon.rules.slos,
+        lambda: daemon.config.dashboards.deploy_marker,
+    )
+    notifiers = build_notifiers(config, store, charts)
     dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)
     manager = AlertManager(
         store,
@@ -151,7 +162,7 @@ async def build_daemon(
         # The dispatcher and the alert manager share this dict: swap its content in place.
         # Built before anything is replaced: a notifier that fails to build leaves the
         # running ones in place (the reload then shows as partial).
-        fresh = build_notifiers(daemon.config, store)
+        fresh = build_notifiers(daemon.config, store, charts)
         old = dict(notifiers)
         notifiers.clear()
         notifiers.update(fresh)

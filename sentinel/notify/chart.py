@@ -140,7 +140,9 @@ def render_png(spec: ChartSpec) -> bytes:
             textcoords="offset points",
             color=DEPLOY_COLOUR,
         )
-    ax.set_xlim(when(spec.start), when(spec.end))
+    # A little room on the right: the firing and resolve marks sit at the very end.
+    margin = (spec.end - spec.start) * 0.03
+    ax.set_xlim(when(spec.start), when(spec.end + margin))
     hours = DateFormatter("%H:%M", tz=dt.UTC)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_formatter(hours)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_measure(spec.kind, v, digits=2)))

@@ -17,11 +17,19 @@ crash mid-send (or a retry after a partial delivery) the notifier looks the mess
 429 (honouring Retry-After), 5xx and connection errors are retried by slack-sdk's retry
 handlers, then by the outbox; permanent errors (`invalid_auth`, `channel_not_found`) are
 rejected with Slack's error code and shown in /health/detailed.
+
+Charts (`charts: true`, bot token only): once the message is delivered, a PNG of each
+alert's SLI (`notify/chart.py`) is uploaded into the incident's thread with
+`files_upload_v2`, at firing and at resolve. That runs as a background task after the
+outbox entry is done: a slow Prometheus or a failing render delays no message and a
+failed upload is logged, never retried (a picture never blocks a page, and a retry must
+not post the text twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -41,6 +49,7 @@ from sentinel.errors import NotifyRejected, NotifyRetryable
 from sentinel.evaluate.slo import rfc3339
 from sentinel.health import DependencyHealth
 from sentinel.notify.base import summary_line
+from sentinel.notify.chart import ChartMaker, ChartUnavailable
 from sentinel.units import format_measure
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
@@ -51,6 +60,9 @@ RETRYABLE_ERRORS = frozenset(
 )
 EVENT_TYPE = "sentinel_alert"
 ICONS = {"firing": "🔴", "repeat": "🔁", "resolved": "✅"}
+MAX_CHARTS = 4  # per notification: a group of many alerts gets the first few charted
+
+log = logging.getLogger("sentinel.notify.slack")
 
 
 def _retry_handlers() -> list[Any]:
@@ -187,8 +199,16 @@ def _alert_text(alert: dict[str, Any], kind: str) -> str:
 class SlackNotifier:
     kind = "slack"
 
-    def __init__(self, name: str, config: SlackNotifierConfig, store: Store) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: SlackNotifierConfig,
+        store: Store,
+        charts: ChartMaker | None = None,
+    ) -> None:
         self.name = name
+        self.charts = charts if config.charts else None
+        self._chart_tasks: set[asyncio.Task[None]] = set()
         self.config = config
         self.min_severity: str = config.min_severity
         self.store = store
@@ -209,6 +229,9 @@ class SlackNotifier:
             )
 
     async def close(self) -> None:
+        for task in list(self._chart_tasks):
+            task.cancel()
+        await self.charts_done()
         for client in (self._web, self._hook):
             session = getattr(client, "session", None)
             if session is not None:
@@ -234,6 +257,53 @@ class SlackNotifier:
             self.health.record_failure(time.monotonic() - started, exc.detail)
             raise
         self.health.record_success(time.monotonic() - started)
+
+    async def charts_done(self) -> None:
+        """Wait for the chart uploads started so far (tests, shutdown)."""
+        while self._chart_tasks:
+            await asyncio.gather(*self._chart_tasks, return_exceptions=True)
+
+    def _chart_later(
+        self,
+        client: AsyncWebClient,
+        entry: OutboxEntry,
+        alerts: list[dict[str, Any]],
+        message: tuple[str, str],
+    ) -> None:
+        """Upload the alerts' charts into the message's thread, after this delivery."""
+        if self.charts is None or not alerts:
+            return
+        task = asyncio.create_task(self._upload_charts(client, entry, alerts, message))
+        self._chart_tasks.add(task)
+        task.add_done_callback(self._chart_tasks.discard)
+
+    async def _upload_charts(
+        self,
+        client: AsyncWebClient,
+        entry: OutboxEntry,
+        alerts: list[dict[str, Any]],
+        message: tuple[str, str],
+    ) -> None:
+        assert self.charts is not None
+        channel, ts = message
+        resolved = entry.kind == "resolved"
+        for alert in alerts[:MAX_CHARTS]:
+            name = alert_name(alert)
+            try:
+                png = await self.charts.png(entry.service, alert, entry.created_at, resolved)
+                await client.files_upload_v2(
+                    channel=channel,
+                    thread_ts=ts,
+                    file=png,
+                    filename=f"{alert['slo']}-{entry.kind}.png",
+                    title=f"{entry.service} {name} ({entry.kind})",
+                    alt_txt=_cut(f"{entry.kind}: {summary_line(alert)}", 1000),
+                )
+            except ChartUnavailable as exc:
+                log.warning(f"no chart for {entry.service}/{name}: {exc}")
+            except (SlackApiError, SlackRequestError, aiohttp.ClientError, TimeoutError) as exc:
+                error = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
+                log.warning(f"chart of {entry.service}/{name} not uploaded to Slack: {error}")
 
     def _translate(self, exc: SlackApiError) -> NotifyRetryable | NotifyRejected:
         response = exc.response
@@ -291,7 +361,9 @@ class SlackNotifier:
             if entry.kind == "resolved":
                 text, blocks = render_message(entry.service, entry.payload.get("env"), members)
                 await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
-            await self._post_reply(client, entry, mine, members, (channel, ts), uncertain)
+            sent = await self._post_reply(client, entry, mine, members, (channel, ts), uncertain)
+            if sent and entry.kind == "resolved":
+                self._chart_later(client, entry, mine, (channel, ts))
 
     def _metadata(self, entry: OutboxEntry) -> dict[str, Any]:
         return {
@@ -323,7 +395,10 @@ class SlackNotifier:
             metadata=self._metadata(entry),
             unfurl_links=False,
         )
-        self.store.save_slack_message(self.name, alerts, str(resp["channel"]), str(resp["ts"]))
+        message = (str(resp["channel"]), str(resp["ts"]))
+        self.store.save_slack_message(self.name, alerts, *message)
+        if entry.kind == "firing":
+            self._chart_later(client, entry, alerts, message)
 
     async def _post_reply(
         self,
@@ -333,11 +408,12 @@ class SlackNotifier:
         members: list[Member],
         message: tuple[str, str],
         uncertain: bool,
-    ) -> None:
-        """One thread reply: what this entry changed, and what of the group still fires."""
+    ) -> bool:
+        """One thread reply: what this entry changed, and what of the group still fires.
+        False when it had been sent already (before a crash)."""
         channel, ts = message
         if uncertain and await self._find_sent(client, entry, channel, ts) is not None:
-            return
+            return False
         verb = {"resolved": "Resolved", "repeat": "Still firing"}.get(entry.kind, entry.kind)
         lines = [f"{ICONS.get(entry.kind, '')} {verb}: {summary_line(a)}" for a in mine]
         if entry.kind == "resolved" and len(members) > 1:
@@ -358,6 +434,7 @@ class SlackNotifier:
             text=_cut("\n".join(lines), 3000),
             metadata=self._metadata(entry),
         )
+        return True
 
     async def _find_sent(
         self, client: AsyncWebClient, entry: OutboxEntry, channel: str, thread_ts: str | None

@@ -5,6 +5,14 @@ Speaks what Sentinel uses: `chat.postMessage`, `chat.update`, `conversations.his
 `{"ok": false, "error": ...}` answers with HTTP 200, HTTP 429 with `Retry-After`, 500s,
 and Block Kit limits (header 150 chars, section 3,000, 50 blocks → `invalid_blocks`).
 Failures are injected per method; every call is recorded.
+
+File uploads, Slack's current three-step flow (what slack-sdk's `files_upload_v2` does):
+`files.getUploadURLExternal` (filename and length required, else `invalid_arguments`)
+answers an `upload_url` on this server and a file id; a POST of the bytes to that URL
+answers `OK - <length>` (HTTP 200; an unknown URL 404); `files.completeUploadExternal`
+shares the uploaded files in `channel_id` (and `thread_ts`): a file id never issued or
+never uploaded is `file_not_found`, an unknown channel `channel_not_found`. Inject a
+failure of the upload itself with `fail_next("upload", Failure(status=500))`.
 """
 
 from __future__ import annotations
@@ -36,6 +44,18 @@ class Message:
 
 
 @dataclass
+class UploadedFile:
+    id: str
+    filename: str
+    length: int
+    alt_txt: str | None = None
+    data: bytes | None = None
+    title: str | None = None
+    channel: str | None = None
+    thread_ts: str | None = None
+
+
+@dataclass
 class Failure:
     status: int = 200
     error: str | None = None
@@ -48,6 +68,7 @@ class FakeSlack(ThreadedServer):
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
+    files: dict[str, UploadedFile] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -64,10 +85,77 @@ class FakeSlack(ThreadedServer):
     def replies(self, root: Message) -> list[Message]:
         return [m for m in self.messages if m.thread_ts == root.ts]
 
+    def thread_files(self, root: Message) -> list[UploadedFile]:
+        """Files shared into a message's thread, in upload order."""
+        return [f for f in self.files.values() if f.thread_ts == root.ts and f.channel]
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
         return app
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            part = form.get("file") or form.get("filename")
+            data = part.file.read() if isinstance(part, web.FileField) else str(part).encode()
+        else:
+            data = await request.read()
+        with self._lock:
+            self.calls.append(("upload", {"file_id": file_id, "length": len(data)}))
+            failure = (
+                self.failures.get("upload", []).pop(0) if self.failures.get("upload") else None
+            )
+            if failure is not None:
+                return web.Response(status=failure.status, text="upload failed")
+            uploaded = self.files.get(file_id)
+            if uploaded is None:
+                return web.Response(status=404, text="Not Found")
+            uploaded.data = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _files_getUploadURLExternal(self, params: dict[str, Any]) -> web.Response:
+        filename, length = params.get("filename"), str(params.get("length", ""))
+        if not filename or not length.isdigit() or int(length) <= 0:
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error": "invalid_arguments",
+                    "response_metadata": {
+                        "messages": ["[ERROR] missing required field: filename or length"]
+                    },
+                }
+            )
+        file_id = f"F{next(self._seq):010d}"
+        with self._lock:
+            self.files[file_id] = UploadedFile(
+                file_id, str(filename), int(length), params.get("alt_txt")
+            )
+        return self._ok(upload_url=f"{self.url}/upload/v1/{file_id}", file_id=file_id)
+
+    def _files_completeUploadExternal(self, params: dict[str, Any]) -> web.Response:
+        wanted = params.get("files")
+        if isinstance(wanted, str):
+            wanted = json.loads(wanted)
+        if not isinstance(wanted, list) or not wanted:
+            return self._error("invalid_arguments")
+        channel = params.get("channel_id")
+        if channel is not None and channel != CHANNEL:
+            return self._error("channel_not_found")
+        with self._lock:
+            found = [self.files.get(str(f.get("id"))) for f in wanted]
+            if any(f is None or f.data is None for f in found):
+                return self._error("file_not_found")
+            out = []
+            for f, spec in zip(found, wanted, strict=True):
+                assert f is not None
+                f.title = spec.get("title") or f.filename
+                f.channel = channel
+                f.thread_ts = params.get("thread_ts")
+                out.append({"id": f.id, "name": f.filename, "title": f.title, "size": f.length})
+        return self._ok(files=out)
 
     async def _handle(self, request: web.Request) -> web.Response:
         import asyncio
