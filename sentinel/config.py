@@ -150,6 +150,9 @@ class SlackNotifierConfig(_Strict):
     # A PNG of the SLI in the incident's thread at firing and resolve (bot token only;
     # needs the `charts` extra, else text only).
     charts: bool = True
+    # The Slack app's signing secret (`${SLACK_SIGNING_SECRET}`): verifies the button
+    # clicks Slack posts to /slack/interactions; without it that endpoint refuses them.
+    signing_secret: SecretStr | None = None
 
 
 class WebhookNotifierConfig(_Strict):

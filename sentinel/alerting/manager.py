@@ -226,6 +226,10 @@ class AlertManager:
         self, transitions: Sequence[tuple[SLO, Transition]], now: float
     ) -> list[NewNotification]:
         silences = [s for s in self.store.silences() if s.active(now)]
+        repeats = [
+            tr.alert.incident_id for _, tr in transitions if tr.kind is TransitionKind.REPEAT
+        ]
+        acked = self.store.acknowledgements(i for i in repeats if i) if repeats else {}
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         granted: dict[tuple[str, str], float] = {}  # rollbacks allowed in this cycle
         for slo, tr in transitions:
@@ -238,6 +242,8 @@ class AlertManager:
                     extra=fields(silence=silence.id, incident=tr.alert.incident_id),
                 )
                 continue
+            if tr.kind is TransitionKind.REPEAT and tr.alert.incident_id in acked:
+                continue  # acknowledged: someone is on it, no more reminders
             for name in self._routes(slo):
                 notifier = self.notifiers[name]
                 if not severity_at_least(r.severity, notifier.min_severity):
@@ -327,6 +333,14 @@ class AlertManager:
             "started_at_text": rfc3339(started),
             "resolved_at_text": rfc3339(now) if tr.kind is TransitionKind.RESOLVED else None,
         }
+
+    def acknowledge(self, incident_id: str, actor: str, now: float) -> bool:
+        """Someone is on this incident: record who and when, and stop its reminders (its
+        resolve is still sent). False when it was acknowledged already."""
+        acked = self.store.acknowledge(incident_id, actor, now)
+        if acked:
+            log.info(f"incident acknowledged by {actor}", extra=fields(incident=incident_id))
+        return acked
 
     def firing(self, service: str | None = None) -> list[tuple[Alert, SLO]]:
         services = [service] if service is not None else list(self._firing)

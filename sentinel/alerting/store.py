@@ -98,6 +98,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX probe_results_probe_at ON probe_results(probe, at);
     """,
+    # 7: an incident acknowledged (from Slack's "Acknowledge" button): who and when; its
+    # reminders stop.
+    """
+    CREATE TABLE incident_acks (
+        incident_id TEXT PRIMARY KEY, actor TEXT NOT NULL, at REAL NOT NULL
+    );
+    """,
 )
 
 # Write operations, as health and errors name them. A failure of the first two blocks
@@ -546,6 +553,40 @@ class Store:
                 incident["labels"] = json.loads(r["labels"])
             alert = json.loads(r["alert"]) if r["alert"] else None
             out.append(SlackMember(r["incident_id"], alert, incident))
+        return out
+
+    def slack_message_incidents(self, channel: str, ts: str) -> list[tuple[str, str]]:
+        """(notifier, incident id) of every incident a Slack message shows."""
+        rows = self.db.execute(
+            "SELECT notifier, incident_id FROM slack_messages WHERE channel=? AND ts=? "
+            "ORDER BY rowid",
+            (channel, ts),
+        )
+        return [(r["notifier"], r["incident_id"]) for r in rows]
+
+    # -- acknowledgements ---------------------------------------------------------------
+
+    def acknowledge(self, incident_id: str, actor: str, at: float) -> bool:
+        """Record who acknowledged an incident; the first acknowledgement stands."""
+        # Written like a silence: an operator's action, which a failure never blocks
+        # readiness for (it is not retried on its own).
+        changed = self._write(
+            SILENCES,
+            "INSERT OR IGNORE INTO incident_acks(incident_id, actor, at) VALUES (?, ?, ?)",
+            (incident_id, actor, at),
+        )
+        return changed > 0
+
+    def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
+        """incident id -> (who, when) for those acknowledged."""
+        ids = list(incident_ids)
+        out: dict[str, tuple[str, float]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT incident_id, actor, at FROM incident_acks WHERE incident_id IN ({marks})"
+            for r in self.db.execute(sql, chunk):
+                out[r["incident_id"]] = (r["actor"], r["at"])
         return out
 
     # -- silences -----------------------------------------------------------------------

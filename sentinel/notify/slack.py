@@ -24,6 +24,11 @@ alert's SLI (`notify/chart.py`) is uploaded into the incident's thread with
 outbox entry is done: a slow Prometheus or a failing render delays no message and a
 failed upload is logged, never retried (a picture never blocks a page, and a retry must
 not post the text twice).
+
+Buttons: while any of its alerts fires, a message carries "Silence 1h", "Silence 4h",
+"Acknowledge" and "Open dashboard"; Slack sends the clicks to `POST /slack/interactions`
+(`web/slack_api.py`, which acts through the silences and the alert manager and then calls
+`refresh`). The message says who silenced or acknowledged, and until when.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -43,6 +49,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from sentinel.alerting.silences import alert_labels
 from sentinel.alerting.store import OutboxEntry, SlackMember, Store
 from sentinel.config import SlackNotifierConfig
 from sentinel.errors import NotifyRejected, NotifyRetryable
@@ -61,6 +68,9 @@ RETRYABLE_ERRORS = frozenset(
 EVENT_TYPE = "sentinel_alert"
 ICONS = {"firing": "🔴", "repeat": "🔁", "resolved": "✅"}
 MAX_CHARTS = 4  # per notification: a group of many alerts gets the first few charted
+# Button action ids (what `POST /slack/interactions` accepts) and the silence each makes.
+SILENCE_ACTIONS = {"sentinel_silence_1h": "1h", "sentinel_silence_4h": "4h"}
+ACK_ACTION, OPEN_ACTION = "sentinel_ack", "sentinel_open_dashboard"
 
 log = logging.getLogger("sentinel.notify.slack")
 
@@ -89,7 +99,7 @@ def render_blocks(entry: OutboxEntry, state: str | None = None) -> tuple[str, li
 
 
 def render_message(
-    service: str, env: str | None, members: list[Member]
+    service: str, env: str | None, members: list[Member], notes: Sequence[str] = ()
 ) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) for a message holding these alerts. When some resolved
     and others still fire, the message is FIRING and says which are which."""
@@ -130,11 +140,32 @@ def render_message(
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more"}]}
         )
+    if notes:
+        text = _cut("\n".join(notes), SECTION_MAX)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    if firing:
+        blocks.append(_buttons(firing))
     lines = [
         summary_line(a) + (" (resolved)" if mixed and k == "resolved" else "")
         for a, k in members[:5]
     ]
     return _cut(f"{title}: " + "; ".join(lines), 3000), blocks
+
+
+def _buttons(firing: list[dict[str, Any]]) -> dict[str, Any]:
+    def button(action_id: str, text: str, **extra: Any) -> dict[str, Any]:
+        label = {"type": "plain_text", "text": text}
+        return {"type": "button", "action_id": action_id, "text": label, **extra}
+
+    elements = [
+        button("sentinel_silence_1h", "Silence 1h"),
+        button("sentinel_silence_4h", "Silence 4h"),
+        button(ACK_ACTION, "Acknowledge", style="primary"),
+    ]
+    dashboard = next((a["dashboard_url"] for a in firing if a.get("dashboard_url")), None)
+    if dashboard:
+        elements.append(button(OPEN_ACTION, "Open dashboard", url=dashboard))
+    return {"type": "actions", "block_id": "sentinel_actions", "elements": elements}
 
 
 def alert_name(alert: dict[str, Any]) -> str:
@@ -258,6 +289,39 @@ class SlackNotifier:
             raise
         self.health.record_success(time.monotonic() - started)
 
+    def notes(self, service: str, members: list[Member], now: float) -> list[str]:
+        """Who acknowledged which alert, and which are silenced by whom until when."""
+        acks = self.store.acknowledgements(a["incident_id"] for a, _ in members)
+        silences = [s for s in self.store.silences() if s.active(now)]
+        out = []
+        for alert, state in members:
+            who = acks.get(alert["incident_id"])
+            name = alert_name(alert)
+            if who is not None:
+                out.append(f"✋ {name}: acknowledged by {who[0]} at {rfc3339(who[1])}")
+            if state == "resolved":
+                continue
+            labels = alert_labels(service, alert["slo"], alert["severity"], alert["labels"])
+            for silence in silences:
+                if silence.matches(labels):
+                    out.append(
+                        f"🔕 {name}: silenced by {silence.author} until {rfc3339(silence.ends_at)}"
+                    )
+        return out
+
+    async def refresh(
+        self, channel: str, ts: str, service: str, env: str | None, now: float
+    ) -> None:
+        """Re-render a message from its incidents (after a button acted on them)."""
+        if self._web is None:
+            return
+        members = [m for m in map(_member, self.store.slack_members(self.name, channel, ts)) if m]
+        if not members:
+            return
+        notes = self.notes(service, members, now)
+        text, blocks = render_message(service, env, members, notes)
+        await self._web.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+
     async def charts_done(self) -> None:
         """Wait for the chart uploads started so far (tests, shutdown)."""
         while self._chart_tasks:
@@ -359,7 +423,9 @@ class SlackNotifier:
                 m for m in map(_member, self.store.slack_members(self.name, channel, ts)) if m
             ] or [(a, entry.kind) for a in mine]
             if entry.kind == "resolved":
-                text, blocks = render_message(entry.service, entry.payload.get("env"), members)
+                notes = self.notes(entry.service, members, entry.created_at)
+                env = entry.payload.get("env")
+                text, blocks = render_message(entry.service, env, members, notes)
                 await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
             sent = await self._post_reply(client, entry, mine, members, (channel, ts), uncertain)
             if sent and entry.kind == "resolved":

@@ -13,16 +13,24 @@ answers `OK - <length>` (HTTP 200; an unknown URL 404); `files.completeUploadExt
 shares the uploaded files in `channel_id` (and `thread_ts`): a file id never issued or
 never uploaded is `file_not_found`, an unknown channel `channel_not_found`. Inject a
 failure of the upload itself with `fail_next("upload", Failure(status=500))`.
+
+Interactivity: `block_actions` builds the payload Slack posts when someone clicks a
+button of a message, and `signed` encodes and signs it the way Slack does (form field
+`payload`, `X-Slack-Request-Timestamp`, `X-Slack-Signature: v0=HMAC-SHA256(secret,
+"v0:<timestamp>:<body>")`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -30,6 +38,54 @@ from support.threaded import ThreadedServer
 
 TOKEN = "xoxb-test-token"
 CHANNEL = "C0SENTINEL"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def block_actions(message: Message, action_id: str, user: str = "alice") -> dict[str, Any]:
+    """The `block_actions` payload of a click on `action_id` in `message`."""
+    button = next(
+        (
+            e
+            for b in message.blocks
+            if b["type"] == "actions"
+            for e in b["elements"]
+            if e["action_id"] == action_id
+        ),
+        {"action_id": action_id, "type": "button", "text": {"type": "plain_text", "text": "?"}},
+    )
+    return {
+        "type": "block_actions",
+        "user": {"id": f"U0{user.upper()}", "username": user, "name": user, "team_id": "T0TEST"},
+        "api_app_id": "A0SENTINEL",
+        "token": "legacy-verification-token",
+        "container": {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        },
+        "trigger_id": "1111.2222.abcd",
+        "team": {"id": "T0TEST", "domain": "test"},
+        "channel": {"id": message.channel, "name": "chatbot-runtime"},
+        "message": {"type": "message", "ts": message.ts, "text": message.text},
+        "response_url": "https://hooks.slack.com/actions/T0TEST/1/xyz",
+        "actions": [{**button, "block_id": "sentinel_actions", "action_ts": f"{time.time():.6f}"}],
+    }
+
+
+def signed(
+    payload: dict[str, Any], timestamp: float, secret: str = SIGNING_SECRET
+) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of an interaction request as Slack sends and signs it."""
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    stamp = str(int(timestamp))
+    digest = hmac.new(secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": "v0=" + digest.hexdigest(),
+    }
+    return body, headers
 
 
 @dataclass
