@@ -137,6 +137,7 @@ class AlertmanagerNotifier:
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._resend: asyncio.Task[None] | None = None
+        self._backlog: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
 
     def ends_at(self, now: float) -> float:
         return now + ENDS_AFTER_INTERVALS * self.interval
@@ -191,17 +192,23 @@ class AlertmanagerNotifier:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     def resend(self, alerts: list[dict[str, Any]]) -> None:
-        """Re-send in the background: a slow Alertmanager must not hold up the cycle. A
-        re-send still running is not doubled (the next cycle sends a fresher state)."""
-        if not alerts or (self._resend is not None and not self._resend.done()):
-            return
-        self._resend = asyncio.create_task(self._resend_now(alerts))
+        """Re-send in the background: a slow Alertmanager must not hold up the cycle.
+        While a post is in flight, newer alerts wait in a backlog holding the latest
+        version of each alert (so it stays bounded), sent as soon as the post ends."""
+        for alert in alerts:
+            self._backlog[tuple(sorted(alert["labels"].items()))] = alert
+        if self._backlog and (self._resend is None or self._resend.done()):
+            self._resend = asyncio.create_task(self._drain())
 
-    async def _resend_now(self, alerts: list[dict[str, Any]]) -> None:
-        try:
-            await self.post(alerts)
-        except (NotifyRetryable, NotifyRejected) as exc:
-            log.warning(f"re-sending {len(alerts)} alert(s) to Alertmanager failed: {exc}")
+    async def _drain(self) -> None:
+        while self._backlog:
+            batch = list(self._backlog.values())
+            self._backlog.clear()
+            try:
+                await self.post(batch)
+            except (NotifyRetryable, NotifyRejected) as exc:
+                # Not retried: the next cycle re-sends a fresher state anyway.
+                log.warning(f"re-sending {len(batch)} alert(s) to Alertmanager failed: {exc}")
 
     async def wait_resend(self) -> None:
         if self._resend is not None:

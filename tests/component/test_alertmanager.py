@@ -11,17 +11,20 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from sentinel.alerting.silences import SilenceMatcher
-from sentinel.config import load_config
+from sentinel.config import AlertmanagerNotifierConfig, ServerConfig, load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.notify.alertmanager import AlertmanagerNotifier, am_alert, due_alerts
 from sentinel.rules.loader import load_rules
-from support.amcluster import BINARY, AlertmanagerCluster, NotificationRecorder
-from support.promserver import find_binary
+from support.amcluster import BINARY, SLACK, AlertmanagerCluster, NotificationRecorder
+from support.fakeslack import CHANNEL, TOKEN, FakeSlack
+from support.promserver import find_binary, free_port
 
 RULES = """\
 version: sentinel/v1
@@ -64,14 +67,26 @@ def recorder() -> Iterator[NotificationRecorder]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, recorder: NotificationRecorder) -> Iterator[AlertmanagerCluster]:
+def slack() -> Iterator[FakeSlack]:
+    server = FakeSlack().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, recorder: NotificationRecorder, slack: FakeSlack
+) -> Iterator[AlertmanagerCluster]:
     if find_binary(BINARY) is None:
         if os.environ.get("CI"):
             pytest.fail(f"{BINARY} missing: .ci/run must apt-get install prometheus-alertmanager")
         pytest.skip(f"Debian's {BINARY} is not installed")
     workdir = tmp_path / "alertmanager"
     workdir.mkdir()
-    am = AlertmanagerCluster(workdir, f"{recorder.url}/am").start()
+    to_slack = SLACK.format(
+        api_url=f"{slack.url}/api/chat.postMessage", channel=CHANNEL, token=TOKEN
+    )
+    am = AlertmanagerCluster(workdir, f"{recorder.url}/am", slack=to_slack).start()
     yield am
     am.stop()
 
@@ -181,6 +196,43 @@ async def test_two_replicas_breach_gives_one_firing_and_one_resolved_notificatio
     assert len(recorder.with_status("firing")) == 1
 
 
+def slack_posts(slack: FakeSlack) -> list[dict[str, Any]]:
+    """Alertmanager's Slack posts as they reached the Slack server (its messages carry
+    attachments only, which the fake Slack does not keep as messages)."""
+    return [params for method, params in slack.calls if method == "chat.postMessage"]
+
+
+@pytest.mark.parametrize("killed", [0, 1])
+async def test_alertmanager_killed_mid_incident_still_one_firing_and_one_resolved_message(
+    replicas: list[Assembly],
+    cluster: AlertmanagerCluster,
+    recorder: NotificationRecorder,
+    slack: FakeSlack,
+    killed: int,
+) -> None:
+    for _ in range(2):
+        for built in replicas:
+            await cycle(built, Status.BREACH, 2.31)
+    await wait_until(lambda: slack_posts(slack), 20, "the firing Slack message")
+    await asyncio.sleep(4.0)  # the notification log gossiped to the other member
+    cluster.kill(killed)
+    for _ in range(3):
+        for built in replicas:
+            await cycle(built, Status.BREACH, 2.31)
+        await asyncio.sleep(1.0)
+    for built in replicas:
+        await cycle(built, Status.OK, 0.9)
+    await wait_until(lambda: recorder.with_status("resolved"), 25, "the resolved notification")
+    await asyncio.sleep(5.0)
+    posts = slack_posts(slack)
+    assert [p["attachments"][0]["title"].split("]")[0] for p in posts] == [
+        "[FIRING:1",
+        "[RESOLVED",
+    ], posts
+    assert len(recorder.with_status("firing")) == 1
+    assert len(recorder.with_status("resolved")) == 1
+
+
 async def test_one_alertmanager_down_still_delivers_through_the_other(
     replicas: list[Assembly], cluster: AlertmanagerCluster, recorder: NotificationRecorder
 ) -> None:
@@ -261,3 +313,39 @@ async def test_alert_silenced_in_sentinel_is_not_resent(
         [SilenceMatcher("model", "gpt-small")], t0, t0 + 3600, "oncall", "known issue"
     )
     assert due_alerts(notifier, built.manager, [r], t0 + 5) == []
+
+
+async def test_resend_while_a_post_hangs_sends_the_latest_of_each_alert_afterwards() -> None:
+    received: list[list[dict[str, Any]]] = []
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        if len(received) == 1:
+            await release.wait()  # an Alertmanager stalling on the first post
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = AlertmanagerNotifierConfig(type="alertmanager", urls=[f"http://127.0.0.1:{port}"])
+    notifier = AlertmanagerNotifier("am", config, ServerConfig(), 5.0)
+    try:
+
+        def alert(slo: str, ends: str) -> dict[str, Any]:
+            return {"labels": {"alertname": slo}, "endsAt": ends}
+
+        notifier.resend([alert("a", "t1")])
+        await wait_until(lambda: received, 5, "the first post")
+        # Two cycles while the first post hangs: neither is dropped nor doubled.
+        notifier.resend([alert("a", "t2"), alert("b", "t2")])
+        notifier.resend([alert("a", "t3")])
+        release.set()
+        await notifier.wait_resend()
+    finally:
+        await notifier.close()
+        await runner.cleanup()
+    assert received[1:] == [[alert("a", "t3"), alert("b", "t2")]]

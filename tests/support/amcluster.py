@@ -61,6 +61,14 @@ receivers:
         send_resolved: true
 """
 
+# Also to the protocol-faithful Slack server, as a team would route pages.
+SLACK = """    slack_configs:
+      - api_url: {api_url}
+        channel: "{channel}"
+        send_resolved: true
+        http_config: {{authorization: {{credentials: {token}}}}}
+"""
+
 
 @dataclass
 class Member:
@@ -77,14 +85,14 @@ class Member:
 
 
 class AlertmanagerCluster:
-    def __init__(self, workdir: Path, receiver_url: str, size: int = 2) -> None:
+    def __init__(self, workdir: Path, receiver_url: str, size: int = 2, slack: str = "") -> None:
         binary = find_binary(BINARY)
         if binary is None:
             raise RuntimeError(f"{BINARY} not installed (apt-get install prometheus-alertmanager)")
         self.binary = binary
         self.workdir = workdir
         self.config = workdir / "alertmanager.yml"
-        self.config.write_text(textwrap.dedent(CONFIG.format(url=receiver_url)))
+        self.config.write_text(textwrap.dedent(CONFIG.format(url=receiver_url)) + slack)
         self.members = [Member(free_port(), free_port()) for _ in range(size)]
 
     @property
