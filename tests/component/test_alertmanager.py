@@ -19,6 +19,7 @@ from aiohttp import web
 from sentinel.alerting.silences import SilenceMatcher
 from sentinel.config import AlertmanagerNotifierConfig, ServerConfig, load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
+from sentinel.errors import ConfigError
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.notify.alertmanager import AlertmanagerNotifier, am_alert, due_alerts
 from sentinel.rules.loader import load_rules
@@ -349,3 +350,25 @@ async def test_resend_while_a_post_hangs_sends_the_latest_of_each_alert_afterwar
         await notifier.close()
         await runner.cleanup()
     assert received[1:] == [[alert("a", "t3"), alert("b", "t2")]]
+
+
+def test_alertmanager_notifier_mistakes_are_located_problems(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "rules: [rules/*.yaml]\n"
+        "notifiers:\n"
+        "  am:\n"
+        "    type: alertmanager\n"
+        "    urls: []\n"
+        "  am2:\n"
+        "    type: alertmanager\n"
+        "    urls: [alertmanager:9093]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    problems = [str(p).removeprefix(f"{path}:") for p in caught.value.problems]
+    assert len(problems) == 2, problems
+    # (The path carries pydantic's union tag and the line is the notifier's, as for every
+    # notifier type: the loader's locating of tagged unions, not this notifier's.)
+    assert "notifiers.am.alertmanager.urls: List should have at least 1 item" in problems[0]
+    assert "notifiers.am2.alertmanager.urls[0]: expected an http:// or https:// URL" in problems[1]
