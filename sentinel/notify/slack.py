@@ -99,10 +99,15 @@ def render_blocks(entry: OutboxEntry, state: str | None = None) -> tuple[str, li
 
 
 def render_message(
-    service: str, env: str | None, members: list[Member], notes: Sequence[str] = ()
+    service: str,
+    env: str | None,
+    members: list[Member],
+    notes: Sequence[str] = (),
+    buttons: bool = False,
 ) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) for a message holding these alerts. When some resolved
-    and others still fire, the message is FIRING and says which are which."""
+    and others still fire, the message is FIRING and says which are which. `buttons`
+    only where clicks can be verified and acted on (a bot with a signing secret)."""
     kinds = {kind for _, kind in members}
     mixed = len(kinds) > 1
     kind = "firing" if mixed else next(iter(kinds))
@@ -143,7 +148,7 @@ def render_message(
     if notes:
         text = _cut("\n".join(notes), SECTION_MAX)
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
-    if firing:
+    if firing and buttons:
         blocks.append(_buttons(firing))
     lines = [
         summary_line(a) + (" (resolved)" if mixed and k == "resolved" else "")
@@ -239,6 +244,8 @@ class SlackNotifier:
     ) -> None:
         self.name = name
         self.charts = charts if config.charts else None
+        # Buttons only when Slack's clicks can be verified (and never on incoming webhooks).
+        self.buttons = config.signing_secret is not None
         self._chart_tasks: set[asyncio.Task[None]] = set()
         self.config = config
         self.min_severity: str = config.min_severity
@@ -319,7 +326,7 @@ class SlackNotifier:
         if not members:
             return
         notes = self.notes(service, members, now)
-        text, blocks = render_message(service, env, members, notes)
+        text, blocks = render_message(service, env, members, notes, self.buttons)
         await self._web.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
     async def charts_done(self) -> None:
@@ -425,7 +432,7 @@ class SlackNotifier:
             if entry.kind == "resolved":
                 notes = self.notes(entry.service, members, entry.created_at)
                 env = entry.payload.get("env")
-                text, blocks = render_message(entry.service, env, members, notes)
+                text, blocks = render_message(entry.service, env, members, notes, self.buttons)
                 await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
             sent = await self._post_reply(client, entry, mine, members, (channel, ts), uncertain)
             if sent and entry.kind == "resolved":
@@ -453,7 +460,8 @@ class SlackNotifier:
                 self.store.save_slack_message(self.name, alerts, found[0], found[1])
                 return
         env = entry.payload.get("env")
-        text, blocks = render_message(entry.service, env, [(a, entry.kind) for a in alerts])
+        members = [(a, entry.kind) for a in alerts]
+        text, blocks = render_message(entry.service, env, members, buttons=self.buttons)
         resp = await client.chat_postMessage(
             channel=channel,
             text=text,

@@ -197,12 +197,29 @@ async def test_open_dashboard_click_is_accepted_and_changes_nothing(stack: Stack
     assert await stack.silences() == [] and stack.root().updates == 0
 
 
+async def test_without_a_signing_secret_messages_have_no_buttons_and_clicks_are_refused(
+    stack: Stack,
+) -> None:
+    notifier = stack.built.dispatcher.notifiers["oncall"]
+    config = stack.built.daemon.config.notifiers["oncall"]
+    object.__setattr__(config, "signing_secret", None)
+    notifier.buttons = False  # type: ignore[attr-defined]  # as built from that config
+    await stack.replay(range(55, 66))
+    assert not [b for b in stack.root().blocks if b["type"] == "actions"]
+    status, _ = await stack.click("sentinel_ack")
+    assert status == 404
+    assert (
+        stack.built.store.acknowledgements([i["id"] for i in stack.built.store.incidents()]) == {}
+    )
+
+
 @pytest.mark.parametrize(
     ("case", "status"),
     [
         ("signed with another secret", 401),
         ("replayed: timestamp 6 minutes old", 401),
         ("timestamp from the future", 401),
+        ("timestamp not a number", 401),
         ("no signature", 401),
         ("body changed after signing", 401),
         ("unknown action", 400),
@@ -223,6 +240,8 @@ async def test_a_forged_replayed_or_unknown_click_is_refused_and_changes_nothing
         body, headers = signed(payload, now - 360)
     elif case == "timestamp from the future":
         body, headers = signed(payload, now + 360)
+    elif case == "timestamp not a number":
+        headers["X-Slack-Request-Timestamp"] = "1e9"
     elif case == "no signature":
         del headers["X-Slack-Signature"]
     elif case == "body changed after signing":
