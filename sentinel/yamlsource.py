@@ -282,7 +282,7 @@ def pydantic_problems(
     """
     problems = []
     for err in errors:
-        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        loc = _data_path(located.data, [p for p in err["loc"] if not _is_union_tag(p)])
         hide = any(part in secrets for part in loc)
         problems.append(located.problem(loc, _message(err, echo=not hide)))
     return problems
@@ -316,3 +316,22 @@ def _echo_input(value: object) -> str:
     except ValueError:  # an int too long to print
         return "a very long number"
     return text if len(text) <= _MAX_ECHO else text[: _MAX_ECHO - 3] + "..."
+
+
+def _data_path(data: Any, loc: list[str | int]) -> tuple[str | int, ...]:
+    """pydantic's error location mapped onto the document: a discriminated union (the
+    notifiers, keyed by `type`) inserts its tag (`notifiers.am.alertmanager.urls`), which
+    is no key of the file; drop it so the path and line name the field itself."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)

@@ -368,7 +368,5 @@ def test_alertmanager_notifier_mistakes_are_located_problems(tmp_path: Path) -> 
         load_config(path, env={})
     problems = [str(p).removeprefix(f"{path}:") for p in caught.value.problems]
     assert len(problems) == 2, problems
-    # (The path carries pydantic's union tag and the line is the notifier's, as for every
-    # notifier type: the loader's locating of tagged unions, not this notifier's.)
-    assert "notifiers.am.alertmanager.urls: List should have at least 1 item" in problems[0]
-    assert "notifiers.am2.alertmanager.urls[0]: expected an http:// or https:// URL" in problems[1]
+    assert problems[0].startswith("5: notifiers.am.urls: List should have at least 1 item")
+    assert problems[1].startswith("8: notifiers.am2.urls[0]: expected an http:// or https:// URL")

@@ -310,11 +310,11 @@ def test_the_alias_budget_is_a_bound_not_a_ban(tmp_path: Path) -> None:
         ("gate: {min_duration: -1}", "gate.min_duration: duration must be finite and >= 0"),
         (
             "notifiers: {ci: {type: webhook, url: 'http://ci/hook', timeout: 0s}}",
-            "notifiers.ci.webhook.timeout: must be more than 0s",
+            "notifiers.ci.timeout: must be more than 0s",
         ),
         (
             "notifiers: {ci: {type: webhook, url: 'http://ci/hook', cooldown: 1y}}",
-            "notifiers.ci.webhook.cooldown: must be at least 0s and at most 30d",
+            "notifiers.ci.cooldown: must be at least 0s and at most 30d",
         ),
     ],
     ids=[
@@ -361,15 +361,15 @@ def test_durations_at_their_bounds_are_accepted(tmp_path: Path, setting: str) ->
         ),
         (
             "notifiers: {ci: {type: webhook, url: 'ci.example.com/hook?token=abc123'}}",
-            "notifiers.ci.webhook.url: expected an http:// or https:// URL",
+            "notifiers.ci.url: expected an http:// or https:// URL",
         ),
         (
             "notifiers: {chat: {type: slack, webhook_url: 'hooks.slack.com/services/T/B/Xyz987'}}",
-            "notifiers.chat.slack.webhook_url: expected an http:// or https:// URL",
+            "notifiers.chat.webhook_url: expected an http:// or https:// URL",
         ),
         (
             "notifiers: {chat: {type: slack, token: t, base_url: 'http://u:pw9876@slack.internal/api/'}}",
-            "notifiers.chat.slack.base_url: must not contain user:password@",
+            "notifiers.chat.base_url: must not contain user:password@",
         ),
         (
             "server: {api_token: 1234567890123}",
