@@ -25,8 +25,10 @@ Branches are chosen by what the daemon does next::
     │   ├── GateInputError       a gate request: 400 naming the parameter
     │   └── UsageError           a CLI argument or input file: exit 2 naming it
     ├── GateOverloaded           too many fresh gate evaluations: 429 + Retry-After, no verdict
-    └── GrafanaError             a dashboard push failed: shown in health, retried on the next
-                                 render
+    ├── GrafanaError             a dashboard push failed: shown in health, retried on the next
+    │                            render
+    └── ChartUnavailable         an alert's SLI chart cannot be drawn: logged, the text alert
+                                 is sent regardless
 
 Errors that never leave their module (evaluation's `Unusable`, the rule-test engines'
 `PromQLError`/`LogQLError`) are turned into a `no_data` reason or a test failure there.
@@ -182,3 +184,8 @@ class GateOverloaded(SentinelError):
 
 class GrafanaError(SentinelError):
     """Grafana refused or could not take a dashboard."""
+
+
+class ChartUnavailable(SentinelError):
+    """The chart could not be drawn (no data, source down, matplotlib missing or failing).
+    Never leaves the notifier: the text alert is sent regardless."""

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sentinel.errors import SentinelError
+from sentinel.errors import ChartUnavailable
 from sentinel.query.logql import sli_logql
 from sentinel.query.promql import selector_matchers, sli_expr
 from sentinel.rules.model import (
@@ -46,11 +46,6 @@ SLI_COLOUR, THRESHOLD_COLOUR, BREACH_COLOUR, DEPLOY_COLOUR = (
 WIDTH_PX, HEIGHT_PX, DPI = 900, 450, 100  # 2:1 fits a phone's width in a Slack thread
 LOOKBACK, BEFORE_FIRING, MAX_SPAN = 3 * 3600.0, 3600.0, 24 * 3600.0
 MAX_POINTS = 300
-
-
-class ChartUnavailable(SentinelError):
-    """The chart could not be drawn (no data, source down, matplotlib missing or failing).
-    Never leaves the notifier: the text alert is sent regardless."""
 
 
 @dataclass(frozen=True)

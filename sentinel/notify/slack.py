@@ -52,11 +52,11 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from sentinel.alerting.silences import alert_labels
 from sentinel.alerting.store import OutboxEntry, SlackMember, Store
 from sentinel.config import SlackNotifierConfig
-from sentinel.errors import NotifyRejected, NotifyRetryable
+from sentinel.errors import ChartUnavailable, NotifyRejected, NotifyRetryable
 from sentinel.evaluate.slo import rfc3339
 from sentinel.health import DependencyHealth
 from sentinel.notify.base import summary_line
-from sentinel.notify.chart import ChartMaker, ChartUnavailable
+from sentinel.notify.chart import ChartMaker
 from sentinel.units import format_measure
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
