@@ -194,7 +194,19 @@ NotifierConfig = Annotated[
 
 # The gate's own request parameters (sentinel/gate_request.py): never label matchers.
 GATE_PARAMETERS = frozenset(
-    {"service", "since", "slo", "release", "revision", "token", "decision_in"}
+    {
+        "service",
+        "since",
+        "slo",
+        "release",
+        "revision",
+        "token",
+        "decision_in",
+        # canary mode: `canary=version:v2&baseline=version:v1`, or `mode=canary`
+        "canary",
+        "baseline",
+        "mode",
+    }
 )
 
 
@@ -204,6 +216,34 @@ def _request_label(value: object) -> str:
     if value in GATE_PARAMETERS:
         raise ValueError(f"{value!r} is a gate parameter, not a label")
     return value
+
+
+class CanaryGateConfig(_Strict):
+    """The deploy gate's canary mode (README "Deploy gate", canary mode)."""
+
+    # Label names a request may use in `canary=` / `baseline=` (kept apart from
+    # request_labels: the labels that tell releases apart are not the ones a caller
+    # narrows the absolute gate with).
+    labels: list[Annotated[str, BeforeValidator(_request_label)]] = Field(
+        default_factory=lambda: ["track", "version", "rollouts_pod_template_hash"]
+    )
+    # One-sided significance per SLO; before the comparison reaches `power`, a fail
+    # needs early_alpha (a pipeline polls many times).
+    alpha: float = Field(0.01, gt=0, lt=0.5)
+    early_alpha: float = Field(0.001, gt=0, lt=0.5)
+    power: float = Field(0.95, gt=0, lt=1)
+    pass_score: float = Field(95.0, ge=0, le=100)
+    marginal_score: float = Field(75.0, ge=0, le=100)
+    # The comparison spans [since, now], at most this long (query cost).
+    max_window: Annotated[Duration, _within(60, 7 * DAY)] = DAY
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CanaryGateConfig:
+        if self.marginal_score > self.pass_score:
+            raise ValueError("marginal_score must not exceed pass_score")
+        if self.early_alpha > self.alpha:
+            raise ValueError("early_alpha must not exceed alpha")
+        return self
 
 
 class GateConfig(_Strict):
@@ -229,6 +269,7 @@ class GateConfig(_Strict):
     # are pruned periodically.
     audit_retention: Duration = Field(30 * 86400.0, gt=0, le=3650 * 86400.0)
     audit_max_rows: int = Field(100_000, ge=100, le=100_000_000)
+    canary: CanaryGateConfig = Field(default_factory=CanaryGateConfig)
 
 
 class DashboardsConfig(_Strict):

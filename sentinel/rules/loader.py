@@ -22,6 +22,9 @@ from sentinel.rules.model import (
     SLO,
     AlertPolicy,
     BurnPolicy,
+    CanaryNoData,
+    CanaryPolicy,
+    CanaryTolerance,
     ErrorRatioSLI,
     GoodWhen,
     LatencySLI,
@@ -38,8 +41,15 @@ from sentinel.rules.model import (
     Selector,
     Severity,
 )
-from sentinel.rules.spec import BurnRateSpec, RuleFileSpec, SelectorSpec, SLISpec, SLOSpec
-from sentinel.units import format_duration
+from sentinel.rules.spec import (
+    BurnRateSpec,
+    CanaryFileSpec,
+    RuleFileSpec,
+    SelectorSpec,
+    SLISpec,
+    SLOSpec,
+)
+from sentinel.units import format_duration, parse_duration
 from sentinel.yamlsource import LocatedYAML, pydantic_problems, read_yaml_file
 
 
@@ -131,6 +141,7 @@ def _semantic_problems(
     for label in spec.labels:
         if not LABEL_NAME.match(label):
             problems.append(located.problem(("labels", label), "not a valid label name"))
+    problems += _canary_problems(spec.canary, located)
     for i, slo in slos.items():
         if slo.name in seen:
             msg = f"duplicate SLO name {slo.name!r} (first at slos[{seen[slo.name]}])"
@@ -196,7 +207,86 @@ def _map_slo(
         group_by_line=located.line_of(("slos", index, "group_by")) if slo.group_by else None,
         period=slo.period,
         burn=_burn_policy(slo, index, problems, located, config),
+        canary=_canary_policy(spec.canary, index, slo, sli, problems, located),
     )
+
+
+def _canary_policy(
+    defaults: CanaryFileSpec | None,
+    index: int,
+    slo: SLOSpec,
+    sli: SLI,
+    problems: list[Problem],
+    located: LocatedYAML,
+) -> CanaryPolicy:
+    """The file's `canary:` selectors and defaults merged with the SLO's `canary:`."""
+    own = slo.canary
+    path: tuple[str | int, ...] = ("slos", index, "canary")
+    comparable = isinstance(sli, LatencySLI | RatioSLI | LogRatioSLI)
+    if own is not None and own.compare and not comparable:
+        msg = (
+            "the canary comparison needs a latency, ratio or log_ratio SLI (a raw query "
+            "cannot be split by release); set compare: false"
+        )
+        problems.append(located.problem(path, msg))
+    minimum = (own and own.min_events) or (defaults and defaults.min_events)
+    no_data = (own and own.no_data) or (defaults and defaults.no_data) or "fail"
+    tolerance = None
+    if own is not None and own.tolerance is not None:
+        read = _tolerance(own.tolerance.relative, own.tolerance.absolute, sli)
+        if isinstance(read, str):
+            problems.append(located.problem((*path, "tolerance", "absolute"), read))
+        else:
+            tolerance = read
+    return CanaryPolicy(
+        canary=_canary_matchers(defaults.canary if defaults else {}),
+        baseline=_canary_matchers(defaults.baseline if defaults else {}),
+        compare=comparable and (own is None or own.compare),
+        critical=own.critical if own is not None else True,
+        weight=own.weight if own is not None else 1.0,
+        tolerance=tolerance,
+        detect=own.detect if own is not None else None,
+        min_canary_events=minimum.canary if minimum else 100.0,
+        min_baseline_events=minimum.baseline if minimum else 100.0,
+        no_data=CanaryNoData(no_data),
+    )
+
+
+def _canary_matchers(spec: dict[str, str]) -> tuple[Matcher, ...]:
+    return tuple(sorted((parse_matcher(k, v) for k, v in spec.items()), key=lambda m: m.label))
+
+
+def _tolerance(relative: float, absolute: str | float | None, sli: SLI) -> CanaryTolerance | str:
+    """The tolerance in the SLI's unit, or the problem with `absolute`."""
+    if absolute is None:
+        return CanaryTolerance(relative, 0.0 if isinstance(sli, LatencySLI) else 0.001)
+    try:
+        if isinstance(sli, LatencySLI):
+            return CanaryTolerance(relative, parse_duration(absolute))
+        if isinstance(absolute, str) and absolute.strip().endswith("%"):
+            value = float(absolute.strip()[:-1]) / 100.0
+        else:
+            value = float(absolute)
+    except ValueError as exc:
+        return str(exc)
+    if not 0 <= value <= 1:
+        return "a ratio tolerance is a share from 0 to 1 (write 0.001 or '0.1%')"
+    return CanaryTolerance(relative, value)
+
+
+def _canary_problems(spec: CanaryFileSpec | None, located: LocatedYAML) -> list[Problem]:
+    if spec is None:
+        return []
+    problems = []
+    for side in ("canary", "baseline"):
+        for label in getattr(spec, side):
+            if not LABEL_NAME.match(label):
+                msg = "not a valid label name"
+                problems.append(located.problem(("canary", side, label), msg))
+    if spec.canary and spec.canary == spec.baseline:
+        msg = "canary and baseline select the same series: nothing to compare"
+        problems.append(located.problem(("canary", "baseline"), msg))
+    return problems
 
 
 def _burn_policy(

@@ -160,6 +160,50 @@ class BurnPolicy:
     min_events: float = 0.0
 
 
+class CanaryNoData(StrEnum):
+    """What the canary comparison does with an SLO one side has no series for."""
+
+    FAIL = "fail"  # must have data: the SLO fails (the default: fail closed)
+    REMOVE = "remove"  # left out of the comparison and the score
+    ZERO = "zero"  # missing series count as zero events (pending until traffic arrives)
+
+
+@dataclass(frozen=True)
+class CanaryTolerance:
+    """How much worse the canary may be: beyond BOTH bounds it is worse (`relative` 0.2 =
+    +20 %; `absolute` in the SLI's unit: ratio points or seconds)."""
+
+    relative: float
+    absolute: float
+
+
+# The issue's defaults: ratios "+20 % relative and +0.1 pp absolute", latency "+20 % P95".
+RATIO_TOLERANCE = CanaryTolerance(0.2, 0.001)
+LATENCY_TOLERANCE = CanaryTolerance(0.2, 0.0)
+# ... and the regressions it names: 2x the 5xx or fallback ratio, +50 % P95.
+RATIO_DETECT, LATENCY_DETECT = 2.0, 1.5
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """How the deploy gate's canary mode judges one SLO: the rule file's `canary:`
+    defaults (which series are the canary and which the baseline) merged with the SLO's
+    own `canary:` settings."""
+
+    canary: tuple[Matcher, ...] = ()
+    baseline: tuple[Matcher, ...] = ()
+    compare: bool = True
+    critical: bool = True
+    weight: float = 1.0
+    tolerance: CanaryTolerance | None = None  # None: RATIO_/LATENCY_TOLERANCE by kind
+    # The regression the comparison must be able to detect before it may pass, as a
+    # factor on the baseline (ratio x2, latency quantile x1.5); None: DETECT by kind.
+    detect: float | None = None
+    min_canary_events: float = 100.0
+    min_baseline_events: float = 100.0
+    no_data: CanaryNoData = CanaryNoData.FAIL
+
+
 @dataclass(frozen=True)
 class SLO:
     service: str
@@ -184,6 +228,7 @@ class SLO:
     group_by_line: int | None = None
     period: float | None = None
     burn: BurnPolicy | None = None
+    canary: CanaryPolicy = CanaryPolicy()
 
     @property
     def key(self) -> str:

@@ -137,6 +137,60 @@ class AlertSpec(_Spec):
     rollback: bool = False
 
 
+class CanaryMinEventsSpec(_Spec):
+    canary: float = Field(100.0, ge=0, allow_inf_nan=False)
+    baseline: float = Field(100.0, ge=0, allow_inf_nan=False)
+
+
+class CanaryToleranceSpec(_Spec):
+    """`relative: 20%` (or 0.2); `absolute`: ratio points for ratio SLIs ('0.1%' or
+    0.001), a duration for latency SLIs ('50ms'). The loader reads `absolute` by kind."""
+
+    relative: Annotated[float, BeforeValidator(lambda v: _fraction(v, "relative"))] = 0.2
+    absolute: str | float | None = None
+
+
+def _fraction(value: object, name: str) -> float:
+    """'20%' -> 0.2, 0.2 -> 0.2: a non-negative share (a tolerance, not an objective)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1]) / 100.0
+        except ValueError:
+            raise ValueError(f"expected a share like '20%' or 0.2, got {value!r:.60}") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError(f"expected a share like '20%' or 0.2, got {value!r:.60}")
+    if not 0 <= number <= 100 or not math.isfinite(number):
+        raise ValueError(f"{name} must be between 0 and 100 (10000 %)")
+    return number
+
+
+CanaryNoDataSpec = Literal["fail", "remove", "zero"]
+
+
+class CanaryFileSpec(_Spec):
+    """The rule file's `canary:` block: which series are the canary release and which the
+    baseline (label matchers beside the file's `labels`), and defaults for its SLOs."""
+
+    canary: dict[str, LabelValue] = Field(default_factory=dict)
+    baseline: dict[str, LabelValue] = Field(default_factory=dict)
+    min_events: CanaryMinEventsSpec | None = None
+    no_data: CanaryNoDataSpec | None = None
+
+
+class CanarySLOSpec(_Spec):
+    """An SLO's own `canary:` settings for the gate's canary mode."""
+
+    compare: bool = True
+    critical: bool = True
+    weight: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False)
+    tolerance: CanaryToleranceSpec | None = None
+    detect: float | None = Field(None, gt=1, le=1000, allow_inf_nan=False)
+    min_events: CanaryMinEventsSpec | None = None
+    no_data: CanaryNoDataSpec | None = None
+
+
 class SLOSpec(_Spec):
     name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", max_length=128)
     description: str = ""
@@ -154,6 +208,7 @@ class SLOSpec(_Spec):
     alert: AlertSpec = Field(default_factory=AlertSpec)
     period: Duration | None = None
     burn_rate: BurnRateSpec | None = None
+    canary: CanarySLOSpec | None = None
 
     @field_validator("threshold")
     @classmethod
@@ -201,4 +256,5 @@ class RuleFileSpec(_Spec):
     service: str = Field(min_length=1, max_length=128)
     labels: dict[str, LabelValue] = Field(default_factory=dict)
     interval: Interval | None = None
+    canary: CanaryFileSpec | None = None
     slos: list[Any] = Field(min_length=1)
