@@ -1,9 +1,10 @@
 """Command-line clients of a running daemon: `sentinel gate` and `sentinel silence`.
 
 Exit codes of `sentinel gate`: 0 pass, 1 fail, 3 no verdict by the end of `--wait` (still
-pending, or the gate overloaded: 429), 2 error (bad request, token, unknown service,
-Sentinel unreachable). While pending it polls every `--interval`; after a 429 it waits
-at least the Retry-After the gate asked for.
+pending or marginal, or the gate overloaded: 429), 2 error (bad request, token, unknown
+service, Sentinel unreachable). While pending (or marginal, in canary mode) it polls every
+`--interval`; after a 429 it waits at least the Retry-After the gate asked for. In canary
+mode each answer's comparison is printed as a table.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from sentinel import jsonenc
+from sentinel.cli.report import canary_table
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_PENDING = 0, 1, 2, 3
 
@@ -75,6 +77,8 @@ async def gate(
                 print(f"{stamp} {state}", file=out)
                 for reason in reasons:
                     print(f"  - {reason}", file=out)
+                if isinstance(body.get("canary"), dict):
+                    print(canary_table(body["canary"]), file=out)
                 last_reasons = reasons
             if decision == "pass":
                 return EXIT_PASS
@@ -83,7 +87,8 @@ async def gate(
             pause = max(interval, retry_after) if status == 429 else interval
             if time.monotonic() + pause > deadline:
                 print(f"no verdict by the deadline ({state})", file=sys.stderr)
-                return EXIT_PENDING if state in ("pending", "overloaded") else EXIT_ERROR
+                waiting = ("pending", "marginal", "overloaded")
+                return EXIT_PENDING if state in waiting else EXIT_ERROR
             await asyncio.sleep(pause)
 
 

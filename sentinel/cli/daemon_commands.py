@@ -37,6 +37,13 @@ def add_commands(sub: Any) -> None:
     gate.add_argument("--wait", default="0s", help="keep polling while pending, up to this long")
     gate.add_argument("--interval", default="30s")
     gate.add_argument("--label", action="append", default=[], help="extra matcher name=value")
+    gate.add_argument(
+        "--canary", help="canary mode: the canary's series, label:value[,label:value]"
+    )
+    gate.add_argument("--baseline", help="canary mode: the baseline's series (label:value)")
+    gate.add_argument(
+        "--mode", choices=("absolute", "canary"), help="canary: compare with the baseline"
+    )
     gate.set_defaults(func=cmd_gate)
 
     silence = sub.add_parser("silence", help="manage silences of a running sentinel")
@@ -60,7 +67,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from sentinel.units import parse_duration
 
     params = {"service": args.service}
-    for key in ("env", "since", "slo", "release"):
+    for key in ("env", "since", "slo", "release", "canary", "baseline", "mode"):
         if getattr(args, key):
             params[key] = getattr(args, key)
     for label in args.label:

@@ -6,6 +6,10 @@ release, revision, decision_in) and the labels listed in `gate.request_labels`. 
 only narrows: its matcher is added beside the rule's own, and a value the rule already
 excludes (`?env=staging` on a rule fixed to `env="prod"`) is refused with a 400 naming
 the parameter, so no request can make the gate judge other traffic than the rule's.
+
+Canary mode (`canary=version:v2&baseline=version:v1`, or `mode=canary` for the rule
+file's defaults): each side is a comma-separated list of `label:value` equality matchers
+on the labels of `gate.canary.labels`; they narrow like request labels do.
 """
 
 from __future__ import annotations
@@ -43,17 +47,31 @@ class GateRequest:
     # Argo Rollouts' web provider counts any non-2xx answer as an error, not a verdict:
     # with `decision_in=body` every decision is a 200 and the body carries it.
     decision_in_body: bool = False
+    # Canary mode: the sides the request names (None: the rule file's default).
+    canary_mode: bool = False
+    canary: tuple[Matcher, ...] | None = None
+    baseline: tuple[Matcher, ...] | None = None
 
     @property
     def cache_key(self) -> tuple[Any, ...]:
-        return (self.service, self.matchers, self.since, self.slos)
+        return (
+            self.service,
+            self.matchers,
+            self.since,
+            self.slos,
+            self.canary_mode,
+            self.canary,
+            self.baseline,
+        )
 
 
-def parse_query(query: Any, now: float, allowed: Sequence[str]) -> GateRequest:
+def parse_query(
+    query: Any, now: float, allowed: Sequence[str], canary_labels: Sequence[str] = ()
+) -> GateRequest:
     """GET parameters (an aiohttp MultiDict: a parameter given twice is refused)."""
     if "token" in query:
         raise GateInputError("token", "send it as 'Authorization: Bearer <token>', not in the URL")
-    return _build(list(query.items()), now, allowed, "")
+    return _build(list(query.items()), now, allowed, "", canary_labels)
 
 
 def flagger_token(body: Any) -> str | None:
@@ -63,7 +81,9 @@ def flagger_token(body: Any) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def parse_flagger(body: Any, now: float, allowed: Sequence[str]) -> GateRequest:
+def parse_flagger(
+    body: Any, now: float, allowed: Sequence[str], canary_labels: Sequence[str] = ()
+) -> GateRequest:
     """Flagger's webhook payload `{name, namespace, phase, checksum?, metadata: {..}}`.
 
     The service is `metadata.service`, else the canary's `name`; every other metadata
@@ -86,11 +106,15 @@ def parse_flagger(body: Any, now: float, allowed: Sequence[str]) -> GateRequest:
     checksum = body.get("checksum")
     if "revision" not in metadata and isinstance(checksum, str) and checksum:
         items.append(("revision", checksum))  # identifies the canary's configuration
-    return _build(items, now, allowed, "metadata.")
+    return _build(items, now, allowed, "metadata.", canary_labels)
 
 
 def _build(
-    items: Iterable[tuple[str, str]], now: float, allowed: Sequence[str], prefix: str
+    items: Iterable[tuple[str, str]],
+    now: float,
+    allowed: Sequence[str],
+    prefix: str,
+    canary_labels: Sequence[str] = (),
 ) -> GateRequest:
     params: dict[str, str] = {}
     for name, value in items:
@@ -107,6 +131,16 @@ def _build(
     decision_in = params.pop("decision_in", "status")
     if decision_in not in ("status", "body"):
         raise GateInputError(prefix + "decision_in", "expected 'status' (default) or 'body'")
+    mode, canary_text, baseline_text = (params.pop(k, None) for k in ("mode", "canary", "baseline"))
+    if mode not in (None, "canary", "absolute"):
+        raise GateInputError(prefix + "mode", "expected 'canary' or 'absolute' (default)")
+    sides_given = canary_text is not None or baseline_text is not None
+    if mode == "absolute" and sides_given:
+        raise GateInputError(prefix + "mode", "canary/baseline need mode=canary (or no mode)")
+    canary = _side(prefix + "canary", canary_text, canary_labels)
+    baseline = _side(prefix + "baseline", baseline_text, canary_labels)
+    if canary is not None and canary == baseline:
+        raise GateInputError(prefix + "baseline", "selects the same series as canary")
     matchers = [_label(prefix + name, name, value, allowed) for name, value in params.items()]
     for param, text in (("release", release), ("revision", revision)):
         if text is not None and len(text) > MAX_VALUE_LENGTH:
@@ -119,7 +153,34 @@ def _build(
         release,
         revision,
         decision_in == "body",
+        mode == "canary" or sides_given,
+        canary,
+        baseline,
     )
+
+
+def _side(param: str, text: str | None, allowed: Sequence[str]) -> tuple[Matcher, ...] | None:
+    """`version:v2` or `track:canary,version:v2` -> equality matchers, sorted."""
+    if text is None:
+        return None
+    out: dict[str, Matcher] = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition(":")
+        if not sep:
+            raise GateInputError(param, f"expected label:value[,label:value], got {item!r:.80}")
+        if not LABEL_NAME.match(name):
+            raise GateInputError(param, f"{name!r:.80} is not a valid label name")
+        if name not in allowed:
+            labels = ", ".join(allowed) or "none"
+            raise GateInputError(param, f"label {name!r} is not in gate.canary.labels ({labels})")
+        if name in out:
+            raise GateInputError(param, f"label {name!r} given more than once")
+        if not value:
+            raise GateInputError(param, f"{name}: the value must not be empty")
+        if len(value) > MAX_VALUE_LENGTH:
+            raise GateInputError(param, f"{name}: longer than {MAX_VALUE_LENGTH} characters")
+        out[name] = Matcher(name, MatchOp.EQ, value)
+    return tuple(sorted(out.values(), key=lambda m: m.label))
 
 
 def _label(param: str, name: str, value: str, allowed: Sequence[str]) -> Matcher:
@@ -223,4 +284,15 @@ def audit_inputs(req: GateRequest) -> Mapping[str, Any]:
         "matchers": {m.label: m.value for m in req.matchers},
         "release": req.release,
         "revision": req.revision,
+        **(
+            {
+                "mode": "canary",
+                "canary": None if req.canary is None else {m.label: m.value for m in req.canary},
+                "baseline": (
+                    None if req.baseline is None else {m.label: m.value for m in req.baseline}
+                ),
+            }
+            if req.canary_mode
+            else {}
+        ),
     }

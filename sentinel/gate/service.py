@@ -1,11 +1,14 @@
 """The deploy gate: "may this release be promoted?" for canary / blue-green pipelines.
 
-Verdicts: pass (200), fail (412), pending (503 + Retry-After; curl --retry retries it).
+Verdicts: pass (200), fail (412), pending (503 + Retry-After; curl --retry retries it);
+in canary mode also marginal (503 + Retry-After: more traffic decides).
 Overload: 429 + Retry-After (a verdict was not computed). The decision itself (`decide`)
 is pure; `Gate.check` gathers its inputs: a fresh evaluation of the service's gate SLOs
 over [since, now] (shared by identical concurrent requests, cached for `cache_ttl`,
 budgeted by sentinel/gate/budget.py, answered `pending` past `gate.deadline`), the firing
-alerts, and source health. Requests are parsed and checked in sentinel/gate/request.py.
+alerts, and source health. Requests are parsed and checked in sentinel/gate/request.py;
+canary mode (the canary release judged against the baseline) plans, queries and judges
+in sentinel/gate/canary.py, sharing this module's cache, budget, deadline and audit.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,9 +26,10 @@ from sentinel import jsonenc
 from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store import Store
 from sentinel.config import Config
-from sentinel.errors import GateInputError, StateStoreError
+from sentinel.errors import GateInputError, SourceError, StateStoreError
 from sentinel.evaluate.probe_check import KIND as PROBE_KIND
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
+from sentinel.gate import canary
 from sentinel.gate.budget import EvaluationBudget, GateEngine
 from sentinel.gate.request import (
     GateRequest,
@@ -40,7 +44,7 @@ from sentinel.units import comparison, format_duration, format_measure
 
 log = logging.getLogger("sentinel.gate")
 
-STATUS_CODE = {"pass": 200, "fail": 412, "pending": 503}
+STATUS_CODE = {"pass": 200, "fail": 412, "pending": 503, "marginal": 503}
 RETRY_AFTER = "30"
 MAX_BODY = 64 * 1024  # a Flagger payload is a few hundred bytes
 HISTORY_LIMIT = 1000
@@ -65,6 +69,9 @@ class Evaluated:
     at: float  # the evaluation time the results are for
     results: list[SLOResult]
     completed_at: float  # the cache's freshness counts from here
+    # Canary mode: the plans queried and their answers (SLO key -> samples or error).
+    plans: Sequence[canary.CanaryPlan] = ()
+    answers: Mapping[str, canary.Answer] = field(default_factory=dict)
 
 
 def decide(
@@ -174,7 +181,7 @@ class Gate:
         self._cache: dict[tuple[Any, ...], Evaluated] = {}
         self._verdicts: dict[tuple[Any, ...], GateAnswer] = {}
         counter = host.metrics.gate_decisions
-        self._decision_counters = {d: counter.labels(d) for d in ("pass", "fail", "pending")}
+        self._decision_counters = {d: counter.labels(d) for d in STATUS_CODE}
         self._inputs_json: dict[GateRequest, str] = {}
         # Audit rows are written in batches: one SQLite transaction per request would cost
         # more than the rest of the request. A crash loses at most `flush_every` seconds.
@@ -281,6 +288,8 @@ class Gate:
                 )
         check_narrowing(slos, req.matchers)
         firing = tuple(self._firing(req.service))
+        if req.canary_mode:
+            return await self._check_canary(req, slos, now, deadline_at, firing)
         if req.since is not None and now - req.since < 1.0:
             # Nothing to measure yet (or a since slightly ahead: clock skew): no query.
             return self._unevaluated(req, firing, now, "only 0s since deploy", None)
@@ -338,11 +347,14 @@ class Gate:
         evaluated_at: float,
         retry_after: str | None = None,
     ) -> GateAnswer:
-        self._decision_counters[verdict.decision].inc()
         body = jsonenc.dumps(self._body(req, verdict, results, firing, evaluated_at))
-        if verdict.decision != "pending":
-            return GateAnswer(verdict.decision, body)
-        return GateAnswer(verdict.decision, body, retry_after or RETRY_AFTER)
+        return self._finish(verdict.decision, body, retry_after)
+
+    def _finish(self, decision: str, body: str, retry_after: str | None = None) -> GateAnswer:
+        self._decision_counters[decision].inc()
+        if decision in ("pass", "fail"):
+            return GateAnswer(decision, body)
+        return GateAnswer(decision, body, retry_after or RETRY_AFTER)
 
     def _unevaluated(
         self,
@@ -357,6 +369,99 @@ class Gate:
         verdict = Verdict("fail", page) if page else Verdict("pending", [reason])
         return self._answer(req, verdict, [], firing, now, retry_after)
 
+    # -- canary mode --------------------------------------------------------------------
+
+    async def _check_canary(
+        self,
+        req: GateRequest,
+        slos: list[SLO],
+        now: float,
+        deadline_at: float,
+        firing: tuple[tuple[str, str], ...],
+    ) -> GateAnswer:
+        """The canary judged against the baseline over [since, now] (at most
+        gate.canary.max_window; without since, each SLO's window). Firing alerts are
+        shown, not judged: an incident hitting both releases is not the canary's doing."""
+        config = self.host.config.gate
+        window = None
+        if req.since is not None:
+            window = max(1.0, min(now - req.since, config.canary.max_window))
+        plans, left_out = canary.plan(slos, req, window, self._extra(req, slos))
+        if req.since is not None and now - req.since < 1.0:
+            return self._canary_unjudged(req, firing, now, "only 0s since deploy", None)
+        since_key = req.since if window is not None and window < config.canary.max_window else None
+        key = ("canary", req.cache_key, since_key)
+
+        async def work() -> Evaluated:
+            sources = self.engine.engine(self.host.config).sources
+            answers = await canary.query(plans, sources, now)
+            return Evaluated(now, [], self.host.clock(), plans, answers)
+
+        evaluated = await self._shared(key, now, deadline_at, work)
+        if evaluated is None:
+            reason = (
+                f"evaluation still running after {format_duration(config.deadline)} (slow "
+                "source); it goes on and its result is kept for the retry"
+            )
+            return self._canary_unjudged(req, firing, now, reason, str(math.ceil(config.deadline)))
+        downs = {name: self._source_down_for(now, {name}) for name in {p.slo.source for p in plans}}
+        down_state = tuple(
+            sorted(
+                (n, None if d is None else d >= config.source_down_after) for n, d in downs.items()
+            )
+        )
+        verdict_key = (
+            "canary",
+            req.cache_key,
+            req.release,
+            req.revision,
+            evaluated.at,
+            firing,
+            down_state,
+        )
+        cached = self._verdicts.get(verdict_key)
+        if cached is not None:
+            self._decision_counters[cached.decision].inc()
+            return cached
+
+        def unavailable(slo: SLO, error: SourceError) -> tuple[str, str]:
+            down = downs.get(slo.source)
+            what = f"{error.source} {error.kind}: {error.detail}"
+            if down is None or down < config.source_down_after:
+                return "pending", f"source temporarily unavailable ({what})"
+            text = f"source down for {format_duration(int(down))} ({what})"
+            if config.source_down_policy == "fail_closed":
+                return "fail", text
+            return "removed", f"{text}; left out (source_down_policy: fail_open)"
+
+        judgement = canary.compare(evaluated.plans, evaluated.answers, config.canary, unavailable)
+        decision, reasons = judgement.decision, list(judgement.reasons)
+        judged = None if req.since is None else evaluated.at - req.since
+        if decision == "pass" and judged is not None and judged < max(config.min_duration, 60.0):
+            decision, reasons = "pending", [f"only {format_duration(int(judged))} since deploy"]
+        body = self._body(req, Verdict(decision, reasons), [], firing, evaluated.at)
+        body["mode"] = "canary"
+        body["slos"] = canary.legacy_slos(judgement, evaluated.plans)
+        body["canary"] = canary.section(judgement, evaluated.plans, left_out, config.canary)
+        answer = self._finish(decision, jsonenc.dumps(body))
+        if len(self._verdicts) > 1000:
+            self._verdicts.pop(next(iter(self._verdicts)))
+        self._verdicts[verdict_key] = answer
+        return answer
+
+    def _canary_unjudged(
+        self,
+        req: GateRequest,
+        firing: Sequence[tuple[str, str]],
+        now: float,
+        reason: str,
+        retry_after: str | None,
+    ) -> GateAnswer:
+        body = self._body(req, Verdict("pending", [reason]), [], firing, now)
+        body["mode"] = "canary"
+        body["canary"] = None
+        return self._finish("pending", jsonenc.dumps(body), retry_after)
+
     # -- evaluation ---------------------------------------------------------------------
 
     async def _evaluate(
@@ -364,11 +469,38 @@ class Gate:
     ) -> Evaluated | None:
         """The shared evaluation for `req`, or None when it is not done by `deadline_at`
         (it goes on in the background). Raises GateOverloaded beyond the budget."""
-        config = self.host.config.gate
         window = None if req.since is None else now - req.since
         if window is not None and window >= max((s.window for s in slos), default=0.0):
             window = None  # every SLO is capped by its own window: one shared evaluation
         key = (req.service, req.matchers, None if window is None else req.since, req.slos)
+        extra = self._extra(req, slos)
+
+        async def work() -> Evaluated:
+            engine = self.engine.engine(self.host.config)
+            report = await engine.evaluate_once(
+                slos, now, window, extra, remember=False, budgets=False
+            )
+            return Evaluated(now, report.results, self.host.clock())
+
+        return await self._shared(key, now, deadline_at, work)
+
+    def _extra(self, req: GateRequest, slos: Sequence[SLO]) -> list[Matcher]:
+        extra = [*req.matchers]
+        if any("service" in s.group_by for s in slos):
+            extra.append(Matcher("service", MatchOp.EQ, req.service))
+        return extra
+
+    async def _shared(
+        self,
+        key: tuple[Any, ...],
+        now: float,
+        deadline_at: float,
+        work: Callable[[], Awaitable[Evaluated]],
+    ) -> Evaluated | None:
+        """`work`'s result for `key`: from the cache while fresh, else shared with every
+        identical request in flight, else started within the budget. None when it is not
+        done by `deadline_at` (it goes on; its result is kept for the retry)."""
+        config = self.host.config.gate
         cached = self._cache.get(key)
         if cached is not None and now - cached.completed_at <= config.cache_ttl:
             return cached
@@ -376,10 +508,7 @@ class Gate:
         if task is None:
             self.budget.configure(config.max_evaluations_per_second, config.max_pending_evaluations)
             wait = self.budget.reserve(deadline_at - self.monotonic())
-            extra = [*req.matchers]
-            if any("service" in s.group_by for s in slos):
-                extra.append(Matcher("service", MatchOp.EQ, req.service))
-            task = asyncio.ensure_future(self._run(key, slos, now, window, extra, wait))
+            task = asyncio.ensure_future(self._run(key, work, wait))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._finished(key, done))
         try:
@@ -390,22 +519,12 @@ class Gate:
             return None
 
     async def _run(
-        self,
-        key: tuple[Any, ...],
-        slos: list[SLO],
-        now: float,
-        window: float | None,
-        extra: list[Matcher],
-        wait: float,
+        self, key: tuple[Any, ...], work: Callable[[], Awaitable[Evaluated]], wait: float
     ) -> Evaluated:
         try:
             if wait > 0:
                 await asyncio.sleep(wait)
-            engine = self.engine.engine(self.host.config)
-            report = await engine.evaluate_once(
-                slos, now, window, extra, remember=False, budgets=False
-            )
-            value = Evaluated(now, report.results, self.host.clock())
+            value = await work()
             self._cache[key] = value
             if len(self._cache) > 1000:
                 self._cache.pop(next(iter(self._cache)))

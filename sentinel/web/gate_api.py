@@ -24,10 +24,10 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
             if request.method == "POST":
                 body = await _json_body(request)
                 require_token(request, flagger_token(body))
-                req = parse_flagger(body, now, config.request_labels)
+                req = parse_flagger(body, now, config.request_labels, config.canary.labels)
             else:
                 require_token(request)
-                req = parse_query(request.query, now, config.request_labels)
+                req = parse_query(request.query, now, config.request_labels, config.canary.labels)
             if req.service not in gate.known_services():
                 return json_response(
                     {"error": f"service: unknown service {req.service!r}", "decision": None},
