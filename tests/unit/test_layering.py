@@ -52,6 +52,7 @@ PURE = (
     "sentinel.evaluate.budgets",
     "sentinel.evaluate.burn",
     "sentinel.evaluate.probe_check",
+    "sentinel.evaluate.canary",
     "sentinel.sources.exchange",
     "sentinel.alerting.state",
 )
