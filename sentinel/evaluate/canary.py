@@ -33,10 +33,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 from typing import Any
-
-import numpy as np
-from scipy import stats
 
 from sentinel.query.canary import SIDES, part
 from sentinel.query.promql import PART_LABEL
@@ -225,6 +223,11 @@ def one_sided(canary: tuple[int, int], baseline: tuple[int, int]) -> tuple[str, 
     """(test, statistic, p) for "the canary's share of bad events (bad, good) exceeds the
     baseline's": a pooled two-proportion z-test, or Fisher's exact test when an expected
     cell count is below MIN_EXPECTED_CELL."""
+    # Imported here: scipy.stats costs ~1.4 s and ~80 MB of RSS to import, which only a
+    # gate asked for a canary comparison should pay, not every daemon at start.
+    import numpy as np
+    from scipy import stats
+
     (a, b), (c, d) = canary, baseline
     n1, n2 = a + b, c + d
     bad, good, n = a + c, b + d, n1 + n2
@@ -295,7 +298,10 @@ def count_above(buckets: Buckets, x: float) -> float | None:
 # -- per SLO --------------------------------------------------------------------------
 
 
-def compare(inp: CanaryInput, settings: Settings) -> Comparison:
+def compare(inp: CanaryInput, settings: Settings, all_informed: bool = True) -> Comparison:
+    """One SLO's comparison. With `all_informed` False (another SLO still lacks the power
+    to pass), a fail needs early_alpha even where this SLO alone has its power: otherwise
+    it would be tested at alpha on every look while the slowest SLO gathers traffic."""
     policy = inp.policy
     base = Comparison(inp.slo, inp.kind, "pass", "", policy.critical, policy.weight, inp.quantile)
     if inp.unavailable is not None:
@@ -325,12 +331,12 @@ def compare(inp: CanaryInput, settings: Settings) -> Comparison:
     if isinstance(canary, Counts) and isinstance(baseline, Counts):
         tolerance = policy.tolerance or RATIO_TOLERANCE
         detect = policy.detect or RATIO_DETECT
-        return _ratio(base, canary, baseline, tolerance, detect, settings)
+        return _ratio(base, canary, baseline, tolerance, detect, settings, all_informed)
     if isinstance(canary, Buckets) and isinstance(baseline, Buckets):
         tolerance = policy.tolerance or LATENCY_TOLERANCE
         detect = policy.detect or LATENCY_DETECT
         q = inp.quantile or 0.95
-        return _latency(base, canary, baseline, q, tolerance, detect, settings)
+        return _latency(base, canary, baseline, q, tolerance, detect, settings, all_informed)
     raise TypeError(f"{inp.slo}: canary and baseline are of different kinds")
 
 
@@ -350,6 +356,7 @@ def _ratio(
     tol: CanaryTolerance,
     detect: float,
     settings: Settings,
+    all_informed: bool,
 ) -> Comparison:
     c_bad, c_good = _table(canary.bad, canary.total)
     b_bad, b_good = _table(baseline.bad, baseline.total)
@@ -375,7 +382,8 @@ def _ratio(
         difference=c_ratio - b_ratio,
         tolerated=limit,
     )
-    return _decide(c, settings, "", worse, at_limit / b_n, f"{detect:g}x the baseline ratio")
+    what = f"{detect:g}x the baseline ratio"
+    return _decide(c, settings, "", worse, at_limit / b_n, what, all_informed)
 
 
 def _latency(
@@ -386,6 +394,7 @@ def _latency(
     tol: CanaryTolerance,
     detect: float,
     settings: Settings,
+    all_informed: bool,
 ) -> Comparison:
     canary, baseline = Buckets(monotonic(canary.bounds)), Buckets(monotonic(baseline.bounds))
     b_q, c_q = quantile(q, baseline), quantile(q, canary)
@@ -427,7 +436,8 @@ def _latency(
         tolerated=limit,
     )
     share = b_bad / baseline.events
-    return _decide(c, settings, note, worse, share, f"a P{q * 100:g} {detect:g}x the baseline's")
+    what = f"a P{q * 100:g} {detect:g}x the baseline's"
+    return _decide(c, settings, note, worse, share, what, all_informed)
 
 
 def _decide(
@@ -437,6 +447,7 @@ def _decide(
     worse: float | None,
     at_limit: float,
     detect_text: str,
+    all_informed: bool = True,
 ) -> Comparison:
     """fail / marginal / pending (too little data to have caught `worse`) / pass.
     `worse` and `at_limit` are the shares of bad events of the regression to detect and of
@@ -452,7 +463,8 @@ def _decide(
     c = _replace(c, power=power)
     informed = power is None or power >= settings.power
     margin_p = c.margin_p_value
-    if margin_p is not None and margin_p < (alpha if informed else settings.early_alpha):
+    fail_at = alpha if informed and all_informed else settings.early_alpha
+    if margin_p is not None and margin_p < fail_at:
         return _with(c, "fail", _describe(c, "fail") + note)
     # Significantly slower where the histogram cannot tell by how much: marginal.
     if p < alpha and (value > tolerated or margin_p is None):
@@ -470,6 +482,11 @@ def _decide(
     return _replace(c, verdict="pending", reason=reason, needed=needed)
 
 
+# A sizing estimate, not a test: the standard library's normal distribution is exact
+# enough and ~50x cheaper per call than scipy's, which matters inside the bisection.
+_NORMAL = NormalDist()
+
+
 def detection_power(worse: float, at_limit: float, n_c: float, n_b: float, alpha: float) -> float:
     """The chance that the margin test (one-sided z-test at `alpha`) fails a canary whose
     share of bad events is `worse`, the baseline's at the limit being `at_limit` (normal
@@ -481,8 +498,8 @@ def detection_power(worse: float, at_limit: float, n_c: float, n_b: float, alpha
     alt_se = math.sqrt(worse * (1 - worse) / n_c + at_limit * (1 - at_limit) / n_b)
     if alt_se == 0:
         return 1.0
-    z_alpha = float(stats.norm.isf(alpha))
-    return float(stats.norm.cdf((worse - at_limit - z_alpha * null_se) / alt_se))
+    z_alpha = _NORMAL.inv_cdf(1 - alpha)
+    return _NORMAL.cdf((worse - at_limit - z_alpha * null_se) / alt_se)
 
 
 def _scale_for_power(
@@ -493,7 +510,7 @@ def _scale_for_power(
     low, high = 1.0, 1e6
     if detection_power(worse, at_limit, n_c * high, n_b * high, alpha) < target:
         return high
-    for _ in range(60):
+    while high / low > 1.001:
         mid = math.sqrt(low * high)
         if detection_power(worse, at_limit, n_c * mid, n_b * mid, alpha) >= target:
             high = mid
@@ -537,6 +554,9 @@ def judge(inputs: Sequence[CanaryInput], settings: Settings) -> Judgement:
     pass on too little data). Otherwise the score (weighted: pass 1, marginal 0.5,
     fail 0) below pass_score, or a critical SLO that is marginal, is marginal."""
     slos = [compare(inp, settings) for inp in inputs]
+    if any(c.verdict == "pending" for c in slos):
+        # Until every SLO has its power, fails need early_alpha (see `compare`).
+        slos = [compare(inp, settings, all_informed=False) for inp in inputs]
     by = {v: [c for c in slos if c.verdict == v] for v in Verdicts}
     scored = by["pass"] + by["marginal"] + by["fail"]
     weights = sum(c.weight for c in scored)

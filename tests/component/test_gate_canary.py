@@ -285,3 +285,13 @@ async def test_sentinel_gate_prints_the_comparison_as_a_table(
     row = next(r for r in rows if r.startswith("http-5xx-ratio"))
     assert row.split()[1:4] == ["FAIL", "1.00%", "0.50%"]
     assert "score" in out
+
+
+def test_a_daemon_that_is_never_asked_for_a_canary_does_not_load_scipy() -> None:
+    # scipy.stats costs ~1.4 s and ~80 MB of RSS to import: only canary comparisons pay it.
+    import subprocess
+    import sys
+
+    code = "import sys, sentinel.daemon.assembly; print(sorted(m for m in sys.modules if m.startswith(('scipy', 'numpy'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

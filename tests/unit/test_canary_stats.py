@@ -270,3 +270,15 @@ def test_a_latency_sli_is_compared_on_its_buckets() -> None:
         _slo(sli), {**sides, "baseline": (Matcher("track", MatchOp.EQ, "stable"),)}, 60.0
     )
     assert 'sum by (le) (increase(chat_seconds_bucket{service="svc", track="canary"}[1m]))' in query
+
+
+def test_while_another_slo_lacks_power_a_fail_needs_the_early_boundary() -> None:
+    # Alone, 0.8 % vs 0.5 % on 10,000 fails (margin p ~ 0.006 < alpha) ...
+    worse = _input("worse", Counts(80, 10_000))
+    assert judge([worse], Settings()).decision == "fail"
+    # ... but while another SLO is still gathering traffic, the pipeline will look again:
+    # each look at alpha would add its chance of failing an identical canary.
+    slow = _input("slow", Counts(5, 1000))
+    j = judge([worse, slow], Settings())
+    assert j.decision == "pending"
+    assert {c.slo: c.verdict for c in j.slos} == {"worse": "marginal", "slow": "pending"}
