@@ -21,7 +21,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from support.browser import axe_violations, chromium, require_chromium
+from support.browser import axe_violations, chromium, click_and_wait, require_chromium
 from support.procs import REPO, http, wait_for
 from support.uistack import HOSTILE, UIStack, ui_stack
 
@@ -246,13 +246,13 @@ def test_silence_created_from_the_service_page_silences_the_alert(
     browser.get(stack.url + "/services/chatbot-backend?range=15m")
     panel = browser.find_element(By.ID, "slo-1")  # http-5xx-ratio
     assert "http-5xx-ratio" in panel.find_element(By.TAG_NAME, "h2").text
-    panel.find_element(By.PARTIAL_LINK_TEXT, "Silence").click()
+    click_and_wait(browser, panel.find_element(By.PARTIAL_LINK_TEXT, "Silence"))
     assert browser.find_element(By.NAME, "m0.value").get_attribute("value") == "chatbot-backend"
     assert browser.find_element(By.NAME, "m1.value").get_attribute("value") == "http-5xx-ratio"
     browser.find_element(By.ID, "duration").clear()
     browser.find_element(By.ID, "duration").send_keys("1h")
     browser.find_element(By.ID, "comment").send_keys("deploying a fix — đang sửa")
-    browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]"))
     assert "created" in browser.find_element(By.CSS_SELECTOR, ".ok-msg").text
 
     _, silences, _ = http("GET", f"{stack.url}/api/v1/silences")
@@ -314,10 +314,10 @@ def test_signing_in_is_required_for_the_gate_and_silences_when_a_token_is_set(
         browser.get(url + "/login?next=/gate")
         screenshot(browser, "login")
         browser.find_element(By.ID, "token").send_keys("wrong")
-        browser.find_element(By.CSS_SELECTOR, "main form button").click()
+        click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "main form button"))
         assert "not Sentinel's API token" in browser.find_element(By.CSS_SELECTOR, ".error").text
         browser.find_element(By.ID, "token").send_keys(TOKEN)
-        browser.find_element(By.CSS_SELECTOR, "main form button").click()
+        click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "main form button"))
         assert browser.current_url == url + "/gate"
         assert TOKEN not in browser.current_url
         [session] = [c for c in browser.get_cookies() if c["name"] == "sentinel_session"]
@@ -327,11 +327,13 @@ def test_signing_in_is_required_for_the_gate_and_silences_when_a_token_is_set(
 
         browser.get(url + "/silences?service=chatbot-backend")
         browser.find_element(By.ID, "comment").send_keys("signed-in change")
-        browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
+        click_and_wait(
+            browser, browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]")
+        )
         assert "created" in browser.find_element(By.CSS_SELECTOR, ".ok-msg").text
         _, silences, _ = http("GET", f"{url}/api/v1/silences")
         assert [s["comment"] for s in silences] == ["signed-in change"]
 
-        browser.find_element(By.CSS_SELECTOR, ".session button").click()
+        click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, ".session button"))
         browser.get(url + "/gate")
         assert browser.current_url.startswith(url + "/login")

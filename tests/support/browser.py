@@ -85,3 +85,19 @@ def axe_violations(driver: Any, impacts: tuple[str, ...] = ("serious", "critical
         for v in result
         if v.get("impact") in impacts
     ]
+
+
+def click_and_wait(browser: Any, element: Any, timeout: float = 30.0) -> None:
+    """Click something that loads a new page and wait until it has: a click returns as
+    soon as the event is dispatched, so reading the next page at once races the server
+    (seen on a loaded 2-core CI machine)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, timeout).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, timeout).until(
+        lambda b: b.execute_script("return document.readyState") == "complete"
+    )
