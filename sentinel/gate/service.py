@@ -273,6 +273,18 @@ class Gate:
                 out.append(slo)
         return out
 
+    def _cached_verdict(self, key: tuple[Any, ...]) -> GateAnswer | None:
+        """The answer already computed for the same inputs (counted as a decision again)."""
+        cached = self._verdicts.get(key)
+        if cached is not None:
+            self._decision_counters[cached.decision].inc()
+        return cached
+
+    def _remember_verdict(self, key: tuple[Any, ...], answer: GateAnswer) -> None:
+        if len(self._verdicts) > 1000:  # bounded: oldest first
+            self._verdicts.pop(next(iter(self._verdicts)))
+        self._verdicts[key] = answer
+
     async def check(self, req: GateRequest, now: float, deadline_at: float) -> GateAnswer:
         """The answer to `req` at `now`, by the monotonic `deadline_at` at the latest. The
         verdict of a fresh evaluation is computed once and its body reused while nothing
@@ -314,9 +326,8 @@ class Gate:
             down_state,
             probed,
         )
-        cached = self._verdicts.get(verdict_key)
+        cached = self._cached_verdict(verdict_key)
         if cached is not None:
-            self._decision_counters[cached.decision].inc()
             return cached
         results = [r for r in evaluated.results if r.service == req.service] + probes
         verdict = decide(
@@ -333,9 +344,7 @@ class Gate:
             assert judged is not None
             verdict = Verdict("pending", [f"only {format_duration(int(judged))} since deploy"])
         answer = self._answer(req, verdict, results, firing, evaluated.at)
-        if len(self._verdicts) > 1000:
-            self._verdicts.pop(next(iter(self._verdicts)))
-        self._verdicts[verdict_key] = answer
+        self._remember_verdict(verdict_key, answer)
         return answer
 
     def _answer(
@@ -419,9 +428,8 @@ class Gate:
             firing,
             down_state,
         )
-        cached = self._verdicts.get(verdict_key)
+        cached = self._cached_verdict(verdict_key)
         if cached is not None:
-            self._decision_counters[cached.decision].inc()
             return cached
 
         def unavailable(slo: SLO, error: SourceError) -> tuple[str, str]:
@@ -444,9 +452,7 @@ class Gate:
         body["slos"] = canary.legacy_slos(judgement, evaluated.plans)
         body["canary"] = canary.section(judgement, evaluated.plans, left_out, config.canary)
         answer = self._finish(decision, jsonenc.dumps(body))
-        if len(self._verdicts) > 1000:
-            self._verdicts.pop(next(iter(self._verdicts)))
-        self._verdicts[verdict_key] = answer
+        self._remember_verdict(verdict_key, answer)
         return answer
 
     def _canary_unjudged(
