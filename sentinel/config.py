@@ -138,6 +138,10 @@ class ServerConfig(_Strict):
 
 class StateConfig(_Strict):
     path: str = "sentinel-state.db"
+    # Delivered and dead notifications, resolved incidents and ended silences older than
+    # this are deleted (in small batches, by the daemon), so the database stays bounded.
+    # At least an hour; the default keeps the status UI's longest range (30d) complete.
+    retention: Annotated[Duration, _within(HOUR, 3650 * DAY)] = 30 * DAY
 
 
 class SlackNotifierConfig(_Strict):

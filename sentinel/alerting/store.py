@@ -105,13 +105,20 @@ MIGRATIONS: tuple[str, ...] = (
         incident_id TEXT PRIMARY KEY, actor TEXT NOT NULL, at REAL NOT NULL
     );
     """,
+    # 8: state retention (`state.retention`) finds finished outbox entries, resolved
+    # incidents and ended silences by index.
+    """
+    CREATE INDEX outbox_dead ON outbox(dead_at);
+    CREATE INDEX incidents_resolved ON incidents(resolved_at);
+    CREATE INDEX silences_ends ON silences(ends_at);
+    """,
 )
 
 # Write operations, as health and errors name them. A failure of the first two blocks
 # readiness: both are retried on their own (every cycle, every dispatcher pass), so the
 # failure clears as soon as the store is writable again.
 ALERT_STATE, OUTBOX, SILENCES, GATE_AUDIT = "alert state", "outbox", "silences", "gate audit"
-PROBE_RESULTS = "probe results"
+PROBE_RESULTS, RETENTION = "probe results", "retention"
 BLOCKS_READINESS = (ALERT_STATE, OUTBOX)
 INCIDENT_FIELDS = (
     "service",
@@ -688,6 +695,45 @@ class Store:
         return self._write(
             PROBE_RESULTS, "DELETE FROM probe_results WHERE probe=? AND at < ?", (probe, older_than)
         )
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune_history(self, older_than: float, limit: int = 500) -> dict[str, int]:
+        """Delete what finished before `older_than`, at most `limit` rows of each kind,
+        oldest first: delivered and dead outbox entries; resolved incidents (with their
+        Slack message references and acknowledgement) once no undelivered entry created
+        before their resolve is left (a pending RESOLVED message re-renders from its
+        incident row); silences that ended. Returns rows deleted per kind; `limit` of one
+        kind means there may be more to delete."""
+        with self._transaction(RETENTION) as db:
+            outbox = db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE delivered_at < ? "
+                "UNION ALL SELECT id FROM outbox WHERE dead_at < ? ORDER BY id LIMIT ?)",
+                (older_than, older_than, limit),
+            ).rowcount
+            ids = [
+                str(r[0])
+                for r in db.execute(
+                    "SELECT id FROM incidents i WHERE resolved_at < ? AND NOT EXISTS (SELECT 1 "
+                    "FROM outbox o WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND "
+                    "o.created_at <= i.resolved_at) ORDER BY resolved_at LIMIT ?",
+                    (older_than, limit),
+                )
+            ]
+            if ids:
+                marks = ",".join("?" * len(ids))
+                for table, column in (
+                    ("slack_messages", "incident_id"),
+                    ("incident_acks", "incident_id"),
+                    ("incidents", "id"),
+                ):
+                    db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+            silences = db.execute(
+                "DELETE FROM silences WHERE id IN (SELECT id FROM silences WHERE ends_at < ? "
+                "ORDER BY ends_at LIMIT ?)",
+                (older_than, limit),
+            ).rowcount
+        return {"outbox": outbox, "incidents": len(ids), "silences": silences}
 
     # -- gate audit ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from sentinel.alerting.manager import AlertManager, RollbackGuard
 from sentinel.alerting.store import Store
 from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
 from sentinel.daemon.probes import ProbeSchedule
+from sentinel.daemon.retention import StateRetention
 from sentinel.daemon.runner import Daemon
 from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
@@ -146,6 +147,9 @@ async def build_daemon(
     daemon.readiness_checks.append(store.health.not_ready_reasons)
     dispatcher.start()
     stack.push_async_callback(dispatcher.stop)
+    retention = StateRetention(store, lambda: daemon.config.state.retention, clock)
+    retention.start()
+    stack.push_async_callback(retention.stop)
     stack.push_async_callback(gate.close)
 
     grafana = dashboards_sync.client(config)
