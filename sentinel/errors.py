@@ -54,8 +54,20 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        file, path, message = (one_line(part) for part in (self.file, self.path, self.message))
+        where = f"{file}:{self.line}" if self.line else file
+        return f"{where}: {path}: {message}" if path else f"{where}: {message}"
+
+
+def one_line(text: str) -> str:
+    """`text` with every unprintable character escaped (`\\n`, `\\x1b`, `\\u2028`).
+
+    Paths and messages echo keys and values from the file: a key holding a newline must
+    not forge a second problem line (in the terminal, the log or /health/detailed), nor an
+    escape sequence reach the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(SentinelError):

@@ -98,3 +98,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = Path(str(item.fspath)).parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fuzz tests' inputs tried per target (tests/support/fuzzing.py), when any ran."""
+    from support.fuzzing import summary
+
+    for line in summary():
+        terminalreporter.write_line(line)
