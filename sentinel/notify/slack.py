@@ -232,6 +232,13 @@ def _alert_text(alert: dict[str, Any], kind: str) -> str:
     return "\n".join(lines)
 
 
+def _error_code(response: Any) -> str:
+    """Slack's `error` code; `unknown_error` when the body was no JSON object (a proxy's
+    HTML or plain-text 5xx page: slack-sdk then holds the text, and `.get` would raise)."""
+    data = getattr(response, "data", None)
+    return str(data.get("error", "unknown_error")) if isinstance(data, dict) else "unknown_error"
+
+
 class SlackNotifier:
     kind = "slack"
 
@@ -373,15 +380,13 @@ class SlackNotifier:
             except ChartUnavailable as exc:
                 log.warning(f"no chart for {entry.service}/{name}: {exc}")
             except (SlackApiError, SlackRequestError, aiohttp.ClientError, TimeoutError) as exc:
-                error = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
+                error = _error_code(exc.response) if isinstance(exc, SlackApiError) else exc
                 log.warning(f"chart of {entry.service}/{name} not uploaded to Slack: {error}")
 
     def _translate(self, exc: SlackApiError) -> NotifyRetryable | NotifyRejected:
         response = exc.response
         status = getattr(response, "status_code", 0)
-        code = (
-            response.get("error", "unknown_error") if hasattr(response, "get") else "unknown_error"
-        )
+        code = _error_code(response)
         detail = f"Slack API error {code} (HTTP {status})"
         if status == 429 or status >= 500 or code in RETRYABLE_ERRORS:
             retry_after = None
