@@ -137,11 +137,27 @@ class ServerConfig(_Strict):
 
 
 class StateConfig(_Strict):
+    # sqlite: one file (`path`), one replica. postgres: a database (`dsn`) shared by two or
+    # more replicas, which elect a leader (README "High availability").
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     path: str = "sentinel-state.db"
+    # postgresql://user:password@host:5432/db (or key=value form); a secret: put it in the
+    # environment, `dsn: ${SENTINEL_DB}`. Never logged or shown (the host and database are).
+    dsn: SecretStr | None = None
+    # Each call to PostgreSQL fails after these (the cycle's changes are then held in
+    # memory and committed later), instead of hanging the daemon.
+    connect_timeout: Annotated[Duration, _within(0.5, MINUTE)] = 3.0
+    statement_timeout: Annotated[Duration, _within(0.5, MINUTE)] = 5.0
     # Delivered and dead notifications, resolved incidents and ended silences older than
     # this are deleted (in small batches, by the daemon), so the database stays bounded.
     # At least an hour; the default keeps the status UI's longest range (30d) complete.
     retention: Annotated[Duration, _within(HOUR, 3650 * DAY)] = 30 * DAY
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StateConfig:
+        if self.backend == "postgres" and self.dsn is None:
+            raise ValueError("backend postgres needs `dsn` (e.g. dsn: ${SENTINEL_DB})")
+        return self
 
 
 class SlackNotifierConfig(_Strict):
@@ -501,12 +517,22 @@ def _secret_values(value: Any) -> list[str]:
         found = []
         if isinstance(value, HTTPSourceConfig):
             found = [v for k, v in value.headers.items() if _SECRET_HEADER.search(k)]
+        if isinstance(value, StateConfig):
+            return _dsn_secrets(value.dsn.get_secret_value()) if value.dsn else []
         for name in type(value).model_fields:
             found += _secret_values(getattr(value, name))
         return found
     if isinstance(value, dict):
         return [secret for item in value.values() for secret in _secret_values(item)]
     return []
+
+
+def _dsn_secrets(dsn: str) -> list[str]:
+    """A DSN and its password on its own (a driver message may quote it). Without its
+    `scheme://`: redaction would otherwise also blank the URL's path (the database name)
+    wherever it appears, as it does for webhook URLs whose path is the secret."""
+    match = re.search(r"password\s*=\s*'?([^'\s]+)", dsn) or re.search(r"://[^:/@]*:([^@]+)@", dsn)
+    return [dsn.split("://", 1)[-1]] + ([match.group(1)] if match else [])
 
 
 # A config must name at least one of these. An empty or truncated file (a failed

@@ -17,8 +17,9 @@ Branches are chosen by what the daemon does next::
     ├── StateStoreError          the state database (`state.path`) cannot be used
         ├── StateStoreUnusable   at start: corrupt, not a database, unreadable, too new: refuse
         │                        to start (exit 2), never replace the file
-    │   └── StateStoreWriteError a write failed (disk full, I/O error): alert changes stay in
-    │                            memory and are retried; health shows the store failing
+    │   ├── StateStoreWriteError a write failed (disk full, I/O error, PostgreSQL down): alert
+    │   │                        changes stay in memory and are retried; health shows it
+    │   └── StateStoreReadError  a shared store (PostgreSQL) cannot be read: not ready
     ├── InputError (ValueError)  refuse this one request or command; the daemon goes on
     │   ├── YAMLSyntaxError      a file that cannot be read or parsed (the loaders turn it into
     │   │                        a located ConfigError)
@@ -160,6 +161,10 @@ class StateStoreWriteError(StateStoreError):
         self.operation = operation
         self.error = error
         super().__init__(path, f"{operation} not saved: {error}")
+
+
+class StateStoreReadError(StateStoreError):
+    """A read from a shared state database (PostgreSQL) failed: it cannot be reached."""
 
 
 class InputError(SentinelError, ValueError):

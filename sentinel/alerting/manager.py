@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from sentinel.alerting.silences import alert_labels
 from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
-from sentinel.alerting.store import NewNotification, Store
+from sentinel.alerting.store import NewNotification
+from sentinel.alerting.store_api import StateStore
 from sentinel.errors import StateStoreWriteError
 from sentinel.evaluate.slo import SLOResult, rfc3339
 from sentinel.logs import fields
@@ -104,7 +105,7 @@ def _no_link(service: str) -> str | None:
 class AlertManager:
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         notifiers: Mapping[str, Route],
         guards: Mapping[str, RollbackGuard],
         dashboard_link: Callable[[str], str | None] = _no_link,
@@ -149,6 +150,33 @@ class AlertManager:
             self._stage(changed, transitions, now)
         if self.unsaved:
             self._commit(now)
+
+    def adopt(
+        self,
+        alerts: Mapping[str, Alert],
+        group: RuleGroup | None = None,
+        results: Sequence[SLOResult] = (),
+    ) -> None:
+        """Take the alert states another replica committed to a shared store (a follower,
+        every cycle; a new leader, once). Changes this replica holds unsaved are dropped:
+        they were never sent, and the leader's states stand."""
+        if self.unsaved:
+            log.warning(
+                "alert changes held in memory dropped: another replica leads",
+                extra=fields(alerts=len(self.unsaved.alerts)),
+            )
+        self.unsaved = Unsaved()
+        self.alerts = dict(alerts)
+        self._firing = {}
+        for key, alert in self.alerts.items():
+            if alert.state is AlertState.FIRING:
+                self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
+        if group is not None:
+            slos = {slo.name: slo for slo in group.slos}
+            for result in results:
+                slo = slos.get(result.slo)
+                if slo is not None:
+                    self.slo_of[result.key] = slo
 
     def _stage(
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float

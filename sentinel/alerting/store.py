@@ -112,6 +112,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX incidents_resolved ON incidents(resolved_at);
     CREATE INDEX silences_ends ON silences(ends_at);
     """,
+    # 9: outbox entries claimed by a replica of a shared store (pgstore.py); unused here.
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by INTEGER;
+    """,
 )
 
 # Write operations, as health and errors name them. A failure of the first two blocks
@@ -119,7 +123,9 @@ MIGRATIONS: tuple[str, ...] = (
 # failure clears as soon as the store is writable again.
 ALERT_STATE, OUTBOX, SILENCES, GATE_AUDIT = "alert state", "outbox", "silences", "gate audit"
 PROBE_RESULTS, RETENTION = "probe results", "retention"
-BLOCKS_READINESS = (ALERT_STATE, OUTBOX)
+# A shared store (PostgreSQL) that cannot be reached at all, for reads and writes alike.
+CONNECTION = "connection"
+BLOCKS_READINESS = (ALERT_STATE, OUTBOX, CONNECTION)
 INCIDENT_FIELDS = (
     "service",
     "slo",
@@ -316,6 +322,10 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    @property
+    def backend(self) -> str:
+        return "sqlite"
 
     @property
     def schema_version(self) -> int:

@@ -10,12 +10,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Gauge
+
+from sentinel.alerting.leader import (
+    LeaderCycle,
+    Leadership,
+    PostgresLeader,
+    SoleLeader,
+    default_replica_id,
+)
 from sentinel.alerting.manager import AlertManager, RollbackGuard
 from sentinel.alerting.store import Store
+from sentinel.alerting.store_api import StateStore
 from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, WebhookNotifierConfig
 from sentinel.daemon.probes import ProbeSchedule
 from sentinel.daemon.retention import StateRetention
 from sentinel.daemon.runner import Daemon
+from sentinel.errors import StateStoreUnusable
 from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
@@ -31,7 +42,7 @@ Cleanup = Callable[[], Awaitable[None]]
 
 
 def build_notifiers(
-    config: Config, store: Store, charts: ChartMaker | None = None
+    config: Config, store: StateStore, charts: ChartMaker | None = None
 ) -> dict[str, Notifier]:
     notifiers: dict[str, Notifier] = {}
     for name, nc in config.notifiers.items():
@@ -70,19 +81,21 @@ def rollback_guards(config: Config) -> dict[str, RollbackGuard]:
 class Assembly:
     daemon: Daemon
     cleanup: Cleanup
-    store: Store
+    store: StateStore
     manager: AlertManager
     dispatcher: Dispatcher
     gate: Gate
     probes: ProbeSchedule | None = None
+    leader: Leadership | None = None
 
 
 async def build_daemon(
     config_path: str, config: Config, rules: RuleSet, clock: Callable[[], float] = time.time
 ) -> Assembly:
-    # The store first: a state file that cannot be used stops the start (StateStoreError)
-    # before anything else holds sockets or tasks.
-    store = Store(config.resolve(config.state.path), clock)
+    # The store first: a state file or database that cannot be used stops the start
+    # (StateStoreError) before anything else holds sockets or tasks.
+    replica = default_replica_id()
+    store = open_store(config, clock, replica)
     # Each component registers its own clean-up as it is built: `cleanup` undoes them in
     # reverse order (gate, dispatcher, notifiers, store), and a failure half-way through
     # building undoes what was already built.
@@ -114,7 +127,9 @@ async def build_daemon(
         functools.partial(dashboard_url, config.dashboards.grafana_url),
         dispatcher.wake,
     )
-    daemon.result_hooks.append(manager.observe)
+    leader = build_leader(config, store, clock, replica)
+    cycle = LeaderCycle(leader, manager, store, dispatcher.wake)
+    daemon.result_hooks.append(cycle.observe)
     # Alertmanager wants firing alerts re-sent every cycle (notify/alertmanager.py): after
     # the manager, from its state.
     from sentinel.notify.alertmanager import resend_hook
@@ -179,7 +194,7 @@ async def build_daemon(
     # Synthetic probes: their runs take the evaluated SLOs' path (alerts, /api/v1/slos,
     # the gate's reasons, health); stopped before the store closes.
     probes = ProbeSchedule(config.probes, daemon.metrics, store, clock)
-    probes.result_hooks.append(manager.observe)
+    probes.result_hooks.append(cycle.observe)
     probes.result_hooks.append(resend_to_alertmanagers)
     daemon.result_providers.append(probes.results)
     daemon.health_providers.append(probes.health)
@@ -195,4 +210,56 @@ async def build_daemon(
     daemon.reload_hooks.append(reload_probes)
     stack.push_async_callback(probes.stop)
 
-    return Assembly(daemon, stack.aclose, store, manager, dispatcher, gate, probes)
+    await leader.start()
+    stack.push_async_callback(leader.stop)
+    if isinstance(leader, PostgresLeader):
+        leader.on_change.append(cycle.leadership_changed)
+    daemon.leader_status = leader.status
+    gauge = Gauge(
+        "sentinel_leader",
+        "1 while this replica leads (runs alert transitions and delivers notifications)",
+        registry=daemon.metrics.registry,
+    )
+    gauge.set_function(lambda: float(leader.is_leader))
+
+    return Assembly(daemon, stack.aclose, store, manager, dispatcher, gate, probes, leader)
+
+
+def open_store(config: Config, clock: Callable[[], float], replica: str) -> StateStore:
+    state = config.state
+    if state.backend == "postgres":
+        assert state.dsn is not None  # the config requires it
+        try:
+            from sentinel.alerting.pgstore import PostgresStore
+        except ImportError as exc:
+            raise StateStoreUnusable(
+                "state.dsn",
+                f"backend postgres needs psycopg ({exc}): pip install 'sentinel-slo[postgres]'",
+            ) from exc
+        return PostgresStore(
+            state.dsn.get_secret_value(),
+            clock,
+            replica,
+            state.connect_timeout,
+            state.statement_timeout,
+        )
+    return Store(config.resolve(state.path), clock)
+
+
+def build_leader(
+    config: Config, store: StateStore, clock: Callable[[], float], replica: str
+) -> Leadership:
+    """SQLite: the one replica leads. PostgreSQL: elected; checked every half interval
+    (at most 5 s), so leadership moves within one interval of the leader's death."""
+    state = config.state
+    if state.backend != "postgres" or state.dsn is None:
+        return SoleLeader(replica, clock)
+    from sentinel.alerting.pgstore import PostgresStore
+
+    poll = min(5.0, config.evaluation.interval / 2)
+    leader = PostgresLeader(
+        state.dsn.get_secret_value(), replica, poll, clock, state.connect_timeout
+    )
+    if isinstance(store, PostgresStore):
+        store.fence = leader.fence
+    return leader

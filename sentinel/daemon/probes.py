@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sentinel.alerting.store import Store
+from sentinel.alerting.store_api import StateStore
 from sentinel.config import ProbeConfig
 from sentinel.errors import StateStoreError
 from sentinel.evaluate.probe_check import (
@@ -60,7 +60,7 @@ class ProbeSchedule:
         self,
         probes: Mapping[str, ProbeConfig],
         metrics: SelfMetrics,
-        store: Store | None = None,
+        store: StateStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.probes = dict(probes)

@@ -91,6 +91,12 @@ class Daemon:
         # Results that come from elsewhere than the rule groups (the synthetic probes of
         # daemon/probes.py) join `latest()`, so `/api/v1/slos` shows them.
         self.result_providers: list[Callable[[], list[SLOResult]]] = []
+        # Who leads among replicas of a shared state store (`/health/detailed` "leader");
+        # set by the assembly. A lone daemon leads.
+        self.leader_status: Callable[[], dict[str, Any]] = lambda: {
+            "backend": "sqlite",
+            "is_leader": True,
+        }
         # Run after start and after each successful reload (dashboards re-render).
         self.start_hooks: list[Callable[[], Awaitable[None]]] = []
         self.reload_hooks: list[Callable[[], Awaitable[None]]] = []

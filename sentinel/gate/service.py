@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from sentinel import jsonenc
 from sentinel.alerting.manager import AlertManager
-from sentinel.alerting.store import Store
+from sentinel.alerting.store_api import StateStore
 from sentinel.config import Config
 from sentinel.errors import GateInputError, SourceError, StateStoreError
 from sentinel.evaluate.probe_check import KIND as PROBE_KIND
@@ -162,7 +162,7 @@ class Gate:
         self,
         host: GateHost,
         alerts: AlertManager | None,
-        store: Store | None,
+        store: StateStore | None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host

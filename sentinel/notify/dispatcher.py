@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from sentinel.alerting.store import OutboxEntry, Store
+from sentinel.alerting.store import OutboxEntry
+from sentinel.alerting.store_api import StateStore
 from sentinel.errors import NotifyRejected, NotifyRetryable, StateStoreError
 from sentinel.logs import fields
 from sentinel.notify.base import Notifier
@@ -32,7 +33,7 @@ def backoff(attempts: int) -> float:
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         notifiers: Mapping[str, Notifier],
         metrics: SelfMetrics,
         clock: Callable[[], float] = time.time,

@@ -50,7 +50,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from sentinel.alerting.silences import alert_labels
-from sentinel.alerting.store import OutboxEntry, SlackMember, Store
+from sentinel.alerting.store import OutboxEntry, SlackMember
+from sentinel.alerting.store_api import StateStore
 from sentinel.config import SlackNotifierConfig
 from sentinel.errors import ChartUnavailable, NotifyRejected, NotifyRetryable
 from sentinel.evaluate.slo import rfc3339
@@ -246,7 +247,7 @@ class SlackNotifier:
         self,
         name: str,
         config: SlackNotifierConfig,
-        store: Store,
+        store: StateStore,
         charts: ChartMaker | None = None,
     ) -> None:
         self.name = name

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.silences import Silence, parse_matchers
-from sentinel.alerting.store import Store
+from sentinel.alerting.store_api import StateStore
 from sentinel.timeparse import parse_time
 from sentinel.units import parse_duration
 from sentinel.web.app import json_response, require_token
@@ -26,7 +26,7 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
-def create_silence(store: Store, body: dict[str, Any], now: float) -> Silence:
+def create_silence(store: StateStore, body: dict[str, Any], now: float) -> Silence:
     """The one way a silence is made (the API's POST and the status UI's form): matchers,
     start (default now), end or duration, author, comment. ValueError names the field."""
     try:
@@ -47,7 +47,7 @@ def create_silence(store: Store, body: dict[str, Any], now: float) -> Silence:
 
 
 def alert_routes(
-    manager: AlertManager, store: Store, clock: Callable[[], float] = time.time
+    manager: AlertManager, store: StateStore, clock: Callable[[], float] = time.time
 ) -> list[web.RouteDef]:
     async def alerts(request: web.Request) -> web.Response:
         return json_response({"alerts": manager.to_json(), "incidents": store.incidents(limit=100)})

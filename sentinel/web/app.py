@@ -96,6 +96,7 @@ async def detailed(request: web.Request) -> web.Response:
         "state": daemon.state.value,
         "checks": checks,
         "rule_groups": groups,
+        "leader": daemon.leader_status(),
         "config": {
             "path": daemon.config_path,
             "last_reload": daemon.reload_status.as_json(),

@@ -30,7 +30,8 @@ from aiohttp import web
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from sentinel.alerting.manager import AlertManager
-from sentinel.alerting.store import SlackMember, Store
+from sentinel.alerting.store import SlackMember
+from sentinel.alerting.store_api import StateStore
 from sentinel.config import Config, SlackNotifierConfig
 from sentinel.errors import StateStoreWriteError
 from sentinel.notify.slack import ACK_ACTION, OPEN_ACTION, SILENCE_ACTIONS, SlackNotifier
@@ -70,7 +71,7 @@ def _actor(payload: dict[str, Any]) -> str:
 
 def slack_routes(
     manager: AlertManager,
-    store: Store,
+    store: StateStore,
     config: Callable[[], Config],
     notifiers: Callable[[], Mapping[str, object]],
     clock: Callable[[], float] = time.time,

@@ -1,0 +1,329 @@
+"""The state store interface (`StateStore`) against BOTH backends: the embedded SQLite
+store and the shared PostgreSQL store (Debian's PostgreSQL on loopback, a fresh database
+per test). Every behaviour a caller relies on is asserted on each, so they cannot drift.
+Then what only the shared store does: claims, the leader fence, racing migrations, and
+an unreachable server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sentinel.alerting.silences import SilenceMatcher
+from sentinel.alerting.state import Alert, AlertState
+from sentinel.alerting.store import MIGRATIONS, NewNotification, Store
+from sentinel.alerting.store_api import StateStore
+from sentinel.errors import StateStoreReadError, StateStoreUnusable, StateStoreWriteError
+from sentinel.evaluate.probe_check import ProbeRun
+from support.pgserver import PostgresServer, require_postgres
+
+NOW = 1_800_000_000.0
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    require_postgres()
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+def _pgstore(dsn: str, replica: str = "r1") -> Any:
+    from sentinel.alerting.pgstore import PostgresStore
+
+    return PostgresStore(dsn, lambda: NOW, replica)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        made: StateStore = Store(tmp_path / "state.db", clock=lambda: NOW)
+    else:
+        server = request.getfixturevalue("pg")
+        made = _pgstore(server.fresh_database())
+    yield made
+    made.close()
+
+
+def _incident(iid: str, service: str = "svc", started: float = NOW) -> dict[str, Any]:
+    return {
+        "id": iid,
+        "alert_key": f"{service}/{iid}",
+        "service": service,
+        "slo": iid,
+        "severity": "page",
+        "labels": '{"env": "prod"}',
+        "started_at": started,
+        "last_value": 2.5,
+        "threshold": 1.5,
+    }
+
+
+def _note(
+    key: str, incident: str, kind: str = "firing", notifier: str = "oncall"
+) -> NewNotification:
+    payload = {"alerts": [{"incident_id": incident, "value": float("nan")}], "env": "prod"}
+    return NewNotification(key, notifier, kind, "svc", payload, NOW - 5)
+
+
+def test_a_fresh_store_is_at_the_latest_schema_version(store: StateStore) -> None:
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.health.status == "healthy"
+
+
+def test_a_cycle_commits_states_incidents_and_notifications_together(store: StateStore) -> None:
+    alert = Alert("svc/lat", AlertState.FIRING, NOW - 60, "inc1", NOW - 60, repeats=2)
+    store.commit_cycle([alert], [_incident("inc1")], [], [_note("k1", "inc1")], NOW)
+    store.commit_cycle([alert], [_incident("inc1")], [], [_note("k1", "inc1")], NOW)  # again
+    assert store.load_alerts() == {"svc/lat": alert}
+    assert [i["id"] for i in store.incidents(open_only=True)] == ["inc1"]
+    assert store.incidents()[0]["labels"] == {"env": "prod"}
+    store.commit_cycle([], [], [("inc1", NOW + 60)], [_note("k2", "inc1", "resolved")], NOW + 60)
+    assert store.incidents(open_only=True) == []
+    assert store.incidents_for("svc", NOW + 30)[0]["resolved_at"] == NOW + 60
+    assert store.incidents_for("svc", NOW + 61) == []
+    assert store.outbox_stats() == {"pending": 2, "dead": 0, "delivered": 0}
+
+
+def test_the_outbox_is_delivered_oldest_first_with_retries_and_dead_entries(
+    store: StateStore,
+) -> None:
+    store.commit_cycle([], [_incident("i1")], [], [_note("a", "i1"), _note("b", "i1")], NOW)
+    due = store.due(NOW)
+    assert [e.idempotency_key for e in due] == ["a", "b"]
+    assert due[0].payload["alerts"][0]["value"] is None  # non-finite floats as null
+    assert due[0].sending_since is None and due[0].created_at == NOW - 5
+    store.mark_sending(due[0].id, NOW)
+    store.mark_retry(due[0].id, NOW + 30, "HTTP 503")
+    store.mark_sending(due[1].id, NOW)
+    store.mark_delivered(due[1].id, NOW + 1)
+    assert store.due(NOW + 1) == []
+    again = store.due(NOW + 30)
+    assert [(e.idempotency_key, e.attempts, e.last_error) for e in again] == [("a", 1, "HTTP 503")]
+    store.mark_sending(again[0].id, NOW + 30)
+    # A send in flight when the process died is seen as such on the next pass.
+    assert store.due(NOW + 31)[0].sending_since == NOW + 30
+    store.mark_dead(again[0].id, NOW + 31, "gave up")
+    assert store.outbox_stats() == {"pending": 0, "dead": 1, "delivered": 1}
+    assert store.last_rollback_at("oncall", "svc") == NOW - 5
+    assert store.last_rollback_at("other", "svc") is None
+    rows = store.deliveries(NOW - 10)
+    assert {(r["incident_id"], r["kind"]) for r in rows} == {("i1", "firing")}
+    assert store.deliveries(NOW) == []
+
+
+def test_slack_references_keep_the_posting_order_and_the_latest_payload(
+    store: StateStore,
+) -> None:
+    store.commit_cycle([], [_incident("i1"), _incident("i2")], [], [], NOW)
+    store.save_slack_message("oncall", [{"incident_id": "i1", "n": 1}], "C1", "1.0")
+    store.save_slack_message("oncall", [{"incident_id": "i2", "n": 1}], "C1", "1.0")
+    store.update_slack_alerts("oncall", [{"incident_id": "i1", "n": 2}])
+    assert store.slack_message("oncall", "i1") == ("C1", "1.0")
+    assert store.slack_message("oncall", "nope") is None
+    members = store.slack_members("oncall", "C1", "1.0")
+    assert [(m.incident_id, m.alert) for m in members] == [
+        ("i1", {"incident_id": "i1", "n": 2}),
+        ("i2", {"incident_id": "i2", "n": 1}),
+    ]
+    assert members[0].incident is not None and members[0].incident["labels"] == {"env": "prod"}
+    assert store.slack_message_incidents("C1", "1.0") == [("oncall", "i1"), ("oncall", "i2")]
+    assert store.slack_threads(["i2", "x"]) == {"i2": ("C1", "1.0")}
+
+
+def test_acknowledgements_and_silences(store: StateStore) -> None:
+    assert store.acknowledge("i1", "alice", NOW) is True
+    assert store.acknowledge("i1", "bob", NOW + 1) is False  # the first one stands
+    assert store.acknowledgements(["i1", "i2"]) == {"i1": ("alice", NOW)}
+    made = store.add_silence(
+        [SilenceMatcher("service", "svc"), SilenceMatcher("slo", "lat.*", "=~")],
+        NOW,
+        NOW + 3600,
+        "alice",
+        "deploy",
+    )
+    assert store.silences() == [made]
+    assert store.expire_silence(made.id, NOW + 10) is True
+    assert store.expire_silence("nope", NOW) is False
+    assert store.silences()[0].ends_at == NOW + 10
+
+
+def test_probe_runs_are_kept_newest_first_and_pruned(store: StateStore) -> None:
+    for i in range(3):
+        store.record_probe_run(
+            ProbeRun("p", NOW + i, 0.2, i != 1, ("boom",) if i == 1 else (), 200, 0.1)
+        )
+    runs = store.probe_runs("p", limit=2)
+    assert [(r.at, r.success, r.reason) for r in runs] == [
+        (NOW + 2, True, ""),
+        (NOW + 1, False, "boom"),
+    ]
+    assert store.prune_probe_runs("p", NOW + 1) == 1
+    assert len(store.probe_runs("p")) == 2
+
+
+def test_gate_audit_is_stored_once_per_text_and_pruned_in_batches(store: StateStore) -> None:
+    rows = [(NOW + i, "svc", "pass", '{"service": "svc"}', f'{{"n": {i % 2}}}') for i in range(6)]
+    store.record_gates(rows)
+    history = store.gate_history("svc", 10)
+    assert [h["count"] for h in history] == [3, 3]
+    assert history[0]["inputs"] == {"service": "svc"}
+    assert store.gate_history("other") == []
+    assert store.prune_gate_audit(NOW + 100, 100, limit=1) == 1
+    assert store.prune_gate_audit(NOW + 100, 100, limit=1) == 1
+    assert store.gate_history(None) == []
+    store.record_gates(rows[:1])
+    assert store.gate_history(None)[0]["result"] == {"n": 0}
+
+
+def test_retention_deletes_what_finished_long_ago(store: StateStore) -> None:
+    old = NOW - 40 * DAY
+    store.commit_cycle(
+        [], [_incident("old", started=old)], [("old", old + 60)], [_note("n", "old")], old
+    )
+    entry = store.due(NOW)[0]
+    store.mark_sending(entry.id, old)
+    store.mark_delivered(entry.id, old + 1)
+    store.acknowledge("old", "alice", old)
+    store.add_silence([SilenceMatcher("service", "svc")], old, old + 10, "a", "c")
+    assert store.prune_history(NOW - 30 * DAY) == {"outbox": 1, "incidents": 1, "silences": 1}
+    assert store.incidents() == [] and store.silences() == []
+    assert store.acknowledgements(["old"]) == {}
+
+
+# -- what only the shared store does --------------------------------------------------
+
+
+def test_two_replicas_never_claim_the_same_outbox_entry(pg: PostgresServer) -> None:
+    dsn = pg.fresh_database()
+    first, second = _pgstore(dsn, "a"), _pgstore(dsn, "b")
+    first.commit_cycle([], [], [], [_note(f"k{i}", "i") for i in range(6)], NOW)
+    # Each replica holds its liveness lock, as the leader election does.
+    locks = []
+    for replica in (first, second):
+        conn = _liveness(dsn, replica.replica_key)
+        locks.append(conn)
+    mine = first.due(NOW, limit=4)
+    theirs = second.due(NOW, limit=4)
+    assert [e.idempotency_key for e in mine] == ["k0", "k1", "k2", "k3"]
+    assert [e.idempotency_key for e in theirs] == ["k4", "k5"]
+    # The claim holds for a pass: the other replica cannot mark it sending.
+    with pytest.raises(StateStoreWriteError, match="claimed by another replica"):
+        second.mark_sending(mine[0].id, NOW)
+    assert first.health.status == "healthy" and second.health.status == "healthy"
+    # The first replica dies: its connection (and liveness lock) goes, its claims pass.
+    locks[0].close()
+    first.close()
+    assert [e.idempotency_key for e in second.due(NOW, limit=10)] == [
+        "k0",
+        "k1",
+        "k2",
+        "k3",
+        "k4",
+        "k5",
+    ]
+    locks[1].close()
+    second.close()
+
+
+def _liveness(dsn: str, key: int) -> Any:
+    import psycopg
+
+    from sentinel.alerting.pgstore import LIVENESS_CLASS
+
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (LIVENESS_CLASS, key))
+    return conn
+
+
+def test_only_the_leader_commits_transitions_and_claims_the_outbox(pg: PostgresServer) -> None:
+    import psycopg
+
+    from sentinel.alerting.pgstore import LEADER_CLASS, LEADER_KEY
+
+    dsn = pg.fresh_database()
+    store = _pgstore(dsn)
+    lock = psycopg.connect(dsn, autocommit=True)
+    lock.execute("SELECT pg_advisory_lock(%s, %s)", (LEADER_CLASS, LEADER_KEY))
+    pid = lock.info.backend_pid
+    store.fence = lambda: pid
+    alert = Alert("svc/lat", AlertState.FIRING, NOW, "inc1", NOW)
+    store.commit_cycle([alert], [], [], [_note("k", "inc1")], NOW)
+    assert len(store.due(NOW)) == 1
+    # The leader's lock connection is gone: the fence refuses, nothing is written, and
+    # the store itself is not failing (readiness is not affected).
+    lock.close()
+    later = Alert("svc/lat", AlertState.RESOLVED, NOW + 60, "inc1", NOW)
+    with pytest.raises(StateStoreWriteError, match="lost the leadership"):
+        store.commit_cycle([later], [], [], [], NOW + 60)
+    assert store.load_alerts() == {"svc/lat": alert}
+    assert store.due(NOW + 60) == []
+    assert store.health.status == "healthy"
+    store.fence = lambda: None
+    with pytest.raises(StateStoreWriteError, match="not the leader"):
+        store.commit_cycle([later], [], [], [], NOW + 60)
+    store.close()
+
+
+def test_replicas_starting_together_migrate_once(pg: PostgresServer) -> None:
+    dsn = pg.fresh_database()
+    errors: list[BaseException] = []
+    stores: list[Any] = []
+
+    def start() -> None:
+        try:
+            stores.append(_pgstore(dsn))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [s.schema_version for s in stores] == [len(MIGRATIONS)] * 4
+    for made in stores:
+        made.close()
+
+
+def test_a_database_of_a_newer_release_is_refused(pg: PostgresServer) -> None:
+    dsn = pg.fresh_database()
+    _pgstore(dsn).close()
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO sentinel_schema(version) VALUES (99)")
+    with pytest.raises(StateStoreUnusable, match="schema version 99, newer"):
+        _pgstore(dsn)
+
+
+def test_an_unreachable_server_fails_fast_marks_the_store_unready_and_recovers(
+    tmp_path: Path,
+) -> None:
+    require_postgres()
+    server = PostgresServer().start()
+    try:
+        dsn = server.fresh_database()
+        store = _pgstore(dsn)
+        store.RECONNECT_EVERY = 0.0
+        server.stop()
+        with pytest.raises(StateStoreWriteError, match="alert state not saved"):
+            store.commit_cycle([], [_incident("i")], [], [], NOW)
+        with pytest.raises(StateStoreReadError):
+            store.incidents()
+        assert store.health.status == "unhealthy"
+        assert any("cannot save connection" in r for r in store.health.not_ready_reasons())
+        assert "password" not in str(store.health.as_json())
+        server.start()
+        store.commit_cycle([], [_incident("i")], [], [], NOW)
+        assert [i["id"] for i in store.incidents()] == ["i"]
+        assert store.health.status == "healthy"
+        store.close()
+    finally:
+        server.close()
