@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sentinel.rules.catalogues import BurnTier
 from sentinel.units import format_duration
 
 
-@dataclass(frozen=True)
-class WindowRatio:
+class WindowRatio(NamedTuple):
+    """Bad and total events of one window (a tuple: thousands are built per cycle)."""
+
     bad: float
     total: float
     counted: bool = True  # False for raw error ratios: no event counts to guard with

@@ -101,6 +101,9 @@ def parse_vector(source: str, query: str, data: Any, max_series: int | None = No
     # type checks are what keeps a list-valued label from crashing grouping later.
     samples: list[Sample] = []
     append = samples.append
+    # tuple.__new__ skips Sample's Python-level __new__; str.join raises TypeError for a
+    # label value that is not a string, in C (a loop over the labels cost more).
+    new, join = tuple.__new__, "".join
     try:
         for item in result:
             metric, pair = item["metric"], item["value"]
@@ -109,10 +112,8 @@ def parse_vector(source: str, query: str, data: Any, max_series: int | None = No
             raw = pair[1]
             if type(raw) is not str:
                 raise TypeError
-            for label in metric.values():
-                if type(label) is not str:
-                    raise TypeError
-            append(Sample(metric, float(raw)))
+            join(metric.values())
+            append(new(Sample, (metric, float(raw))))
     except (KeyError, IndexError, TypeError, ValueError):
         bad = result[len(samples)]
         raise BadResponse(source, query, f"malformed vector element {bad!r:.200}") from None
