@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -16,6 +17,8 @@ from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import SLIKind
 
 _STATUS_CODE = {Status.OK: 0.0, Status.BREACH: 1.0, Status.NO_DATA: -1.0}
+# A result's service, SLO and labels as they come (cheaper to build than the instance label).
+_Ref = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 def instance_label(result: SLOResult) -> str:
@@ -129,25 +132,51 @@ class SelfMetrics:
         )
         self._slo_series: dict[str, set[tuple[str, str, str]]] = {}
         self._burn_series: dict[str, set[tuple[str, str, str, str]]] = {}
+        self._children: dict[
+            str, dict[tuple[str, str, tuple[tuple[str, str], ...]], _Children]
+        ] = {}
 
     def record_results(self, group: str, results: Iterable[SLOResult]) -> None:
+        """Set the SLO gauges of one cycle's results; remove the series of instances that
+        are gone. The gauges' children are kept per instance between cycles: looking them
+        up by label values (`Gauge.labels`) was most of this method's cost, which runs on
+        the event loop after every cycle."""
+        previous = self._children.get(group, {})
+        children: dict[_Ref, _Children] = {}
         current = set()
         burn_keys = set()
+        nan = float("nan")
+        breach = Status.BREACH
         for res in results:
-            key = (res.service, res.slo, instance_label(res))
+            ref = (res.service, res.slo, tuple(res.labels.items()))
+            entry = children.get(ref) or previous.get(ref)
+            if entry is None:
+                key = (res.service, res.slo, instance_label(res))
+                entry = _Children(
+                    key,
+                    self.slo_status.labels(*key),
+                    self.slo_breached.labels(*key),
+                    self.slo_value.labels(*key),
+                    self.slo_threshold.labels(*key),
+                )
+            children[ref] = entry
+            key = entry.key
             if res.budget is not None and res.kind != SLIKind.BURN_RATE:
                 remaining = res.budget.get("remaining")
-                self.budget_remaining.labels(*key).set(
-                    float("nan") if remaining is None else remaining
-                )
+                if entry.remaining is None:
+                    entry.remaining = self.budget_remaining.labels(*key)
+                entry.remaining.set(nan if remaining is None else remaining)
                 for window, rate in res.budget.get("burn_rates", {}).items():
                     burn_keys.add((*key, window))
-                    self.burn_rate.labels(*key, window).set(float("nan") if rate is None else rate)
+                    child = entry.burn.get(window)
+                    if child is None:
+                        child = entry.burn[window] = self.burn_rate.labels(*key, window)
+                    child.set(nan if rate is None else rate)
             current.add(key)
-            self.slo_status.labels(*key).set(_STATUS_CODE[res.status])
-            self.slo_breached.labels(*key).set(1.0 if res.status is Status.BREACH else 0.0)
-            self.slo_value.labels(*key).set(float("nan") if res.value is None else res.value)
-            self.slo_threshold.labels(*key).set(res.threshold)
+            entry.status.set(_STATUS_CODE[res.status])
+            entry.breached.set(1.0 if res.status is breach else 0.0)
+            entry.value.set(nan if res.value is None else res.value)
+            entry.threshold.set(res.threshold)
         # Series of SLOs/instances that disappeared (reload, vanished instance) are removed,
         # so dashboards do not show a frozen last value.
         for key in self._slo_series.get(group, set()) - current:
@@ -155,10 +184,16 @@ class SelfMetrics:
                 gauge.remove(*key)
             with contextlib.suppress(KeyError):
                 self.budget_remaining.remove(*key)
-        for burn_key in self._burn_series.get(group, set()) - burn_keys:
+        gone = self._burn_series.get(group, set()) - burn_keys
+        for burn_key in gone:
             self.burn_rate.remove(*burn_key)
+        if gone:  # a removed child must not be set again: the next lookup makes a new one
+            for entry in children.values():
+                for window in [w for w in entry.burn if (*entry.key, w) in gone]:
+                    del entry.burn[window]
         self._slo_series[group] = current
         self._burn_series[group] = burn_keys
+        self._children[group] = children
 
     def forget_group(self, group: str) -> None:
         self.record_results(group, [])
@@ -175,3 +210,17 @@ class SelfMetrics:
             with contextlib.suppress(KeyError):
                 metric.remove(probe)
         self.forget_group(f"probe:{probe}")
+
+
+@dataclass(slots=True)
+class _Children:
+    """One SLO instance's gauge children (what `Gauge.labels(...)` returns), kept
+    between cycles."""
+
+    key: tuple[str, str, str]  # service, slo, instance
+    status: Gauge
+    breached: Gauge
+    value: Gauge
+    threshold: Gauge
+    remaining: Gauge | None = None
+    burn: dict[str, Gauge] = field(default_factory=dict)
