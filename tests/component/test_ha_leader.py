@@ -1,0 +1,161 @@
+"""Leader election on a real PostgreSQL (sentinel/alerting/leader.py), the follower and
+new-leader paths of the alert hook, and the `state` config: one replica leads, losing
+its connection loses the lead, the next replica takes over with the committed alert
+states, and the DSN never shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sentinel.alerting.leader import LeaderCycle, PostgresLeader, SoleLeader
+from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.state import Alert, AlertState
+from sentinel.config import load_config
+from sentinel.errors import ConfigError
+from sentinel.redact import redact_text
+from support.pgserver import PostgresServer, require_postgres
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    require_postgres()
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+def _store(dsn: str, replica: str) -> Any:
+    from sentinel.alerting.pgstore import PostgresStore
+
+    return PostgresStore(dsn, lambda: NOW, replica)
+
+
+def _terminate(dsn: str, pid: int) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+async def test_one_replica_leads_and_the_next_takes_over_when_it_goes(pg: PostgresServer) -> None:
+    dsn = pg.fresh_database()
+    _store(dsn, "setup").close()  # the schema
+    a, b = PostgresLeader(dsn, "host-a:1", 0.5), PostgresLeader(dsn, "host-b:2", 0.5)
+    changes: list[tuple[str, bool, bool]] = []
+    a.on_change.append(lambda lead, cont: changes.append(("a", lead, cont)))
+    b.on_change.append(lambda lead, cont: changes.append(("b", lead, cont)))
+    await a.check()
+    await b.check()
+    assert (a.is_leader, b.is_leader) == (True, False)
+    assert b.status()["holder"] == "host-a:1" and b.status()["since"] is not None
+    assert a.fence() is not None and b.fence() is None
+    # The leader's connection dies (a network cut, PostgreSQL restarted): it notices at
+    # its next check and the other replica takes over.
+    _terminate(dsn, a.fence() or 0)
+    await a.check()
+    assert not a.is_leader and a.status()["last_error"]
+    await b.check()
+    assert b.is_leader and b.status()["holder"] == "host-b:2"
+    await a.check()
+    assert not a.is_leader and a.status()["holder"] == "host-b:2"
+    # b stops: a leads again, but not continuously (b led in between).
+    await b.stop()
+    await a.check()
+    assert a.is_leader
+    assert changes == [
+        ("a", True, False),
+        ("a", False, False),
+        ("b", True, False),
+        ("a", True, False),
+    ]
+    # Only a's own interruption, nobody in between: continuous (it keeps what it holds).
+    _terminate(dsn, a.fence() or 0)
+    await a.check()
+    await a.check()
+    assert changes[-2:] == [("a", False, False), ("a", True, True)]
+    await a.stop()
+
+
+class _Route:
+    kind = "slack"
+    min_severity = "info"
+
+
+async def test_a_follower_adopts_the_leaders_states_and_a_new_leader_reloads_them(
+    pg: PostgresServer,
+) -> None:
+    dsn = pg.fresh_database()
+    leader_store, follower_store = _store(dsn, "a"), _store(dsn, "b")
+    firing = Alert("svc/lat", AlertState.FIRING, NOW, incident_id="inc1", fired_at=NOW, repeats=3)
+    leader_store.commit_cycle([firing], [], [], [], NOW)
+    follower = AlertManager(follower_store, {"oncall": _Route()}, {})
+    stale = Alert("svc/lat", AlertState.PENDING, NOW - 60)
+    follower.alerts = {"svc/lat": stale}
+
+    class Follows:
+        replica = "b"
+        is_leader = False
+
+        def status(self) -> dict[str, Any]:
+            return {}
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+    role = Follows()
+    cycle = LeaderCycle(role, follower, follower_store)
+    await cycle.observe(_group(), [], NOW + 1)
+    assert follower.alerts == {"svc/lat": firing}
+    assert follower._firing == {"svc": {"svc/lat"}}  # the gate sees it firing
+    # It becomes the leader: the states it steps from are the committed ones.
+    follower.alerts = {"svc/lat": stale}
+    role.is_leader = True
+    cycle.leadership_changed(True, False)
+    await cycle.observe(_group(), [], NOW + 2)
+    assert follower.alerts["svc/lat"].incident_id == "inc1"
+    assert follower.alerts["svc/lat"].repeats == 3
+    leader_store.close()
+    follower_store.close()
+
+
+def _group() -> Any:
+    from sentinel.rules.model import RuleGroup
+
+    return RuleGroup(name="svc", file="svc.yaml", service="svc", interval=1.0, slos=())
+
+
+def _config(tmp_path: Path, state: str) -> Path:
+    path = tmp_path / "config.yaml"
+    body = "".join(f"  {line}\n" for line in state.splitlines())
+    path.write_text(f'prometheus: {{url: "http://127.0.0.1:9"}}\nrules: []\nstate:\n{body}')
+    return path
+
+
+def test_the_dsn_is_a_secret_and_postgres_needs_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"state: .*backend postgres needs `dsn`"):
+        load_config(_config(tmp_path, "backend: postgres"))
+    dsn = "postgresql://sentinel:hunter2-pw@db.internal:5432/sentinel"
+    config = load_config(
+        _config(tmp_path, 'backend: postgres\ndsn: "${SENTINEL_DB}"'), {"SENTINEL_DB": dsn}
+    )
+    assert config.state.dsn is not None and config.state.dsn.get_secret_value() == dsn
+    assert "hunter2" not in repr(config)
+    line = f"connect to {dsn} failed: password authentication failed (hunter2-pw)"
+    assert "hunter2" not in redact_text(line)
+    assert "db.internal" not in redact_text(line)
+    from sentinel.alerting.pgstore import safe_dsn
+
+    assert safe_dsn(dsn) == "postgresql://db.internal:5432/sentinel"
+    assert safe_dsn("host=db port=5433 dbname=s password=x") == "postgresql://db:5433/s"
+
+
+def test_a_lone_sqlite_daemon_leads() -> None:
+    sole = SoleLeader("host:1", lambda: NOW)
+    assert sole.is_leader and sole.status()["backend"] == "sqlite"
