@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -63,9 +64,26 @@ from sentinel.units import format_measure
 # Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
 # section text 3,000 chars, 50 blocks per message.
 HEADER_MAX, SECTION_MAX, MAX_ALERT_SECTIONS = 150, 3000, 20
+# Slack's error codes for conditions that pass (docs.slack.dev: "transient", "until the
+# migration is complete", rate and message limits); every other code is permanent.
 RETRYABLE_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+    {
+        "ratelimited",
+        "rate_limited",  # chat.postMessage: more than about one message a second a channel
+        "message_limit_exceeded",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+        "team_added_to_org",
+        "org_login_required",
+    }
 )
+# A 429 is retried in place only when its Retry-After is this short; a longer (or
+# unreadable) one goes back to the outbox, which waits it out without holding a delivery.
+INLINE_RETRY_MAX = 5.0
+# The longest Retry-After honoured: a larger value is a broken proxy, not a rate limit.
+RETRY_AFTER_MAX = 3600.0
 EVENT_TYPE = "sentinel_alert"
 ICONS = {"firing": "🔴", "repeat": "🔁", "resolved": "✅"}
 MAX_CHARTS = 4  # per notification: a group of many alerts gets the first few charted
@@ -76,9 +94,46 @@ ACK_ACTION, OPEN_ACTION = "sentinel_ack", "sentinel_open_dashboard"
 log = logging.getLogger("sentinel.notify.slack")
 
 
+def retry_after_seconds(headers: Any) -> float | None:
+    """Retry-After as delta-seconds (what Slack sends), capped at RETRY_AFTER_MAX; None
+    when absent or not a number of seconds >= 0 (a date, garbage, NaN)."""
+    for key, value in (headers or {}).items():
+        if str(key).lower() != "retry-after":
+            continue
+        raw = value[0] if isinstance(value, list) and value else value
+        try:
+            seconds = float(str(raw).strip())
+        except ValueError:
+            return None
+        return min(seconds, RETRY_AFTER_MAX) if seconds >= 0 else None  # NaN fails >= too
+    return None
+
+
+class _RateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack-sdk's 429 handler reads Retry-After with int() and sleeps that long: a date
+    or garbage raised ValueError out of the API call, and an hour's Retry-After held the
+    delivery for its whole timeout. Here a 429 is retried in place only after a short,
+    readable Retry-After; otherwise it becomes NotifyRetryable for the outbox."""
+
+    async def _can_retry_async(
+        self, *, state: Any, request: Any, response: Any = None, error: Any = None
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        seconds = retry_after_seconds(response.headers)
+        return seconds is not None and seconds <= INLINE_RETRY_MAX
+
+    async def prepare_for_next_attempt_async(
+        self, *, state: Any, request: Any, response: Any = None, error: Any = None
+    ) -> None:
+        state.next_attempt_requested = True
+        await asyncio.sleep((retry_after_seconds(response.headers) or 1.0) + random.random())
+        state.increment_current_attempt()
+
+
 def _retry_handlers() -> list[Any]:
     return [
-        AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+        _RateLimitRetry(max_retry_count=1),
         AsyncServerErrorRetryHandler(max_retry_count=2),
         AsyncConnectionErrorRetryHandler(max_retry_count=2),
     ]
@@ -233,6 +288,26 @@ def _alert_text(alert: dict[str, Any], kind: str) -> str:
     return "\n".join(lines)
 
 
+class UnreadableAnswer(Exception):
+    """Slack answered `ok` without a field Sentinel reads, or with the wrong type."""
+
+
+def _answer_text(answer: Any, key: str) -> str:
+    value = answer.get(key)
+    if not isinstance(value, str) or not value:
+        raise UnreadableAnswer(f"answer without a {key!r} string (got {value!r:.40})")
+    return value
+
+
+def _raised_in_slack_sdk(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside slack-sdk (its reading of an answer that is not an
+    object: `1`, `[]`), rather than by Sentinel's own code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "slack_sdk" in tb.tb_frame.f_code.co_filename
+
+
 def _error_code(response: Any) -> str:
     """Slack's `error` code; `unknown_error` when the body was no JSON object (a proxy's
     HTML or plain-text 5xx page: slack-sdk then holds the text, and `.get` would raise)."""
@@ -299,6 +374,15 @@ class SlackNotifier:
         except (aiohttp.ClientError, TimeoutError, SlackRequestError) as exc:
             self.health.record_failure(time.monotonic() - started, f"{type(exc).__name__}: {exc}")
             raise NotifyRetryable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        except (UnreadableAnswer, AttributeError, TypeError, KeyError, ValueError) as exc:
+            # An answer that is JSON but not Slack's (a number, `ok` without `ts`): slack-sdk
+            # or our reading of it fails. Translated here, at the boundary, only when it
+            # was the answer's reading that failed; anything else is a bug and propagates.
+            if not isinstance(exc, UnreadableAnswer) and not _raised_in_slack_sdk(exc):
+                raise
+            detail = f"unreadable answer from Slack: {type(exc).__name__}: {exc}"[:300]
+            self.health.record_failure(time.monotonic() - started, detail)
+            raise NotifyRetryable(self.name, detail) from exc
         except (NotifyRetryable, NotifyRejected) as exc:
             self.health.record_failure(time.monotonic() - started, exc.detail)
             raise
@@ -380,22 +464,24 @@ class SlackNotifier:
                 )
             except ChartUnavailable as exc:
                 log.warning(f"no chart for {entry.service}/{name}: {exc}")
-            except (SlackApiError, SlackRequestError, aiohttp.ClientError, TimeoutError) as exc:
+            except Exception as exc:
+                # Best effort, never retried: any failure, including slack-sdk's own on an
+                # odd answer (an ok without upload_url raised TypeError), is one warning.
                 error = _error_code(exc.response) if isinstance(exc, SlackApiError) else exc
-                log.warning(f"chart of {entry.service}/{name} not uploaded to Slack: {error}")
+                log.warning(f"chart of {entry.service}/{name} not uploaded to Slack: {error!r}")
 
     def _translate(self, exc: SlackApiError) -> NotifyRetryable | NotifyRejected:
         response = exc.response
         status = getattr(response, "status_code", 0)
         code = _error_code(response)
         detail = f"Slack API error {code} (HTTP {status})"
-        if status == 429 or status >= 500 or code in RETRYABLE_ERRORS:
-            retry_after = None
-            headers = getattr(response, "headers", {}) or {}
-            for key, value in headers.items():
-                if key.lower() == "retry-after":
-                    raw = value[0] if isinstance(value, list) else value
-                    retry_after = float(raw)
+        # A body that is no JSON object with Slack's `ok` did not come from Slack's API (a
+        # proxy's or a captive portal's page, a cut-short answer; slack-sdk then holds {}
+        # or the text): nothing permanent was said, so retry.
+        data = getattr(response, "data", None)
+        not_slack = not isinstance(data, dict) or "ok" not in data
+        if status == 429 or status >= 500 or code in RETRYABLE_ERRORS or not_slack:
+            retry_after = retry_after_seconds(getattr(response, "headers", None))
             return NotifyRetryable(self.name, detail, retry_after)
         return NotifyRejected(self.name, detail)
 
@@ -475,7 +561,7 @@ class SlackNotifier:
             metadata=self._metadata(entry),
             unfurl_links=False,
         )
-        message = (str(resp["channel"]), str(resp["ts"]))
+        message = (_answer_text(resp, "channel"), _answer_text(resp, "ts"))
         self.store.save_slack_message(self.name, alerts, *message)
         if entry.kind == "firing":
             self._chart_later(client, entry, alerts, message)
@@ -529,10 +615,14 @@ class SlackNotifier:
             resp = await client.conversations_replies(
                 channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
             )
-        messages: list[dict[str, Any]] = resp.get("messages", []) or []
+        messages: Any = resp.get("messages", []) or []
+        if not isinstance(messages, list):
+            raise UnreadableAnswer(f"messages is {type(messages).__name__}, not a list")
         for message in messages:
-            meta = message.get("metadata") or {}
-            if meta.get("event_payload", {}).get("idempotency_key") == entry.idempotency_key:
-                return str(resp.get("channel", channel)), str(message["ts"])
+            meta = message.get("metadata") if isinstance(message, dict) else None
+            payload = meta.get("event_payload") if isinstance(meta, dict) else None
+            key = payload.get("idempotency_key") if isinstance(payload, dict) else None
+            if key == entry.idempotency_key:
+                return str(resp.get("channel", channel)), _answer_text(message, "ts")
         await asyncio.sleep(0)
         return None
