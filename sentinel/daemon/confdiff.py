@@ -90,4 +90,15 @@ def compare(old: Config, new: Config, file: str) -> ConfigChanges:
         changes.notes.append("server.api_token set: the gate and admin APIs now need it")
     elif had and old.server.api_token != new.server.api_token:
         changes.notes.append("server.api_token changed")
+    changes.notes += _state_changes(old, new)
     return changes
+
+
+def _state_changes(old: Config, new: Config) -> list[str]:
+    """The state store is opened once: a reload cannot move alert states, incidents and
+    undelivered notifications to another one, so it says the change waits for a restart."""
+    before, after = old.state, new.state
+    if (before.backend, before.path, before.dsn) == (after.backend, after.path, after.dsn):
+        return []
+    where = before.path if before.backend == "sqlite" else "the postgres dsn"
+    return [f"state store change needs a restart (still using {before.backend}: {where})"]
