@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -183,6 +183,7 @@ class Gate:
         counter = host.metrics.gate_decisions
         self._decision_counters = {d: counter.labels(d) for d in STATUS_CODE}
         self._inputs_json: dict[GateRequest, str] = {}
+        self._slo_index: tuple[object, dict[tuple[str, tuple[str, ...]], Any]] = (None, {})
         # Audit rows are written in batches: one SQLite transaction per request would cost
         # more than the rest of the request. A crash loses at most `flush_every` seconds.
         self._audit: list[tuple[float, str, str, str, str]] = []
@@ -250,8 +251,13 @@ class Gate:
         if self.store is not None and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush_loop())
 
-    def audit(self, req: GateRequest, now: float, decision: str, body_json: str) -> None:
-        inputs = self._inputs_json.get(req)
+    def audit(
+        self, req: GateRequest, now: float, decision: str, body_json: str, inputs: str | None = None
+    ) -> None:
+        """Queue the audit row; `inputs` is `audit_inputs(req)` as JSON when the caller
+        has it already."""
+        if inputs is None:
+            inputs = self._inputs_json.get(req)
         if inputs is None:
             inputs = jsonenc.dumps(audit_inputs(req))
             if len(self._inputs_json) > 1000:
@@ -265,13 +271,30 @@ class Gate:
         return self.host.known_services()
 
     def gate_slos(self, req: GateRequest) -> list[SLO]:
-        out = []
-        for slo in self.host.rules.slos:
-            if not slo.gate or (req.slos and slo.name not in req.slos):
-                continue
-            if slo.service == req.service or "service" in slo.group_by:
-                out.append(slo)
-        return out
+        return list(self._gate_slos(req)[0])
+
+    def _gate_slos(self, req: GateRequest) -> tuple[tuple[SLO, ...], frozenset[str]]:
+        """The gate SLOs of the request's service (and `slo` list) and the sources they
+        read, looked up once per rule set: a pipeline fleet asks for the same few services
+        thousands of times a second, and a rule set may hold thousands of SLOs."""
+        rules = self.host.rules
+        if self._slo_index[0] is not rules:  # a reload replaced the rules
+            self._slo_index = (rules, {})
+        index = self._slo_index[1]
+        found = index.get((req.service, req.slos))
+        if found is None:
+            slos = tuple(
+                slo
+                for slo in rules.slos
+                if slo.gate
+                and (not req.slos or slo.name in req.slos)
+                and (slo.service == req.service or "service" in slo.group_by)
+            )
+            found = (slos, frozenset(slo.source for slo in slos))
+            if len(index) > 1000:  # bounded: unknown services are refused before this
+                index.clear()
+            index[(req.service, req.slos)] = found
+        return found
 
     def _cached_verdict(self, key: tuple[Any, ...]) -> GateAnswer | None:
         """The answer already computed for the same inputs (counted as a decision again)."""
@@ -289,7 +312,8 @@ class Gate:
         """The answer to `req` at `now`, by the monotonic `deadline_at` at the latest. The
         verdict of a fresh evaluation is computed once and its body reused while nothing
         it depends on changes (the hot path of a pipeline fleet polling the gate)."""
-        slos = self.gate_slos(req)
+        found, sources = self._gate_slos(req)
+        slos = list(found)
         all_probes = self.probe_results(req.service, req.since, now)
         probes = [r for r in all_probes if not req.slos or r.slo in req.slos]
         if req.slos:
@@ -313,7 +337,7 @@ class Gate:
                 "it goes on and its result is kept for the retry"
             )
             return self._unevaluated(req, firing, now, reason, str(math.ceil(deadline)))
-        down_for = self._source_down_for(now, {slo.source for slo in slos})
+        down_for = self._source_down_for(now, sources)
         config = self.host.config.gate
         down_state = None if down_for is None else down_for >= config.source_down_after
         probed = tuple((r.slo, r.status, r.reason) for r in probes)
@@ -479,10 +503,10 @@ class Gate:
         if window is not None and window >= max((s.window for s in slos), default=0.0):
             window = None  # every SLO is capped by its own window: one shared evaluation
         key = (req.service, req.matchers, None if window is None else req.since, req.slos)
-        extra = self._extra(req, slos)
 
         async def work() -> Evaluated:
             engine = self.engine.engine(self.host.config)
+            extra = self._extra(req, slos)
             report = await engine.evaluate_once(
                 slos, now, window, extra, remember=False, budgets=False
             )
@@ -550,7 +574,7 @@ class Gate:
             return []
         return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
 
-    def _source_down_for(self, now: float, used: set[str]) -> float | None:
+    def _source_down_for(self, now: float, used: Set[str]) -> float | None:
         """How long the worst of the sources the gate SLOs `used` has been down, by what
         both the scheduled cycles and the gate's own clients saw last; None when each
         one's last outcome is good. A source no gate SLO reads (Loki, for a gate on

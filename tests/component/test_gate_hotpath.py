@@ -1,0 +1,63 @@
+"""What the gate keeps between requests to answer a polling pipeline fleet quickly (parsed
+query strings, each service's gate SLOs) never changes an answer: a repeated query string
+is judged at the new time and audited, a reload's rules apply to the next request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from support.fakeloki import FakeLoki
+from support.gatestack import GateClient, make_client
+from support.promserver import PrometheusServer
+from support.scenario import at
+
+
+@pytest.fixture
+async def gate(
+    tmp_path: Path, prometheus: PrometheusServer, loki: FakeLoki, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[GateClient]:
+    async for client in make_client(tmp_path, prometheus.url, monkeypatch, loki_url=loki.url):
+        yield client
+
+
+async def test_a_repeated_query_string_is_judged_at_the_new_time_and_audited(
+    gate: GateClient,
+) -> None:
+    gate.clock.now = at(40)
+    first, body, _ = await gate.get(service="chatbot-backend", release="v2")
+    assert first == 200 and body["decision"] == "pass", body
+    gate.clock.now = at(72)  # the latency regression at minute 60 is inside the 5m windows
+    second, body, _ = await gate.get(service="chatbot-backend", release="v2")
+    assert second == 412 and body["decision"] == "fail", body
+    assert body["evaluated_at"] == "2026-11-20T13:12:00Z"
+    _, history, _ = await gate.get("/api/v1/gate/history", service="chatbot-backend")
+    assert [h["decision"] for h in history] == ["fail", "pass"]
+    assert all(h["inputs"]["release"] == "v2" for h in history)
+
+
+async def test_a_refused_query_string_stays_refused_when_repeated(gate: GateClient) -> None:
+    gate.clock.now = at(40)
+    for _ in range(2):
+        status, body, _ = await gate.get(service="chatbot-backend", route="/x")
+        assert status == 400 and body["parameter"] == "route"
+
+
+async def test_a_reload_that_drops_a_gate_slo_applies_to_the_next_request(
+    gate: GateClient, tmp_path: Path
+) -> None:
+    gate.clock.now = at(40)
+    _, body, _ = await gate.get(service="chatbot-backend")
+    assert "http-latency-p99" in {s["slo"] for s in body["slos"]}
+    rules = tmp_path / "rules" / "chatbot.yaml"
+    text = rules.read_text()
+    start = text.index("  - name: http-latency-p99")
+    end = text.index("  - name: http-5xx-ratio")
+    rules.write_text(text[:start] + text[end:])
+    assert await gate.built.daemon.reload()
+    gate.clock.now = at(41)
+    _, body, _ = await gate.get(service="chatbot-backend")
+    names = {s["slo"] for s in body["slos"]}
+    assert "http-latency-p99" not in names and "http-5xx-ratio" in names
