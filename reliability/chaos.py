@@ -353,6 +353,8 @@ async def gate_load(run: Run, url: str, until: float) -> int:
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(session: aiohttp.ClientSession, params: dict[str, str]) -> None:
+        # http-5xx-ratio reads Prometheus only; the whole service also reads Loki.
+        sources = ("prometheus",) if "slo" in params else ("prometheus", "loki")
         sent = time.time()
         status, decision = 0, None
         try:
@@ -363,7 +365,7 @@ async def gate_load(run: Run, url: str, until: float) -> int:
             decision = body.get("decision") if isinstance(body, dict) else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
             pass
-        run.calls.append(GateCall(sent, time.time(), status, decision))
+        run.calls.append(GateCall(sent, time.time(), status, decision, sources))
 
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:

@@ -78,6 +78,11 @@ def test_gate_pass_after_a_source_was_down_beyond_the_limit_is_caught_pending_50
     assert f.problems == []
     check_gate([early, late, pending], [outage], down_after=4.0, slack=5.0, f=f)
     assert len(f.problems) == 1 and "1 pass answers while a source was down" in f.problems[0]
+    # A request narrowed to Prometheus SLOs may pass while Loki is down.
+    f = Findings()
+    narrowed = GateCall(120.0, 120.1, 200, "pass", sources=("prometheus",))
+    check_gate([narrowed], [outage], down_after=4.0, slack=5.0, f=f)
+    assert f.problems == []
     f = Findings()
     check_gate([GateCall(1.0, 1.1, 500, None), GateCall(2.0, 2.0, 0)], [], 4.0, 5.0, f)
     assert f.problems == [

@@ -370,6 +370,9 @@ class GateCall:
     answered: float
     status: int  # 0: no HTTP answer (connection error, client timeout)
     decision: str | None = None
+    # The sources the SLOs of the request read (`slo=` narrows them): an outage of any
+    # other source must not keep the gate from passing.
+    sources: tuple[str, ...] = ("prometheus", "loki")
 
 
 @dataclass
@@ -457,8 +460,8 @@ def check_webhook(expected_incidents: int, journal: list[dict[str, Any]], f: Fin
 def check_gate(
     calls: list[GateCall], outages: list[Outage], down_after: float, slack: float, f: Findings
 ) -> None:
-    """No 5xx but the gate's own 503 `pending`; no pass while a source had been down
-    longer than `down_after` plus `slack` (the time Sentinel needs to see an outage: an
+    """No 5xx but the gate's own 503 `pending`; no pass while a source the request reads
+    had been down longer than `down_after` plus `slack` (the time Sentinel needs to see an outage: an
     evaluation interval and a source timeout)."""
     statuses = Counter(str(c.status) if c.status else "no answer" for c in calls)
     f.counts["gate"] = {"requests": len(calls), "statuses": dict(sorted(statuses.items()))}
@@ -473,9 +476,7 @@ def check_gate(
         (c, o)
         for c in calls
         for o in outages
-        if o.source in ("prometheus", "loki")
-        and o.start + down_after + slack <= c.sent
-        and c.answered <= o.end
+        if o.source in c.sources and o.start + down_after + slack <= c.sent and c.answered <= o.end
     ]
     f.counts["gate"]["during_long_outages"] = dict(Counter(c.decision or "-" for c, _ in during))
     bad = [(c, o) for c, o in during if c.decision == "pass"]
