@@ -8,7 +8,8 @@ unreachable server fails within seconds instead of hanging. A failure is a
 `StateStoreWriteError` (or `StateStoreReadError`), exactly like SQLite's disk-full path:
 the alert manager keeps the cycle's changes in memory, in order, and commits them on the
 next cycle that can write; `health` shows the failure and `/health/ready` answers 503.
-A broken connection is replaced at the next call (at most one attempt a second).
+A broken connection is replaced by a worker thread (at most one attempt a second); calls
+meanwhile fail at once instead of waiting out the connect timeout on the event loop.
 
 Migrations are SQLite's, translated (`translate`), and run under a transaction-level
 advisory lock, so replicas starting together do not race; the version lives in
@@ -30,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -150,6 +152,12 @@ class PostgresStore:
         self.fence: Callable[[], int | None] | None = None
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
         self._last_attempt = 0.0
+        # Reconnection happens in a worker thread (see _connection).
+        self._lock = threading.Lock()
+        self._fresh: psycopg.Connection[dict[str, Any]] | None = None
+        self._connecting = False
+        self._connect_error = ""
+        self._closed = False
         self._blob_hashes: dict[str, str] = {}
         # Last successful reads the alert manager needs on every transition: a cycle while
         # the server is unreachable still steps and holds its changes (nothing is sent).
@@ -179,6 +187,10 @@ class PostgresStore:
         )
 
     def _connection(self) -> psycopg.Connection[dict[str, Any]]:
+        """The live connection, or OperationalError at once while a new one is being made
+        in a worker thread: connecting to an unreachable server can take the whole
+        connect timeout, which must not stall the event loop (the gate, the health
+        endpoints) on every call."""
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
@@ -186,16 +198,41 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
             self._conn = None
-        if time.monotonic() - self._last_attempt < self.RECONNECT_EVERY:
-            raise psycopg.OperationalError("not connected (reconnecting)")
-        self._conn = self._connect()
-        return self._conn
+        with self._lock:
+            fresh, self._fresh = self._fresh, None
+            if fresh is not None:
+                self._conn = fresh
+                return fresh
+            due = time.monotonic() - self._last_attempt >= self.RECONNECT_EVERY
+            if due and not self._connecting:
+                self._connecting = True
+                self._last_attempt = time.monotonic()
+                threading.Thread(target=self._reconnect, name="pg-reconnect", daemon=True).start()
+        raise psycopg.OperationalError(f"not connected (reconnecting): {self._connect_error}")
+
+    def _reconnect(self) -> None:
+        try:
+            conn = self._connect()
+        except psycopg.Error as exc:
+            self._connect_error = _message(exc)
+            conn = None
+        with self._lock:
+            self._connecting = False
+            if conn is not None:
+                self._fresh = conn
+                self._connect_error = ""
+        if conn is not None and self._closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
+        self._closed = True
+        with self._lock:
+            conns, self._conn, self._fresh = (self._conn, self._fresh), None, None
+        for conn in conns:
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
 
     @property
     def schema_version(self) -> int:
