@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -42,9 +43,14 @@ from sentinel.rules.model import RuleGroup
 log = logging.getLogger("sentinel.leader")
 
 
+_assemblies = itertools.count(1)
+
+
 def default_replica_id() -> str:
-    """host:pid — unique per process; a restarted process is a new replica."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid — unique per process; a restarted process is a new replica. A second
+    daemon in one process (tests) gets a suffix."""
+    n = next(_assemblies)
+    return f"{socket.gethostname()}:{os.getpid()}" + (f"/{n}" if n > 1 else "")
 
 
 class Leadership(Protocol):

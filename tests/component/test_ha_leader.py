@@ -170,3 +170,66 @@ def test_the_dsn_is_a_secret_and_postgres_needs_one(tmp_path: Path) -> None:
 def test_a_lone_sqlite_daemon_leads() -> None:
     sole = SoleLeader("host:1", lambda: NOW)
     assert sole.is_leader and sole.status()["backend"] == "sqlite"
+
+
+RULES = """\
+version: sentinel/v1
+service: svc
+slos:
+  - name: lat
+    sli:
+      latency: {histogram: http_request_duration_seconds, quantile: 0.95}
+    threshold: 2s
+    window: 5m
+"""
+
+
+async def _assembly(tmp_path: Path, name: str, state: str) -> Any:
+    from sentinel.daemon.assembly import build_daemon
+    from sentinel.rules.loader import load_rules
+
+    folder = tmp_path / name
+    (folder / "rules").mkdir(parents=True)
+    (folder / "rules" / "svc.yaml").write_text(RULES)
+    path = _config(folder, state)
+    path.write_text(path.read_text().replace("rules: []", "rules: [rules/*.yaml]"))
+    config = load_config(path, {"SENTINEL_DB": state})
+    return await build_daemon(str(path), config, load_rules(config), lambda: NOW)
+
+
+def _leader_gauge(built: Any) -> str:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(built.daemon.metrics.registry).decode()
+    return next(line for line in text.splitlines() if line.startswith("sentinel_leader "))
+
+
+async def test_health_and_metrics_say_who_leads(tmp_path: Path, pg: PostgresServer) -> None:
+    sole = await _assembly(tmp_path, "sqlite", "path: state.db")
+    try:
+        assert sole.daemon.leader_status() == {
+            "backend": "sqlite",
+            "is_leader": True,
+            "holder": sole.leader.replica,
+            "since": sole.daemon.leader_status()["since"],
+        }
+        assert _leader_gauge(sole) == "sentinel_leader 1.0"
+    finally:
+        await sole.cleanup()
+    dsn = pg.fresh_database()
+    state = f'backend: postgres\ndsn: "{dsn}"'
+    first = await _assembly(tmp_path, "a", state)
+    second = await _assembly(tmp_path, "b", state)
+    try:
+        one, two = first.daemon.leader_status(), second.daemon.leader_status()
+        assert (one["is_leader"], two["is_leader"]) == (True, False)
+        assert one["backend"] == two["backend"] == "postgres"
+        assert one["holder"] == two["holder"] == first.leader.replica != second.leader.replica
+        assert (_leader_gauge(first), _leader_gauge(second)) == (
+            "sentinel_leader 1.0",
+            "sentinel_leader 0.0",
+        )
+        assert first.store.health.as_json()["path"].startswith("postgresql://127.0.0.1:")
+    finally:
+        await first.cleanup()
+        await second.cleanup()
