@@ -8,12 +8,17 @@ figures are a lower bound on what the server can do.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -32,17 +37,37 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def run_load(url: str, headers: dict[str, str], connections: int, seconds: float) -> LoadResult:
+def run_load(
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    paths: Sequence[str] = (),
+) -> LoadResult:
+    """Load `url`; with `paths` (each starting with /), every request takes the next path
+    of the list in turn instead (many distinct requests: no cache helps)."""
     if shutil.which("wrk"):
-        return _wrk(url, headers, connections, seconds)
-    return asyncio.run(_aiohttp_load(url, headers, connections, seconds))
+        return _wrk(url, headers, connections, seconds, paths)
+    return asyncio.run(_aiohttp_load(url, headers, connections, seconds, paths))
 
 
-def _wrk(url: str, headers: dict[str, str], connections: int, seconds: float) -> LoadResult:
+def _wrk(
+    url: str, headers: dict[str, str], connections: int, seconds: float, paths: Sequence[str]
+) -> LoadResult:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        if paths:
+            script = Path(tmp) / "paths.lua"
+            listed = ",\n".join(json.dumps(p) for p in paths)  # JSON strings are Lua strings
+            script.write_text(
+                f"local paths = {{\n{listed}\n}}\nlocal i = 0\n"
+                "request = function()\n  i = i % #paths + 1\n"
+                "  return wrk.format(nil, paths[i])\nend\n"
+            )
+            cmd += ["-s", str(script)]
+        out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     elapsed = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
 
@@ -58,18 +83,22 @@ def _wrk(url: str, headers: dict[str, str], connections: int, seconds: float) ->
 
 
 async def _aiohttp_load(
-    url: str, headers: dict[str, str], connections: int, seconds: float
+    url: str, headers: dict[str, str], connections: int, seconds: float, paths: Sequence[str]
 ) -> LoadResult:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        base = url.split("/", 3)
+        origin = "/".join(base[:3])
+        turn = itertools.count()
 
         async def worker() -> None:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                async with session.get(url) as resp:
+                target = origin + paths[next(turn) % len(paths)] if paths else url
+                async with session.get(target) as resp:
                     await resp.read()
                     statuses[resp.status] = statuses.get(resp.status, 0) + 1
                 latencies.append(time.perf_counter() - t0)
