@@ -26,16 +26,16 @@ import pytest
 
 from support.promserver import free_port
 
-BIN_DIRS = (
-    "/usr/lib/postgresql/17/bin",
-    "/usr/lib/postgresql/16/bin",
-    "/usr/lib/postgresql/15/bin",
-)
-
 
 def pg_binary(name: str) -> str | None:
-    for directory in BIN_DIRS:
-        candidate = Path(directory) / name
+    """Debian keeps the server binaries per major version, off PATH: the newest."""
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for directory in versions:
+        candidate = directory / name
         if candidate.exists():
             return str(candidate)
     return shutil.which(name)
