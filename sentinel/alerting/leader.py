@@ -16,8 +16,12 @@ state machines and commits; a follower adopts the alert states the leader commit
 (the gate, the API, the UI and Alertmanager re-sends then answer alike on every replica).
 A replica that becomes the leader loads the committed states first (reminders and
 resolves continue with the same incident ids; nothing is paged again) unless it led
-without interruption before (then it keeps the changes it holds, unsaved, from a
-PostgreSQL outage and commits them now).
+without interruption before. While PostgreSQL cannot be reached, the replica that led
+last goes on stepping its alerts in memory (its commits are refused and held, as on a
+full disk); when the server is back it gets a head start of one poll to take the lead
+back and commits what it holds, with the times it happened. If another replica takes the
+lead instead, the held changes are dropped (never sent) and that replica derives them
+again from the data.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class Leadership(Protocol):
     @property
     def is_leader(self) -> bool: ...
 
+    @property
+    def acting(self) -> bool: ...
+
     def status(self) -> dict[str, Any]: ...
 
     async def start(self) -> None: ...
@@ -75,6 +82,10 @@ class SoleLeader:
 
     @property
     def is_leader(self) -> bool:
+        return True
+
+    @property
+    def acting(self) -> bool:
         return True
 
     def status(self) -> dict[str, Any]:
@@ -112,6 +123,11 @@ class PostgresLeader:
         self.connect_timeout = connect_timeout
         self._conn: Any = None
         self._leader_pid: int | None = None
+        self._connected_before = False
+        # This replica led last, as far as it knows (nobody else seen holding the lock
+        # since): while the server cannot be reached it goes on stepping the alerts in
+        # memory (`acting`), and commits what it holds if it takes the lead back.
+        self.led_last = False
         self.since: float | None = None
         self.holder: str | None = None
         self.holder_since: float | None = None
@@ -124,6 +140,11 @@ class PostgresLeader:
     @property
     def is_leader(self) -> bool:
         return self._leader_pid is not None
+
+    @property
+    def acting(self) -> bool:
+        """Leads, or led last and cannot see anyone else leading (the server is down)."""
+        return self.is_leader or (self.led_last and self.holder is None)
 
     def fence(self) -> int | None:
         """The backend pid of the leader connection while this replica leads."""
@@ -171,16 +192,20 @@ class PostgresLeader:
         """Runs in a worker thread. Returns whether a new leadership is continuous."""
         pg = self._pg
         try:
+            reconnected = self._conn is None and self._connected_before
             conn = self._connection()
             continuous = False
-            if self._leader_pid is None:
+            # Back after losing the server (a restart): the last leader, which may hold
+            # changes made meanwhile, gets one poll's head start to take the lead back.
+            waits = reconnected and not self.led_last
+            if self._leader_pid is None and not waits:
                 got = conn.execute(
                     "SELECT pg_try_advisory_lock(%s, %s) AS got", (pg.LEADER_CLASS, pg.LEADER_KEY)
                 ).fetchone()
                 if got and got["got"]:
                     continuous = self._take_over(conn)
                     self._leader_pid = conn.info.backend_pid
-            else:
+            elif self._leader_pid is not None:
                 held = conn.execute(
                     "SELECT 1 FROM pg_locks WHERE locktype='advisory' AND classid=%s AND "
                     "objid=%s AND objsubid=2 AND pid=pg_backend_pid() AND granted",
@@ -205,6 +230,7 @@ class PostgresLeader:
             self.dsn, f"sentinel:{self.replica}", self.connect_timeout, self.connect_timeout
         )
         self._conn = conn
+        self._connected_before = True
         conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self._pg.LIVENESS_CLASS, self.key))
         return conn
 
@@ -218,6 +244,7 @@ class PostgresLeader:
                 (self.replica, now),
             )
         self.since = now
+        self.led_last = True
         return bool(prior and prior["holder"] == self.replica)
 
     def _read_holder(self, conn: Any) -> None:
@@ -234,6 +261,8 @@ class PostgresLeader:
             return
         name = str(row["app"]).removeprefix("sentinel:")
         self.holder = name
+        if name != self.replica:
+            self.led_last = False
         self.holder_since = row["since"] if row["holder"] == name else None
 
     def _drop(self) -> None:
@@ -277,6 +306,13 @@ class LeaderCycle:
             self.on_leader()
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
+        if self.leader.acting and not self.leader.is_leader:
+            # The server is unreachable and this replica led last: step on, in memory.
+            # Its commits are refused (fenced) and held, in order, with their times, and
+            # committed if it takes the lead back; dropped if another replica does.
+            with contextlib.suppress(StateStoreError):
+                self.manager.observe_sync(group, results, now)
+            return
         if self.leader.is_leader:
             if self._reload:
                 try:

@@ -159,9 +159,12 @@ class PostgresStore:
         self._connect_error = ""
         self._closed = False
         self._blob_hashes: dict[str, str] = {}
-        # Last successful reads the alert manager needs on every transition: a cycle while
-        # the server is unreachable still steps and holds its changes (nothing is sent).
+        # Last successful reads the alert manager needs for its transitions: the replica
+        # that led last steps on while the server is unreachable and holds its changes
+        # (leader.py); nothing is sent meanwhile.
         self._silences: list[Silence] = []
+        self._acks: dict[str, tuple[str, float]] = {}
+        self._rollbacks: dict[tuple[str, str], float | None] = {}
         try:
             self._conn = self._connect()
             self.migrate()
@@ -474,12 +477,18 @@ class PostgresStore:
         return {k: int(row[k] or 0) for k in ("pending", "dead", "delivered")}
 
     def last_rollback_at(self, notifier: str, service: str) -> float | None:
-        row = self._read_one(
-            "SELECT MAX(created_at) AS m FROM outbox WHERE notifier=%s AND service=%s "
-            "AND kind='firing'",
-            (notifier, service),
-        )
-        return float(row["m"]) if row and row["m"] is not None else None
+        """The last one known while the server cannot be reached (see `silences`)."""
+        try:
+            row = self._read_one(
+                "SELECT MAX(created_at) AS m FROM outbox WHERE notifier=%s AND service=%s "
+                "AND kind='firing'",
+                (notifier, service),
+            )
+        except StateStoreReadError:
+            return self._rollbacks.get((notifier, service))
+        last = float(row["m"]) if row and row["m"] is not None else None
+        self._rollbacks[(notifier, service)] = last
+        return last
 
     def deliveries(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
         return self._read(
@@ -562,11 +571,20 @@ class PostgresStore:
         return changed > 0
 
     def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
-        rows = self._read(
-            "SELECT incident_id, actor, at FROM incident_acks WHERE incident_id = ANY(%s)",
-            (list(incident_ids),),
-        )
-        return {r["incident_id"]: (r["actor"], r["at"]) for r in rows}
+        """The ones known while the server cannot be reached (see `silences`)."""
+        ids = list(incident_ids)
+        try:
+            rows = self._read(
+                "SELECT incident_id, actor, at FROM incident_acks WHERE incident_id = ANY(%s)",
+                (ids,),
+            )
+        except StateStoreReadError:
+            return {i: self._acks[i] for i in ids if i in self._acks}
+        found = {r["incident_id"]: (r["actor"], r["at"]) for r in rows}
+        if len(self._acks) > 10_000:
+            self._acks.clear()
+        self._acks.update(found)
+        return found
 
     # -- silences -----------------------------------------------------------------------
 

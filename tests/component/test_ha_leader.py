@@ -112,6 +112,7 @@ async def test_a_follower_adopts_the_leaders_states_and_a_new_leader_reloads_the
     class Follows:
         replica = "b"
         is_leader = False
+        acting = False
 
         def status(self) -> dict[str, Any]:
             return {}
@@ -127,7 +128,7 @@ async def test_a_follower_adopts_the_leaders_states_and_a_new_leader_reloads_the
     assert follower._firing == {"svc": {"svc/lat"}}  # the gate sees it firing
     # It becomes the leader: the states it steps from are the committed ones.
     follower.alerts = {"svc/lat": stale}
-    role.is_leader = True
+    role.is_leader = role.acting = True
     cycle.leadership_changed(True, False)
     await cycle.observe(_group(), [], NOW + 2)
     assert follower.alerts["svc/lat"].incident_id == "inc1"
