@@ -118,6 +118,7 @@ def _build(
 ) -> GateRequest:
     params: dict[str, str] = {}
     for name, value in items:
+        _refuse_unencodable(prefix + name, value)
         if name in params:
             raise GateInputError(prefix + name, "given more than once")
         params[name] = value
@@ -157,6 +158,17 @@ def _build(
         canary,
         baseline,
     )
+
+
+def _refuse_unencodable(param: str, value: str) -> None:
+    """A lone surrogate (JSON's "\\ud800" in a Flagger body) is no character: it cannot
+    be sent to Prometheus, stored in the audit or even echoed in a JSON error."""
+    for text in (param, value):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = param.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            raise GateInputError(shown, "not valid Unicode (a lone surrogate)") from None
 
 
 def _side(param: str, text: str | None, allowed: Sequence[str]) -> tuple[Matcher, ...] | None:

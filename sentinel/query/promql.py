@@ -30,12 +30,16 @@ from sentinel.units import format_duration
 PART_LABEL = "sentinel_part"
 
 
+# Prometheus' lexer refuses a raw newline in a string and reads a decoded U+FFFD as an
+# invalid UTF-8 byte ("parse error: invalid UTF-8 rune"), so U+FFFD — what an invalid
+# percent-encoding in a gate request decodes to — is written as an escape, which both
+# PromQL's lexer and LogQL's (Go's strconv.Unquote) read back as the same character.
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\ufffd": "\\ufffd"})
+
+
 def quote(value: str) -> str:
     """A PromQL/LogQL double-quoted string literal."""
-    escaped = (
-        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    )
-    return f'"{escaped}"'
+    return f'"{value.translate(_ESCAPES)}"'
 
 
 def render_matchers(matchers: Sequence[Matcher]) -> str:

@@ -74,6 +74,12 @@ def counted(target: str) -> Callable[[F], F]:
     return wrap
 
 
+def note(target: str, count: int) -> None:
+    """Count `count` checks of another kind under `target` (e.g. queries parsed)."""
+    with _lock:
+        TRIED[target] += count
+
+
 def summary() -> list[str]:
     """One line per fuzz target: inputs tried and seconds spent (empty if none ran)."""
     if not TRIED:
@@ -82,6 +88,6 @@ def summary() -> list[str]:
         f"fuzz: base {BASE_EXAMPLES} examples (SENTINEL_FUZZ_EXAMPLES), seed {SEED or 'fixed'}"
     ]
     for target in sorted(TRIED):
-        lines.append(f"  {target:<30} {TRIED[target]:>7} inputs  {SECONDS[target]:7.1f} s")
-    lines.append(f"  {'total':<30} {sum(TRIED.values()):>7} inputs  {sum(SECONDS.values()):7.1f} s")
+        lines.append(f"  {target:<36} {TRIED[target]:>7} inputs  {SECONDS[target]:7.1f} s")
+    lines.append(f"  {'total':<36} {sum(TRIED.values()):>7} inputs  {sum(SECONDS.values()):7.1f} s")
     return lines

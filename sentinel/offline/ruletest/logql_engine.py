@@ -24,16 +24,16 @@ from typing import Any
 
 from sentinel.offline.ruletest.tokens import Tok, TokenParser
 from sentinel.offline.ruletest.tokens import tokenize as tokenize_with
+from sentinel.units import parse_duration
 
 Labels = tuple[tuple[str, str], ...]
 Vector = dict[Labels, float]
 
 TOKEN = re.compile(
-    r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*"|`[^`]*`)|(?P<duration>\d+(?:ms|s|m|h|d))(?![a-zA-Z_])'
+    r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*"|`[^`]*`)|(?P<duration>(?:\d+(?:ms|s|m|h|d))+)(?![a-zA-Z_])'
     r"|(?P<number>\d+(?:\.\d+)?)|(?P<op>=~|!~|!=|\|=|>=|<=|==|[{}()\[\],|/=<>])"
     r"|(?P<ident>[a-zA-Z_][a-zA-Z0-9_]*))"
 )
-UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class LogQLError(Exception):
@@ -164,11 +164,8 @@ class Parser(TokenParser):
         dur = self.take(kind="duration").text
         self.take("]")
         self.take(")")
-        unit = re.match(r"\d+(ms|s|m|h|d)", dur)
-        assert unit
-        return RangeFn(
-            fn, matchers, stages, float(dur[: -len(unit.group(1))]) * UNIT[unit.group(1)]
-        )
+        # Compound durations too ("5m9s"): what Sentinel renders for a gate's window.
+        return RangeFn(fn, matchers, stages, parse_duration(dur))
 
     def selector(self) -> list[tuple[str, str, str]]:
         self.take("{")
@@ -215,7 +212,7 @@ class Parser(TokenParser):
 def unquote(text: str) -> str:
     if text.startswith("`"):
         return text[1:-1]
-    return str(json.loads(text))
+    return str(json.loads(text, strict=False))  # a raw tab is fine in LogQL, not in JSON
 
 
 @dataclass

@@ -28,7 +28,7 @@ LOOKBACK = 300.0
 
 _TOKEN = re.compile(
     r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')'
-    r"|(?P<duration>\d+(?:ms|s|m|h|d|w|y))(?![\w])"
+    r"|(?P<duration>(?:\d+(?:ms|s|m|h|d|w|y))+)(?![\w])"  # "5m9s" too
     r"|(?P<number>\d+(?:\.\d+)?(?:e[+-]?\d+)?|\.\d+)"
     r"|(?P<op>=~|!~|!=|==|>=|<=|[{}()\[\],=*/+\-<>])"
     r"|(?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*))"
@@ -176,9 +176,17 @@ class _Parser(TokenParser):
         return Selector(name, tuple(matchers), rng)
 
 
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+
+
 def _unquote(text: str) -> str:
-    body = text[1:-1]
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+    """Go's escapes as PromQL reads them, \\uXXXX included (how `quote` writes U+FFFD)."""
+
+    def escape(m: re.Match[str]) -> str:
+        code = m.group(1)
+        return chr(int(code[1:], 16)) if len(code) > 1 else _SIMPLE_ESCAPES.get(code, code)
+
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", escape, text[1:-1], flags=re.S)
 
 
 def parse(query: str) -> Any:
