@@ -26,7 +26,7 @@ from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, Webh
 from sentinel.daemon.probes import ProbeSchedule
 from sentinel.daemon.retention import StateRetention
 from sentinel.daemon.runner import Daemon
-from sentinel.errors import StateStoreUnusable
+from sentinel.errors import StateStoreError, StateStoreUnusable
 from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
@@ -144,11 +144,18 @@ async def build_daemon(
     stack.push_async_callback(close_notifiers)
     gate = Gate(daemon, manager, store)
 
+    def outbox() -> dict[str, int] | None:
+        try:
+            return store.outbox_stats()
+        except StateStoreError:  # a shared store that cannot be reached: health says so
+            return None
+
     def health() -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {
             "state_store": {
                 **store.health.as_json(),
-                "outbox": store.outbox_stats(),
+                "backend": store.backend,
+                "outbox": outbox(),
                 # Alert changes held in memory because their commit failed.
                 "unsaved_alert_changes": len(manager.unsaved.alerts),
                 "unsaved_notifications": len(manager.unsaved.notifications),

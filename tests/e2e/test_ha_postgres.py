@@ -236,6 +236,12 @@ def test_postgres_down_holds_the_alert_changes_then_recovers_and_loses_nothing(
     unready_after = time.monotonic() - down
     status, body, _ = http("GET", f"{cluster.urls['a']}/health/ready")
     assert status == 503 and any("state store" in r for r in body["reasons"]), body
+    for name in ("a", "b"):
+        status, detailed, _ = http("GET", f"{cluster.urls[name]}/health/detailed")
+        assert status == 200, detailed
+        assert detailed["checks"]["state_store"]["status"] == "unhealthy"
+        assert "postgresql://127.0.0.1" in detailed["checks"]["state_store"]["path"]
+        wait_for(lambda n=name: not cluster.leader_of(n)["is_leader"], 10, "no leader")  # type: ignore[misc]
     # The incident begins while PostgreSQL is down: the replica that led last steps on
     # and holds the FIRING (nothing can be sent: it is not committed).
     http("POST", f"{cluster.sim}/fault?mode=latency")
