@@ -45,7 +45,7 @@ class HTTPQueryClient:
             k.lower() == "accept-encoding" for k in self._headers
         ):
             # Same host: gzip would cost both processes CPU (Prometheus compressing, us
-            # inflating, a fifth of a small cycle's CPU) to save no bandwidth. Remote
+            # inflating: 5-10 % of a cycle's CPU in a profile) to save no bandwidth. Remote
             # backends keep aiohttp's default (gzip), which saves real transfer time.
             self._headers["Accept-Encoding"] = "identity"
         if config.bearer_token is not None:
