@@ -242,6 +242,10 @@ def test_postgres_down_holds_the_alert_changes_then_recovers_and_loses_nothing(
         assert detailed["checks"]["state_store"]["status"] == "unhealthy"
         assert "postgresql://127.0.0.1" in detailed["checks"]["state_store"]["path"]
         wait_for(lambda n=name: not cluster.leader_of(n)["is_leader"], 10, "no leader")  # type: ignore[misc]
+    # What needs the database says so; the gate answers from memory.
+    status, body, _ = http("GET", f"{cluster.urls['b']}/api/v1/alerts")
+    assert status == 503 and "state store unavailable" in body["error"], body
+    assert http("GET", f"{cluster.urls['b']}/api/v1/gate?service=chatbot-backend")[0] == 200
     # The incident begins while PostgreSQL is down: the replica that led last steps on
     # and holds the FIRING (nothing can be sent: it is not committed).
     http("POST", f"{cluster.sim}/fault?mode=latency")
