@@ -128,7 +128,7 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
     `shutdown_timeout`), the HTTP server stops, then the assembled parts close (gate,
     dispatcher, notifiers, store)."""
     from sentinel.daemon.assembly import build_daemon
-    from sentinel.web.app import build_app
+    from sentinel.web.app import build_app, build_runner
     from sentinel.web.routes import api_routes
 
     try:
@@ -140,9 +140,7 @@ async def serve(config_path: str, config: Any, rules: Any) -> int:
     daemon = assembly.daemon
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(assembly.cleanup)
-        app_runner = web.AppRunner(
-            build_app(daemon, api_routes(assembly)), access_log=None, handle_signals=False
-        )
+        app_runner = build_runner(build_app(daemon, api_routes(assembly)))
         await app_runner.setup()
         stack.push_async_callback(app_runner.cleanup)
         # Handlers stay installed while the daemon stops: a second signal forces it.

@@ -7,7 +7,6 @@ rate-limited line: unauthenticated clients must not be able to flood the log.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,8 +20,18 @@ from sentinel import __version__, jsonenc
 from sentinel.daemon.runner import Daemon
 from sentinel.errors import StateStoreError
 from sentinel.evaluate.slo import rfc3339
+from sentinel.web.compare import same_secret
 
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
+
+# Request limits (SECURITY.md), pinned here rather than left to aiohttp's defaults so an
+# upgrade cannot change them unnoticed. The largest legitimate request is a Slack button
+# click (the message's blocks, form-encoded: ~150 KB at most); a longer request line, a
+# longer header or more headers is refused with 400, a larger body with 413, each before
+# a handler runs.
+MAX_REQUEST_BODY = 1024 * 1024
+MAX_REQUEST_LINE = MAX_HEADER_FIELD = 8190
+MAX_HEADERS = 128
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -46,9 +55,7 @@ def require_token(request: web.Request, body_token: str | None = None) -> None:
         return
     scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
     given = credentials.strip() if scheme.lower() == "bearer" else (body_token or "")
-    # Bytes, not str: compare_digest refuses non-ASCII text with a TypeError (a 500).
-    expected = token.get_secret_value().encode("utf-8", "surrogatepass")
-    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
+    if not same_secret(given, token.get_secret_value()):
         raise web.HTTPUnauthorized(
             text=dumps({"error": "missing or invalid bearer token"}),
             content_type="application/json",
@@ -189,9 +196,21 @@ async def state_store_unavailable(
         )
 
 
+def build_runner(app: web.Application) -> web.AppRunner:
+    """The daemon's HTTP server: Sentinel's request limits, no access log, no signals."""
+    return web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        max_line_size=MAX_REQUEST_LINE,
+        max_field_size=MAX_HEADER_FIELD,
+        max_headers=MAX_HEADERS,
+    )
+
+
 def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
     install_bad_request_filter()
-    app = web.Application(middlewares=[state_store_unavailable])
+    app = web.Application(middlewares=[state_store_unavailable], client_max_size=MAX_REQUEST_BODY)
     app[DAEMON] = daemon
     app.add_routes(
         [

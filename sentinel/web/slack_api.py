@@ -58,6 +58,8 @@ def verified(secrets: list[str], body: bytes, headers: Mapping[str, str], now: f
     if not timestamp.isdigit():
         return False  # slack-sdk would raise on a timestamp that is not an integer
     signature = headers.get("X-Slack-Signature")
+    if signature is None or not signature.isascii():
+        return False  # slack-sdk's compare_digest of str would raise TypeError (a 500)
     clock = _DaemonClock(lambda: now)
     return any(
         SignatureVerifier(secret, clock).is_valid(body, timestamp, signature) for secret in secrets

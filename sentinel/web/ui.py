@@ -11,7 +11,6 @@ checks through the gate's own parsing, verdict and audit.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import importlib.resources
 import json
 import time
@@ -33,6 +32,7 @@ from sentinel.outputs.links import dashboard_url
 from sentinel.units import format_duration
 from sentinel.web import ui_data, ui_service
 from sentinel.web.alerts_api import create_silence
+from sentinel.web.compare import same_secret
 from sentinel.web.ui_auth import Auth, UIAuth, safe_next, same_origin
 from sentinel.web.ui_series import History, RangeCache
 from sentinel.web.ui_table import table_rows
@@ -377,7 +377,7 @@ class StatusUI:
             (k, v) for k, v in (await request.post()).items() if isinstance(v, str)
         )
         token = form.get("csrf", "")
-        if not same_origin(request) or not hmac.compare_digest(token, auth.csrf):
+        if not same_origin(request) or not same_secret(token, auth.csrf):
             raise web.HTTPForbidden(
                 text="This form expired or came from another site. Reload the page and retry.",
                 headers=SECURITY_HEADERS,
@@ -457,7 +457,7 @@ class StatusUI:
         if (
             not same_origin(request)
             or not isinstance(token, str)
-            or not hmac.compare_digest(token, auth.csrf)
+            or not same_secret(token, auth.csrf)
         ):
             raise web.HTTPForbidden(
                 text="This form expired or came from another site. Reload the page and retry.",

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from sentinel.web.compare import same_secret
+
 SESSION_COOKIE = "sentinel_session"
 CSRF_COOKIE = "sentinel_csrf"
 SESSION_SECONDS = 12 * 3600
@@ -73,7 +75,7 @@ class UIAuth:
         if not cookie or cookie.count(".") != 2:
             return None
         expires, nonce, signature = cookie.split(".")
-        if not hmac.compare_digest(signature, _sign(key, f"{expires}.{nonce}")):
+        if not same_secret(signature, _sign(key, f"{expires}.{nonce}")):
             return None
         if not expires.isdigit() or int(expires) < self._clock():
             return None
@@ -96,8 +98,7 @@ class UIAuth:
         token = self._token()
         if not token:
             return True
-        expected = token.encode("utf-8", "surrogatepass")
-        if not given or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
+        if not same_secret(given, token):
             return False
         expires = int(self._clock()) + SESSION_SECONDS
         nonce = secrets.token_hex(16)
