@@ -14,9 +14,11 @@ Every message carries Slack message metadata with the outbox idempotency key, so
 crash mid-send (or a retry after a partial delivery) the notifier looks the message up
 (`conversations.history` / `conversations.replies`) instead of posting it twice.
 
-429 (honouring Retry-After), 5xx and connection errors are retried by slack-sdk's retry
-handlers, then by the outbox; permanent errors (`invalid_auth`, `channel_not_found`) are
-rejected with Slack's error code and shown in /health/detailed.
+429 (a Retry-After of at most 5 s waited in place), 5xx and connection errors are retried
+by slack-sdk's retry handlers, then by the outbox (honouring Retry-After, capped at 1 h);
+so are Slack's transient codes (RETRYABLE_ERRORS) and answers that are not Slack's JSON (a
+proxy's page); permanent errors (`invalid_auth`, `channel_not_found`) are rejected with
+Slack's error code and shown in /health/detailed.
 
 Charts (`charts: true`, bot token only): once the message is delivered, a PNG of each
 alert's SLI (`notify/chart.py`) is uploaded into the incident's thread with

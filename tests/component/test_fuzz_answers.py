@@ -389,7 +389,7 @@ BIG = json.dumps(
     ),
     loki=Script(status=500, body=b"<html>oops</html>", content_type="text/html"),
 )
-@fuzz_settings(4.0)
+@fuzz_settings(3.0)
 @counted("Prometheus+Loki answers (engine)")
 def test_fuzz_no_answer_crashes_a_cycle_or_is_judged_ok_unless_well_formed(
     backend: ScriptedBackend, prom: Script, loki: Script

@@ -98,7 +98,7 @@ def write(workdir: Path, config: bytes, rule: bytes | None) -> None:
 @example(config=CONFIG_HEAD.encode() + b"evaluation: {interval: .nan}\n")
 @example(config=CONFIG_HEAD.encode() + b"prometheus: {url: 'http://x'}\n")
 @example(config=CONFIG_HEAD.encode() + b"gate: {cache_ttl: .inf, max_in_flight: 1e400}\n")
-@fuzz_settings(10.0)
+@fuzz_settings(5.0)
 @counted("config file (check)")
 def test_fuzz_any_config_file_is_refused_with_located_lines_never_a_traceback(
     workdir: Path, config: bytes
@@ -111,7 +111,7 @@ def test_fuzz_any_config_file_is_refused_with_located_lines_never_a_traceback(
 @example(rule=b"")
 @example(rule=b"version: sentinel/v1\nservice: s\nslos: [{name: a, threshold: .nan}]\n")
 @example(rule=b"version: sentinel/v1\nservice: s\nslos: [{name: a, threshold: -.inf}]\n")
-@fuzz_settings(10.0)
+@fuzz_settings(5.0)
 @counted("rule file (check)")
 def test_fuzz_any_rule_file_is_refused_with_located_lines_never_a_traceback(
     workdir: Path, rule: bytes
@@ -152,7 +152,7 @@ def test_a_valid_pair_of_files_passes_the_same_check(workdir: Path) -> None:
     config=st.one_of(mutated_yaml(EXAMPLE_CONFIG), HOSTILE),
     rule=st.one_of(rule_files(), st.none()),
 )
-@fuzz_settings(0.1)
+@fuzz_settings(0.05)
 @counted("config+rule (check process)")
 def test_fuzz_the_real_command_refuses_broken_files_with_located_lines(
     workdir: Path, config: bytes, rule: bytes | None

@@ -417,7 +417,8 @@ def test_fuzz_any_gate_query_is_answered_without_a_500_and_sends_only_parsing_qu
     headers = {"Authorization": authorization} if authorization else {}
     status, body = gate.request("GET", f"/api/v1/gate?{query}", headers=headers)
     assert status in ALLOWED, (status, body[:500])
-    json.loads(body)  # every answer, error or verdict, is JSON
+    if not body.startswith(b"Got more than"):  # aiohttp's own 400 for a request line > 8190
+        json.loads(body)  # every answer of Sentinel's, error or verdict, is JSON
     check_sent(gate, plain_skeletons)
 
 

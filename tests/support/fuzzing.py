@@ -31,6 +31,7 @@ SEED = os.environ.get("SENTINEL_FUZZ_SEED")
 
 TRIED: Counter[str] = Counter()
 SECONDS: Counter[str] = Counter()
+CHECKED: Counter[str] = Counter()  # other counts a target reports (queries parsed...)
 _lock = threading.Lock()
 
 
@@ -77,7 +78,7 @@ def counted(target: str) -> Callable[[F], F]:
 def note(target: str, count: int) -> None:
     """Count `count` checks of another kind under `target` (e.g. queries parsed)."""
     with _lock:
-        TRIED[target] += count
+        CHECKED[target] += count
 
 
 def summary() -> list[str]:
@@ -90,4 +91,5 @@ def summary() -> list[str]:
     for target in sorted(TRIED):
         lines.append(f"  {target:<36} {TRIED[target]:>7} inputs  {SECONDS[target]:7.1f} s")
     lines.append(f"  {'total':<36} {sum(TRIED.values()):>7} inputs  {sum(SECONDS.values()):7.1f} s")
+    lines += [f"  {target:<36} {CHECKED[target]:>7}" for target in sorted(CHECKED)]
     return lines
