@@ -8,8 +8,9 @@ minutes on the 2-core CI machine); each target scales it by its cost. A long run
 
     SENTINEL_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests -k fuzz -p no:cacheprovider
 
-`SENTINEL_FUZZ_SEED` switches to random inputs from that seed (exploring beyond the CI
-set). Every target counts the inputs it actually tried; the session prints the counts.
+`SENTINEL_FUZZ_RANDOM=1` draws fresh random inputs instead (exploring beyond the CI set);
+a failure then prints a `@reproduce_failure` blob that replays it. Every target counts the
+inputs it actually tried; the session prints the counts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from hypothesis import HealthCheck, settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 BASE_EXAMPLES = int(os.environ.get("SENTINEL_FUZZ_EXAMPLES", "100"))
-SEED = os.environ.get("SENTINEL_FUZZ_SEED")
+RANDOM = bool(os.environ.get("SENTINEL_FUZZ_RANDOM"))
 
 TRIED: Counter[str] = Counter()
 SECONDS: Counter[str] = Counter()
@@ -39,7 +40,7 @@ def fuzz_settings(weight: float = 1.0) -> settings:
     """Settings for one target: `weight` x the base number of examples (at least 5)."""
     return settings(
         max_examples=max(5, int(BASE_EXAMPLES * weight)),
-        derandomize=SEED is None,
+        derandomize=not RANDOM,
         database=None,
         deadline=None,
         print_blob=True,
@@ -86,7 +87,8 @@ def summary() -> list[str]:
     if not TRIED:
         return []
     lines = [
-        f"fuzz: base {BASE_EXAMPLES} examples (SENTINEL_FUZZ_EXAMPLES), seed {SEED or 'fixed'}"
+        f"fuzz: base {BASE_EXAMPLES} examples (SENTINEL_FUZZ_EXAMPLES), "
+        f"{'random' if RANDOM else 'the fixed CI'} inputs"
     ]
     for target in sorted(TRIED):
         lines.append(f"  {target:<36} {TRIED[target]:>7} inputs  {SECONDS[target]:7.1f} s")
