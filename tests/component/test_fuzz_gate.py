@@ -207,13 +207,11 @@ def gate(
 def plain_skeletons(gate: GateThread) -> dict[str, set[str]]:
     """The skeletons of the queries the gate sends for plain requests."""
     gate.recorder.take()
-    for env in ("prod", "staging"):
-        for extra in ("", "&namespace=chatbot", "&status=200"):
-            target = f"/api/v1/gate?service=chatbot-backend&env={env}{extra}"
+    for env in ("&env=prod", "&env=staging", ""):
+        for extra in ("", "&namespace=chatbot", "&status=200", "&namespace=chatbot&status=200"):
+            target = f"/api/v1/gate?service=chatbot-backend{env}{extra}"
             status, body = gate.request("GET", target, headers=auth())
             assert status in ALLOWED, body
-    target = "/api/v1/gate?service=chatbot-backend"
-    gate.request("GET", target, headers=auth())
     out: dict[str, set[str]] = {"prometheus": set(), "loki": set()}
     for sent in gate.recorder.take():
         out[sent.backend].add(skeleton(sent.query))
