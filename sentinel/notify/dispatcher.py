@@ -24,10 +24,22 @@ log = logging.getLogger("sentinel.notify")
 
 MAX_ATTEMPTS = 15
 MAX_BACKOFF = 300.0
+# A receiver's Retry-After is honoured up to this: an hour is past any rate-limit window
+# Slack or a webhook documents, and a larger (or unreadable) value must not park a rollback
+# or a page for ever.
+MAX_RETRY_AFTER = 3600.0
 
 
 def backoff(attempts: int) -> float:
     return min(MAX_BACKOFF, 2.0 ** max(0, attempts))
+
+
+def honoured(retry_after: float | None) -> float:
+    """The part of a receiver's Retry-After the dispatcher waits: NaN and negatives count
+    as none, anything longer (a 400-digit header parses as +Inf) as MAX_RETRY_AFTER."""
+    if retry_after is None or not retry_after > 0:
+        return 0.0
+    return min(retry_after, MAX_RETRY_AFTER)
 
 
 class Dispatcher:
@@ -139,7 +151,7 @@ class Dispatcher:
                 self.store.mark_dead(entry.id, self.clock(), f"gave up: {detail}")
                 self.metrics.notifications.labels(entry.notifier, "dead").inc()
             else:
-                delay = max(retry_after or 0.0, backoff(entry.attempts))
+                delay = max(honoured(retry_after), backoff(entry.attempts))
                 self.store.mark_retry(entry.id, self.clock() + delay, detail)
                 self.metrics.notifications.labels(entry.notifier, "retry").inc()
             log.warning(

@@ -30,6 +30,7 @@ class WebhookReceiver(ThreadedServer):
     deliveries: list[Delivery] = field(default_factory=list)
     attempts: int = 0
     planned: list[int] = field(default_factory=list)
+    retry_after: str = "1"  # what a 429 answers in Retry-After
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -46,7 +47,7 @@ class WebhookReceiver(ThreadedServer):
             self.attempts += 1
             status = self.planned.pop(0) if self.planned else 200
         if status != 200:
-            headers = {"Retry-After": "1"} if status == 429 else {}
+            headers = {"Retry-After": self.retry_after} if status == 429 else {}
             return web.Response(status=status, text="try later", headers=headers)
         stamp = request.headers.get("X-Sentinel-Timestamp", "")
         expected = (
