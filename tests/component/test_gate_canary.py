@@ -53,8 +53,16 @@ async def gate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[GateClient]:
     rules = {f"{name}.yaml": rule_file(name) for name in SCENARIOS}
+    # The in-process fake Loki evaluates LogQL in Python: on a loaded 2-core CI machine an
+    # answer took over 2 s, and these tests judge data, not timeouts.
     async for client in make_client(
-        tmp_path, canary_prometheus.url, monkeypatch, loki_url=canary_loki.url, rules=rules
+        tmp_path,
+        canary_prometheus.url,
+        monkeypatch,
+        "gate: {deadline: 60s}\n",
+        loki_url=canary_loki.url,
+        rules=rules,
+        source_extra="retries: 0, timeout: 30s",
     ):
         client.clock.now = at(16)
         yield client
