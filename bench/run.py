@@ -54,6 +54,7 @@ import textwrap
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -307,8 +308,13 @@ def rule_group_seconds(prom_url: str, names: list[str], wait: float) -> dict[str
 # -- Sentinel's cycle -------------------------------------------------------------------------
 
 
-def cycle_child(config: Path, at: float, cycles: int) -> dict[str, Any]:
-    """Run multi-window cycles in a child process: wall, CPU and RSS of Sentinel alone."""
+def cycle_child(config: Path, at: float, cycles: int, daemon: bool = False) -> dict[str, Any]:
+    """Run multi-window cycles in a child process: wall, CPU and RSS of Sentinel alone.
+
+    `daemon`: the scheduled cycles' engine (long windows reused for 1/720 of themselves,
+    evaluation.long_window_refresh: auto), one cycle every 30 s of evaluation time ending
+    at `at`; otherwise every window is asked every cycle, at `at`."""
+    step = 30.0 if daemon else 0.0
     code = textwrap.dedent(
         f"""
         import asyncio, gc, json, time, sys
@@ -319,11 +325,12 @@ def cycle_child(config: Path, at: float, cycles: int) -> dict[str, Any]:
         config = load_config({str(config)!r})
         slos = load_rules(config).slos
         async def main():
-            engine = build_engine(config)
+            engine = build_engine(config, daemon={daemon!r})
             walls, cpus = [], []
-            for _ in range({cycles} + 1):  # the first cycle (imports, connections) apart
+            for i in range({cycles} + 1):  # the first cycle (imports, connections) apart
+                now = {at} - ({cycles} - i) * {step}
                 c0, w0 = time.process_time(), time.perf_counter()
-                report = await engine.evaluate_once(slos, {at})
+                report = await engine.evaluate_once(slos, now)
                 walls.append(time.perf_counter() - w0)
                 cpus.append(time.process_time() - c0)
                 gc.freeze()  # as the daemon does after every cycle
@@ -380,6 +387,8 @@ def measure_size(
         for name, path in paths.items():
             log(f"{services:,}: Sentinel cycles, multi-window {name}")
             runs = [cycle_child(path, end, args.cycles) for _ in range(2)]
+            steady = cycle_child(path, end, args.cycles, daemon=True)
+            steady_cpu = statistics.median(steady["cpus"])
             walls = [w for r in runs for w in r["walls"]]
             cpus = [c for r in runs for c in r["cpus"]]
             group = statistics.median(groups[name]) if groups[name] else float("nan")
@@ -404,8 +413,17 @@ def measure_size(
                     f"{ms(statistics.median(runs[1]['cpus']))}",
                 ),
                 (
+                    f"{label}: {name} Sentinel CPU / cycle, daemon",
+                    ms(steady_cpu),
+                    f"{steady_cpu / instances * 1e6:.1f} ms per 1,000 SLO instances (target "
+                    f"<= 6); cycles 30 s apart, windows of 1d and more reused for 1/720 of "
+                    f"themselves (long_window_refresh: auto): {steady['queries']} queries in "
+                    f"the last, "
+                    f"p99 {ms(pct(steady['cpus'], 0.99))}",
+                ),
+                (
                     f"{label}: {name} Sentinel RSS",
-                    f"{max(r['rss_mb'] for r in runs):.0f} MB",
+                    f"{max(r['rss_mb'] for r in [*runs, steady]):.0f} MB",
                     "state included (target <= 80 MB at 1,000, <= 250 MB at 10,000)",
                 ),
             ]
@@ -511,8 +529,11 @@ def gate_load(
         log(f"gate load: {args.connections} connections, {args.seconds:g} s per run")
         ours: list[LoadResult] = []
         floor: list[LoadResult] = []
+        lags: list[LagFigures] = []
         for _ in range(2):
+            before = loop_lag_buckets(url)
             ours.append(run_load(gate_url, auth, args.connections, args.seconds))
+            lags.append(lag_figures(before, loop_lag_buckets(url)))
             floor.append(run_load(bare_url, {}, args.connections, args.seconds))
         # Many distinct requests: every service, each with its own deploy start inside the
         # SLO window (an older one shares the window's evaluation).
@@ -550,6 +571,12 @@ def gate_load(
             f"{p99[0]:+.2f}, {p99[1]:+.2f} ms over two runs (target <= +1 ms)",
         ),
         (
+            "gate: event-loop lag during the load, p99 / max",
+            f"<= {lags[best].p99_ms:g} / <= {lags[best].max_ms:g} ms",
+            "sentinel_event_loop_lag_seconds over each load run (bucket bounds; 10 ms "
+            "ticks): " + "; ".join(str(lag) for lag in lags),
+        ),
+        (
             f"gate, {services:,} distinct services x since",
             f"{distinct.rps:,.0f} req/s",
             f"p50 / p99 {distinct.p50_ms:.1f} / {distinct.p99_ms:.1f} ms; "
@@ -560,6 +587,60 @@ def gate_load(
         ),
         ("gate: sentinel run RSS after the load", f"{rss / 1024:.0f} MB", "the daemon"),
     ]
+
+
+@dataclass(frozen=True)
+class LagFigures:
+    """The daemon's event-loop lag over one load run, from its histogram's buckets."""
+
+    ticks: int
+    p99_ms: float
+    max_ms: float
+    over_10ms: int
+
+    def __str__(self) -> str:
+        return (
+            f"p99 <= {self.p99_ms:g} ms, max <= {self.max_ms:g} ms, "
+            f"{self.over_10ms} of {self.ticks:,} ticks > 10 ms"
+        )
+
+
+def loop_lag_buckets(url: str) -> dict[float, float]:
+    """sentinel_event_loop_lag_seconds' cumulative buckets (upper bound -> count)."""
+    _, text, _ = http("GET", f"{url}/metrics")
+    out = {}
+    for line in str(text).splitlines():
+        if line.startswith("sentinel_event_loop_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def lag_figures(before: dict[float, float], after: dict[float, float]) -> LagFigures:
+    delta = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = delta[-1][1] if delta else 0.0
+    p99 = next((b for b, n in delta if n >= 0.99 * total), float("inf"))
+    top = next((b for b, n in delta if n >= total), float("inf"))
+    over = total - next((n for b, n in delta if b == 0.01), total)
+    return LagFigures(int(total), p99 * 1000, top * 1000, int(over))
+
+
+def gate_only(args: argparse.Namespace, root: Path, services: int) -> list[Row]:
+    """--gate-only: the dataset, Prometheus and the gate rows, nothing else (iterating on
+    the gate's latency without the cycles' and the rule groups' measurements)."""
+    work = root / f"n{services}"
+    work.mkdir()
+    end = int(time.time()) // args.step * args.step
+    build_dataset(work, services, args.hours, end, args.step)
+    prom = PrometheusServer(work / "prom")
+    prom.start(timeout=300)
+    rules = work / "rules"
+    rules.mkdir()
+    (rules / "platform.yaml").write_text(RULES)
+    try:
+        return gate_load(args, work, prom, rules, services)
+    finally:
+        prom.stop()
 
 
 def sentinel_queries(url: str) -> float:
@@ -710,6 +791,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--gate-at", type=int, default=0, help="size for gate/Prometheus CPU")
     parser.add_argument("--alert-trials", type=int, default=2)
+    parser.add_argument(
+        "--gate-only", action="store_true", help="only the gate rows, at the --gate-at size"
+    )
     args = parser.parse_args()
     if not find_binary("prometheus"):
         print("prometheus is not installed: apt-get install prometheus", file=sys.stderr)
@@ -720,6 +804,10 @@ def main() -> int:
     rows: list[Row] = []
     facts = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.gate_only:
+            rows = gate_only(args, Path(tmp), gate_at)
+            print_table(rows, args, time.monotonic() - started)
+            return 0
         for services in sizes:
             size_rows, size_facts = measure_size(args, Path(tmp), services, services == gate_at)
             rows += size_rows

@@ -121,6 +121,10 @@ class EvaluationConfig(_Strict):
     # Where budget and burn-rate windows come from: raw queries, or the series recorded
     # by the rules `sentinel rules export` writes (cheap at any scale; no min_events guard).
     budget_source: Literal["raw", "recorded"] = "raw"
+    # `auto`: a budget or burn-rate window's answer is reused for up to 1/720 of the
+    # window (the 30-day budget is asked hourly, not every cycle: a month of raw samples
+    # per SLO); `every_cycle` asks every window every cycle.
+    long_window_refresh: Literal["auto", "every_cycle"] = "auto"
 
 
 class ServerConfig(_Strict):

@@ -105,7 +105,7 @@ async def build_daemon(
         config_path,
         config,
         rules,
-        engine=build_engine(config),
+        engine=build_engine(config, daemon=True),
         metrics=SelfMetrics(),
         source_factory=build_sources,
         clock=clock,

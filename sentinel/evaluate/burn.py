@@ -86,7 +86,7 @@ def budget_report(
     ratio = period_window.ratio if period_window is not None else None
     consumed = None if ratio is None else ratio / budget
     return {
-        "period": format_duration(period),
+        "period": names[period] if names and period in names else format_duration(period),
         "error_ratio": ratio,
         "sli": None if ratio is None else 1.0 - ratio,
         "budget_total": budget,

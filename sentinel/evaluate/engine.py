@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ QueryRenderer = Callable[[SLO, float | None, Sequence[Matcher]], str]
 # of evaluation, where the event loop would otherwise stall visibly (a thread hand-off
 # costs ~0.1 ms, not worth it below).
 OFF_LOOP_SAMPLES = 2000
+
+# The daemon reuses a budget or burn-rate window's answer for up to this fraction of the
+# window (30d: 1 h, 3d: 6 min, 1d: 2 min, 6h: 30 s, 1h: 5 s): within it the window's
+# ratio moves by at most 1/720 of its range, while asking a raw 30-day window every
+# 30-second cycle costs Prometheus a scan of a month of samples per SLO each time.
+# The SLO's own query and every window shorter than 720 intervals are asked every cycle.
+WINDOW_REUSE = 1 / 720
 
 
 def _samples(
@@ -59,11 +67,17 @@ class Engine:
         sources: Mapping[str, Source],
         renderers: Mapping[str, QueryRenderer],
         recorded_budgets: bool = False,
+        reuse_windows: bool = False,
     ):
         self.sources = sources
         self.renderers = renderers
         self.recorded_budgets = recorded_budgets
+        # Only the daemon's cycles reuse long windows (evaluation.long_window_refresh);
+        # backtests, rule tests and the CLI evaluate every instant afresh.
+        self.reuse_windows = reuse_windows
         self._known: dict[str, set[InstanceKey]] = {}
+        # Budget/burn window query -> (the instant it was answered for, its samples).
+        self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
 
     def plan(
         self, slos: Sequence[SLO], window: float | None = None, extra: Sequence[Matcher] = ()
@@ -99,13 +113,24 @@ class Engine:
         by_query: dict[PlannedQuery, list[Sample] | SourceError] = {}
         per_slo: dict[str, list[SLOResult]] = {}
         errors: dict[str, SourceError] = {}
-        tasks = [asyncio.ensure_future(self._answer(q, at)) for q in unique]
+        reuse = self._reuse_bounds(plan, budget_plan) if self.reuse_windows else {}
+        for planned, bound in reuse.items():
+            kept = self._reused.get(planned)
+            if kept is not None and 0.0 <= at - kept[0] < bound:
+                by_query[planned] = kept[1]
+        asked = [q for q in unique if q not in by_query]
+        tasks = [asyncio.ensure_future(self._answer(q, at)) for q in asked]
         try:
             # Evaluate each SLO as soon as its answers are in, while other queries are
             # still in flight: the cycle then costs little more than the slowest query.
             for done in asyncio.as_completed(tasks):
                 planned, answer = await done
                 by_query[planned] = answer
+                if planned in reuse:
+                    if isinstance(answer, list):
+                        self._reused[planned] = (at, answer)
+                    else:
+                        self._reused.pop(planned, None)
                 for slo in slos:
                     if slo.key in per_slo or not needs[slo.key] <= by_query.keys():
                         continue
@@ -123,7 +148,21 @@ class Engine:
             for task in tasks:  # a cycle cancelled at its deadline leaves nothing behind
                 task.cancel()
         results = [r for slo in slos for r in per_slo.get(slo.key, [])]
-        return CycleReport(at, results, time.monotonic() - started, len(unique), errors)
+        return CycleReport(at, results, time.monotonic() - started, len(asked), errors)
+
+    @staticmethod
+    def _reuse_bounds(
+        plan: Mapping[str, PlannedQuery], budget_plan: Mapping[str, Mapping[float, PlannedQuery]]
+    ) -> dict[PlannedQuery, float]:
+        """Window query -> how long (seconds of evaluation time) its answer may be reused;
+        a query shared with an SLO's own query (its 5m window, say) is never reused."""
+        bounds: dict[PlannedQuery, float] = {}
+        for windows in budget_plan.values():
+            for window, planned in windows.items():
+                bounds[planned] = min(bounds.get(planned, math.inf), window * WINDOW_REUSE)
+        for planned in plan.values():
+            bounds.pop(planned, None)
+        return bounds
 
     async def _answer(
         self, planned: PlannedQuery, at: float
@@ -196,6 +235,7 @@ class Engine:
     def forget(self, keep: Sequence[SLO]) -> None:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""
         names = {slo.key for slo in keep}
+        self._reused.clear()  # the rules (and so the queries) may have changed
         for key in list(self._known):
             if key not in names:
                 del self._known[key]

@@ -25,6 +25,11 @@ def renderers() -> dict[str, QueryRenderer]:
     return {"prometheus": slo_query, "loki": slo_logql}
 
 
-def build_engine(config: Config) -> Engine:
+def build_engine(config: Config, daemon: bool = False) -> Engine:
+    """`daemon`: the engine of scheduled cycles, which may reuse long windows' answers
+    (evaluation.long_window_refresh); offline commands evaluate every instant afresh."""
     recorded = config.evaluation.budget_source == "recorded"
-    return Engine(build_sources(config), renderers(), recorded_budgets=recorded)
+    reuse = daemon and config.evaluation.long_window_refresh == "auto"
+    return Engine(
+        build_sources(config), renderers(), recorded_budgets=recorded, reuse_windows=reuse
+    )

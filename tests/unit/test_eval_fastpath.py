@@ -15,7 +15,13 @@ from collections.abc import Mapping
 
 import pytest
 
-from sentinel.evaluate.budgets import apply_budgets, window_ratios, with_budget
+from sentinel.evaluate.budgets import (
+    _honest_window_ratios,
+    apply_budgets,
+    checked_window_ratios,
+    window_ratios,
+    with_budget,
+)
 from sentinel.evaluate.burn import WindowRatio, budget_report, judge_tier
 from sentinel.evaluate.slo import InstanceKey, SLOResult, Status, _judge, _maker, _measure, evaluate
 from sentinel.query.promql import PART_LABEL
@@ -161,6 +167,44 @@ def test_budgets_judge_every_shape_of_window_answer_as_the_checked_path_does(
     for got, want in zip(out, reference, strict=True):
         assert _same(got, want)
     assert {r.status for r in out if r.kind == SLIKind.BURN_RATE} >= {Status.NO_DATA, Status.OK}
+
+
+def _ratio_window(pairs: list[tuple[float | None, float | None]]) -> list[Sample]:
+    samples = []
+    for i, (bad, total) in enumerate(pairs):
+        if bad is not None:
+            samples.append(Sample({PART_LABEL: "bad", "service": f"s{i}"}, bad))
+        if total is not None:
+            samples.append(Sample({"service": f"s{i}", PART_LABEL: "total"}, total))
+    return samples
+
+
+def test_a_window_is_judged_in_one_pass_exactly_as_the_checked_path_judges_it() -> None:
+    """Each (bad, total) a backend may send, next to an honest instance: the one-pass
+    judgement of a window equals the checked one, reasons of unusable values included."""
+    honest = 0
+    for bad, total in itertools.product((None, *VALUES), (None, *VALUES)):
+        samples = _ratio_window([(1.0, 100.0), (bad, total), (None, 0.0)])
+        got, want = window_ratios(RATIO, samples), checked_window_ratios(RATIO, samples)
+        assert repr(got) == repr(want), (bad, total)
+        honest += _honest_window_ratios("service", samples) is not None
+    assert 0 < honest < 12 * 12  # both paths were taken
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        [Sample({PART_LABEL: "total", "service": "a"}, 5.0)] * 2,  # duplicate series
+        [Sample({PART_LABEL: "bad", "service": "a"}, 1.0)],  # bad events, no total
+        [Sample({PART_LABEL: "ratio", "service": "a"}, 0.1)],  # a raw ratio part
+        [Sample({"service": "a"}, 5.0)],  # no part label at all
+        [Sample({PART_LABEL: "total"}, 5.0), Sample({PART_LABEL: "bad"}, 9.0)],  # no label
+    ],
+    ids=["duplicate", "bad-only", "ratio", "no-part", "no-group-label"],
+)
+def test_an_unusual_window_answer_takes_the_checked_path(samples: list[Sample]) -> None:
+    assert _honest_window_ratios("service", samples) is None
+    assert repr(window_ratios(RATIO, samples)) == repr(checked_window_ratios(RATIO, samples))
 
 
 # -- the oracle: budgets.py's apply_budgets and _tier_result as they were at 2361031 ---------
