@@ -7,7 +7,7 @@ SLO gauges let Grafana and Alertmanager use Sentinel's verdicts directly:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from sentinel import __version__
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import SLIKind
+from sentinel.slicing import ITEMS_PER_YIELD, run
 
 _STATUS_CODE = {Status.OK: 0.0, Status.BREACH: 1.0, Status.NO_DATA: -1.0}
 # A result's service, SLO and labels as they come (cheaper to build than the instance label).
@@ -127,6 +128,14 @@ class SelfMetrics:
             ["probe"],
             registry=r,
         )
+        # Fed by daemon/looplag.py: how late the event loop ran a task that was due. Every
+        # answer (the gate included) waits this long on top of its own work.
+        self.loop_lag = Histogram(
+            "sentinel_event_loop_lag_seconds",
+            "How late the event loop woke a task that was due (time the loop was held).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         Info("sentinel_build", "Sentinel build information.", registry=r).info(
             {"version": __version__}
         )
@@ -138,16 +147,25 @@ class SelfMetrics:
 
     def record_results(self, group: str, results: Iterable[SLOResult]) -> None:
         """Set the SLO gauges of one cycle's results; remove the series of instances that
-        are gone. The gauges' children are kept per instance between cycles: looking them
-        up by label values (`Gauge.labels`) was most of this method's cost, which runs on
-        the event loop after every cycle."""
+        are gone (in one piece; the daemon runs `record_steps` in slices)."""
+        run(self.record_steps(group, results))
+
+    def record_steps(self, group: str, results: Iterable[SLOResult]) -> Iterator[None]:
+        """`record_results` as a generator yielding every few results (sentinel/slicing.py).
+        The gauges' children are kept per instance between cycles: looking them up by
+        label values (`Gauge.labels`) was most of this method's cost, which runs on the
+        event loop after every cycle. The group's bookkeeping is replaced at the end only,
+        so a scrape between two slices sees the gauges of both cycles, never a series
+        removed that is still there."""
         previous = self._children.get(group, {})
         children: dict[_Ref, _Children] = {}
         current = set()
         burn_keys = set()
         nan = float("nan")
         breach = Status.BREACH
-        for res in results:
+        for n, res in enumerate(results, 1):
+            if n % ITEMS_PER_YIELD == 0:
+                yield
             ref = (res.service, res.slo, tuple(res.labels.items()))
             entry = children.get(ref) or previous.get(ref)
             if entry is None:

@@ -306,12 +306,19 @@ class LeaderCycle:
             self.on_leader()
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
+        # The manager steps its instances in slices (other coroutines run in between):
+        # the lock keeps this step, a probe's and another group's from interleaving, and a
+        # follower's adopt from replacing the states in the middle of a step.
+        async with self.manager.lock:
+            await self._observe(group, results, now)
+
+    async def _observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         if self.leader.acting and not self.leader.is_leader:
             # The server is unreachable and this replica led last: step on, in memory.
             # Its commits are refused (fenced) and held, in order, with their times, and
             # committed if it takes the lead back; dropped if another replica does.
             with contextlib.suppress(StateStoreError):
-                self.manager.observe_sync(group, results, now)
+                await self.manager.observe_locked(group, results, now)
             return
         if self.leader.is_leader:
             if self._reload:
@@ -323,7 +330,7 @@ class LeaderCycle:
                 self.manager.adopt(alerts)
                 self._reload = False
             try:
-                self.manager.observe_sync(group, results, now)
+                await self.manager.observe_locked(group, results, now)
             except StateStoreError as exc:  # a read the transitions need failed
                 log.error(f"alert transitions postponed: {exc}")
             return

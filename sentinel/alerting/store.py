@@ -391,11 +391,15 @@ class Store:
         now: float,
     ) -> None:
         """State changes and their notifications, atomically (or StateStoreWriteError)."""
+        # An Alert's fields are flat (numbers, strings, an enum): its __dict__ is what
+        # asdict() returns, without asdict's recursive copy (most of a commit's CPU when
+        # hundreds of firing alerts are saved each cycle).
+        rows = [(a.key, jsonenc.dumps(vars(a)), now) for a in alerts]
         with self._transaction(ALERT_STATE) as db:
             db.executemany(
                 "INSERT INTO alerts(key, data, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at",
-                [(a.key, jsonenc.dumps(asdict(a)), now) for a in alerts],
+                rows,
             )
             db.executemany(
                 "INSERT OR IGNORE INTO incidents(id, alert_key, service, slo, severity, labels, "

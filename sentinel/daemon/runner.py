@@ -18,14 +18,16 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sentinel import __version__
 from sentinel.config import Config, load_config
 from sentinel.daemon.confdiff import compare
+from sentinel.daemon.looplag import LoopLagMonitor
 from sentinel.daemon.runstate import GroupStatus, ReloadStatus, RunState
 from sentinel.daemon.scheduling import GroupJob, GroupScheduler, schedule_jobs
 from sentinel.daemon.tasks import TaskSupervisor, wait_done
@@ -36,6 +38,7 @@ from sentinel.logs import fields
 from sentinel.rules.loader import load_rules
 from sentinel.rules.model import RuleGroup, RuleSet
 from sentinel.selfmetrics import SelfMetrics
+from sentinel.slicing import ITEMS_PER_YIELD, Slicer, drain
 from sentinel.sources.base import Source
 from sentinel.units import format_duration
 
@@ -46,6 +49,13 @@ ResultHook = Callable[[RuleGroup, list[SLOResult], float], Awaitable[None]]
 # A group that has not finished a cycle for this many intervals is stuck (a dead job, a
 # hung hook): `/health/ready` says so, naming the group.
 STALE_INTERVALS = 3
+
+# The GIL switch interval while the daemon runs (Python's default is 5 ms). Large SLO
+# answers are evaluated and `/metrics` is rendered in worker threads; each time the event
+# loop gives the GIL up for a system call (every socket read and write) such a thread
+# takes it, and the loop waited up to the whole interval to get it back, several times
+# per gate request. With one thread running it changes nothing.
+SWITCH_INTERVAL = 0.0005
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,8 @@ class Daemon:
         self.engine = engine
         self._source_factory = source_factory
         self.results: dict[str, list[SLOResult]] = {}
+        # Group -> instance key -> the status it had last cycle (its status-change logs).
+        self._statuses: dict[str, dict[str, Status]] = {}
         self.group_status: dict[str, GroupStatus] = {}
         self.reload_status = ReloadStatus(at=self.started_at)
         self.result_hooks: list[ResultHook] = []
@@ -101,6 +113,11 @@ class Daemon:
         self.start_hooks: list[Callable[[], Awaitable[None]]] = []
         self.reload_hooks: list[Callable[[], Awaitable[None]]] = []
         self.tasks = TaskSupervisor(clock, self._task_failed)
+        # How late the event loop runs what is due (`/health/detailed` "event_loop", the
+        # sentinel_event_loop_lag_seconds histogram); runs from start to stop.
+        self.loop_lag = LoopLagMonitor(metrics.loop_lag)
+        self._loop_lag_task: asyncio.Task[None] | None = None
+        self._switch_interval: float | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._cycles: set[asyncio.Task[Any]] = set()
         self._scheduled_at: dict[str, float] = {}
@@ -157,7 +174,7 @@ class Daemon:
             outcome, error = "crash", f"internal error: {type(exc).__name__}: {exc}"
             results = self._failed(group, at, error)
         duration = time.monotonic() - started
-        self._record(group, status, results, at, duration, outcome, error)
+        await self._record(group, status, results, at, duration, outcome, error)
         for hook in self.result_hooks:
             try:
                 await hook(group, results, at)
@@ -183,7 +200,7 @@ class Daemon:
                 seen.add((err.source, err.query))
                 self.metrics.query_errors.labels(err.source, err.kind).inc()
 
-    def _record(
+    async def _record(
         self,
         group: RuleGroup,
         status: GroupStatus,
@@ -193,7 +210,10 @@ class Daemon:
         outcome: str,
         error: str | None,
     ) -> None:
-        self._log_changes(self.results.get(group.name, []), results)
+        """Keep the cycle's results, log status changes, set the SLO gauges. The walks
+        over every result run in slices (sentinel/slicing.py) that let the event loop
+        answer gate requests in between: in one piece they held it ~100 ms a cycle at
+        1,000 services, which every request arriving meanwhile waited for."""
         self.results[group.name] = results
         self._services = None
         status.last_finished_at = at
@@ -205,20 +225,29 @@ class Daemon:
         self.metrics.cycles.labels(group.name, outcome).inc()
         if outcome == "ok":
             self.metrics.last_success.labels(group.name).set(at)
-        self.metrics.record_results(group.name, results)
+        slicer = Slicer()
+        await drain(self._log_changes(group.name, results), slicer)
+        await drain(self.metrics.record_steps(group.name, results), slicer)
         for name, source in self.engine.sources.items():
             self.metrics.dependency_up.labels(name).set(source.health.status == "healthy")
 
-    def _log_changes(self, before: list[SLOResult], after: list[SLOResult]) -> None:
-        previous = {r.key: r.status for r in before}
-        for res in after:
-            old = previous.get(res.key)
-            if old == res.status:
+    def _log_changes(self, group: str, after: list[SLOResult]) -> Iterator[None]:
+        """Log each instance whose status changed since the group's last cycle (a
+        generator: yields every few results)."""
+        previous = self._statuses.get(group, {})
+        current: dict[str, Status] = {}
+        for n, res in enumerate(after, 1):
+            if n % ITEMS_PER_YIELD == 0:
+                yield
+            key = res.key
+            current[key] = res.status
+            old = previous.get(key)
+            if old is res.status:
                 continue
             level = logging.WARNING if res.status is Status.BREACH else logging.INFO
             log.log(
                 level,
-                f"SLO {res.key} {old or 'new'} -> {res.status.value}",
+                f"SLO {key} {old or 'new'} -> {res.status.value}",
                 extra=fields(
                     service=res.service,
                     slo=res.slo,
@@ -230,6 +259,7 @@ class Daemon:
                     reason=res.explanation(),
                 ),
             )
+        self._statuses[group] = current
 
     async def evaluate_once(self, now: float | None = None) -> list[SLOResult]:
         """Every group once (used by tests and benchmarks; the scheduler runs groups)."""
@@ -241,7 +271,10 @@ class Daemon:
     def extra_health(self) -> dict[str, dict[str, Any]]:
         """Health of non-source dependencies (state store, notifiers), registered later,
         and of the daemon's own background tasks."""
-        out: dict[str, dict[str, Any]] = {"background_tasks": self.tasks.health()}
+        out: dict[str, dict[str, Any]] = {
+            "background_tasks": self.tasks.health(),
+            "event_loop": self.loop_lag.health(),
+        }
         for provider in self.health_providers:
             out.update(provider())
         return out
@@ -392,6 +425,7 @@ class Daemon:
         removed = {g.name for g in old_rules.groups} - {g.name for g in new.rules.groups}
         for name in removed:
             self.results.pop(name, None)
+            self._statuses.pop(name, None)
             self.group_status.pop(name, None)
             self._scheduled_at.pop(name, None)
             self.metrics.forget_group(name)
@@ -418,6 +452,7 @@ class Daemon:
         if sources is not None:
             self.engine.sources = sources
         self.engine.recorded_budgets = new.config.evaluation.budget_source == "recorded"
+        self.engine.reuse_windows = new.config.evaluation.long_window_refresh == "auto"
         self._services = None
         if self._scheduler is not None:
             self._schedule(new.jobs)
@@ -452,6 +487,11 @@ class Daemon:
         jobs = schedule_jobs(self.rules)
         self._scheduler = GroupScheduler(self._job)
         self.state = RunState.RUNNING
+        if self._loop_lag_task is None:
+            self._loop_lag_task = self.tasks.spawn(self.loop_lag.run(), "loop-lag")
+        if self._switch_interval is None:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(SWITCH_INTERVAL, self._switch_interval))
         self._schedule(jobs)
         self._scheduler.start()
         await self._run_hooks(self.start_hooks)
@@ -497,6 +537,14 @@ class Daemon:
         for source in self.engine.sources.values():
             with contextlib.suppress(Exception):
                 await source.close()
+        if self._loop_lag_task is not None:
+            self._loop_lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_lag_task
+            self._loop_lag_task = None
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         self.state = RunState.STOPPED
 
     async def _finish_cycles(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
@@ -23,6 +23,7 @@ from markupsafe import Markup
 from sentinel.errors import SourceError
 from sentinel.evaluate.slo import SLOResult
 from sentinel.rules.model import RuleGroup
+from sentinel.slicing import ITEMS_PER_YIELD, drain, run
 from sentinel.sources.base import Series, Source
 from sentinel.web.charts import sparkline
 
@@ -41,12 +42,19 @@ class History:
         self._sparks: dict[str, Markup] = {}
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
-        self.record(group.name, results)
+        # In slices (sentinel/slicing.py): a few thousand results in one piece held the
+        # event loop, and the gate's requests with it, for milliseconds each cycle.
+        await drain(self._record(group.name, results))
 
     def record(self, group: str, results: Sequence[SLOResult]) -> None:
+        run(self._record(group, results))
+
+    def _record(self, group: str, results: Sequence[SLOResult]) -> Iterator[None]:
         keys = set()
         values = self._values
-        for result in results:
+        for n, result in enumerate(results, 1):
+            if n % ITEMS_PER_YIELD == 0:
+                yield
             key = result.key
             keys.add(key)
             series = values.get(key)

@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "yamlsource",
         "config",
         "health",
+        "slicing",
     },
     {"rules"},
     {"query"},
