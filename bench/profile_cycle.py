@@ -31,19 +31,20 @@ from run import RULES, build_dataset, config_text
 from support.promserver import PrometheusServer
 
 
-async def cycles(config_path: Path, at: float, count: int) -> list[float]:
+async def cycles(config_path: Path, at: float, count: int, daemon: bool) -> list[float]:
     from sentinel.config import load_config
     from sentinel.evaluate.wiring import build_engine
     from sentinel.rules.loader import load_rules
 
     config = load_config(config_path)
     slos = load_rules(config).slos
-    engine = build_engine(config)
+    engine = build_engine(config, daemon=daemon)
+    step = 30.0 if daemon else 0.0  # the daemon's cycles: 30 s apart, long windows kept
     cpus = []
     try:
-        for _ in range(count + 1):
+        for i in range(count + 1):
             c0 = time.process_time()
-            report = await engine.evaluate_once(slos, at)
+            report = await engine.evaluate_once(slos, at - (count - i) * step)
             cpus.append(time.process_time() - c0)
             gc.freeze()
         print(
@@ -65,14 +66,18 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--recorded", action="store_true", help="budget_source: recorded")
+    parser.add_argument("--daemon", action="store_true", help="the daemon's engine, 30 s apart")
     parser.add_argument("--py-spy", type=Path, help="write a py-spy flame graph here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work: Path = args.work
     stamp = work / "end"
     if args.child:
+        from sentinel.daemon import collector
+
+        collector.tune()  # as `sentinel run` does
         end = int(stamp.read_text())
-        cpus = asyncio.run(cycles(work / "config.yaml", end, args.cycles))
+        cpus = asyncio.run(cycles(work / "config.yaml", end, args.cycles, args.daemon))
         per_k = statistics.median(cpus) / (args.services * 3) * 1e6
         print(
             f"CPU per cycle p50 {statistics.median(cpus) * 1000:.1f} ms "
@@ -94,6 +99,7 @@ def main() -> int:
         (work / "config.yaml").write_text(config_text(prom.url, rules, extra))
         child = [sys.executable, __file__, "--child", "--work", str(work)]
         child += ["--services", str(args.services), "--cycles", str(args.cycles)]
+        child += ["--daemon"] if args.daemon else []
         if args.py_spy:
             spy = str(Path(sys.executable).with_name("py-spy"))
             form = ["-f", "raw"] if args.py_spy.suffix == ".txt" else []  # collapsed stacks

@@ -146,7 +146,9 @@ def build_dataset(work: Path, services: int, hours: float, end: int, step: int) 
 
 def config_text(prom_url: str, rules: Path, extra: str = "") -> str:
     return (
-        f'prometheus: {{url: "{prom_url}", timeout: 120s, max_in_flight: 4}}\n'
+        f'prometheus: {{url: "{prom_url}", timeout: 120s, max_in_flight: 4, '
+        # 10,000 services x 2 series per answer is beyond the default 10,000.
+        f"max_series: 100000}}\n"
         f'rules: ["{rules}/*.yaml"]\n' + extra
     )
 
@@ -322,6 +324,8 @@ def cycle_child(config: Path, at: float, cycles: int, daemon: bool = False) -> d
         from sentinel.config import load_config
         from sentinel.rules.loader import load_rules
         from sentinel.evaluate.wiring import build_engine
+        from sentinel.daemon import collector
+        collector.tune()  # as `sentinel run` does
         config = load_config({str(config)!r})
         slos = load_rules(config).slos
         async def main():
@@ -348,6 +352,34 @@ def cycle_child(config: Path, at: float, cycles: int, daemon: bool = False) -> d
     if out.returncode != 0:
         raise RuntimeError(f"cycle child failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def decode_floor(config_path: Path, at: float) -> float:
+    """CPU seconds to decode (orjson, nothing else) the answers of one cycle that asks
+    every window: the floor under Sentinel's CPU per cycle, whatever it does next."""
+    import orjson
+
+    from sentinel.config import load_config
+    from sentinel.evaluate.wiring import build_engine
+    from sentinel.rules.loader import load_rules
+
+    config = load_config(config_path)
+    slos = load_rules(config).slos
+    engine = build_engine(config)
+    planned = set(engine.plan(slos).values())
+    planned |= {q for qs in engine.plan_budgets(slos).values() for q in qs.values()}
+    bodies = []
+    for q in planned:
+        data = urllib.parse.urlencode({"query": q.query, "time": f"{at:.3f}"}).encode()
+        with urllib.request.urlopen(f"{config.prometheus.url}/api/v1/query", data) as r:
+            bodies.append(r.read())
+    best = float("inf")
+    for _ in range(5):
+        c0 = time.process_time()
+        for body in bodies:
+            orjson.loads(body)
+        best = min(best, time.process_time() - c0)
+    return best
 
 
 # -- one size ---------------------------------------------------------------------------------
@@ -389,6 +421,7 @@ def measure_size(
             runs = [cycle_child(path, end, args.cycles) for _ in range(2)]
             steady = cycle_child(path, end, args.cycles, daemon=True)
             steady_cpu = statistics.median(steady["cpus"])
+            floor = decode_floor(path, end)
             walls = [w for r in runs for w in r["walls"]]
             cpus = [c for r in runs for c in r["cpus"]]
             group = statistics.median(groups[name]) if groups[name] else float("nan")
@@ -411,6 +444,13 @@ def measure_size(
                     f"{per_k * 1000:.1f} ms per 1,000 SLO instances ({instances:,}; target "
                     f"<= 6); two runs: {ms(statistics.median(runs[0]['cpus']))}, "
                     f"{ms(statistics.median(runs[1]['cpus']))}",
+                ),
+                (
+                    f"{label}: {name} JSON decoding alone",
+                    ms(floor),
+                    f"{floor / instances * 1e6:.1f} ms per 1,000 SLO instances: orjson over "
+                    f"the answers of a cycle asking every window, the floor under the CPU "
+                    f"rows above and below",
                 ),
                 (
                     f"{label}: {name} Sentinel CPU / cycle, daemon",

@@ -119,6 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         log.error("invalid configuration; not starting", extra=fields(problems=len(exc.problems)))
         return 2
+    from sentinel.daemon import collector
+
+    collector.tune()
     return asyncio.run(serve(args.config, config, rules))
 
 
