@@ -2,9 +2,22 @@
 window and the multi-window multi-burn-rate alerts, for a Prometheus-compatible ruler
 (Prometheus, Thanos Ruler, Mimir, vmalert). `promtool check rules` accepts the output.
 
-Unlike Sloth, the period ratio is traffic-weighted: bad and total 5-minute rates are
-recorded and the period ratio is `sum_over_time(bad) / sum_over_time(total)`, not an
-average of 5-minute ratios (which over-weights quiet hours).
+Unlike Sloth, the period ratio is traffic-weighted (bad events over total events, not an
+average of 5-minute ratios, which over-weights quiet hours), and it is built so that no
+evaluation re-reads the period's history (a 30-day `sum_over_time` over a series recorded
+every interval re-sums 43,200 samples per series every interval; Pyrra's `increase[4w]`
+re-reads a month of raw samples):
+
+    every 5m  slo:sli_bad:increase5m      increase of the 5 minutes (from the raw SLI)
+    every 1h  slo:sli_bad:increase1h      sum of the hour's 12 five-minute samples
+              slo:sli_bad:increase30d     sum of the period's 720 hourly samples
+              slo:period_buckets_end:timestamp_seconds   when that sum was taken (E)
+    every 5m  slo:sli_error:ratio_rate30d (increase30d + the five-minute samples newer
+              than E) / (the same for total): fresh to five minutes, not an hour
+
+(the same for `sli_total`). The hourly sum and the tail partition the five-minute samples
+exactly: each is counted once, by its own timestamp. The groups pin their `interval`:
+the chain depends on them (12 five-minute samples an hour).
 """
 
 from __future__ import annotations
@@ -19,6 +32,11 @@ from sentinel.rules.model import SLO, ErrorRatioSLI, RatioQueriesSLI, RatioSLI
 from sentinel.units import format_duration
 
 ERROR_RATIO = "slo:sli_error:ratio_rate{window}"
+BUCKET_END = "slo:period_buckets_end:timestamp_seconds"
+FINE, COARSE = 300, 3600  # seconds: the five-minute samples and the hourly buckets
+# How far back the fresh ratio looks for the hourly sum: two hours, so one missed hourly
+# evaluation (a ruler restart across the slot) does not blank the budget.
+COARSE_LOOKBACK = "2h"
 
 
 def _labels(slo: SLO) -> dict[str, str]:
@@ -54,11 +72,92 @@ def ratio_expr(slo: SLO, window: str) -> str:
     return f"{split[0]}\n/\n{split[1]}"
 
 
-def slo_groups(slo: SLO) -> list[dict[str, Any]]:
-    assert slo.burn is not None and slo.period is not None and slo.objective is not None
+def fine_exprs(slo: SLO) -> tuple[str, str]:
+    """(bad, total) of one five-minute sample. A raw error-ratio SLI has no counts: bad
+    is its 5m ratio and total 1, so the period is the average of 5-minute ratios (as
+    Sloth's); NaN (no traffic) is dropped, not summed."""
+    split = parts(slo, "5m")
+    if split is None:
+        ratio = f"({ratio_expr(slo, '5m')} >= 0)"
+        return ratio, f"{ratio} * 0 + 1"
+    return f"{FINE} * {split[0]}", f"{FINE} * {split[1]}"
+
+
+def _ms(seconds: float) -> str:
+    # One millisecond short of the span: Prometheus 2 ranges are closed at both ends, so
+    # `[1h]` would count a sample exactly an hour old in two adjacent buckets.
+    return f"{round(seconds * 1000) - 1}ms"
+
+
+def _fresh(kind: str, period: str, sel: str) -> str:
+    """The hourly sum of the period plus the five-minute samples newer than it (E): every
+    subquery step picks the latest sample (steps and samples are both 5 minutes apart),
+    kept only if its own timestamp is after E; plus the newest sample when it is after the
+    last step. No hourly sum within two hours (a new SLO, a broken ruler): no ratio."""
+    fine = f"slo:sli_{kind}:increase5m{sel}"
+    summed = f"last_over_time(slo:sli_{kind}:increase{period}{sel}[{COARSE_LOOKBACK}])"
+    end = f"scalar(last_over_time({BUCKET_END}{sel}[{COARSE_LOOKBACK}] @ end()))"
+    newer = f"({fine} and timestamp({fine}) > {end})"
+    steps = f"sum_over_time({newer}[{COARSE_LOOKBACK}:{format_duration(FINE)}])"
+    newest = f"({fine} and timestamp({fine}) > {end} > (time() - time() % {FINE}))"
+    return f"(\n  {summed}\n  + ({steps} or {summed} * 0)\n  + ({newest} or {summed} * 0)\n)"
+
+
+def period_groups(slo: SLO) -> list[dict[str, Any]]:
+    """The period ratio's two groups (five-minute and hourly), see the module docstring."""
+    assert slo.period is not None and slo.objective is not None
     labels = _labels(slo)
     sel = _selector(slo)
     period = format_duration(slo.period)
+    budget = 1.0 - slo.objective
+    bad, total = fine_exprs(slo)
+    fine: list[dict[str, Any]] = [
+        {"record": "slo:sli_bad:increase5m", "expr": bad, "labels": labels},
+        {"record": "slo:sli_total:increase5m", "expr": total, "labels": labels},
+        {
+            "record": ERROR_RATIO.format(window=period),
+            "expr": f"{_fresh('bad', period, sel)}\n/\n{_fresh('total', period, sel)}",
+            "labels": {**labels, "sentinel_window": period},
+        },
+        {
+            "record": "slo:period_error_budget_remaining:ratio",
+            "expr": f"1 - {ERROR_RATIO.format(window=period)}{sel} / {budget!r}",
+            "labels": labels,
+        },
+    ]
+    coarse: list[dict[str, Any]] = [
+        {
+            "record": f"slo:sli_{kind}:increase1h",
+            "expr": f"sum_over_time(slo:sli_{kind}:increase5m{sel}[{_ms(COARSE)}])",
+            "labels": labels,
+        }
+        for kind in ("bad", "total")
+    ]
+    coarse += [
+        {
+            "record": f"slo:sli_{kind}:increase{period}",
+            "expr": f"sum_over_time(slo:sli_{kind}:increase1h{sel}[{_ms(slo.period)}])",
+            "labels": labels,
+        }
+        for kind in ("bad", "total")
+    ]
+    # Recorded after the sums: a reader between the two commits sees the new sums with
+    # the old E and counts up to an hour twice (more budget spent, never less).
+    coarse.append({"record": BUCKET_END, "expr": "vector(time())", "labels": labels})
+    name = f"{slo.service}-{slo.name}"
+    return [
+        {"name": f"sentinel-period-5m-{name}", "interval": format_duration(FINE), "rules": fine},
+        {
+            "name": f"sentinel-period-1h-{name}",
+            "interval": format_duration(COARSE),
+            "rules": coarse,
+        },
+    ]
+
+
+def slo_groups(slo: SLO) -> list[dict[str, Any]]:
+    assert slo.burn is not None and slo.period is not None and slo.objective is not None
+    labels = _labels(slo)
     budget = 1.0 - slo.objective
     records: list[dict[str, Any]] = []
     for w in slo.burn.catalogue.windows():
@@ -70,43 +169,13 @@ def slo_groups(slo: SLO) -> list[dict[str, Any]]:
                 "labels": {**labels, "sentinel_window": window},
             }
         )
-    split = parts(slo, "5m")
-    if split is not None:
-        records += [
-            {"record": "slo:sli_bad:rate5m", "expr": split[0], "labels": labels},
-            {"record": "slo:sli_total:rate5m", "expr": split[1], "labels": labels},
-            {
-                "record": ERROR_RATIO.format(window=period),
-                "expr": (
-                    f"sum_over_time(slo:sli_bad:rate5m{sel}[{period}])\n/\n"
-                    f"sum_over_time(slo:sli_total:rate5m{sel}[{period}])"
-                ),
-                "labels": {**labels, "sentinel_window": period},
-            },
-        ]
-    else:
-        records.append(
-            {
-                "record": ERROR_RATIO.format(window=period),
-                "expr": (
-                    f"sum_over_time(slo:sli_error:ratio_rate5m{sel}[{period}])\n"
-                    f"/ ignoring (sentinel_window)\n"
-                    f"count_over_time(slo:sli_error:ratio_rate5m{sel}[{period}])"
-                ),
-                "labels": {**labels, "sentinel_window": period},
-            }
-        )
     records += [
         {"record": "slo:objective:ratio", "expr": f"vector({slo.objective!r})", "labels": labels},
         {"record": "slo:error_budget:ratio", "expr": f"vector({budget!r})", "labels": labels},
-        {
-            "record": "slo:period_error_budget_remaining:ratio",
-            "expr": f"1 - {ERROR_RATIO.format(window=period)}{sel} / {budget!r}",
-            "labels": labels,
-        },
     ]
     return [
         {"name": f"sentinel-sli-{slo.service}-{slo.name}", "rules": records},
+        *period_groups(slo),
         {"name": f"sentinel-alerts-{slo.service}-{slo.name}", "rules": alert_rules(slo)},
     ]
 

@@ -185,10 +185,18 @@ def rate_exprs(slo: SLO, extra: Sequence[Matcher] = ()) -> dict[str, str]:
     return {}
 
 
+# The recorded period ratio is evaluated every 5 minutes (sentinel/outputs/export.py), so
+# an instant selector (5-minute lookback) would miss it between evaluations: it is read
+# with last_over_time over two of its intervals (one missed evaluation tolerated).
+PERIOD_LOOKBACK = "10m"
+
+
 def recorded_ratio_query(slo: SLO, window: float) -> str:
     """The error ratio of `window` from the series `sentinel rules export` records."""
     name = f"slo:sli_error:ratio_rate{format_duration(window)}"
     selector = f"{name}{{sentinel_service={quote(slo.service)}, sentinel_slo={quote(slo.name)}}}"
+    if window == slo.period:
+        return _tag(f"last_over_time({selector}[{PERIOD_LOOKBACK}])", "ratio")
     return _tag(selector, "ratio")
 
 

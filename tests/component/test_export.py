@@ -50,6 +50,8 @@ def test_shipped_rules_export_passes_promtool(tmp_path: Path) -> None:
     names = [g["name"] for g in data["groups"]]  # type: ignore[index]
     assert names == [
         "sentinel-sli-chatbot-backend-http-5xx-ratio",
+        "sentinel-period-5m-chatbot-backend-http-5xx-ratio",
+        "sentinel-period-1h-chatbot-backend-http-5xx-ratio",
         "sentinel-alerts-chatbot-backend-http-5xx-ratio",
     ]
 
@@ -142,5 +144,7 @@ def test_sloth_period_is_traffic_weighted_not_an_average(tmp_path: Path) -> None
         for r in g["rules"]  # type: ignore[attr-defined]
         if r.get("record") == "slo:sli_error:ratio_rate30d"
     )
-    assert "sum_over_time(slo:sli_bad:rate5m" in period["expr"]
-    assert "sum_over_time(slo:sli_total:rate5m" in period["expr"]
+    # bad events over total events (hourly sums plus the fresh five-minute samples)
+    assert "slo:sli_bad:increase30d" in period["expr"].split("\n/\n")[0]
+    assert "slo:sli_total:increase30d" in period["expr"].split("\n/\n")[1]
+    assert "count_over_time" not in period["expr"]
