@@ -354,6 +354,77 @@ def cycle_child(config: Path, at: float, cycles: int, daemon: bool = False) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def daemon_child(config: Path, at: float, cycles: int) -> dict[str, Any]:
+    """The whole daemon in a child process (`sentinel run`'s parts: engine reusing long
+    windows, state store, alert manager, self-metrics, status UI history, API routes; no
+    listening socket), its cycles 30 s apart on a clock ending at `at`: CPU per cycle with
+    the record step, and RSS with every instance's alert state held."""
+    code = textwrap.dedent(
+        f"""
+        import asyncio, gc, json, time, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from sentinel.config import load_config
+        from sentinel.daemon import collector
+        from sentinel.daemon.assembly import build_daemon
+        from sentinel.rules.loader import load_rules
+        from sentinel.web.app import build_app
+        from sentinel.web.routes import api_routes
+        collector.tune()  # as `sentinel run` does
+        config = load_config({str(config)!r})
+        rules = load_rules(config)
+        now = [{at} - {cycles} * 30.0]
+        async def main():
+            assembly = await build_daemon({str(config)!r}, config, rules, lambda: now[0])
+            build_app(assembly.daemon, api_routes(assembly))
+            cpus, walls = [], []
+            try:
+                for i in range({cycles} + 1):  # the first cycle (imports) apart
+                    c0, w0 = time.process_time(), time.perf_counter()
+                    for group in rules.groups:
+                        await assembly.daemon.run_group(group.name, now[0])
+                    await asyncio.sleep(0.05)  # the dispatcher's turn
+                    cpus.append(time.process_time() - c0)
+                    walls.append(time.perf_counter() - w0)
+                    now[0] += 30.0
+                states = len(assembly.manager.alerts)
+            finally:
+                await assembly.cleanup()
+            status = open('/proc/self/status').read()
+            rss = int(status.split('VmRSS:')[1].split()[0]) / 1024
+            print(json.dumps({{"cpus": cpus[1:], "walls": walls[1:], "rss_mb": rss,
+                               "states": states}}))
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=config.parent
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"daemon child failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def daemon_rows(config: Path, at: float, cycles: int, services: int) -> list[Row]:
+    got = daemon_child(config, at, cycles)
+    cpu = statistics.median(got["cpus"])
+    instances, label = services * SLIS, f"{services:,} svc"
+    return [
+        (
+            f"{label}: whole daemon CPU / cycle",
+            ms(cpu),
+            f"{cpu / instances * 1e6:.1f} ms per 1,000 SLO instances: evaluation (long "
+            f"windows reused) + record step (alert states, SQLite, metrics, UI history); "
+            f"wall p50 {ms(statistics.median(got['walls']))}, p99 {ms(pct(got['cpus'], 0.99))} "
+            f"CPU",
+        ),
+        (
+            f"{label}: whole daemon RSS",
+            f"{got['rss_mb']:.0f} MB",
+            f"{got['states']:,} alert states held (target <= 80 MB at 1,000, <= 250 MB at 10,000)",
+        ),
+    ]
+
+
 def decode_floor(config_path: Path, at: float) -> float:
     """CPU seconds to decode (orjson, nothing else) the answers of one cycle that asks
     every window: the floor under Sentinel's CPU per cycle, whatever it does next."""
@@ -467,6 +538,8 @@ def measure_size(
                     "state included (target <= 80 MB at 1,000, <= 250 MB at 10,000)",
                 ),
             ]
+        log(f"{services:,}: the whole daemon's cycles")
+        rows += guarded("daemon", lambda: daemon_rows(paths["raw"], end, args.cycles, services))
         if full:
             rows += guarded("Prometheus CPU", lambda: prometheus_cpu(args, work, prom, end, label))
     finally:

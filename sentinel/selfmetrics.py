@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from sentinel import __version__
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import SLIKind
-from sentinel.slicing import ITEMS_PER_YIELD, run
 
 _STATUS_CODE = {Status.OK: 0.0, Status.BREACH: 1.0, Status.NO_DATA: -1.0}
-# A result's service, SLO and labels as they come (cheaper to build than the instance label).
-_Ref = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 def instance_label(result: SLOResult) -> str:
@@ -58,34 +56,12 @@ class SelfMetrics:
             ["group"],
             registry=r,
         )
-        labels = ["service", "slo", "instance"]
-        self.slo_status = Gauge(
-            "sentinel_slo_status",
-            "SLO status: 0 ok, 1 breach, -1 no_data.",
-            labels,
-            registry=r,
-        )
-        self.slo_breached = Gauge(
-            "sentinel_slo_breached", "1 while the SLO breaches.", labels, registry=r
-        )
-        self.slo_value = Gauge(
-            "sentinel_slo_value", "Measured SLI value (NaN without data).", labels, registry=r
-        )
-        self.slo_threshold = Gauge(
-            "sentinel_slo_threshold", "Threshold the SLI is compared with.", labels, registry=r
-        )
-        self.budget_remaining = Gauge(
-            "sentinel_slo_error_budget_remaining",
-            "Fraction of the error budget left over the SLO period (negative when overspent).",
-            labels,
-            registry=r,
-        )
-        self.burn_rate = Gauge(
-            "sentinel_slo_burn_rate",
-            "Error-budget burn rate over a window (1 = exactly on budget).",
-            [*labels, "window"],
-            registry=r,
-        )
+        # The SLO gauges are built at scrape time from each group's latest results
+        # (`_SLOGauges`): prometheus-client children per instance cost ~3 KB and a lock
+        # each, 12 per instance with budgets (24 MB and a third of the record step's CPU
+        # per cycle at 1,000 services x 3 SLIs).
+        self.slo_gauges = _SLOGauges()
+        r.register(self.slo_gauges)
         self.dependency_up = Gauge(
             "sentinel_dependency_up", "1 if the last call succeeded.", ["dependency"], registry=r
         )
@@ -139,83 +115,20 @@ class SelfMetrics:
         Info("sentinel_build", "Sentinel build information.", registry=r).info(
             {"version": __version__}
         )
-        self._slo_series: dict[str, set[tuple[str, str, str]]] = {}
-        self._burn_series: dict[str, set[tuple[str, str, str, str]]] = {}
-        self._children: dict[
-            str, dict[tuple[str, str, tuple[tuple[str, str], ...]], _Children]
-        ] = {}
 
     def record_results(self, group: str, results: Iterable[SLOResult]) -> None:
-        """Set the SLO gauges of one cycle's results; remove the series of instances that
-        are gone (in one piece; the daemon runs `record_steps` in slices)."""
-        run(self.record_steps(group, results))
+        """Publish one cycle's results as the group's SLO gauges (the series of instances
+        that are gone disappear with them)."""
+        self.slo_gauges.results[group] = tuple(results)
 
     def record_steps(self, group: str, results: Iterable[SLOResult]) -> Iterator[None]:
-        """`record_results` as a generator yielding every few results (sentinel/slicing.py).
-        The gauges' children are kept per instance between cycles: looking them up by
-        label values (`Gauge.labels`) was most of this method's cost, which runs on the
-        event loop after every cycle. The group's bookkeeping is replaced at the end only,
-        so a scrape between two slices sees the gauges of both cycles, never a series
-        removed that is still there."""
-        previous = self._children.get(group, {})
-        children: dict[_Ref, _Children] = {}
-        current = set()
-        burn_keys = set()
-        nan = float("nan")
-        breach = Status.BREACH
-        for n, res in enumerate(results, 1):
-            if n % ITEMS_PER_YIELD == 0:
-                yield
-            ref = (res.service, res.slo, tuple(res.labels.items()))
-            entry = children.get(ref) or previous.get(ref)
-            if entry is None:
-                key = (res.service, res.slo, instance_label(res))
-                entry = _Children(
-                    key,
-                    self.slo_status.labels(*key),
-                    self.slo_breached.labels(*key),
-                    self.slo_value.labels(*key),
-                    self.slo_threshold.labels(*key),
-                )
-            children[ref] = entry
-            key = entry.key
-            if res.budget is not None and res.kind != SLIKind.BURN_RATE:
-                remaining = res.budget.get("remaining")
-                if entry.remaining is None:
-                    entry.remaining = self.budget_remaining.labels(*key)
-                entry.remaining.set(nan if remaining is None else remaining)
-                for window, rate in res.budget.get("burn_rates", {}).items():
-                    burn_keys.add((*key, window))
-                    child = entry.burn.get(window)
-                    if child is None:
-                        child = entry.burn[window] = self.burn_rate.labels(*key, window)
-                    child.set(nan if rate is None else rate)
-            current.add(key)
-            entry.status.set(_STATUS_CODE[res.status])
-            entry.breached.set(1.0 if res.status is breach else 0.0)
-            entry.value.set(nan if res.value is None else res.value)
-            entry.threshold.set(res.threshold)
-        # Series of SLOs/instances that disappeared (reload, vanished instance) are removed,
-        # so dashboards do not show a frozen last value.
-        for key in self._slo_series.get(group, set()) - current:
-            for gauge in (self.slo_status, self.slo_breached, self.slo_value, self.slo_threshold):
-                gauge.remove(*key)
-            with contextlib.suppress(KeyError):
-                self.budget_remaining.remove(*key)
-        gone = self._burn_series.get(group, set()) - burn_keys
-        for burn_key in gone:
-            self.burn_rate.remove(*burn_key)
-        if gone:  # a removed child must not be set again: the next lookup makes a new one
-            for entry in children.values():
-                for window in [w for w in entry.burn if (*entry.key, w) in gone]:
-                    del entry.burn[window]
-        self._slo_series[group] = current
-        self._burn_series[group] = burn_keys
-        self._children[group] = children
+        """`record_results` for the daemon's sliced record step (sentinel/slicing.py):
+        one assignment, nothing to slice."""
+        self.record_results(group, results)
+        yield from ()
 
     def forget_group(self, group: str) -> None:
-        self.record_results(group, [])
-        self._slo_series.pop(group, None)
+        self.slo_gauges.results.pop(group, None)
 
     def record_probe(self, probe: str, success: bool, duration: float, at: float) -> None:
         self.probe_success.labels(probe).set(1.0 if success else 0.0)
@@ -230,15 +143,57 @@ class SelfMetrics:
         self.forget_group(f"probe:{probe}")
 
 
-@dataclass(slots=True)
-class _Children:
-    """One SLO instance's gauge children (what `Gauge.labels(...)` returns), kept
-    between cycles."""
+class _SLOGauges(Collector):
+    """`sentinel_slo_*` gauges of every group's latest results, built when scraped (in
+    the worker thread that renders /metrics: `results` is replaced per group, never
+    changed in place, so a snapshot of its values is consistent)."""
 
-    key: tuple[str, str, str]  # service, slo, instance
-    status: Gauge
-    breached: Gauge
-    value: Gauge
-    threshold: Gauge
-    remaining: Gauge | None = None
-    burn: dict[str, Gauge] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.results: dict[str, tuple[SLOResult, ...]] = {}
+
+    def describe(self) -> list[Metric]:
+        return []  # families are known only when collected; none is registered twice
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["service", "slo", "instance"]
+        status = GaugeMetricFamily(
+            "sentinel_slo_status", "SLO status: 0 ok, 1 breach, -1 no_data.", labels=labels
+        )
+        breached = GaugeMetricFamily(
+            "sentinel_slo_breached", "1 while the SLO breaches.", labels=labels
+        )
+        value = GaugeMetricFamily(
+            "sentinel_slo_value", "Measured SLI value (NaN without data).", labels=labels
+        )
+        threshold = GaugeMetricFamily(
+            "sentinel_slo_threshold", "Threshold the SLI is compared with.", labels=labels
+        )
+        remaining = GaugeMetricFamily(
+            "sentinel_slo_error_budget_remaining",
+            "Fraction of the error budget left over the SLO period (negative when overspent).",
+            labels=labels,
+        )
+        burn = GaugeMetricFamily(
+            "sentinel_slo_burn_rate",
+            "Error-budget burn rate over a window (1 = exactly on budget).",
+            labels=[*labels, "window"],
+        )
+        nan = float("nan")
+        # One series per (service, slo, instance): the last result wins, as a gauge set
+        # twice would (a scrape must never hold a duplicate series).
+        latest: dict[tuple[str, str, str], SLOResult] = {}
+        for results in list(self.results.values()):
+            for res in results:
+                latest[(res.service, res.slo, instance_label(res))] = res
+        for key, res in latest.items():
+            series = list(key)
+            status.add_metric(series, _STATUS_CODE[res.status])
+            breached.add_metric(series, 1.0 if res.status is Status.BREACH else 0.0)
+            value.add_metric(series, nan if res.value is None else res.value)
+            threshold.add_metric(series, res.threshold)
+            if res.budget is not None and res.kind != SLIKind.BURN_RATE:
+                left = res.budget.get("remaining")
+                remaining.add_metric(series, nan if left is None else left)
+                for window, rate in res.budget.get("burn_rates", {}).items():
+                    burn.add_metric([*series, window], nan if rate is None else rate)
+        yield from (status, breached, value, threshold, remaining, burn)
