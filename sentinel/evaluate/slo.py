@@ -53,6 +53,10 @@ class SLOResult:
     severity: str = "page"
     budget: Mapping[str, Any] | None = None
     good_when: str = "below"
+    # `key`, computed once: the alert manager, the status-change log and the UI history
+    # each read it for every result of every cycle. Not an init field, so a copy made by
+    # dataclasses.replace computes its own.
+    _key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def explanation(self) -> str:
         """The reason, or for a measured value `2.31 s > 1.5 s` (built on demand: most
@@ -84,9 +88,14 @@ class SLOResult:
 
     @property
     def key(self) -> str:
-        if not self.labels:
-            return f"{self.service}/{self.slo}"
-        return f"{self.service}/{self.slo}{{{','.join(self.instance)}}}"
+        key = self._key
+        if key is None:
+            if not self.labels:
+                key = f"{self.service}/{self.slo}"
+            else:
+                key = f"{self.service}/{self.slo}{{{','.join(self.instance)}}}"
+            self._key = key
+        return key
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -121,6 +121,8 @@ def test_ratio_results_keep_their_labels_status_and_reason() -> None:
 def test_attaching_a_budget_keeps_every_other_field_of_the_result() -> None:
     values = {}
     for f in dataclasses.fields(SLOResult):
+        if not f.init:
+            continue  # a cache of a derived value (`_key`)
         values[f.name] = {
             "status": Status.BREACH,
             "labels": {"service": "x"},
@@ -284,3 +286,12 @@ def _tier_result(  # type: ignore[no-untyped-def]
             "factor": verdict.factor,
         },
     )
+
+
+def test_a_results_key_is_its_own_after_a_copy_with_other_labels() -> None:
+    """`key` is computed once per result; a copy with other labels has its own key."""
+    result = SLOResult("shop", "5xx", Status.OK, 0.001, 0.005, 0.995, 300, 1.0, {"region": "eu"})
+    assert result.key == "shop/5xx{region=eu}"
+    moved = dataclasses.replace(result, labels={"region": "us", "az": "b"})
+    assert moved.key == "shop/5xx{az=b,region=us}"
+    assert with_budget(result, {}).key == result.key
