@@ -37,6 +37,9 @@ OFF_LOOP_SAMPLES = 2000
 # The SLO's own query and every window shorter than 720 intervals are asked every cycle.
 WINDOW_REUSE = 1 / 720
 
+# Rendered queries kept (SLOs x windows x the gate's distinct matcher sets).
+RENDERED_KEPT = 10_000
+
 
 def _samples(
     queries: set[PlannedQuery], by_query: Mapping[PlannedQuery, list[Sample] | SourceError]
@@ -78,17 +81,27 @@ class Engine:
         self._known: dict[str, set[InstanceKey]] = {}
         # Budget/burn window query -> (the instant it was answered for, its samples).
         self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
+        # Rendered queries: the same every cycle for the same SLO (rendering them was
+        # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
+        self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
+
+    def _render(self, slo: SLO, window: float | None, extra: Sequence[Matcher]) -> PlannedQuery:
+        key = (slo, window, tuple(extra))
+        planned = self._rendered.get(key)
+        if planned is None:
+            if len(self._rendered) >= RENDERED_KEPT:  # gate requests bring their matchers
+                self._rendered.clear()
+            planned = PlannedQuery(slo.source, self.renderers[slo.source](slo, window, extra))
+            self._rendered[key] = planned
+        return planned
 
     def plan(
         self, slos: Sequence[SLO], window: float | None = None, extra: Sequence[Matcher] = ()
     ) -> dict[str, PlannedQuery]:
         """SLO key -> query. Identical queries of different SLOs are sent once."""
         return {
-            slo.key: PlannedQuery(
-                slo.source,
-                self.renderers[slo.source](
-                    slo, min(window, slo.window) if window is not None else None, extra
-                ),
+            slo.key: self._render(
+                slo, min(window, slo.window) if window is not None else None, extra
             )
             for slo in slos
         }
@@ -217,8 +230,7 @@ class Engine:
                     w: PlannedQuery("prometheus", recorded_ratio_query(slo, w)) for w in windows
                 }
                 continue
-            render = self.renderers[slo.source]
-            out[slo.key] = {w: PlannedQuery(slo.source, render(slo, w, extra)) for w in windows}
+            out[slo.key] = {w: self._render(slo, w, extra) for w in windows}
         return out
 
     async def _run(self, planned: PlannedQuery, at: float) -> list[Sample] | SourceError:
@@ -236,6 +248,7 @@ class Engine:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""
         names = {slo.key for slo in keep}
         self._reused.clear()  # the rules (and so the queries) may have changed
+        self._rendered.clear()
         for key in list(self._known):
             if key not in names:
                 del self._known[key]
