@@ -3,8 +3,10 @@ dispatcher and gate around the daemon. Nothing else constructs these objects."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ from sentinel.rules.model import RuleSet
 from sentinel.selfmetrics import SelfMetrics
 
 Cleanup = Callable[[], Awaitable[None]]
+
+log = logging.getLogger("sentinel.daemon")
 
 
 def build_notifiers(
@@ -101,6 +105,8 @@ async def build_daemon(
     # building undoes what was already built.
     stack = contextlib.AsyncExitStack()
     stack.callback(store.close)
+    if isinstance(store, Store):
+        stack.push_async_callback(sqlite_checkpoints(store))
     daemon = Daemon(
         config_path,
         config,
@@ -230,6 +236,33 @@ async def build_daemon(
     gauge.set_function(lambda: float(leader.is_leader))
 
     return Assembly(daemon, stack.aclose, store, manager, dispatcher, gate, probes, leader)
+
+
+# How often the SQLite store's WAL is copied into the database file, in a worker thread.
+CHECKPOINT_SECONDS = 1.0
+
+
+def sqlite_checkpoints(store: Store) -> Cleanup:
+    """Checkpoint the SQLite store off the event loop every CHECKPOINT_SECONDS (its own
+    automatic checkpoint syncs the file inside a commit, on the loop); returns the stop."""
+    store.checkpoints_in_background()
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await asyncio.to_thread(store.checkpoint)
+            except Exception:  # never end the checkpoints
+                log.exception("state store checkpoint crashed")
+
+    task = asyncio.get_running_loop().create_task(run(), name="sqlite-checkpoint")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return stop
 
 
 def open_store(config: Config, clock: Callable[[], float], replica: str) -> StateStore:
