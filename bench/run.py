@@ -643,11 +643,15 @@ def gate_load(
         ours: list[LoadResult] = []
         floor: list[LoadResult] = []
         lags: list[LagFigures] = []
+        bare_lags: list[dict[str, float]] = []
+        bare_lag_url = f"http://127.0.0.1:{bare_port}/lag"
         for _ in range(2):
             before = loop_lag_buckets(url)
             ours.append(run_load(gate_url, auth, args.connections, args.seconds))
             lags.append(lag_figures(before, loop_lag_buckets(url)))
+            http("GET", bare_lag_url)  # the bare server's lag from here on
             floor.append(run_load(bare_url, {}, args.connections, args.seconds))
+            bare_lags.append(http("GET", bare_lag_url)[1])
         # Many distinct requests: every service, each with its own deploy start inside the
         # SLO window (an older one shares the window's evaluation).
         now = int(time.time())
@@ -687,7 +691,12 @@ def gate_load(
             "gate: event-loop lag during the load, p99 / max",
             f"<= {lags[best].p99_ms:g} / <= {lags[best].max_ms:g} ms",
             "sentinel_event_loop_lag_seconds over each load run (bucket bounds; 10 ms "
-            "ticks): " + "; ".join(str(lag) for lag in lags),
+            "ticks): "
+            + "; ".join(str(lag) for lag in lags)
+            + "; the bare server's own loop, same probe, under its load: "
+            + "; ".join(
+                f"p99 {b['p99'] * 1000:.0f} ms, max {b['max'] * 1000:.0f} ms" for b in bare_lags
+            ),
         ),
         (
             f"gate, {services:,} distinct services x since",
