@@ -92,14 +92,18 @@ def _ms(seconds: float) -> str:
 def _fresh(kind: str, period: str, sel: str) -> str:
     """The hourly sum of the period plus the five-minute samples newer than it (E): every
     subquery step picks the latest sample (steps and samples are both 5 minutes apart),
-    kept only if its own timestamp is after E; plus the newest sample when it is after the
-    last step. No hourly sum within two hours (a new SLO, a broken ruler): no ratio."""
+    kept only if its timestamp is after E; plus the newest sample when it is after the
+    last step. One rule records all of an SLO's five-minute samples in one evaluation, so
+    they share a timestamp: the test is on their `max`, matched `on()`, which costs one
+    comparison per step instead of a label join over every instance. No hourly sum within
+    two hours (a new SLO, a broken ruler): no ratio."""
     fine = f"slo:sli_{kind}:increase5m{sel}"
     summed = f"last_over_time(slo:sli_{kind}:increase{period}{sel}[{COARSE_LOOKBACK}])"
     end = f"scalar(last_over_time({BUCKET_END}{sel}[{COARSE_LOOKBACK}] @ end()))"
-    newer = f"({fine} and timestamp({fine}) > {end})"
+    stamp = f"max(timestamp({fine}))"
+    newer = f"({fine} and on() ({stamp} > {end}))"
     steps = f"sum_over_time({newer}[{COARSE_LOOKBACK}:{format_duration(FINE)}])"
-    newest = f"({fine} and timestamp({fine}) > {end} > (time() - time() % {FINE}))"
+    newest = f"({fine} and on() ({stamp} > {end} > (time() - time() % {FINE})))"
     return f"(\n  {summed}\n  + ({steps} or {summed} * 0)\n  + ({newest} or {summed} * 0)\n)"
 
 
