@@ -1,5 +1,5 @@
-"""`sentinel rules export`, pure: no rule re-reads the period's history every interval, the
-period chain's groups pin the intervals it depends on, buckets do not overlap, and
+"""`sentinel rules export`'s period chain, pure: no rule re-reads the period's history
+every interval, the chain's groups pin the intervals it depends on, buckets do not overlap, and
 Sentinel reads the sparse period series with a lookback that sees it between evaluations.
 (Against a real Prometheus: tests/component/test_export.py and test_recorded.py.)"""
 
