@@ -56,7 +56,7 @@ def levels(groups: Sequence[Group]) -> list[list[Group]]:
     return out
 
 
-def _metric(labels: dict[str, str]) -> str:
+def openmetrics_labels(labels: dict[str, str]) -> str:
     inner = ",".join(
         f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
         for k, v in sorted(labels.items())
@@ -90,7 +90,7 @@ def evaluate_level(
                     labels = {**sample["metric"], **rule.get("labels", {})}
                     value = float(sample["value"][1])
                     family = series.setdefault(rule["record"], {})
-                    family.setdefault(_metric(labels), []).append((t, value))
+                    family.setdefault(openmetrics_labels(labels), []).append((t, value))
     written = 0
     with out.open("w") as f:
         for name, family in series.items():
@@ -104,14 +104,18 @@ def evaluate_level(
     return written
 
 
-def import_openmetrics(path: Path, prom: PrometheusServer, scratch: Path) -> None:
-    """Blocks from `path` into a stopped-and-restarted `prom`."""
+def import_openmetrics(
+    path: Path, prom: PrometheusServer, scratch: Path, max_block_duration: str = ""
+) -> None:
+    """Blocks from `path` into a stopped-and-restarted `prom` (`max_block_duration`, e.g.
+    "744h", writes a month in a few blocks, as a long-running server's compactor would)."""
     promtool = find_binary("promtool")
     assert promtool
     if scratch.exists():
         shutil.rmtree(scratch)
+    longer = [f"--max-block-duration={max_block_duration}"] if max_block_duration else []
     subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(path), str(scratch)],
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", *longer, str(path), str(scratch)],
         check=True,
         capture_output=True,
     )
