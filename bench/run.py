@@ -755,13 +755,20 @@ def gate_load(
         lags: list[LagFigures] = []
         bare_lags: list[dict[str, float]] = []
         bare_lag_url = f"http://127.0.0.1:{bare_port}/lag"
+        # Prometheus' CPU during each run: the cycles' queries share the 2 cores with the
+        # load generator and the server under test (the bare run has no cycles).
+        prom_cpu: list[tuple[float, float]] = []
         for _ in range(2):
             before = loop_lag_buckets(url)
+            cpu_at = prom_metric(prom.url, "process_cpu_seconds_total")
             ours.append(run_load(gate_url, auth, args.connections, args.seconds))
+            cpu_mid = prom_metric(prom.url, "process_cpu_seconds_total")
             lags.append(lag_figures(before, loop_lag_buckets(url)))
             http("GET", bare_lag_url)  # the bare server's lag from here on
             floor.append(run_load(bare_url, {}, args.connections, args.seconds))
             bare_lags.append(http("GET", bare_lag_url)[1])
+            cpu_end = prom_metric(prom.url, "process_cpu_seconds_total")
+            prom_cpu.append((cpu_mid - cpu_at, cpu_end - cpu_mid))
         # Many distinct requests: every service, each with its own deploy start inside the
         # SLO window (an older one shares the window's evaluation).
         now = int(time.time())
@@ -789,7 +796,10 @@ def gate_load(
             "gate req/s, one request (default cache_ttl, cycles every 5 s)",
             f"{o.rps:,.0f}",
             f"{statistics.median(rps):.2f} x bare aiohttp (runs {rps[0]:.2f}, {rps[1]:.2f}; "
-            f"bare {f.rps:,.0f}; target >= 0.8; {o.tool}, {args.connections} connections)",
+            f"bare {f.rps:,.0f}; target >= 0.8; {o.tool}, {args.connections} connections; "
+            "Prometheus CPU-s answering the cycles during the gate / bare runs: "
+            + ", ".join(f"{g:.1f} / {b:.1f}" for g, b in prom_cpu)
+            + f" of {args.seconds:g} s on the same cores)",
         ),
         (
             "gate p50 / p99, one request",

@@ -79,6 +79,13 @@ def test_the_chain_pins_its_intervals_and_its_buckets_do_not_overlap() -> None:
     assert order[-1] == "slo:period_buckets_end:timestamp_seconds"
     fresh = next(r for r in fine["rules"] if r["record"] == "slo:sli_error:ratio_rate30d")
     assert "[2h:5m]" in fresh["expr"] and "@ end()" in fresh["expr"]
+    # The five-minute samples' timestamp is one series recorded with them, before the
+    # ratio that compares it (not a max over every instance at every subquery step).
+    fine_order = [r["record"] for r in fine["rules"]]
+    stamp = fine_order.index("slo:period_fine:timestamp_seconds")
+    assert fine_order.index("slo:sli_total:increase5m") < stamp
+    assert stamp < fine_order.index("slo:sli_error:ratio_rate30d")
+    assert "timestamp(" not in fresh["expr"]
 
 
 def test_sentinel_reads_the_five_minute_period_series_across_its_gaps() -> None:
