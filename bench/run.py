@@ -336,23 +336,28 @@ def prom_metric(prom_url: str, name: str, match: str = "") -> float:
 
 
 def settle_blocks(prom: PrometheusServer, limit: float = 900.0) -> str:
-    """Wait until Prometheus has compacted the backfilled blocks as far as it will (its
-    compactor runs a minute after start, then every minute; done when a compaction has
-    run and the loaded block count held for two more minutes). A long-running server reads
-    a month from a few compacted blocks, not from the hundreds of two-hour blocks promtool
-    writes; returns "before -> after blocks" for the row."""
+    """Wait until Prometheus has compacted the backfilled blocks as far as it will: its
+    compactor is triggered a minute after start, then every minute; done when it has been
+    triggered since the wait began and the loaded block count held for two minutes (a
+    compaction before the wait is not one still to come; a pass with nothing to compact
+    is triggered but counts no compaction). A long-running server reads a month from a
+    few compacted blocks, not from the hundreds of two-hour blocks promtool writes;
+    returns "before -> after blocks" for the row."""
 
     def blocks() -> float:
         return prom_metric(prom.url, "prometheus_tsdb_blocks_loaded ")
 
+    def triggered() -> float:
+        return prom_metric(prom.url, "prometheus_tsdb_compactions_triggered_total ")
+
     first = blocks()
-    compactions = prom_metric(prom.url, "prometheus_tsdb_compactions_total ")
+    passes = triggered()
     started = time.monotonic()
     last, held_since = first, time.monotonic()
     while time.monotonic() - started < limit:
         time.sleep(5)
         now = blocks()
-        ran = prom_metric(prom.url, "prometheus_tsdb_compactions_total ") > compactions
+        ran = triggered() > passes
         if now != last:
             last, held_since = now, time.monotonic()
         elif ran and time.monotonic() - held_since >= 125:
