@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -434,6 +435,13 @@ class Config(_Strict):
     )
     # Directory the config file lives in; relative paths (rules, state) resolve against it.
     base_dir: str = Field(".", exclude=True)
+    # Where `rules` is written (file, line), set by load_config: a problem with the rule
+    # files as a whole (none match the patterns) points there. Not settable from YAML.
+    _rules_at: tuple[str, int | None] = PrivateAttr(default=("config", None))
+
+    @property
+    def rules_at(self) -> tuple[str, int | None]:
+        return self._rules_at
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path)
@@ -492,6 +500,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     problems += [located.problem(path, msg) for path, msg in _probe_problems(config)]
     if problems:
         raise ConfigError(problems)
+    config._rules_at = (file, located.line_of(("rules",)) if "rules" in raw else None)
     # From here on every log line and health record has these replaced (sentinel/redact.py).
     remember_secrets(_secret_values(config))
     return config

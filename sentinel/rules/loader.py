@@ -77,7 +77,12 @@ def load_rules_lenient(
     paths = list(files) if files is not None else rule_files(config)
     if not paths:
         patterns = ", ".join(config.rules)
-        return RuleSet(()), [Problem("config", None, "rules", f"no rule files match {patterns}")]
+        file, line = config.rules_at
+        message = (
+            f"no rule files match {patterns} (expected at least one rule file; relative "
+            f"patterns resolve against {config.base_dir})"
+        )
+        return RuleSet(()), [Problem(file, line, "rules", message)]
     for path in paths:
         group, file_problems = load_rule_file(path, config)
         problems += file_problems
