@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sentinel.alerting.silences import alert_labels
@@ -134,6 +134,9 @@ class AlertManager:
         self.alerts: dict[str, Alert] = store.load_alerts()
         self.unsaved = Unsaved()
         self.slo_of: dict[str, SLO] = {}
+        # The latest result of each firing alert this process stepped: what its RESOLVED
+        # message shows when its SLO is removed from the rules (`retire_removed`).
+        self.last_firing: dict[str, SLOResult] = {}
         # Held by a step from its first instance to its commit (and by a replica's adopt).
         self.lock = asyncio.Lock()
         # service -> keys of its firing alerts; the gate asks on every request.
@@ -209,6 +212,10 @@ class AlertManager:
                 # transition. Most instances are here every cycle.
                 continue
             alert, transition = step(prev, result, policy_for(slo, result), now)
+            if alert.state is AlertState.FIRING:
+                self.last_firing[key] = result
+            elif key in self.last_firing:
+                del self.last_firing[key]
             if alert != prev:
                 changed[key] = alert
             if transition is not None:
@@ -221,6 +228,42 @@ class AlertManager:
             self._stage(changed, transitions, now)
         if self.unsaved:
             self._commit(now)
+
+    def retire_removed(self, slos: Sequence[SLO], now: float) -> int:
+        """After a reload: the alerts of SLOs no longer in the rules get no result again,
+        so nothing else would ever end them. A firing one is resolved ("removed from the
+        rules", with its last measurement) through the outbox like any resolve, a pending
+        one goes back to inactive; none counts for the gate any more. The caller holds
+        `lock` and leads (a follower adopts the leader's states). Returns alerts resolved."""
+        current = {(slo.service, slo.name) for slo in slos}
+        changed: dict[str, Alert] = {}
+        transitions: list[tuple[SLO, Transition]] = []
+        for key, slo in list(self.slo_of.items()):
+            if (slo.service, slo.name) in current:
+                continue
+            del self.slo_of[key]
+            last = self.last_firing.pop(key, None)
+            alert = self.alerts.get(key)
+            if alert is None:
+                continue
+            if alert.state is AlertState.FIRING and last is not None:
+                resolved = replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
+                result = replace(last, evaluated_at=now)
+                because = f"SLO {slo.name} removed from the rules"
+                changed[key] = resolved
+                transitions.append(
+                    (slo, Transition(TransitionKind.RESOLVED, resolved, result, because))
+                )
+            elif alert.state is AlertState.PENDING:
+                changed[key] = replace(
+                    alert, state=AlertState.INACTIVE, since=now, pending_since=None
+                )
+            elif alert.state is AlertState.FIRING:
+                # Stepped by no result in this process (it was loaded at start): no
+                # result to resolve it with; at least the gate stops counting it.
+                self._firing.get(key.split("/", 1)[0], set()).discard(key)
+        self._finish(changed, transitions, now)
+        return len(transitions)
 
     def adopt(
         self,
@@ -334,7 +377,7 @@ class AlertManager:
     def _log(self, tr: Transition) -> None:
         r = tr.result
         log.warning(
-            f"alert {tr.kind.value}: {r.key}",
+            f"alert {tr.kind.value}: {r.key}" + (f" ({tr.because})" if tr.because else ""),
             extra=fields(
                 incident=tr.alert.incident_id,
                 service=r.service,
@@ -461,6 +504,7 @@ class AlertManager:
             "started_at": started,
             "started_at_text": rfc3339(started),
             "resolved_at_text": rfc3339(now) if tr.kind is TransitionKind.RESOLVED else None,
+            "resolved_because": tr.because or None,
         }
 
     def acknowledge(self, incident_id: str, actor: str, now: float) -> bool:

@@ -52,6 +52,9 @@ class Transition:
     kind: TransitionKind
     alert: Alert
     result: SLOResult
+    # Why a RESOLVED happened when it is not the SLO's own measure (the SLO was removed
+    # from the rules): shown instead of the last measurement.
+    because: str = ""
 
 
 def incident_id(key: str, fired_at: float) -> str:

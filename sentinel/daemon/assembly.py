@@ -29,6 +29,7 @@ from sentinel.daemon.probes import ProbeSchedule
 from sentinel.daemon.retention import StateRetention
 from sentinel.daemon.runner import Daemon
 from sentinel.errors import StateStoreError, StateStoreUnusable
+from sentinel.evaluate.probe_check import probe_slo
 from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
@@ -221,6 +222,25 @@ async def build_daemon(
 
     daemon.start_hooks.append(start_probes)
     daemon.reload_hooks.append(reload_probes)
+
+    async def retire_removed_slos() -> None:
+        # An SLO (or probe) the reload removed gets no result again: its firing alert is
+        # resolved now, or Slack would never hear of it and the gate would fail its
+        # service for ever. The leader does it; followers adopt the result.
+        if not leader.is_leader:
+            return
+        slos = [*daemon.rules.slos]
+        slos += [probe_slo(name, probe) for name, probe in daemon.config.probes.items()]
+        async with manager.lock:
+            try:
+                resolved = manager.retire_removed(slos, clock())
+            except StateStoreError as exc:  # a read the notifications need failed
+                log.error(f"alerts of removed SLOs not resolved yet: {exc}")
+                return
+        if resolved:
+            dispatcher.wake()
+
+    daemon.reload_hooks.append(retire_removed_slos)
     stack.push_async_callback(probes.stop)
 
     await leader.start()

@@ -41,7 +41,11 @@ def summary_line(alert: dict[str, Any]) -> str:
     breached = value is not None and (value > threshold if below else value < threshold)
     kind = alert.get("sli_kind", "")
     window = alert.get("window_text", "")
-    return (
-        f"{alert['slo']} = {format_measure(kind, value)} {comparison(good_when, breached)} "
+    measured = (
+        f"{format_measure(kind, value)} {comparison(good_when, breached)} "
         f"{format_measure(kind, threshold)} over {window}"
     )
+    if alert.get("resolved_because"):
+        # Resolved without a new measure (its SLO was removed from the rules).
+        return f"{alert['slo']}: {alert['resolved_because']} (last measured {measured})"
+    return f"{alert['slo']} = {measured}"

@@ -258,3 +258,36 @@ async def test_sighup_reload_picks_up_notifier_changes(
     assert sorted(built.manager.notifiers) == ["audit-log", "oncall"]
     assert sorted(built.dispatcher.notifiers) == ["audit-log", "oncall"]
     assert "notifier:audit-log" in built.daemon.extra_health()
+
+
+async def test_a_reload_that_removes_a_firing_slo_resolves_its_alert(
+    assembly: tuple[Assembly, Clock], slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Deleting an SLO from the rules while its alert fires: the SIGHUP resolves it (Slack
+    says why), the gate stops counting it, and the SLOs that stay are untouched. Before,
+    nothing ever resolved it: no result would come again."""
+    built, clock = assembly
+    await replay(built, clock, range(50, 70))
+    firing = {slo.name for _, slo in built.manager.firing("chatbot-backend")}
+    assert firing == {"chat-latency-p95", "http-latency-p95"}
+
+    kept = RULES.split("  - name: http-latency-p95")[0]
+    (tmp_path / "rules" / "chatbot.yaml").write_text(kept)
+    clock.now = at(70)
+    assert await built.daemon.reload()
+    await built.dispatcher.deliver_due()
+
+    assert [slo.name for _, slo in built.manager.firing("chatbot-backend")] == ["chat-latency-p95"]
+    removed = next(i for i in built.store.incidents() if i["slo"] == "http-latency-p95")
+    assert removed["resolved_at"] == at(70)
+    kept_incident = next(i for i in built.store.incidents() if i["slo"] == "chat-latency-p95")
+    assert kept_incident["resolved_at"] is None
+    root = next(m for m in slack.roots() if "http-latency-p95" in m.text)
+    assert "RESOLVED" in root.text and root.updates == 1
+    (reply,) = slack.replies(root)
+    assert "http-latency-p95 removed from the rules" in reply.text, reply.text
+    assert "last measured" in reply.text
+    # The alert is gone for good: later cycles send nothing more about it.
+    sent = len(slack.calls)
+    await replay(built, clock, range(71, 75))
+    assert not [c for c in slack.calls[sent:] if "http-latency-p95" in json.dumps(c[1])]
