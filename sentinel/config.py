@@ -506,6 +506,22 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     return config
 
 
+def config_notes(config: Config) -> list[tuple[str, str]]:
+    """(field, note) for settings that are valid but weaken a promise (`sentinel check`)."""
+    gate = config.gate
+    if gate.cache_ttl > gate.source_down_after:
+        return [
+            (
+                "gate.cache_ttl",
+                f"{format_duration(gate.cache_ttl)} is longer than gate.source_down_after "
+                f"({format_duration(gate.source_down_after)}): a result cached before a "
+                "source failed can still pass the gate after source_down_policy should "
+                "apply (keep cache_ttl below source_down_after)",
+            )
+        ]
+    return []
+
+
 def _probe_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
     """Checks across sections: a probe's `notify` names configured notifiers."""
     known = ", ".join(sorted(config.notifiers)) or "none configured"
