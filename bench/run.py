@@ -201,38 +201,38 @@ def record_rules(work: Path, prom: PrometheusServer, rules: Path, end: int, hour
     # over 10,000 services' long windows takes seconds (a pass over the whole history
     # did not finish in an hour at 10,000). The period chain below covers the history.
     start = end - int(hours * 3600)
-    passes = [(plain, end - 600, end, 60)]
     started = time.monotonic()
-    for number, (rule_groups, first, last, every) in enumerate(passes):
-        path = work / f"record-{number}.yml"
-        path.write_text(yaml.safe_dump({"groups": rule_groups}))
-        blocks = work / f"rule-blocks-{number}"
-        try:
-            subprocess.run(
-                [
-                    str(promtool),
-                    "tsdb",
-                    "create-blocks-from",
-                    "rules",
-                    f"--start={first}",
-                    f"--end={last}",
-                    f"--url={prom.url}",
-                    f"--output-dir={blocks}",
-                    f"--eval-interval={every}s",
-                    "-q",
-                    str(path),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=3600,
-            )
-        except (subprocess.SubprocessError, OSError) as exc:
-            log(f"recording-rule backfill failed: {exc}")
-            return False
+    path = work / "record.yml"
+    path.write_text(yaml.safe_dump({"groups": plain}))
+    blocks = work / "rule-blocks"
+    try:
+        subprocess.run(
+            [
+                str(promtool),
+                "tsdb",
+                "create-blocks-from",
+                "rules",
+                f"--start={end - 600}",
+                f"--end={end}",
+                f"--url={prom.url}",
+                f"--output-dir={blocks}",
+                "--eval-interval=60s",
+                "-q",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=3600,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        log(f"recording-rule backfill failed: {exc}")
+        return False
+    if not blocks.is_dir():  # promtool can exit 0 having written nothing
+        log("recording-rule backfill failed: promtool wrote no block")
+        return False
     prom.stop()
-    for number in range(len(passes)):
-        for block in (work / f"rule-blocks-{number}").iterdir():
-            shutil.copytree(block, prom.storage / block.name)
+    for block in blocks.iterdir():
+        shutil.copytree(block, prom.storage / block.name)
     prom.start(timeout=300)
     _month_of_hourly_buckets(work, prom, groups, start, end)
     try:
@@ -266,9 +266,7 @@ def _month_of_hourly_buckets(
             name = rule["record"].replace(":increase5m", ":increase1h")
             expr = rule["expr"].replace("[5m]", f"[1h] @ {end}").replace("300 * ", "3600 * ", 1)
             params = {"query": expr, "start": first, "end": last, "step": 3600}
-            data = urllib.parse.urlencode(params).encode()
-            with urllib.request.urlopen(f"{prom.url}/api/v1/query_range", data, timeout=600) as r:
-                result = json.load(r)["data"]["result"]
+            result = prom_result(prom.url, "query_range", params)
             out.write(f"# TYPE {name} gauge\n")
             for series in result:
                 labels = openmetrics_labels({**series["metric"], **rule["labels"]})
@@ -334,6 +332,13 @@ def prom_metric(prom_url: str, name: str, match: str = "") -> float:
         if line.startswith(name) and match in line and not line.startswith("#"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def prom_result(prom_url: str, api: str, params: dict[str, Any], timeout: float = 600) -> Any:
+    """`data.result` of a Prometheus query API answer (`api`: query or query_range)."""
+    data = urllib.parse.urlencode(params).encode()
+    with urllib.request.urlopen(f"{prom_url}/api/v1/{api}", data, timeout=timeout) as resp:
+        return json.load(resp)["data"]["result"]
 
 
 def settle_blocks(prom: PrometheusServer, limit: float = 900.0) -> str:
@@ -719,10 +724,8 @@ def hourly_samples(prom_url: str, end: int) -> str:
     """How many hourly buckets the 30-day period sum reads at `end` (720 in steady state),
     counted in Prometheus rather than assumed."""
     query = f"max(count_over_time(slo:sli_total:increase1h[30d] @ {end}))"
-    data = urllib.parse.urlencode({"query": query, "time": str(end)}).encode()
     try:
-        with urllib.request.urlopen(f"{prom_url}/api/v1/query", data, timeout=600) as resp:
-            result = json.load(resp)["data"]["result"]
+        result = prom_result(prom_url, "query", {"query": query, "time": end})
         return f"{float(result[0]['value'][1]):.0f}" if result else "0"
     except (OSError, ValueError, KeyError, IndexError) as exc:
         return f"? ({exc})"
@@ -767,8 +770,8 @@ def gate_load(
         lags: list[LagFigures] = []
         bare_lags: list[dict[str, float]] = []
         bare_lag_url = f"http://127.0.0.1:{bare_port}/lag"
-        # Prometheus' CPU during each run: the cycles' queries share the 2 cores with the
-        # load generator and the server under test (the bare run has no cycles).
+        # Prometheus' CPU during each run: the daemon's cycles (they go on during the bare
+        # run too) share the 2 cores with the load generator and the server under test.
         prom_cpu: list[tuple[float, float]] = []
         for _ in range(2):
             before = loop_lag_buckets(url)
@@ -995,10 +998,7 @@ def _when(check: Any, timeout: float) -> float:
 
 
 def _breached(prom_url: str, query: str, threshold: float) -> bool:
-    data = urllib.parse.urlencode({"query": query}).encode()
-    with urllib.request.urlopen(f"{prom_url}/api/v1/query", data, timeout=5) as resp:
-        answer = json.loads(resp.read())
-    for item in answer["data"]["result"]:
+    for item in prom_result(prom_url, "query", {"query": query}, timeout=5):
         if item["metric"].get("sentinel_part", "value") == "value":
             return float(item["value"][1]) > threshold
     return False
