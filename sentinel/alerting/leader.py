@@ -42,7 +42,7 @@ from sentinel.alerting.store_api import StateStore
 from sentinel.errors import StateStoreError
 from sentinel.evaluate.slo import SLOResult, rfc3339
 from sentinel.logs import fields
-from sentinel.rules.model import RuleGroup
+from sentinel.rules.model import SLO, RuleGroup
 
 log = logging.getLogger("sentinel.leader")
 
@@ -292,17 +292,23 @@ class LeaderCycle:
         manager: AlertManager,
         store: StateStore,
         on_leader: Callable[[], None] = lambda: None,
+        slos: Callable[[], Sequence[SLO]] = lambda: (),
     ) -> None:
         self.leader = leader
         self.manager = manager
         self.store = store
         self.on_leader = on_leader
+        self.slos = slos
         # Load the committed states before the next step (a new leadership).
         self._reload = False
+        # Resolve the alerts of SLOs removed while no replica ran them, once per
+        # leadership (the first step of this process included), before stepping.
+        self._orphans_due = True
 
     def leadership_changed(self, is_leader: bool, continuous: bool) -> None:
         if is_leader:
             self._reload = not continuous
+            self._orphans_due = True
             self.on_leader()
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
@@ -329,6 +335,12 @@ class LeaderCycle:
                     return
                 self.manager.adopt(alerts)
                 self._reload = False
+            if self._orphans_due:
+                try:
+                    self.manager.retire_orphans(self.slos(), now)
+                    self._orphans_due = False
+                except StateStoreError as exc:  # the incidents could not be read: next step
+                    log.error(f"alerts of removed SLOs not resolved yet: {exc}")
             try:
                 await self.manager.observe_locked(group, results, now)
             except StateStoreError as exc:  # a read the transitions need failed

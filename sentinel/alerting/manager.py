@@ -63,6 +63,25 @@ def _incident_row(tr: Transition) -> dict[str, Any]:
     }
 
 
+def _notification(
+    name: str, kind: str, service: str, batch: list[dict[str, Any]], now: float
+) -> NewNotification:
+    """One outbox entry; its key names the incidents and reminder counts it carries, so a
+    commit retried after a failure cannot enqueue it twice."""
+    ids = ",".join(sorted(f"{a['incident_id']}#{a.get('repeat', 0)}" for a in batch))
+    digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
+    payload = {"alerts": batch, "env": batch[0]["labels"].get("env") or batch[0].get("env")}
+    return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now)
+
+
+def _produced_by(slos: Sequence[SLO], service: str, name: str) -> bool:
+    """Whether an SLO of `slos` can still produce results of `service` named `name` (its
+    own service, or any service when it groups by the `service` label)."""
+    return any(
+        slo.name == name and (slo.service == service or "service" in slo.group_by) for slo in slos
+    )
+
+
 def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:
     """Burn-rate tiers need no `for`: their windows already demand a sustained burn.
     Only the page tier may roll back."""
@@ -258,12 +277,62 @@ class AlertManager:
                 changed[key] = replace(
                     alert, state=AlertState.INACTIVE, since=now, pending_since=None
                 )
-            elif alert.state is AlertState.FIRING:
-                # Stepped by no result in this process (it was loaded at start): no
-                # result to resolve it with; at least the gate stops counting it.
-                self._firing.get(key.split("/", 1)[0], set()).discard(key)
+            # A firing alert with no result in this process (loaded at start) is
+            # `retire_orphans`' to resolve.
         self._finish(changed, transitions, now)
         return len(transitions)
+
+    def retire_orphans(self, slos: Sequence[SLO], now: float) -> int:
+        """Resolve the firing alerts no SLO in `slos` can produce any more that this
+        process has no result for: loaded from the store at start after their SLO was
+        removed while Sentinel was stopped (or before a reload of a process that never
+        evaluated them). With no SLO object and no measurement left, each notifier that
+        was told about the incident gets the alert it was last sent (firing or reminder),
+        marked resolved ("removed from the rules"): the Slack message is closed where it
+        was posted. Caller holds `lock` and leads. Returns incidents resolved."""
+        firing = {
+            a.incident_id: a
+            for a in self.alerts.values()
+            if a.state is AlertState.FIRING and a.incident_id and a.key not in self.slo_of
+        }
+        if not firing:
+            return 0
+        # One read of the open incidents: their rows say which SLO and service they are.
+        rows = [
+            row
+            for row in self.store.incidents(open_only=True, limit=2 * len(self.alerts) + 1000)
+            if row["id"] in firing and not _produced_by(slos, row["service"], row["slo"])
+        ]
+        if not rows:
+            return 0
+        sent = self.store.sent_alerts([row["id"] for row in rows])
+        changed: dict[str, Alert] = {}
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in rows:
+            alert = firing[row["id"]]
+            changed[alert.key] = replace(
+                alert, state=AlertState.RESOLVED, since=now, pending_since=None
+            )
+            self.unsaved.resolved.append((row["id"], now))
+            because = f"SLO {row['slo']} removed from the rules"
+            told = {n: a for n, a in sent.get(row["id"], {}).items() if n in self.notifiers}
+            log.warning(
+                f"alert resolved: {alert.key} ({because}; no result of it in this process)",
+                extra=fields(incident=row["id"], service=row["service"], notifiers=sorted(told)),
+            )
+            for name, last in told.items():
+                if self.notifiers[name].kind == "webhook":
+                    continue  # rollback webhooks get firings only, as in `_notifications`
+                resolved = {**last, "resolved_at_text": rfc3339(now), "resolved_because": because}
+                groups.setdefault((name, row["service"]), []).append(resolved)
+        for key, alert in changed.items():
+            self.alerts[key] = alert
+            self.unsaved.alerts[key] = alert
+            self._firing.get(key.split("/", 1)[0], set()).discard(key)
+        for (name, service), batch in groups.items():
+            self.unsaved.notifications.append(_notification(name, "resolved", service, batch, now))
+        self._commit(now)
+        return len(rows)
 
     def adopt(
         self,
@@ -431,16 +500,7 @@ class AlertManager:
         for (name, service, kind), alerts in groups.items():
             # A rollback webhook gets one request per incident; Slack one message per service.
             batches = [[a] for a in alerts] if self.notifiers[name].kind == "webhook" else [alerts]
-            for batch in batches:
-                ids = ",".join(sorted(f"{a['incident_id']}#{a.get('repeat', 0)}" for a in batch))
-                digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
-                payload = {
-                    "alerts": batch,
-                    "env": batch[0]["labels"].get("env") or batch[0].get("env"),
-                }
-                out.append(
-                    NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now)
-                )
+            out += [_notification(name, kind, service, batch, now) for batch in batches]
         return out
 
     def _rollback_allowed(

@@ -499,6 +499,18 @@ class PostgresStore:
             (since, limit),
         )
 
+    def sent_alerts(self, incident_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        rows = self._read(
+            "SELECT o.notifier, a.value AS alert FROM outbox o, "
+            "jsonb_array_elements(o.payload::jsonb -> 'alerts') a WHERE o.kind IN "
+            "('firing', 'repeat') AND a.value ->> 'incident_id' = ANY(%s) ORDER BY o.id",
+            (list(incident_ids),),
+        )
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r["alert"]["incident_id"], {})[r["notifier"]] = r["alert"]
+        return out
+
     # -- slack message references -------------------------------------------------------
 
     def slack_threads(self, incident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:

@@ -561,6 +561,21 @@ class Store:
         )
         return [dict(r) for r in rows]
 
+    def sent_alerts(self, incident_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        wanted = set(incident_ids)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        if not wanted:
+            return out
+        rows = self.db.execute(
+            "SELECT o.notifier, a.value AS alert FROM outbox o, json_each(o.payload, '$.alerts') a "
+            "WHERE o.kind IN ('firing', 'repeat') ORDER BY o.id"
+        )
+        for r in rows:
+            alert = json.loads(r["alert"])
+            if alert.get("incident_id") in wanted:
+                out.setdefault(alert["incident_id"], {})[r["notifier"]] = alert
+        return out
+
     def slack_threads(self, incident_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """incident id -> (channel, ts) of the Slack message that shows it, when known."""
         out: dict[str, tuple[str, str]] = {}

@@ -69,6 +69,11 @@ class StateStore(Protocol):
 
     def deliveries(self, since: float, limit: int = 5000) -> list[dict[str, Any]]: ...
 
+    def sent_alerts(self, incident_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """incident id -> notifier -> the alert as last notified to it (the payload of its
+        latest firing or reminder outbox entry), for the incidents asked."""
+        ...
+
     # -- Slack message references
     def slack_threads(self, incident_ids: Sequence[str]) -> dict[str, tuple[str, str]]: ...
 

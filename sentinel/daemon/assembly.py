@@ -38,7 +38,7 @@ from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.log import LogNotifier
 from sentinel.outputs import dashboard_sync as dashboards_sync
 from sentinel.outputs.links import dashboard_url
-from sentinel.rules.model import RuleSet
+from sentinel.rules.model import SLO, RuleSet
 from sentinel.selfmetrics import SelfMetrics
 
 Cleanup = Callable[[], Awaitable[None]]
@@ -135,7 +135,13 @@ async def build_daemon(
         dispatcher.wake,
     )
     leader = build_leader(config, store, clock, replica)
-    cycle = LeaderCycle(leader, manager, store, dispatcher.wake)
+
+    def current_slos() -> list[SLO]:
+        """Every SLO that can produce results now: the rules' and the probes'."""
+        probes = daemon.config.probes.items()
+        return [*daemon.rules.slos, *(probe_slo(name, probe) for name, probe in probes)]
+
+    cycle = LeaderCycle(leader, manager, store, dispatcher.wake, current_slos)
     daemon.result_hooks.append(cycle.observe)
     # Alertmanager wants firing alerts re-sent every cycle (notify/alertmanager.py): after
     # the manager, from its state.
@@ -229,11 +235,11 @@ async def build_daemon(
         # service for ever. The leader does it; followers adopt the result.
         if not leader.is_leader:
             return
-        slos = [*daemon.rules.slos]
-        slos += [probe_slo(name, probe) for name, probe in daemon.config.probes.items()]
+        slos = current_slos()
         async with manager.lock:
             try:
                 resolved = manager.retire_removed(slos, clock())
+                resolved += manager.retire_orphans(slos, clock())
             except StateStoreError as exc:  # a read the notifications need failed
                 log.error(f"alerts of removed SLOs not resolved yet: {exc}")
                 return

@@ -291,3 +291,46 @@ async def test_a_reload_that_removes_a_firing_slo_resolves_its_alert(
     sent = len(slack.calls)
     await replay(built, clock, range(71, 75))
     assert not [c for c in slack.calls[sent:] if "http-latency-p95" in json.dumps(c[1])]
+
+
+async def test_an_slo_removed_while_sentinel_was_stopped_is_resolved_where_it_paged(
+    assembly: tuple[Assembly, Clock], slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Sentinel stopped while two alerts fire, one SLO deleted from the rules, Sentinel
+    started again: its first step resolves the deleted SLO's incident in the Slack message
+    that announced it (no SLO object is left: the message is the one last sent), the
+    other alert keeps firing without a second page, and nothing more is sent about the
+    deleted one. Before, the incident stayed open in Slack and in the store for ever."""
+    built, clock = assembly
+    await replay(built, clock, range(50, 70))
+    assert {slo.name for _, slo in built.manager.firing("chatbot-backend")} == {
+        "chat-latency-p95",
+        "http-latency-p95",
+    }
+    await built.cleanup()
+    root = next(m for m in slack.roots() if "http-latency-p95" in m.text)
+    kept_root = next(m for m in slack.roots() if "chat-latency-p95" in m.text)
+    assert "RESOLVED" not in root.text
+    roots, kept_updates = len(slack.roots()), kept_root.updates
+
+    (tmp_path / "rules" / "chatbot.yaml").write_text(RULES.split("  - name: http-latency-p95")[0])
+    config = load_config(tmp_path / "config.yaml")
+    again = await build_daemon(str(tmp_path / "config.yaml"), config, load_rules(config), clock)
+    try:
+        await replay(again, clock, range(70, 71))
+
+        assert [s.name for _, s in again.manager.firing("chatbot-backend")] == ["chat-latency-p95"]
+        removed = next(i for i in again.store.incidents() if i["slo"] == "http-latency-p95")
+        assert removed["resolved_at"] == at(70)
+        kept = next(i for i in again.store.incidents() if i["slo"] == "chat-latency-p95")
+        assert kept["resolved_at"] is None
+        assert "RESOLVED" in root.text and root.updates == 1
+        (reply,) = slack.replies(root)
+        assert "http-latency-p95: SLO http-latency-p95 removed from the rules" in reply.text
+        # No second page: the kept alert's message untouched, no new message at all.
+        assert len(slack.roots()) == roots and kept_root.updates == kept_updates
+        sent = len(slack.calls)
+        await replay(again, clock, range(71, 75))
+        assert not [c for c in slack.calls[sent:] if "http-latency-p95" in json.dumps(c[1])]
+    finally:
+        await again.cleanup()

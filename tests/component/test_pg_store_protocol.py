@@ -118,6 +118,27 @@ def test_the_outbox_is_delivered_oldest_first_with_retries_and_dead_entries(
     assert store.deliveries(NOW) == []
 
 
+def test_the_alert_last_sent_to_each_notifier_is_found_per_incident(store: StateStore) -> None:
+    """What a resolve without an SLO object is rendered from (an SLO removed from the rules
+    while Sentinel was stopped): per incident and notifier, the latest firing or reminder;
+    resolves and other incidents do not count."""
+    notes = [
+        _note("f1", "i1"),
+        _note("f1-audit", "i1", notifier="audit"),
+        _note("r1", "i1", "repeat"),
+        _note("x1", "i1", "resolved"),
+        _note("f2", "i2"),
+    ]
+    notes[2].payload["alerts"][0]["repeat"] = 1
+    notes[3].payload["alerts"][0]["repeat"] = 9
+    store.commit_cycle([], [_incident("i1"), _incident("i2")], [], notes, NOW)
+    sent = store.sent_alerts(["i1", "nope"])
+    assert sorted(sent) == ["i1"]
+    assert sent["i1"]["oncall"]["repeat"] == 1  # the reminder, not the resolve
+    assert sent["i1"]["audit"] == {"incident_id": "i1", "value": None}
+    assert store.sent_alerts([]) == {}
+
+
 def test_slack_references_keep_the_posting_order_and_the_latest_payload(
     store: StateStore,
 ) -> None:
