@@ -741,16 +741,16 @@ def gate_load(
     rules: Path,
     services: int,
 ) -> list[Row]:
-    """`sentinel run` with the default gate.cache_ttl and a cycle every 5 s, loaded with
-    one pipeline's request (twice, each followed by the bare endpoint), then with many
-    distinct services and `since` values."""
+    """`sentinel run` with the default gate.cache_ttl and a cycle every 5 s
+    (`--gate-cycles`), loaded with one pipeline's request (twice, each followed by the
+    bare endpoint), then with many distinct services and `since` values."""
     port, bare_port = free_port(), free_port()
     config = work / "gate.yaml"
     config.write_text(
         config_text(prom.url, rules)
         + f'server: {{listen: "127.0.0.1:{port}", api_token: bench}}\n'
         + f"state: {{path: {work / 'state.db'}}}\n"
-        + "evaluation: {interval: 5s}\n"
+        + f"evaluation: {{interval: {args.gate_cycles}}}\n"
     )
     daemon = start_sentinel(config)
     bare = subprocess.Popen(
@@ -808,7 +808,7 @@ def gate_load(
     answered = distinct.requests - sum(distinct.statuses.values())
     return [
         (
-            "gate req/s, one request (default cache_ttl, cycles every 5 s)",
+            f"gate req/s, one request (default cache_ttl, cycles every {args.gate_cycles})",
             f"{o.rps:,.0f}",
             f"{statistics.median(rps):.2f} x bare aiohttp (runs {rps[0]:.2f}, {rps[1]:.2f}; "
             f"bare {f.rps:,.0f}; target >= 0.8; {o.tool}, {args.connections} connections; "
@@ -1045,6 +1045,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--gate-at", type=int, default=0, help="size for gate/Prometheus CPU")
     parser.add_argument("--alert-trials", type=int, default=2)
+    parser.add_argument(
+        "--gate-cycles",
+        default="5s",
+        help="the daemon's cycle interval during the gate rows ('1h': the gate alone, no cycle "
+        "after the first)",
+    )
     parser.add_argument(
         "--gate-only", action="store_true", help="only the gate rows, at the --gate-at size"
     )
