@@ -126,6 +126,11 @@ class EvaluationConfig(_Strict):
     # window (the 30-day budget is asked hourly, not every cycle: a month of raw samples
     # per SLO); `every_cycle` asks every window every cycle.
     long_window_refresh: Literal["auto", "every_cycle"] = "auto"
+    # A `group_by` instance absent from its SLO's answers this long (a deleted pod, a
+    # retired service) whose alerts are quiet is forgotten: no more no_data results, its
+    # alert-state rows deleted. Firing or pending ones are kept (their no-data policy
+    # decides). null: never forget (the instance is no_data until a restart).
+    forget_after: Annotated[Duration, _within(5 * MINUTE, 365 * DAY)] | None = HOUR
 
 
 class ServerConfig(_Strict):

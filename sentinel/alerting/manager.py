@@ -31,7 +31,7 @@ from sentinel.alerting.silences import alert_labels
 from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
 from sentinel.alerting.store import NewNotification
 from sentinel.alerting.store_api import StateStore
-from sentinel.errors import StateStoreWriteError
+from sentinel.errors import StateStoreError, StateStoreWriteError
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.logs import fields
 from sentinel.rules.model import SLO, AlertPolicy, RuleGroup, SLIKind, severity_at_least
@@ -333,6 +333,34 @@ class AlertManager:
             self.unsaved.notifications.append(_notification(name, "resolved", service, batch, now))
         self._commit(now)
         return len(rows)
+
+    def is_quiet(self, key: str) -> bool:
+        """No alert, or one that is inactive or resolved with nothing unsaved: forgetting
+        it changes no outcome."""
+        alert = self.alerts.get(key)
+        if key in self.unsaved.alerts:
+            return False
+        return alert is None or alert.state in (AlertState.INACTIVE, AlertState.RESOLVED)
+
+    async def forget(self, keys: Sequence[str], delete: bool) -> list[str]:
+        """Drop the state of instances that vanished, those of `keys` still quiet under
+        the lock; `delete` (the leader) deletes their rows first, and nothing is dropped
+        when that fails (retried at the next cycle). Returns the keys dropped."""
+        async with self.lock:
+            quiet = [k for k in keys if self.is_quiet(k)]
+            if not quiet:
+                return []
+            if delete:
+                try:
+                    self.store.delete_alerts(quiet)
+                except StateStoreError as exc:
+                    log.warning(f"state of {len(quiet)} vanished instances kept: {exc}")
+                    return []
+            for key in quiet:
+                self.alerts.pop(key, None)
+                self.slo_of.pop(key, None)
+                self.last_firing.pop(key, None)
+            return quiet
 
     def adopt(
         self,

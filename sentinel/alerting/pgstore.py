@@ -378,6 +378,12 @@ class PostgresStore:
                     ],
                 )
 
+    def delete_alerts(self, keys: Sequence[str]) -> None:
+        """Refused unless this replica leads, like `commit_cycle`."""
+        with self._transaction(ALERT_STATE) as conn:
+            self._check_leader(conn)
+            conn.execute(b"DELETE FROM alerts WHERE key = ANY(%s)", (list(keys),))
+
     def incidents(self, open_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
         where = "WHERE resolved_at IS NULL" if open_only else ""
         rows = self._read(

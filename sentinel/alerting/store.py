@@ -466,6 +466,10 @@ class Store:
                 ],
             )
 
+    def delete_alerts(self, keys: Sequence[str]) -> None:
+        with self._transaction(ALERT_STATE) as db:
+            db.executemany("DELETE FROM alerts WHERE key=?", [(k,) for k in keys])
+
     def incidents(self, open_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
         where = "WHERE resolved_at IS NULL" if open_only else ""
         rows = self.db.execute(

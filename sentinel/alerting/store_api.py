@@ -46,6 +46,10 @@ class StateStore(Protocol):
         now: float,
     ) -> None: ...
 
+    def delete_alerts(self, keys: Sequence[str]) -> None:
+        """Forget the state rows of instances that vanished (their alerts quiet)."""
+        ...
+
     def incidents(self, open_only: bool = False, limit: int = 200) -> list[dict[str, Any]]: ...
 
     def incidents_for(

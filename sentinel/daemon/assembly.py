@@ -28,6 +28,7 @@ from sentinel.config import Config, LogNotifierConfig, SlackNotifierConfig, Webh
 from sentinel.daemon.probes import ProbeSchedule
 from sentinel.daemon.retention import StateRetention
 from sentinel.daemon.runner import Daemon
+from sentinel.daemon.vanished import forget_hook
 from sentinel.errors import StateStoreError, StateStoreUnusable
 from sentinel.evaluate.probe_check import probe_slo
 from sentinel.evaluate.wiring import build_engine, build_sources
@@ -149,6 +150,14 @@ async def build_daemon(
 
     resend_to_alertmanagers = resend_hook(notifiers, manager)
     daemon.result_hooks.append(resend_to_alertmanagers)
+    daemon.result_hooks.append(
+        forget_hook(
+            lambda: daemon.config.evaluation.forget_after,
+            lambda: daemon.engine,
+            manager,
+            lambda: leader.is_leader,
+        )
+    )
 
     async def close_notifiers() -> None:
         for notifier in notifiers.values():  # the current ones: a reload may swap them

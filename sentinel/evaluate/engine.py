@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.errors import SentinelError, SourceError
@@ -78,7 +78,8 @@ class Engine:
         # Only the daemon's cycles reuse long windows (evaluation.long_window_refresh);
         # backtests, rule tests and the CLI evaluate every instant afresh.
         self.reuse_windows = reuse_windows
-        self._known: dict[str, set[InstanceKey]] = {}
+        # SLO key -> instance -> when an answer last held it (`forget_instances`).
+        self._known: dict[str, dict[InstanceKey, float]] = {}
         # Budget/burn window query -> (the instant it was answered for, its samples).
         self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
         # Rendered queries: the same every cycle for the same SLO (rendering them was
@@ -196,7 +197,7 @@ class Engine:
         planned = plan[slo.key]
         answer = by_query[planned]
         effective_window = min(window, slo.window) if window is not None else None
-        known = self._known.setdefault(slo.key, set()) if remember else set()
+        known = self._known.setdefault(slo.key, {}) if remember else {}
         if isinstance(answer, SourceError):
             errors[slo.key] = answer
             reason = f"{answer.source} {answer.kind}: {answer.detail}"
@@ -205,7 +206,7 @@ class Engine:
             seen: set[InstanceKey] = set()
             out = evaluate(slo, answer, at, planned.query, known, effective_window, seen)
             if remember:
-                known.update(seen)
+                known.update(dict.fromkeys(seen, at))
         if slo.key in budget_plan:
             windows = budget_plan[slo.key]
             window_answers: dict[float, list[Sample] | None] = {}
@@ -243,6 +244,16 @@ class Engine:
             return exc
         except SentinelError as exc:  # pragma: no cover - defensive
             return SourceError(planned.source, planned.query, str(exc))
+
+    def last_seen(self, slo_key: str, instance: InstanceKey) -> float | None:
+        """When an answer of the SLO last held the instance (None: not remembered)."""
+        return self._known.get(slo_key, {}).get(instance)
+
+    def forget_instances(self, slo_key: str, instances: Iterable[InstanceKey]) -> None:
+        """Stop reporting instances that vanished (daemon/vanished.py decides which)."""
+        known = self._known.get(slo_key, {})
+        for instance in instances:
+            known.pop(instance, None)
 
     def forget(self, keep: Sequence[SLO]) -> None:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""

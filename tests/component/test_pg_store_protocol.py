@@ -118,6 +118,14 @@ def test_the_outbox_is_delivered_oldest_first_with_retries_and_dead_entries(
     assert store.deliveries(NOW) == []
 
 
+def test_alert_rows_of_vanished_instances_are_deleted(store: StateStore) -> None:
+    kept = Alert("svc/lat{pod=a}", AlertState.INACTIVE, NOW - 60)
+    gone = Alert("svc/lat{pod=b}", AlertState.RESOLVED, NOW - 60, "inc1", NOW - 600)
+    store.commit_cycle([kept, gone], [], [], [], NOW)
+    store.delete_alerts([gone.key, "svc/never-saved"])
+    assert store.load_alerts() == {kept.key: kept}
+
+
 def test_the_alert_last_sent_to_each_notifier_is_found_per_incident(store: StateStore) -> None:
     """What a resolve without an SLO object is rendered from (an SLO removed from the rules
     while Sentinel was stopped): per incident and notifier, the latest firing or reminder;
@@ -288,6 +296,9 @@ def test_only_the_leader_commits_transitions_and_claims_the_outbox(pg: PostgresS
     store.fence = lambda: None
     with pytest.raises(StateStoreWriteError, match="not the leader"):
         store.commit_cycle([later], [], [], [], NOW + 60)
+    with pytest.raises(StateStoreWriteError, match="not the leader"):
+        store.delete_alerts(["svc/lat"])  # forgetting a vanished instance is the leader's
+    assert store.load_alerts() == {"svc/lat": alert}
     store.close()
 
 

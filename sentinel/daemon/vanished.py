@@ -1,0 +1,113 @@
+"""Instances that vanished: a `group_by` value no answer holds any more (a deleted pod, a
+retired service) is reported as no_data by the engine so its alert follows the rule's
+no-data policy. Once it has been absent for `evaluation.forget_after` and every alert of
+it is quiet, it is forgotten: no more no_data results, no alert-state rows, so a cluster
+that churns pods does not grow Sentinel's memory, state file and results without bound.
+A firing or pending instance is never forgotten here: forgetting must not change an
+alert's outcome (its no-data policy, e.g. `no_data: alerting`, decides).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from sentinel.alerting.manager import AlertManager
+from sentinel.evaluate.engine import Engine
+from sentinel.evaluate.slo import InstanceKey, SLOResult, Status
+from sentinel.logs import fields
+from sentinel.rules.model import RuleGroup, SLIKind
+from sentinel.units import format_duration
+
+log = logging.getLogger("sentinel.daemon")
+
+
+@dataclass
+class Vanished:
+    """One absent instance of one SLO and the alert keys of its results (the SLO's own and
+    each burn tier's)."""
+
+    slo_key: str
+    instance: InstanceKey
+    alert_keys: list[str] = field(default_factory=list)
+
+
+def vanished(
+    group: RuleGroup,
+    results: Sequence[SLOResult],
+    last_seen: Callable[[str, InstanceKey], float | None],
+    is_quiet: Callable[[str], bool],
+    cutoff: float,
+) -> list[Vanished]:
+    """The instances of `results` absent from every answer since before `cutoff` (their
+    SLO's result is no_data) whose alerts, the burn tiers' included, are all quiet (pure:
+    the engine's memory and the alert states come in as functions). Runs after every
+    cycle: one pass testing each result's status, a second only when something is due."""
+    slos = {slo.name: slo for slo in group.slos if slo.group_by}
+    no_data, burn = Status.NO_DATA, SLIKind.BURN_RATE
+
+    def where(result: SLOResult) -> tuple[str, InstanceKey] | None:
+        slo = slos.get(result.slo)
+        if slo is None:
+            return None
+        return slo.key, tuple(result.labels.get(label, "") for label in slo.group_by)
+
+    due: dict[tuple[str, InstanceKey], Vanished] = {}
+    for result in results:
+        if result.status is not no_data or result.kind == burn:
+            continue
+        found = where(result)
+        if found is not None:
+            seen = last_seen(*found)
+            if seen is not None and seen < cutoff:
+                due[found] = Vanished(*found)
+    if not due:
+        return []
+    kept: set[tuple[str, InstanceKey]] = set()
+    for result in results:
+        found = where(result)
+        entry = due.get(found) if found is not None else None
+        if entry is None:
+            continue
+        if is_quiet(result.key):
+            entry.alert_keys.append(result.key)
+        else:
+            kept.add((entry.slo_key, entry.instance))
+    return [v for found, v in due.items() if found not in kept]
+
+
+ResultHook = Callable[[RuleGroup, list[SLOResult], float], Awaitable[None]]
+
+
+def forget_hook(
+    forget_after: Callable[[], float | None],
+    engine: Callable[[], Engine],
+    manager: AlertManager,
+    leads: Callable[[], bool],
+) -> ResultHook:
+    """The daemon's result hook (after the alert manager's): forget what vanished. The
+    leader deletes the alert rows; every replica stops its engine reporting them."""
+
+    async def forget_vanished(group: RuleGroup, results: list[SLOResult], now: float) -> None:
+        after = forget_after()
+        if after is None:
+            return
+        current = engine()
+        gone = vanished(group, results, current.last_seen, manager.is_quiet, now - after)
+        if not gone:
+            return
+        dropped = set(await manager.forget([k for v in gone for k in v.alert_keys], leads()))
+        forgotten = [v for v in gone if all(k in dropped for k in v.alert_keys)]
+        for v in forgotten:
+            current.forget_instances(v.slo_key, [v.instance])
+        if forgotten:
+            names = ", ".join(v.alert_keys[0] for v in forgotten[:5])
+            more = f" and {len(forgotten) - 5} more" if len(forgotten) > 5 else ""
+            log.info(
+                f"forgot {len(forgotten)} instance(s) absent for {format_duration(after)} "
+                f"with quiet alerts: {names}{more}",
+                extra=fields(group=group.name, instances=len(forgotten)),
+            )
+
+    return forget_vanished

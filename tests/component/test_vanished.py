@@ -1,0 +1,119 @@
+"""Instances that vanish (a retired service, a deleted pod): real Prometheus with the
+scenario, whose chatbot series are gone from minute 240, and the daemon's parts in-process
+on the scenario's clock. A vanished instance is no_data at first; once absent for
+`evaluation.forget_after` with quiet alerts it is forgotten (no more results, its alert
+rows deleted); one whose alert fires is kept, whatever the time."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sentinel.alerting.state import AlertState
+from sentinel.config import load_config
+from sentinel.daemon.assembly import Assembly, build_daemon
+from sentinel.evaluate.slo import Status
+from sentinel.rules.loader import load_rules
+from support.promserver import PrometheusServer
+from support.scenario import at
+
+RULES = """\
+version: sentinel/v1
+service: chatbot
+labels: {namespace: chatbot}
+slos:
+  - name: errors-by-service
+    sli:
+      ratio:
+        bad: {metric: http_requests_total, matchers: {status: "=~5.."}}
+        total: {metric: http_requests_total}
+    objective: 99.5%
+    window: 5m
+    group_by: [service]
+  - name: errors-or-silence
+    description: Missing data is a breach here.
+    sli:
+      ratio:
+        bad: {metric: http_requests_total, matchers: {status: "=~5.."}}
+        total: {metric: http_requests_total}
+    objective: 99.5%
+    window: 5m
+    group_by: [service]
+    alert: {for: 1m, no_data: alerting}
+"""
+
+
+class Clock:
+    now = at(0)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def built(
+    tmp_path: Path, prometheus: PrometheusServer
+) -> AsyncIterator[tuple[Assembly, Clock]]:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "chatbot.yaml").write_text(RULES)
+    (tmp_path / "config.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            prometheus: {{url: "{prometheus.url}"}}
+            rules: [rules/*.yaml]
+            state: {{path: state.db}}
+            evaluation: {{forget_after: 10m}}
+            """
+        )
+    )
+    config = load_config(tmp_path / "config.yaml")
+    clock = Clock()
+    assembly = await build_daemon(str(tmp_path / "config.yaml"), config, load_rules(config), clock)
+    yield assembly, clock
+    await assembly.cleanup()
+
+
+async def replay(assembly: Assembly, clock: Clock, minutes: range) -> None:
+    for minute in minutes:
+        clock.now = at(minute)
+        await assembly.daemon.run_group("chatbot", clock.now)
+
+
+def backend(assembly: Assembly, slo: str) -> list[Status]:
+    results = assembly.daemon.results["chatbot"]
+    return [
+        r.status for r in results if r.slo == slo and r.labels.get("service") == "chatbot-backend"
+    ]
+
+
+async def test_a_vanished_quiet_instance_is_forgotten_and_a_firing_one_kept(
+    built: tuple[Assembly, Clock],
+) -> None:
+    assembly, clock = built
+    await replay(assembly, clock, range(230, 240))
+    assert backend(assembly, "errors-by-service") == [Status.NO_DATA]  # idle: 0/0
+    store_keys = set(assembly.store.load_alerts())
+    quiet_key = next(k for k in store_keys if "/errors-by-service{" in k)
+    firing_key = next(k for k in store_keys if "/errors-or-silence{" in k)
+    assert assembly.manager.alerts[firing_key].state is AlertState.FIRING
+
+    # The series are gone from minute 240 (Prometheus shows them 5 more minutes): within
+    # forget_after of the last answer that held them, the instance is still no_data.
+    await replay(assembly, clock, range(240, 252))
+    assert backend(assembly, "errors-by-service") == [Status.NO_DATA]
+    assert quiet_key in assembly.store.load_alerts()
+
+    await replay(assembly, clock, range(252, 260))
+    assert backend(assembly, "errors-by-service") == []
+    assert quiet_key not in assembly.store.load_alerts()
+    assert quiet_key not in assembly.manager.alerts
+    # Its SLO as a whole has no data now, as for any SLO whose answers are empty.
+    whole = [r for r in assembly.daemon.results["chatbot"] if r.slo == "errors-by-service"]
+    assert [(r.labels, r.status) for r in whole] == [({}, Status.NO_DATA)]
+    # `no_data: alerting`: missing data is its breach; forgetting must not resolve it.
+    assert backend(assembly, "errors-or-silence") == [Status.NO_DATA]
+    assert assembly.store.load_alerts()[firing_key].state is AlertState.FIRING
+    assert [s.name for _, s in assembly.manager.firing("chatbot-backend")] == ["errors-or-silence"]
