@@ -305,6 +305,11 @@ class LeaderCycle:
         # leadership (the first step of this process included), before stepping.
         self._orphans_due = True
 
+    def recheck_orphans(self) -> None:
+        """Look for firing alerts of removed SLOs again at the next step (a reload could
+        not resolve them: the store failed)."""
+        self._orphans_due = True
+
     def leadership_changed(self, is_leader: bool, continuous: bool) -> None:
         if is_leader:
             self._reload = not continuous

@@ -250,7 +250,10 @@ async def build_daemon(
                 resolved = manager.retire_removed(slos, clock())
                 resolved += manager.retire_orphans(slos, clock())
             except StateStoreError as exc:  # a read the notifications need failed
-                log.error(f"alerts of removed SLOs not resolved yet: {exc}")
+                # They count for the gate no more; each cycle step tries again until
+                # the store answers (resolved from the alert each notifier was sent).
+                log.error(f"alerts of removed SLOs not resolved yet, retried each cycle: {exc}")
+                cycle.recheck_orphans()
                 return
         if resolved:
             dispatcher.wake()

@@ -14,6 +14,7 @@ import pytest
 
 from sentinel.config import load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
+from sentinel.errors import StateStoreReadError
 from sentinel.rules.loader import load_rules
 from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
 from support.promserver import PrometheusServer
@@ -334,3 +335,37 @@ async def test_an_slo_removed_while_sentinel_was_stopped_is_resolved_where_it_pa
         assert not [c for c in slack.calls[sent:] if "http-latency-p95" in json.dumps(c[1])]
     finally:
         await again.cleanup()
+
+
+async def test_a_removed_slo_the_reload_could_not_resolve_is_resolved_at_the_next_cycle(
+    assembly: tuple[Assembly, Clock],
+    slack: FakeSlack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reload that removes a firing SLO cannot read the store (a shared PostgreSQL
+    going away): the alert is not resolved then, but the next cycle step resolves it in
+    its Slack message once the store answers. Before, it waited for the next SIGHUP."""
+    built, clock = assembly
+    await replay(built, clock, range(50, 70))
+    (tmp_path / "rules" / "chatbot.yaml").write_text(RULES.split("  - name: http-latency-p95")[0])
+    answers = built.store.silences
+
+    def unreachable() -> list[object]:
+        raise StateStoreReadError("state.db", "cannot be read: server closed the connection")
+
+    monkeypatch.setattr(built.store, "silences", unreachable)
+    clock.now = at(70)
+    assert await built.daemon.reload()
+    removed = next(i for i in built.store.incidents() if i["slo"] == "http-latency-p95")
+    assert removed["resolved_at"] is None
+    assert [s.name for _, s in built.manager.firing("chatbot-backend")] == ["chat-latency-p95"]
+
+    monkeypatch.setattr(built.store, "silences", answers)
+    await replay(built, clock, range(71, 72))
+    removed = next(i for i in built.store.incidents() if i["slo"] == "http-latency-p95")
+    assert removed["resolved_at"] == at(71)
+    root = next(m for m in slack.roots() if "http-latency-p95" in m.text)
+    assert "RESOLVED" in root.text
+    (reply,) = slack.replies(root)
+    assert "SLO http-latency-p95 removed from the rules" in reply.text
