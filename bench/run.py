@@ -70,7 +70,7 @@ import yaml
 
 from dataset import write_chunk
 from load import LoadResult, run_load
-from support.procs import http, start_sentinel, wait_for
+from support.procs import http, start_sentinel, stop_children_on_sigterm, wait_for
 from support.promserver import PrometheusServer, backfill, find_binary, free_port
 
 RULES = """\
@@ -1055,6 +1055,7 @@ def main() -> int:
         "--gate-only", action="store_true", help="only the gate rows, at the --gate-at size"
     )
     args = parser.parse_args()
+    stop_children_on_sigterm()
     if not find_binary("prometheus"):
         print("prometheus is not installed: apt-get install prometheus", file=sys.stderr)
         return 2

@@ -58,7 +58,14 @@ from support.faults import (  # noqa: E402
     check_webhook,
     read_journal,
 )
-from support.procs import Proc, http, start_sentinel, start_simulator, wait_for  # noqa: E402
+from support.procs import (  # noqa: E402
+    Proc,
+    http,
+    start_sentinel,
+    start_simulator,
+    stop_children_on_sigterm,
+    wait_for,
+)
 from support.promserver import PrometheusServer, free_port  # noqa: E402
 from support.webhookrx import SECRET  # noqa: E402
 
@@ -412,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=180.0, help="max wait for the outbox")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args(argv)
+    stop_children_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-chaos-"))
     try:
         return chaos(args, workdir)

@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from dataset import STEP, write_chunk  # noqa: E402
 from run import RULES as BENCH_RULES  # noqa: E402
+from support.procs import stop_children_on_sigterm  # noqa: E402
 from support.promserver import PrometheusServer, backfill  # noqa: E402
 
 INTERVAL = 1  # seconds of simulated time per cycle
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-slope", type=float, default=20.0, help="KB of RSS per 1,000 cycles")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args(argv)
+    stop_children_on_sigterm()
     logging.basicConfig(level=logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="sentinel-soak-"))
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 from support.promserver import free_port
@@ -94,3 +96,15 @@ def start_sentinel(config: Path, env: dict[str, str] | None = None) -> Proc:
             env={**os.environ, **(env or {})},
         )
     return Proc(proc, log_path)
+
+
+def stop_children_on_sigterm() -> None:
+    """For the benchmark and reliability runners: SIGTERM (a CI timeout, `kill`) raises
+    SystemExit in the main thread instead of ending the process on the spot, so the
+    runner's `finally` blocks stop the servers it started (Prometheus, the fakes, `sentinel
+    run`); before, they outlived it."""
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
