@@ -34,7 +34,14 @@ from sentinel.alerting.store_api import StateStore
 from sentinel.errors import StateStoreError, StateStoreWriteError
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.logs import fields
-from sentinel.rules.model import SLO, AlertPolicy, RuleGroup, SLIKind, severity_at_least
+from sentinel.rules.model import (
+    SLO,
+    AlertPolicy,
+    NoDataPolicy,
+    RuleGroup,
+    SLIKind,
+    severity_at_least,
+)
 from sentinel.slicing import ITEMS_PER_YIELD, drain, run
 from sentinel.units import format_duration
 
@@ -335,12 +342,25 @@ class AlertManager:
         return len(rows)
 
     def is_quiet(self, key: str) -> bool:
-        """No alert, or one that is inactive or resolved with nothing unsaved: forgetting
-        it changes no outcome."""
-        alert = self.alerts.get(key)
+        """No alert, or one inactive or resolved, nothing unsaved, that missing data
+        cannot turn into a breach: forgetting it changes no outcome. With `no_data_for`
+        (or `no_data: alerting`) an inactive alert counting its missing data is not quiet:
+        the absence may be the very breach it waits for."""
         if key in self.unsaved.alerts:
             return False
-        return alert is None or alert.state in (AlertState.INACTIVE, AlertState.RESOLVED)
+        alert = self.alerts.get(key)
+        if alert is None:
+            return True
+        if alert.state not in (AlertState.INACTIVE, AlertState.RESOLVED):
+            return False
+        if alert.no_data_since is None:
+            return True
+        slo = self.slo_of.get(key)
+        return (
+            slo is not None
+            and slo.alert.no_data_for is None
+            and slo.alert.no_data is not NoDataPolicy.ALERTING
+        )
 
     async def forget(self, keys: Sequence[str], delete: bool) -> list[str]:
         """Drop the state of instances that vanished, those of `keys` still quiet under

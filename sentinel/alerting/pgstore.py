@@ -506,14 +506,21 @@ class PostgresStore:
         )
 
     def sent_alerts(self, incident_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        rows = self._read(
+        ids = list(incident_ids)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in self._read(
+            "SELECT notifier, incident_id, alert FROM slack_messages "
+            "WHERE alert IS NOT NULL AND incident_id = ANY(%s)",
+            (ids,),
+        ):
+            out.setdefault(r["incident_id"], {})[r["notifier"]] = json.loads(r["alert"])
+        for r in self._read(
             "SELECT o.notifier, a.value AS alert FROM outbox o, "
             "jsonb_array_elements(o.payload::jsonb -> 'alerts') a WHERE o.kind IN "
-            "('firing', 'repeat') AND a.value ->> 'incident_id' = ANY(%s) ORDER BY o.id",
-            (list(incident_ids),),
-        )
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        for r in rows:
+            "('firing', 'repeat') AND o.dead_at IS NULL AND a.value ->> 'incident_id' = ANY(%s) "
+            "ORDER BY o.id",
+            (ids,),
+        ):
             out.setdefault(r["alert"]["incident_id"], {})[r["notifier"]] = r["alert"]
         return out
 

@@ -566,17 +566,28 @@ class Store:
         return [dict(r) for r in rows]
 
     def sent_alerts(self, incident_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        wanted = set(incident_ids)
+        ids = list(dict.fromkeys(incident_ids))
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        if not wanted:
-            return out
-        rows = self.db.execute(
-            "SELECT o.notifier, a.value AS alert FROM outbox o, json_each(o.payload, '$.alerts') a "
-            "WHERE o.kind IN ('firing', 'repeat') ORDER BY o.id"
-        )
-        for r in rows:
-            alert = json.loads(r["alert"])
-            if alert.get("incident_id") in wanted:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            # Slack's own record of the message first (kept while the incident is open,
+            # past the outbox's retention), then the latest entry each notifier was sent
+            # that did not end dead (a dead firing was never posted).
+            for r in self.db.execute(
+                "SELECT notifier, incident_id, alert FROM slack_messages "
+                f"WHERE alert IS NOT NULL AND incident_id IN ({marks})",
+                chunk,
+            ):
+                out.setdefault(r["incident_id"], {})[r["notifier"]] = json.loads(r["alert"])
+            for r in self.db.execute(
+                "SELECT o.notifier, a.value AS alert FROM outbox o, "
+                "json_each(o.payload, '$.alerts') a WHERE o.kind IN ('firing', 'repeat') "
+                f"AND o.dead_at IS NULL AND json_extract(a.value, '$.incident_id') IN ({marks}) "
+                "ORDER BY o.id",
+                chunk,
+            ):
+                alert = json.loads(r["alert"])
                 out.setdefault(alert["incident_id"], {})[r["notifier"]] = alert
         return out
 

@@ -74,8 +74,9 @@ class StateStore(Protocol):
     def deliveries(self, since: float, limit: int = 5000) -> list[dict[str, Any]]: ...
 
     def sent_alerts(self, incident_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        """incident id -> notifier -> the alert as last notified to it (the payload of its
-        latest firing or reminder outbox entry), for the incidents asked."""
+        """incident id -> notifier -> the alert as last notified to it (its latest firing
+        or reminder outbox entry that did not end dead; else, for Slack, the alert its
+        message shows), for the incidents asked."""
         ...
 
     # -- Slack message references

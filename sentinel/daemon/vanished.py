@@ -39,6 +39,7 @@ def vanished(
     last_seen: Callable[[str, InstanceKey], float | None],
     is_quiet: Callable[[str], bool],
     cutoff: float,
+    remembered: Callable[[str], int],
 ) -> list[Vanished]:
     """The instances of `results` absent from every answer since before `cutoff` (their
     SLO's result is no_data) whose alerts, the burn tiers' included, are all quiet (pure:
@@ -62,6 +63,15 @@ def vanished(
             seen = last_seen(*found)
             if seen is not None and seen < cutoff:
                 due[found] = Vanished(*found)
+    # When every instance an SLO remembers is gone, nothing is forgotten: that is all of
+    # its data missing (a renamed metric, a stopped exporter), which its instances'
+    # no_data shows better than one "no data at all" result would — and that result's
+    # alert would have no instance to end it when the data returns.
+    per_slo: dict[str, int] = {}
+    for slo_key, _ in due:
+        per_slo[slo_key] = per_slo.get(slo_key, 0) + 1
+    for where_ in [w for w in due if per_slo[w[0]] >= remembered(w[0])]:
+        del due[where_]
     if not due:
         return []
     kept: set[tuple[str, InstanceKey]] = set()
@@ -94,7 +104,9 @@ def forget_hook(
         if after is None:
             return
         current = engine()
-        gone = vanished(group, results, current.last_seen, manager.is_quiet, now - after)
+        gone = vanished(
+            group, results, current.last_seen, manager.is_quiet, now - after, current.remembered
+        )
         if not gone:
             return
         dropped = set(await manager.forget([k for v in gone for k in v.alert_keys], leads()))

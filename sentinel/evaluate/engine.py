@@ -202,6 +202,10 @@ class Engine:
             errors[slo.key] = answer
             reason = f"{answer.source} {answer.kind}: {answer.detail}"
             out = evaluate_failure(slo, reason, at, planned.query, known, effective_window)
+            if remember:
+                # A source that cannot answer says nothing about absence: no instance is
+                # forgotten (daemon/vanished.py) because of an outage.
+                known.update(dict.fromkeys(known, at))
         else:
             seen: set[InstanceKey] = set()
             out = evaluate(slo, answer, at, planned.query, known, effective_window, seen)
@@ -248,6 +252,10 @@ class Engine:
     def last_seen(self, slo_key: str, instance: InstanceKey) -> float | None:
         """When an answer of the SLO last held the instance (None: not remembered)."""
         return self._known.get(slo_key, {}).get(instance)
+
+    def remembered(self, slo_key: str) -> int:
+        """How many instances of the SLO the engine remembers."""
+        return len(self._known.get(slo_key, ()))
 
     def forget_instances(self, slo_key: str, instances: Iterable[InstanceKey]) -> None:
         """Stop reporting instances that vanished (daemon/vanished.py decides which)."""

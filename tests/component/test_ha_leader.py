@@ -137,6 +137,61 @@ async def test_a_follower_adopts_the_leaders_states_and_a_new_leader_reloads_the
     follower_store.close()
 
 
+async def test_a_new_leader_resolves_what_a_follower_reload_removed(pg: PostgresServer) -> None:
+    """A follower's reload removes an SLO whose alert fires (only the leader resolves such
+    alerts, and the leader stopped before it did): when the follower takes the lead, its
+    first step resolves it, where the firing went. Before, the follower still held the SLO
+    (`slo_of`), so nothing resolved it and the gate counted it for ever."""
+    from sentinel.alerting.store import NewNotification
+    from sentinel.rules.model import SLO, LatencySLI, Selector
+
+    dsn = pg.fresh_database()
+    leader_store, follower_store = _store(dsn, "a"), _store(dsn, "b")
+    firing = Alert("svc/lat", AlertState.FIRING, NOW, incident_id="inc1", fired_at=NOW)
+    incident = {
+        "id": "inc1", "alert_key": "svc/lat", "service": "svc", "slo": "lat",
+        "severity": "page", "labels": "{}", "started_at": NOW, "last_value": 2.5,
+        "threshold": 2.0,
+    }  # fmt: skip
+    sent = {"incident_id": "inc1", "slo": "lat", "labels": {}, "severity": "page"}
+    note = NewNotification("oncall:firing:1", "oncall", "firing", "svc", {"alerts": [sent]}, NOW)
+    leader_store.commit_cycle([firing], [incident], [], [note], NOW)
+    follower = AlertManager(follower_store, {"oncall": _Route()}, {})
+    lat = SLO(
+        service="svc", name="lat", sli=LatencySLI(Selector("h"), 0.95), threshold=2.0, window=300
+    )
+    follower.slo_of["svc/lat"] = lat  # what adopting the leader's results records
+
+    class Follows:
+        replica = "b"
+        is_leader = False
+        acting = False
+
+        def status(self) -> dict[str, Any]:
+            return {}
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+    role = Follows()
+    cycle = LeaderCycle(role, follower, follower_store, slos=lambda: [])  # `lat` removed
+    await cycle.observe(_group(), [], NOW + 1)
+    assert follower.alerts["svc/lat"].state is AlertState.FIRING
+    role.is_leader = role.acting = True
+    cycle.leadership_changed(True, False)
+    await cycle.observe(_group(), [], NOW + 2)
+    assert follower.alerts["svc/lat"].state is AlertState.RESOLVED
+    assert follower_store.incidents(open_only=True) == []
+    resolved = [e for e in follower_store.due(NOW + 3) if e.kind == "resolved"]
+    assert [(e.notifier, e.payload["alerts"][0]["resolved_because"]) for e in resolved] == [
+        ("oncall", "SLO lat removed from the rules")
+    ]
+    assert follower.firing("svc") == []
+    leader_store.close()
+    follower_store.close()
+
+
 def _group() -> Any:
     from sentinel.rules.model import RuleGroup
 

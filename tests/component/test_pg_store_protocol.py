@@ -145,6 +145,13 @@ def test_the_alert_last_sent_to_each_notifier_is_found_per_incident(store: State
     assert sent["i1"]["oncall"]["repeat"] == 1  # the reminder, not the resolve
     assert sent["i1"]["audit"] == {"incident_id": "i1", "value": None}
     assert store.sent_alerts([]) == {}
+    # A firing that ended dead was never posted: nothing to resolve there.
+    (dead,) = [e for e in store.due(NOW) if e.idempotency_key == "f2"]
+    store.mark_dead(dead.id, NOW, "HTTP 404 channel_not_found")
+    assert store.sent_alerts(["i2"]) == {}
+    # Past the outbox's retention, the Slack message's own record still says what it shows.
+    store.save_slack_message("oncall", [{"incident_id": "i2", "slo": "i2"}], "C1", "1.0")
+    assert store.sent_alerts(["i2"]) == {"i2": {"oncall": {"incident_id": "i2", "slo": "i2"}}}
 
 
 def test_slack_references_keep_the_posting_order_and_the_latest_payload(

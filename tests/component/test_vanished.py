@@ -26,15 +26,32 @@ service: chatbot
 labels: {namespace: chatbot}
 slos:
   - name: errors-by-service
-    sli:
-      ratio:
-        bad: {metric: http_requests_total, matchers: {status: "=~5.."}}
-        total: {metric: http_requests_total}
-    objective: 99.5%
+    sli: &errors
+      promql:
+        # chatbot-backend's 5xx ratio, and a service whose series stay: `stayer`, at 0.
+        query: >-
+          sum by (service) (rate(http_requests_total{status=~"5.."}[$window]))
+          / sum by (service) (rate(http_requests_total[$window]))
+          or label_replace(vector(0), "service", "stayer", "", "")
+    threshold: 0.005
     window: 5m
     group_by: [service]
   - name: errors-or-silence
     description: Missing data is a breach here.
+    sli: *errors
+    threshold: 0.005
+    window: 5m
+    group_by: [service]
+    alert: {for: 1m, no_data: alerting}
+  - name: errors-silence-2h
+    description: Missing data for 2 h is a breach here.
+    sli: *errors
+    threshold: 0.005
+    window: 5m
+    group_by: [service]
+    alert: {no_data_for: 2h}
+  - name: backend-only
+    description: No other service; all of its data vanishes at once.
     sli:
       ratio:
         bad: {metric: http_requests_total, matchers: {status: "=~5.."}}
@@ -42,7 +59,6 @@ slos:
     objective: 99.5%
     window: 5m
     group_by: [service]
-    alert: {for: 1m, no_data: alerting}
 """
 
 
@@ -89,15 +105,15 @@ def backend(assembly: Assembly, slo: str) -> list[Status]:
     ]
 
 
-async def test_a_vanished_quiet_instance_is_forgotten_and_a_firing_one_kept(
+async def test_a_vanished_quiet_instance_is_forgotten_and_others_are_kept(
     built: tuple[Assembly, Clock],
 ) -> None:
     assembly, clock = built
     await replay(assembly, clock, range(230, 240))
     assert backend(assembly, "errors-by-service") == [Status.NO_DATA]  # idle: 0/0
     store_keys = set(assembly.store.load_alerts())
-    quiet_key = next(k for k in store_keys if "/errors-by-service{" in k)
-    firing_key = next(k for k in store_keys if "/errors-or-silence{" in k)
+    quiet_key = next(k for k in store_keys if k.startswith("chatbot-backend/errors-by-service{"))
+    firing_key = next(k for k in store_keys if k.startswith("chatbot-backend/errors-or-silence{"))
     assert assembly.manager.alerts[firing_key].state is AlertState.FIRING
 
     # The series are gone from minute 240 (Prometheus shows them 5 more minutes): within
@@ -110,10 +126,17 @@ async def test_a_vanished_quiet_instance_is_forgotten_and_a_firing_one_kept(
     assert backend(assembly, "errors-by-service") == []
     assert quiet_key not in assembly.store.load_alerts()
     assert quiet_key not in assembly.manager.alerts
-    # Its SLO as a whole has no data now, as for any SLO whose answers are empty.
-    whole = [r for r in assembly.daemon.results["chatbot"] if r.slo == "errors-by-service"]
-    assert [(r.labels, r.status) for r in whole] == [({}, Status.NO_DATA)]
+    stayer = [r for r in assembly.daemon.results["chatbot"] if r.labels.get("service") == "stayer"]
+    assert {r.slo for r in stayer} == {
+        "errors-by-service",
+        "errors-or-silence",
+        "errors-silence-2h",
+    }
     # `no_data: alerting`: missing data is its breach; forgetting must not resolve it.
     assert backend(assembly, "errors-or-silence") == [Status.NO_DATA]
     assert assembly.store.load_alerts()[firing_key].state is AlertState.FIRING
-    assert [s.name for _, s in assembly.manager.firing("chatbot-backend")] == ["errors-or-silence"]
+    # `no_data_for: 2h`: inactive, but counting its missing data towards a breach.
+    assert backend(assembly, "errors-silence-2h") == [Status.NO_DATA]
+    # Every instance of the SLO vanished at once (all of its data is missing): kept, each
+    # instance no_data, rather than one "no data at all" result with no instance.
+    assert backend(assembly, "backend-only") == [Status.NO_DATA]

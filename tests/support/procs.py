@@ -105,6 +105,9 @@ def stop_children_on_sigterm() -> None:
     run`); before, they outlived it."""
 
     def leave(signum: int, frame: FrameType | None) -> None:
+        # A second SIGTERM (a CI timeout signals the whole process group, then again)
+        # must not interrupt the clean-up the first one started.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, leave)

@@ -1,12 +1,17 @@
 """Which vanished instances may be forgotten (sentinel/daemon/vanished.py), on plain data:
-all of an instance's results (the SLO's own and each burn tier's) must be no_data, its
-last answer older than the cutoff, and every alert of it quiet."""
+the SLO's own result of the instance no_data, its last answer older than the cutoff,
+every alert of it (burn tiers included, whatever their status) quiet, and not every
+instance the SLO remembers gone at once."""
 
 from __future__ import annotations
 
 from sentinel.daemon.vanished import vanished
+from sentinel.errors import SourceError
+from sentinel.evaluate.engine import Engine
 from sentinel.evaluate.slo import InstanceKey, SLOResult, Status
-from sentinel.rules.model import SLO, RatioSLI, RuleGroup, Selector
+from sentinel.evaluate.wiring import renderers
+from sentinel.rules.model import SLO, PromQLSLI, RatioSLI, RuleGroup, Selector
+from sentinel.sources.base import Sample
 
 ERRORS = SLO(
     service="platform",
@@ -47,6 +52,7 @@ def test_only_instances_absent_before_the_cutoff_with_quiet_alerts_are_forgotten
         lambda slo_key, instance: seen.get(instance),
         lambda key: key not in firing,
         cutoff=200.0,
+        remembered=lambda slo_key: len(seen),
     )
     assert [(v.instance, v.alert_keys) for v in gone] == [
         (
@@ -58,3 +64,51 @@ def test_only_instances_absent_before_the_cutoff_with_quiet_alerts_are_forgotten
             ],
         )
     ]
+
+
+def test_nothing_is_forgotten_when_every_remembered_instance_is_gone() -> None:
+    """All of an SLO's data missing at once (a renamed metric, a stopped exporter) is not
+    instances retiring: each stays no_data."""
+    seen: dict[InstanceKey, float] = {("a",): 100.0, ("b",): 100.0}
+    gone = vanished(
+        GROUP,
+        [result("a"), result("b")],
+        lambda slo_key, instance: seen.get(instance),
+        lambda key: True,
+        cutoff=200.0,
+        remembered=lambda slo_key: len(seen),
+    )
+    assert gone == []
+
+
+class FlakySource:
+    """Answers one sample per service, or fails like an unreachable Prometheus."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def instant(self, query: str, at: float) -> list[Sample]:
+        if self.down:
+            raise SourceError("prometheus", query, "connection refused")
+        return [Sample({"service": "a"}, 0.001)]
+
+
+async def test_an_outage_is_not_an_absence() -> None:
+    """While the source cannot answer, the engine keeps its instances as recently seen:
+    a Prometheus down for longer than forget_after does not make them vanish."""
+    slo = SLO(
+        service="platform",
+        name="p",
+        sli=PromQLSLI("x"),
+        threshold=1.0,
+        window=300,
+        group_by=("service",),
+    )
+    source = FlakySource()
+    engine = Engine({"prometheus": source}, renderers())  # type: ignore[dict-item]
+    await engine.evaluate_once([slo], 1000.0)
+    assert engine.last_seen(slo.key, ("a",)) == 1000.0
+    source.down = True
+    report = await engine.evaluate_once([slo], 9000.0)
+    assert [r.status for r in report.results] == [Status.NO_DATA]
+    assert engine.last_seen(slo.key, ("a",)) == 9000.0
