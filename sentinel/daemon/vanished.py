@@ -75,7 +75,12 @@ def vanished(
     if not due:
         return []
     kept: set[tuple[str, InstanceKey]] = set()
+    # Only the SLOs with something due are walked again (the rest cost a set lookup).
+    due_slos = {slo_key for slo_key, _ in due}
+    names = {slo.name for slo in slos.values() if slo.key in due_slos}
     for result in results:
+        if result.slo not in names:
+            continue
         found = where(result)
         entry = due.get(found) if found is not None else None
         if entry is None:
