@@ -167,6 +167,9 @@ class AlertManager:
         self.lock = asyncio.Lock()
         # service -> keys of its firing alerts; the gate asks on every request.
         self._firing: dict[str, set[str]] = {}
+        # Alerts of SLOs a reload removed whose resolve is still to be committed (a read
+        # it needs failed): not counted by the gate meanwhile.
+        self._retired: set[str] = set()
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
                 self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
@@ -264,11 +267,12 @@ class AlertManager:
         current = {(slo.service, slo.name) for slo in slos}
         changed: dict[str, Alert] = {}
         transitions: list[tuple[SLO, Transition]] = []
-        for key, slo in list(self.slo_of.items()):
-            if (slo.service, slo.name) in current:
-                continue
-            del self.slo_of[key]
-            last = self.last_firing.pop(key, None)
+        removed = [k for k, slo in self.slo_of.items() if (slo.service, slo.name) not in current]
+        # The gate stops counting them now, even when resolving them fails below.
+        self._retired = set(removed)
+        for key in removed:
+            slo = self.slo_of[key]
+            last = self.last_firing.get(key)
             alert = self.alerts.get(key)
             if alert is None:
                 continue
@@ -287,6 +291,12 @@ class AlertManager:
             # A firing alert with no result in this process (loaded at start) is
             # `retire_orphans`' to resolve.
         self._finish(changed, transitions, now)
+        # Only now: when a read for the notifications failed (StateStoreError from
+        # `_finish`), nothing has changed and a retry finds the same removed SLOs.
+        for key in removed:
+            del self.slo_of[key]
+            self.last_firing.pop(key, None)
+        self._retired = set()
         return len(transitions)
 
     def retire_orphans(self, slos: Sequence[SLO], now: float) -> int:
@@ -398,6 +408,9 @@ class AlertManager:
             )
         self.unsaved = Unsaved()
         self.alerts = dict(alerts)
+        # Measurements this replica stepped are stale now (the leader's incidents may be
+        # newer): a removed SLO's resolve must not show one.
+        self.last_firing = {}
         self._firing = {}
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
@@ -629,7 +642,7 @@ class AlertManager:
         for name in services:
             for key in sorted(self._firing.get(name, ())):
                 slo = self.slo_of.get(key)
-                if slo is not None:
+                if slo is not None and key not in self._retired:
                     out.append((self.alerts[key], slo))
         return out
 

@@ -80,6 +80,7 @@ class Engine:
         self.reuse_windows = reuse_windows
         # SLO key -> instance -> when an answer last held it (`forget_instances`).
         self._known: dict[str, dict[InstanceKey, float]] = {}
+        self._evaluated_at: dict[str, float] = {}  # SLO key -> its last remembered cycle
         # Budget/burn window query -> (the instant it was answered for, its samples).
         self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
         # Rendered queries: the same every cycle for the same SLO (rendering them was
@@ -202,15 +203,21 @@ class Engine:
             errors[slo.key] = answer
             reason = f"{answer.source} {answer.kind}: {answer.detail}"
             out = evaluate_failure(slo, reason, at, planned.query, known, effective_window)
-            if remember:
-                # A source that cannot answer says nothing about absence: no instance is
-                # forgotten (daemon/vanished.py) because of an outage.
-                known.update(dict.fromkeys(known, at))
+            if remember and known:
+                # A source that cannot answer says nothing about absence: the absence
+                # clock of each instance (daemon/vanished.py) pauses for the failed cycle
+                # instead of running — nor restarting, or intermittent failures would keep
+                # a gone instance for ever.
+                paused = max(0.0, at - self._evaluated_at.get(slo.key, at))
+                for instance, last in known.items():
+                    known[instance] = last + paused
         else:
             seen: set[InstanceKey] = set()
             out = evaluate(slo, answer, at, planned.query, known, effective_window, seen)
             if remember:
                 known.update(dict.fromkeys(seen, at))
+        if remember:
+            self._evaluated_at[slo.key] = at
         if slo.key in budget_plan:
             windows = budget_plan[slo.key]
             window_answers: dict[float, list[Sample] | None] = {}
@@ -271,3 +278,4 @@ class Engine:
         for key in list(self._known):
             if key not in names:
                 del self._known[key]
+                self._evaluated_at.pop(key, None)

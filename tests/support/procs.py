@@ -106,7 +106,8 @@ def stop_children_on_sigterm() -> None:
 
     def leave(signum: int, frame: FrameType | None) -> None:
         # A second SIGTERM (a CI timeout signals the whole process group, then again)
-        # must not interrupt the clean-up the first one started.
+        # must not interrupt the clean-up the first one started. (A child started from
+        # here on would inherit the ignored SIGTERM; the clean-up starts none.)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 

@@ -86,16 +86,18 @@ class FlakySource:
 
     def __init__(self) -> None:
         self.down = False
+        self.services = ["a"]
 
     async def instant(self, query: str, at: float) -> list[Sample]:
         if self.down:
             raise SourceError("prometheus", query, "connection refused")
-        return [Sample({"service": "a"}, 0.001)]
+        return [Sample({"service": s}, 0.001) for s in self.services]
 
 
 async def test_an_outage_is_not_an_absence() -> None:
-    """While the source cannot answer, the engine keeps its instances as recently seen:
-    a Prometheus down for longer than forget_after does not make them vanish."""
+    """While the source cannot answer, the absence clock of the engine's instances pauses:
+    a Prometheus down for longer than forget_after does not make them vanish, and
+    intermittent failures do not restart the clock of one that is really gone."""
     slo = SLO(
         service="platform",
         name="p",
@@ -111,4 +113,11 @@ async def test_an_outage_is_not_an_absence() -> None:
     source.down = True
     report = await engine.evaluate_once([slo], 9000.0)
     assert [r.status for r in report.results] == [Status.NO_DATA]
-    assert engine.last_seen(slo.key, ("a",)) == 9000.0
+    assert engine.last_seen(slo.key, ("a",)) == 9000.0  # 8,000 s of outage: no absence
+    # "a" is gone for good (answers without it), with a failure every other cycle: only
+    # the answered cycles count, 3 x 30 s of absence after 6 cycles.
+    source.down, source.services = False, ["b"]
+    for n in range(1, 7):
+        source.down = n % 2 == 0
+        await engine.evaluate_once([slo], 9000.0 + 30 * n)
+    assert engine.last_seen(slo.key, ("a",)) == 9000.0 + 30 * 6 - 90
