@@ -156,6 +156,7 @@ async def build_daemon(
             lambda: daemon.engine,
             manager,
             lambda: leader.is_leader,
+            lambda: all(group.name in daemon.results for group in daemon.rules.groups),
         )
     )
 

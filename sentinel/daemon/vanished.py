@@ -95,19 +95,53 @@ def vanished(
 ResultHook = Callable[[RuleGroup, list[SLOResult], float], Awaitable[None]]
 
 
+@dataclass
+class StartSweep:
+    """The quiet alert rows no result stepped since this process started (instances that
+    vanished while Sentinel was stopped), deleted once."""
+
+    started: float | None = None
+    done: bool = False
+
+    async def run(self, manager: AlertManager, delete: bool, after: float) -> None:
+        stale = [k for k in list(manager.alerts) if k not in manager.slo_of]
+        stale = [k for k in stale if manager.is_quiet(k)]
+        dropped = await manager.forget(stale, delete) if stale else []
+        if len(dropped) < len(stale):
+            return  # the store failed: the next cycle tries again
+        self.done = True
+        if dropped:
+            log.info(
+                f"forgot {len(dropped)} quiet alert state(s) no result produced in the "
+                f"{format_duration(after)} since the start (instances that vanished while "
+                "Sentinel was stopped)"
+            )
+
+
 def forget_hook(
     forget_after: Callable[[], float | None],
     engine: Callable[[], Engine],
     manager: AlertManager,
     leads: Callable[[], bool],
+    all_cycled: Callable[[], bool],
 ) -> ResultHook:
     """The daemon's result hook (after the alert manager's): forget what vanished. The
-    leader deletes the alert rows; every replica stops its engine reporting them."""
+    leader deletes the alert rows; every replica stops its engine reporting them.
+
+    Instances that vanished while Sentinel was stopped are never reported again (which
+    instances existed is not kept across a restart), so their quiet alert rows would stay
+    for ever: once, when the process has run `forget_after` and every group has cycled,
+    the quiet rows no result stepped since the start are deleted too."""
+    sweep = StartSweep()
 
     async def forget_vanished(group: RuleGroup, results: list[SLOResult], now: float) -> None:
         after = forget_after()
         if after is None:
             return
+        if sweep.started is None:
+            sweep.started = now
+        if not sweep.done and now - sweep.started >= after and all_cycled():
+            await sweep.run(manager, leads(), after)
         current = engine()
         gone = vanished(
             group, results, current.last_seen, manager.is_quiet, now - after, current.remembered

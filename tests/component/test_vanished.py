@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.alerting.state import AlertState
+from sentinel.alerting.state import Alert, AlertState
+from sentinel.alerting.store import Store
 from sentinel.config import load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
 from sentinel.evaluate.slo import Status
@@ -73,6 +74,12 @@ class Clock:
 async def built(
     tmp_path: Path, prometheus: PrometheusServer
 ) -> AsyncIterator[tuple[Assembly, Clock]]:
+    assembly, clock = await _assemble(tmp_path, prometheus)
+    yield assembly, clock
+    await assembly.cleanup()
+
+
+async def _assemble(tmp_path: Path, prometheus: PrometheusServer) -> tuple[Assembly, Clock]:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "chatbot.yaml").write_text(RULES)
     (tmp_path / "config.yaml").write_text(
@@ -88,8 +95,7 @@ async def built(
     config = load_config(tmp_path / "config.yaml")
     clock = Clock()
     assembly = await build_daemon(str(tmp_path / "config.yaml"), config, load_rules(config), clock)
-    yield assembly, clock
-    await assembly.cleanup()
+    return assembly, clock
 
 
 async def replay(assembly: Assembly, clock: Clock, minutes: range) -> None:
@@ -140,3 +146,37 @@ async def test_a_vanished_quiet_instance_is_forgotten_and_others_are_kept(
     # Every instance of the SLO vanished at once (all of its data is missing): kept, each
     # instance no_data, rather than one "no data at all" result with no instance.
     assert backend(assembly, "backend-only") == [Status.NO_DATA]
+
+
+async def test_quiet_states_of_instances_gone_while_sentinel_was_stopped_are_swept(
+    tmp_path: Path, prometheus: PrometheusServer
+) -> None:
+    """Alert states in the store of instances no answer holds any more (a pod deleted while
+    Sentinel was stopped): nothing reports them again, so once Sentinel has run
+    `forget_after` the quiet ones are deleted; a firing one stays (its no-data policy
+    decides). Before, they stayed in the store and in memory for ever."""
+    ghost = "chatbot-backend/errors-by-service{service=ghost}"
+    firing_ghost = "chatbot-backend/errors-by-service{service=ghost-firing}"
+    store = Store(tmp_path / "state.db", clock=lambda: at(0))
+    store.commit_cycle(
+        [
+            Alert(ghost, AlertState.RESOLVED, at(100), "inc0", at(90)),
+            Alert(firing_ghost, AlertState.FIRING, at(100), "inc1", at(100)),
+        ],
+        [],
+        [],
+        [],
+        at(100),
+    )
+    store.close()
+    assembly, clock = await _assemble(tmp_path, prometheus)
+    try:
+        await replay(assembly, clock, range(230, 239))
+        assert ghost in assembly.store.load_alerts()  # not yet forget_after since the start
+        await replay(assembly, clock, range(239, 242))
+        assert set(assembly.store.load_alerts()) & {ghost, firing_ghost} == {firing_ghost}
+        assert ghost not in assembly.manager.alerts
+        stayed = assembly.manager.alerts[firing_ghost]
+        assert stayed.state is AlertState.FIRING
+    finally:
+        await assembly.cleanup()
