@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import OrderedDict, deque
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +38,10 @@ class History:
 
     def __init__(self, size: int = HISTORY_SIZE) -> None:
         self.size = size
-        self._values: dict[str, deque[float | None]] = {}
+        # key -> a ring of raw doubles: slot 0 counts the values recorded, slots 1..size
+        # hold the last ones (NaN for none). A deque of float objects per instance held
+        # ~1 KB; at 7,000 instances the ring saves ~6 MB of the daemon's memory.
+        self._values: dict[str, array[float]] = {}
         self._keys: dict[str, set[str]] = {}
         self._sparks: dict[str, Markup] = {}
 
@@ -51,16 +55,19 @@ class History:
 
     def _record(self, group: str, results: Sequence[SLOResult]) -> Iterator[None]:
         keys = set()
-        values = self._values
+        values, size, empty = self._values, self.size, [0.0] + [math.nan] * self.size
         for n, result in enumerate(results, 1):
             if n % ITEMS_PER_YIELD == 0:
                 yield
             key = result.key
             keys.add(key)
-            series = values.get(key)
-            if series is None:
-                series = values[key] = deque(maxlen=self.size)
-            series.append(result.value)
+            ring = values.get(key)
+            if ring is None:
+                ring = values[key] = array("d", empty)
+            count = int(ring[0])
+            value = result.value
+            ring[1 + count % size] = math.nan if value is None else value
+            ring[0] = count + 1
         # Instances that left the group (a reload, a vanished label) are forgotten.
         for gone in self._keys.get(group, set()) - keys:
             values.pop(gone, None)
@@ -69,13 +76,22 @@ class History:
             self._sparks.pop(key, None)
 
     def values(self, key: str) -> Sequence[float | None]:
-        return self._values.get(key, ())
+        """The instance's last values, oldest first (None where it had none)."""
+        ring = self._values.get(key)
+        if ring is None:
+            return []
+        count, size = int(ring[0]), self.size
+        if count <= size:
+            kept = ring[1 : 1 + count]
+        else:
+            start = 1 + count % size
+            kept = ring[start:] + ring[1:start]
+        return [None if math.isnan(v) else v for v in kept]
 
     def spark(self, key: str, result: SLOResult) -> Markup:
         drawn = self._sparks.get(key)
         if drawn is None:
-            values = self._values.get(key, ())
-            drawn = sparkline(values, result.threshold, result.good_when, self.size)
+            drawn = sparkline(self.values(key), result.threshold, result.good_when, self.size)
             if len(self._sparks) > 4 * len(self._values) + 100:
                 self._sparks.clear()
             self._sparks[key] = drawn

@@ -16,7 +16,7 @@ from sentinel.web.charts import Line, Span, breach_spans, line_chart, sparkline
 from sentinel.web.ui import safe_href
 from sentinel.web.ui_auth import safe_next
 from sentinel.web.ui_data import Filters, rows
-from sentinel.web.ui_series import MAX_POINTS, range_step
+from sentinel.web.ui_series import MAX_POINTS, History, range_step
 from sentinel.web.ui_service import burndown_points
 from sentinel.web.ui_table import table_rows
 
@@ -216,3 +216,30 @@ def test_configured_links_are_only_http_or_this_site() -> None:
     assert safe_href("javascript:alert(1)") == "#"
     assert safe_href("JaVaScRiPt:alert(1)") == "#"
     assert safe_href(None) == "#"
+
+
+def test_the_sparkline_history_keeps_the_last_values_oldest_first() -> None:
+    """The overview's sparklines: the last `size` values of each instance in order, a
+    missing value (no_data) as a gap, ±Inf kept, and an instance that left its group
+    (a reload, a vanished label) forgotten with the group's next evaluation."""
+    history = History(size=3)
+
+    def cycle(*values: float | None, keys: str = "ab") -> None:
+        results = [
+            SLOResult("svc", "p95", Status.OK, v, 1.0, None, 300, 0, {"pod": k})
+            for k, v in zip(keys, values, strict=True)
+        ]
+        history.record("g", results)
+
+    key = SLOResult("svc", "p95", Status.OK, 0, 1.0, None, 300, 0, {"pod": "a"}).key
+    assert history.values(key) == []
+    cycle(1.0, 2.0)
+    assert history.values(key) == [1.0]
+    cycle(None, 2.0)
+    cycle(math.inf, 2.0)
+    assert history.values(key) == [1.0, None, math.inf]
+    cycle(4.0, 2.0)  # the oldest drops out
+    cycle(5.0, 2.0)
+    assert history.values(key) == [math.inf, 4.0, 5.0]
+    cycle(2.0, keys="b")  # `a` left the group
+    assert history.values(key) == []
