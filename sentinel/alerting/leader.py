@@ -343,11 +343,8 @@ class LeaderCycle:
             if self._orphans_due:
                 try:
                     # A follower's reload leaves the SLOs it removed in `slo_of` (only the
-                    # leader retires them): retire those first, then every firing alert no
-                    # SLO produces any more.
-                    slos = self.slos()
-                    self.manager.retire_removed(slos, now)
-                    self.manager.retire_orphans(slos, now)
+                    # leader retires them): those too, not only the loaded-at-start ones.
+                    self.manager.retire_gone(self.slos(), now)
                     self._orphans_due = False
                 except StateStoreError as exc:  # the incidents could not be read: next step
                     log.error(f"alerts of removed SLOs not resolved yet: {exc}")

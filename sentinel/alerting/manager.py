@@ -81,6 +81,11 @@ def _notification(
     return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now)
 
 
+def _resolved(alert: Alert, now: float) -> Alert:
+    """A firing alert resolved at `now` without a step (its SLO left the rules)."""
+    return replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
+
+
 def _produced_by(slos: Sequence[SLO], service: str, name: str) -> bool:
     """Whether an SLO of `slos` can still produce results of `service` named `name` (its
     own service, or any service when it groups by the `service` label)."""
@@ -258,6 +263,12 @@ class AlertManager:
         if self.unsaved:
             self._commit(now)
 
+    def retire_gone(self, slos: Sequence[SLO], now: float) -> int:
+        """`retire_removed`, then `retire_orphans`: every firing alert no SLO of `slos`
+        produces any more is resolved. Raises StateStoreError when a read they need
+        fails (nothing changed then). Returns alerts resolved."""
+        return self.retire_removed(slos, now) + self.retire_orphans(slos, now)
+
     def retire_removed(self, slos: Sequence[SLO], now: float) -> int:
         """After a reload: the alerts of SLOs no longer in the rules get no result again,
         so nothing else would ever end them. A firing one is resolved ("removed from the
@@ -277,7 +288,7 @@ class AlertManager:
             if alert is None:
                 continue
             if alert.state is AlertState.FIRING and last is not None:
-                resolved = replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
+                resolved = _resolved(alert, now)
                 result = replace(last, evaluated_at=now)
                 because = f"SLO {slo.name} removed from the rules"
                 changed[key] = resolved
@@ -327,9 +338,7 @@ class AlertManager:
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for row in rows:
             alert = firing[row["id"]]
-            changed[alert.key] = replace(
-                alert, state=AlertState.RESOLVED, since=now, pending_since=None
-            )
+            changed[alert.key] = _resolved(alert, now)
             self.unsaved.resolved.append((row["id"], now))
             because = f"SLO {row['slo']} removed from the rules"
             told = {n: a for n, a in sent.get(row["id"], {}).items() if n in self.notifiers}

@@ -245,11 +245,9 @@ async def build_daemon(
         # service for ever. The leader does it; followers adopt the result.
         if not leader.is_leader:
             return
-        slos = current_slos()
         async with manager.lock:
             try:
-                resolved = manager.retire_removed(slos, clock())
-                resolved += manager.retire_orphans(slos, clock())
+                resolved = manager.retire_gone(current_slos(), clock())
             except StateStoreError as exc:  # a read the notifications need failed
                 # They count for the gate no more; each cycle step tries again until
                 # the store answers (resolved from the alert each notifier was sent).

@@ -93,6 +93,21 @@ async def _until_leads(leader: PostgresLeader) -> None:
     raise AssertionError(f"{leader.replica} never led: {leader.status()}")
 
 
+class Follows:
+    """A replica's leadership, switched by the test: a follower until told otherwise."""
+
+    replica = "b"
+    is_leader = False
+    acting = False
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class _Route:
     kind = "slack"
     min_severity = "info"
@@ -108,19 +123,6 @@ async def test_a_follower_adopts_the_leaders_states_and_a_new_leader_reloads_the
     follower = AlertManager(follower_store, {"oncall": _Route()}, {})
     stale = Alert("svc/lat", AlertState.PENDING, NOW - 60)
     follower.alerts = {"svc/lat": stale}
-
-    class Follows:
-        replica = "b"
-        is_leader = False
-        acting = False
-
-        def status(self) -> dict[str, Any]:
-            return {}
-
-        async def start(self) -> None: ...
-
-        async def stop(self) -> None: ...
-
     role = Follows()
     cycle = LeaderCycle(role, follower, follower_store)
     await cycle.observe(_group(), [], NOW + 1)
@@ -161,19 +163,6 @@ async def test_a_new_leader_resolves_what_a_follower_reload_removed(pg: Postgres
         service="svc", name="lat", sli=LatencySLI(Selector("h"), 0.95), threshold=2.0, window=300
     )
     follower.slo_of["svc/lat"] = lat  # what adopting the leader's results records
-
-    class Follows:
-        replica = "b"
-        is_leader = False
-        acting = False
-
-        def status(self) -> dict[str, Any]:
-            return {}
-
-        async def start(self) -> None: ...
-
-        async def stop(self) -> None: ...
-
     role = Follows()
     cycle = LeaderCycle(role, follower, follower_store, slos=lambda: [])  # `lat` removed
     await cycle.observe(_group(), [], NOW + 1)
