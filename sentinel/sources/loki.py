@@ -32,7 +32,9 @@ class LokiSource:
         params = {"query": query, "time": str(int(at * 1e9))}
         data = await self._client.request_json("/loki/api/v1/query", params, query, "GET")
         limit = self._client.config.max_series
-        return parse_answer(self.health, lambda: parse_vector(self.name, query, data, limit))
+        return await parse_answer(
+            self.health, data, lambda: parse_vector(self.name, query, data, limit)
+        )
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
         params = {
@@ -43,7 +45,9 @@ class LokiSource:
         }
         data = await self._client.request_json("/loki/api/v1/query_range", params, query, "GET")
         limit = self._client.config.max_series
-        return parse_answer(self.health, lambda: parse_matrix(self.name, query, data, limit))
+        return await parse_answer(
+            self.health, data, lambda: parse_matrix(self.name, query, data, limit)
+        )
 
     async def check_syntax(self, query: str) -> str | None:
         try:

@@ -29,13 +29,17 @@ class PrometheusSource:
         params = {"query": query, "time": f"{at:.3f}"}
         data = await self._client.request_json("/api/v1/query", params, query)
         limit = self._client.config.max_series
-        return parse_answer(self.health, lambda: parse_vector(self.name, query, data, limit))
+        return await parse_answer(
+            self.health, data, lambda: parse_vector(self.name, query, data, limit)
+        )
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
         params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"}
         data = await self._client.request_json("/api/v1/query_range", params, query)
         limit = self._client.config.max_series
-        return parse_answer(self.health, lambda: parse_matrix(self.name, query, data, limit))
+        return await parse_answer(
+            self.health, data, lambda: parse_matrix(self.name, query, data, limit)
+        )
 
     async def check_syntax(self, query: str) -> str | None:
         """Ask Prometheus' own parser; return its error text, or None when the query parses."""
