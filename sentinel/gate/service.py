@@ -423,7 +423,8 @@ class Gate:
         if req.since is not None and now - req.since < 1.0:
             return self._canary_unjudged(req, firing, now, "only 0s since deploy", None)
         since_key = req.since if window is not None and window < config.canary.max_window else None
-        key = ("canary", req.cache_key, since_key)
+        failing = self._sources_failing(now, {p.slo.source for p in plans})
+        key = ("canary", req.cache_key, since_key, failing)
 
         async def work() -> Evaluated:
             sources = self.engine.engine(self.host.config).sources
@@ -502,7 +503,13 @@ class Gate:
         window = None if req.since is None else now - req.since
         if window is not None and window >= max((s.window for s in slos), default=0.0):
             window = None  # every SLO is capped by its own window: one shared evaluation
-        key = (req.service, req.matchers, None if window is None else req.since, req.slos)
+        key = (
+            req.service,
+            req.matchers,
+            None if window is None else req.since,
+            req.slos,
+            self._sources_failing(now, {s.source for s in slos}),
+        )
 
         async def work() -> Evaluated:
             engine = self.engine.engine(self.host.config)
@@ -573,6 +580,14 @@ class Gate:
         if self.alerts is None:
             return []
         return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
+
+    def _sources_failing(self, now: float, used: Set[str]) -> bool:
+        """Part of every evaluation's cache key: an evaluation made while the sources
+        answered is not served once one of them fails, nor one made during an outage after
+        it ends. Otherwise a cached `ok` passed for the whole `cache_ttl` into an outage
+        (the source-down policy judges the no_data a fresh evaluation gives), and a cached
+        no_data outlived the recovery."""
+        return self._source_down_for(now, used) is not None
 
     def _source_down_for(self, now: float, used: Set[str]) -> float | None:
         """How long the worst of the sources the gate SLOs `used` has been down, by what

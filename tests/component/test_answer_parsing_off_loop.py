@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import sys
 import time
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ async def ask_while_ticking(source: PrometheusSource, query: str) -> tuple[objec
     ended = time.perf_counter()
     ticking.cancel()
     during = [started, *(t for t in ticks if started <= t <= ended), ended]
-    longest = max(b - a for a, b in zip(during, during[1:], strict=False))
+    longest = max(b - a for a, b in itertools.pairwise(during))
     return got, longest, ended - started
 
 

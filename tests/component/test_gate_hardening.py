@@ -6,6 +6,7 @@ never take the scheduled cycles' source slots, and the audit trail is pruned."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sentinel.errors import GateOverloaded
 from sentinel.gate.budget import EvaluationBudget
 from sentinel.gate.service import Gate
 from support.fakeloki import FakeLoki
+from support.fakeprom import FakePrometheus, element
 from support.gatestack import TOKEN, GateClient, make_client, running_gate
 from support.promserver import PrometheusServer
 from support.scenario import at
@@ -428,3 +430,43 @@ async def test_sentinel_gate_treats_429_as_no_verdict_yet_and_honours_retry_afte
         captured = capsys.readouterr()
         assert " overloaded\n  - gate overloaded: " in captured.out
         assert "no verdict by the deadline (overloaded)" in captured.err
+
+
+async def test_a_pass_cached_before_the_source_went_down_is_not_served_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation cache (`cache_ttl`) held the last healthy evaluation; the source-down
+    policy judged only no_data results, so a cached `ok` passed for the whole ttl while
+    Prometheus was down — with `cache_ttl` above `source_down_after`, past the point the
+    policy says fail."""
+    prom = FakePrometheus().start()
+    prom.answer([element({}, "0.1")])
+    rules = {
+        "checkout.yaml": """\
+            version: sentinel/v1
+            service: checkout
+            interval: 30s
+            slos:
+              - name: queue-depth
+                sli: {promql: {query: "max(queue_depth)"}}
+                threshold: 0.5
+                window: 5m
+            """
+    }
+    extra = "gate: {cache_ttl: 10m, source_down_after: 0s}\n"
+    running = True
+    try:
+        async for client in make_client(tmp_path, prom.url, monkeypatch, extra, rules=rules):
+            client.clock.now = time.time()  # the sources' health records wall-clock times
+            status, body, _ = await client.get(service="checkout")
+            assert (status, body["decision"]) == (200, "pass"), body
+            prom.stop()
+            running = False
+            client.clock.now += 30
+            await client.built.daemon.run_group("checkout")  # the scheduled cycle: down
+            status, body, _ = await client.get(service="checkout")
+            assert (status, body["decision"]) == (412, "fail"), body["reasons"]
+            assert any("source down" in r for r in body["reasons"]), body["reasons"]
+    finally:
+        if running:
+            prom.stop()
