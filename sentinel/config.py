@@ -214,6 +214,10 @@ class AlertmanagerNotifierConfig(_Strict):
     # http://<hostname>:<listen port>.
     external_url: HttpURL | None = None
     min_severity: Literal["info", "ticket", "page"] = "info"
+    # A firing alert's endsAt is at least this far ahead (and four evaluation intervals
+    # at least): how long Alertmanager keeps it without hearing from Sentinel (a restart,
+    # a rescheduled pod) before ending it by itself. Prometheus: 4 x its 1m resend delay.
+    hold_at_least: Annotated[Duration, _within(0, DAY)] = 4 * MINUTE
 
 
 NotifierConfig = Annotated[
@@ -509,22 +513,6 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     # From here on every log line and health record has these replaced (sentinel/redact.py).
     remember_secrets(_secret_values(config))
     return config
-
-
-def config_notes(config: Config) -> list[tuple[str, str]]:
-    """(field, note) for settings that are valid but weaken a promise (`sentinel check`)."""
-    gate = config.gate
-    if gate.cache_ttl > gate.source_down_after:
-        return [
-            (
-                "gate.cache_ttl",
-                f"{format_duration(gate.cache_ttl)} is longer than gate.source_down_after "
-                f"({format_duration(gate.source_down_after)}): a result cached before a "
-                "source failed can still pass the gate after source_down_policy should "
-                "apply (keep cache_ttl below source_down_after)",
-            )
-        ]
-    return []
 
 
 def _probe_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:

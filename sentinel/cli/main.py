@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sentinel import __version__, jsonenc
 from sentinel.cli.report import results_json, results_table
-from sentinel.config import Config, config_notes, load_config
+from sentinel.config import Config, load_config
 from sentinel.errors import ConfigError, Problem, UsageError
 from sentinel.rules.loader import load_rules, load_rules_lenient
 from sentinel.rules.model import RuleSet
@@ -127,8 +127,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_problems(exc.problems)
         return EXIT_BAD
-    for field_name, note in config_notes(config):
-        print(f"note: {args.config}: {field_name}: {note}", file=sys.stderr)
     rules, problems = load_rules_lenient(config)
     if rules.slos and not args.offline:
         from sentinel.offline.checks import check_queries

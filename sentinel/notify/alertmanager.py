@@ -5,7 +5,8 @@ Two paths feed it, because Alertmanager expects what the outbox does not model:
 
 - **Transitions** (FIRING, RESOLVED, reminders) arrive through the outbox like for any
   notifier: routed, silenced, durable, retried. A firing alert is posted with `endsAt`
-  a few evaluation intervals ahead, a resolved one with `endsAt` = the time it resolved.
+  four evaluation intervals ahead and `hold_at_least` (4m) at least, a resolved one with
+  `endsAt` = the time it resolved.
 - **Re-sends**: Alertmanager forgets an alert at its `endsAt`, so a client must keep
   re-sending it while it fires (Prometheus does every evaluation, with `endsAt` four
   intervals ahead). `resend_hook` runs after the alert manager on every cycle's
@@ -52,7 +53,7 @@ log = logging.getLogger("sentinel.alertmanager")
 
 KIND = "alertmanager"
 # Prometheus: endsAt = now + 4 x max(interval, resend delay); resolved alerts are re-sent
-# for 15 minutes.
+# for 15 minutes. Here: now + max(4 x interval, hold_at_least).
 ENDS_AFTER_INTERVALS = 4
 RESOLVED_RETENTION = 15 * 60.0
 
@@ -140,7 +141,9 @@ class AlertmanagerNotifier:
         self._backlog: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
 
     def ends_at(self, now: float) -> float:
-        return now + ENDS_AFTER_INTERVALS * self.interval
+        # Four intervals alone made a 10 s interval's alerts end 40 s after Sentinel
+        # stopped: a restart slower than that showed on-call a RESOLVED, then a new page.
+        return now + max(ENDS_AFTER_INTERVALS * self.interval, self.config.hold_at_least)
 
     async def deliver(self, entry: OutboxEntry, uncertain: bool) -> None:
         # Posting twice is harmless (Alertmanager merges by labels): `uncertain` needs

@@ -92,7 +92,7 @@ def cluster(
     am.stop()
 
 
-async def replica(tmp_path: Path, name: str, urls: list[str]) -> Assembly:
+async def replica(tmp_path: Path, name: str, urls: list[str], extra: str = "") -> Assembly:
     home = tmp_path / name
     (home / "rules").mkdir(parents=True)
     (home / "rules" / "chatbot.yaml").write_text(RULES)
@@ -109,6 +109,7 @@ async def replica(tmp_path: Path, name: str, urls: list[str]) -> Assembly:
                 external_url: https://{name}.sentinel.example.com
             """
         )
+        + extra
     )
     config = load_config(home / "config.yaml")
     return await build_daemon(str(home / "config.yaml"), config, load_rules(config))
@@ -255,9 +256,11 @@ async def test_one_alertmanager_down_still_delivers_through_the_other(
 # be posted is inspected).
 
 
-@pytest.fixture
-async def lone(tmp_path: Path) -> AsyncIterator[tuple[Assembly, AlertmanagerNotifier]]:
-    built = await replica(tmp_path, "sentinel-a", ["http://127.0.0.1:9"])
+@pytest.fixture(params=["", "    hold_at_least: 0s\n"], ids=["default-hold", "no-hold"])
+async def lone(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Assembly, AlertmanagerNotifier]]:
+    built = await replica(tmp_path, "sentinel-a", ["http://127.0.0.1:9"], request.param)
     notifier = built.dispatcher.notifiers["alertmanager"]
     assert isinstance(notifier, AlertmanagerNotifier)
     yield built, notifier
@@ -279,7 +282,12 @@ async def test_resend_carries_firing_alerts_ahead_and_resolved_ones_for_fifteen_
     r = observe(built, Status.BREACH, t0)
     [firing] = due_alerts(notifier, built.manager, [r], t0)
     assert firing["startsAt"] == rfc3339(t0)
-    assert firing["endsAt"] == rfc3339(t0 + 4 * 5)  # four 5 s intervals ahead
+    if notifier.config.hold_at_least:
+        # Four 5 s intervals would end it 20 s after Sentinel stopped (a slow restart:
+        # RESOLVED, then a new page); held at least 4 minutes, as Prometheus' 4 x 1m.
+        assert firing["endsAt"] == rfc3339(t0 + 4 * 60)
+    else:
+        assert firing["endsAt"] == rfc3339(t0 + 4 * 5)  # four 5 s intervals ahead
 
     r = observe(built, Status.OK, t0 + 30)
     [resolved] = due_alerts(notifier, built.manager, [r], t0 + 30)

@@ -276,27 +276,3 @@ def test_check_warns_where_a_group_by_returns_too_many_series(
     assert "rules/platform.yaml:10: slos[0].group_by: " in note
     assert f"returns {series} series now and prometheus.max_series is 6" in note
     assert warned in note
-
-
-@pytest.mark.parametrize(("gate", "noted"), [("", False), ("gate: {source_down_after: 2s}", True)])
-def test_check_notes_a_gate_cache_that_outlives_source_down_after(
-    capsys: pytest.CaptureFixture[str],
-    prometheus: PrometheusServer,
-    write_config: Callable[..., Path],
-    gate: str,
-    noted: bool,
-) -> None:
-    """A result cached (5 s) before a source failed could still pass the gate after
-    source_down_policy should apply (2 s): valid, but `check` says so."""
-    rule = BROKEN.split("      - name: bad-objective")[0]  # its one valid SLO
-    config = write_config(prometheus.url, {"chatbot.yaml": rule}, gate)
-    code = main(["check", "-c", str(config)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    notes = [line for line in captured.err.splitlines() if "gate.cache_ttl" in line]
-    if not noted:
-        assert notes == []
-        return
-    (note,) = notes
-    assert note.startswith(f"note: {config}: gate.cache_ttl: 5s is longer than ")
-    assert "gate.source_down_after (2s)" in note
