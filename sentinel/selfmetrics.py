@@ -115,6 +115,19 @@ class SelfMetrics:
         Info("sentinel_build", "Sentinel build information.", registry=r).info(
             {"version": __version__}
         )
+        # One series, the loaded rules' fingerprint as a label (set at start and on every
+        # reload): `count(count by (fingerprint) (sentinel_rules_info)) > 1` finds
+        # replicas that run different rules.
+        self.rules_info = Gauge(
+            "sentinel_rules_info",
+            "The loaded rules' fingerprint (RuleSet.fingerprint), always 1.",
+            ["fingerprint"],
+            registry=r,
+        )
+
+    def record_rules(self, fingerprint: str) -> None:
+        self.rules_info.clear()
+        self.rules_info.labels(fingerprint).set(1)
 
     def record_results(self, group: str, results: Iterable[SLOResult]) -> None:
         """Publish one cycle's results as the group's SLO gauges (the series of instances

@@ -88,6 +88,7 @@ class Daemon:
         self.state = RunState.STARTING
         self.started_at = clock()
         self.metrics = metrics
+        metrics.record_rules(rules.fingerprint)
         self.engine = engine
         self._source_factory = source_factory
         self.results: dict[str, list[SLOResult]] = {}
@@ -434,7 +435,11 @@ class Daemon:
         self.metrics.reloads.labels("ok").inc()
         log.info(
             "config reloaded",
-            extra=fields(slos=len(new.rules.slos), groups=len(new.rules.groups)),
+            extra=fields(
+                slos=len(new.rules.slos),
+                groups=len(new.rules.groups),
+                rules_fingerprint=new.rules.fingerprint,
+            ),
         )
         if new_sources is not None:
             for source in old_sources.values():
@@ -449,6 +454,7 @@ class Daemon:
     def _switch(self, new: _Reload, sources: Mapping[str, Source] | None) -> None:
         """Swap config, rules, sources and schedule in one step (no await in between)."""
         self.config, self.rules = new.config, new.rules
+        self.metrics.record_rules(new.rules.fingerprint)
         if sources is not None:
             self.engine.sources = sources
         self.engine.recorded_budgets = new.config.evaluation.budget_source == "recorded"
@@ -497,7 +503,11 @@ class Daemon:
         await self._run_hooks(self.start_hooks)
         log.info(
             f"sentinel {__version__} running",
-            extra=fields(slos=len(self.rules.slos), groups=len(self.rules.groups)),
+            extra=fields(
+                slos=len(self.rules.slos),
+                groups=len(self.rules.groups),
+                rules_fingerprint=self.rules.fingerprint,
+            ),
         )
 
     def install_signal_handlers(self) -> None:

@@ -5,9 +5,11 @@ Durations are float seconds, ratios are 0..1. Nothing here knows about YAML or P
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 
 from sentinel.rules.catalogues import WindowCatalogue
 
@@ -260,6 +262,26 @@ class RuleGroup:
 @dataclass(frozen=True)
 class RuleSet:
     groups: tuple[RuleGroup, ...]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What the rules say, hashed: equal on every replica that loaded the same rules,
+        wherever the files are and whatever their comments and layout (positions and file
+        paths are left out). Replicas that disagree judge the same traffic differently;
+        `sentinel_rules_info` and /health/detailed show it."""
+        groups = [
+            (
+                group.name,
+                group.service,
+                group.interval,
+                [
+                    replace(slo, source_file="", source_line=None, group_by_line=None)
+                    for slo in group.slos
+                ],
+            )
+            for group in sorted(self.groups, key=lambda g: g.name)
+        ]
+        return hashlib.sha256(repr(groups).encode()).hexdigest()[:16]
 
     @property
     def slos(self) -> tuple[SLO, ...]:

@@ -104,6 +104,7 @@ async def detailed(request: web.Request) -> web.Response:
         "version": __version__,
         "state": daemon.state.value,
         "checks": checks,
+        "rules": {"fingerprint": daemon.rules.fingerprint, "slos": len(daemon.rules.slos)},
         "rule_groups": groups,
         "leader": daemon.leader_status(),
         "config": {

@@ -4,16 +4,21 @@ before it replaces anything; whatever is refused keeps the old config running, a
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
+import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.procs import Proc, http, start_sentinel, wait_for
+from support.procs import REPO, Proc, http, start_sentinel, wait_for
 from support.promserver import PrometheusServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -177,3 +182,65 @@ def test_a_reload_that_drops_the_api_token_is_refused_unless_the_file_says_so(
     assert "reload: server.api_token removed" in log
     assert "s3cret" not in log
     assert_no_lost_task(daemon)
+
+
+def rules_info(url: str) -> list[str]:
+    """The fingerprint label of every `sentinel_rules_info` series in /metrics."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return re.findall(r'^sentinel_rules_info\{fingerprint="([0-9a-f]+)"\} 1\.0$', text, re.M)
+
+
+def test_the_rules_fingerprint_names_what_the_rules_say_and_follows_a_reload(
+    running: Running, tmp_path: Path
+) -> None:
+    """Replicas that loaded different rules judge the same traffic differently: each one
+    shows what it runs, so `count(count by (fingerprint) (sentinel_rules_info)) > 1`
+    finds the odd one out. Comments, layout and file paths are not the rules."""
+    (running.dir / "rules" / "a.yaml").write_text(rule_file("a"))
+    running.write_config()
+    running.start()
+    first = running.detailed()["rules"]
+    assert first["slos"] == 1
+    assert rules_info(running.url) == [first["fingerprint"]]
+
+    # The same rules with a comment and another layout, in another directory: the same.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "a.yaml").write_text("# reviewed 2026-11-26\n\n" + rule_file("a"))
+    text = running.config.read_text().replace("rules: [rules/*.yaml]", f"rules: [{other}/*.yaml]")
+    running.config.write_text(text)
+    assert running.reload()["status"] == "ok"
+    assert running.detailed()["rules"]["fingerprint"] == first["fingerprint"]
+
+    # A changed threshold is other rules: a new fingerprint, and the old series is gone.
+    (other / "a.yaml").write_text(rule_file("a").replace("threshold: 1.5s", "threshold: 2s"))
+    assert running.reload()["status"] == "ok"
+    changed = running.detailed()["rules"]["fingerprint"]
+    assert changed != first["fingerprint"]
+    assert rules_info(running.url) == [changed]
+
+
+def test_replicas_that_loaded_the_same_rules_show_the_same_fingerprint(tmp_path: Path) -> None:
+    """Every shipped rule file, loaded by two processes with different hash seeds (string
+    hashing differs between processes, so nothing set- or hash-ordered may leak in)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        'prometheus: {url: "http://127.0.0.1:9"}\nloki: {url: "http://127.0.0.1:9"}\n'
+        f'rules: ["{REPO}/rules/*.yaml"]\n'
+    )
+    code = (
+        "import sys; from pathlib import Path; from sentinel.config import load_config; "
+        "from sentinel.rules.loader import load_rules; "
+        "print(load_rules(load_config(Path(sys.argv[1]))).fingerprint)"
+    )
+    prints = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(config)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(prints) == 1 and len(next(iter(prints))) == 16, prints
