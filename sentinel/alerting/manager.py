@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from sentinel.alerting.silences import alert_labels
+from sentinel.alerting.silences import Silence, alert_labels
 from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
 from sentinel.alerting.store import NewNotification
 from sentinel.alerting.store_api import StateStore
@@ -541,21 +541,29 @@ class AlertManager:
             tr.alert.incident_id for _, tr in transitions if tr.kind is TransitionKind.REPEAT
         ]
         acked = self.store.acknowledgements(i for i in repeats if i) if repeats else {}
+        told = self._told_of_silenced_resolves(transitions, silences)
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         granted: dict[tuple[str, str], float] = {}  # rollbacks allowed in this cycle
         for slo, tr in transitions:
             r = tr.result
+            routes = self._routes(slo)
             labels = alert_labels(r.service, r.slo, r.severity, r.labels)
             silence = next((s for s in silences if s.matches(labels)), None)
             if silence is not None:
+                # A silence stops pages and reminders, not the end of what was already
+                # told: the resolve still reaches the notifiers that showed the firing
+                # (the Slack message would say FIRING for ever), and only those.
+                shown = told.get(tr.alert.incident_id or "", {})
+                resolved = tr.kind is TransitionKind.RESOLVED
+                routes = [n for n in routes if resolved and n in shown]
                 log.info(
-                    f"alert {tr.kind.value} silenced: {r.key}",
+                    f"alert {tr.kind.value} silenced: {r.key}"
+                    + (f" (resolve still sent to {', '.join(routes)})" if routes else ""),
                     extra=fields(silence=silence.id, incident=tr.alert.incident_id),
                 )
-                continue
             if tr.kind is TransitionKind.REPEAT and tr.alert.incident_id in acked:
                 continue  # acknowledged: someone is on it, no more reminders
-            for name in self._routes(slo):
+            for name in routes:
                 notifier = self.notifiers[name]
                 if not severity_at_least(r.severity, notifier.min_severity):
                     continue
@@ -572,6 +580,27 @@ class AlertManager:
             batches = [[a] for a in alerts] if self.notifiers[name].kind == "webhook" else [alerts]
             out += [_notification(name, kind, service, batch, now) for batch in batches]
         return out
+
+    def _told_of_silenced_resolves(
+        self, transitions: Sequence[tuple[SLO, Transition]], silences: Sequence[Silence]
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """incident id -> the notifiers that were sent its firing, for the resolves a
+        silence matches (one store read, only when there are any)."""
+        ids = [
+            tr.alert.incident_id
+            for _, tr in transitions
+            if tr.kind is TransitionKind.RESOLVED
+            and tr.alert.incident_id
+            and any(
+                s.matches(
+                    alert_labels(
+                        tr.result.service, tr.result.slo, tr.result.severity, tr.result.labels
+                    )
+                )
+                for s in silences
+            )
+        ]
+        return self.store.sent_alerts(ids) if ids else {}
 
     def _rollback_allowed(
         self,

@@ -204,6 +204,11 @@ async def test_silenced_alert_changes_state_but_sends_nothing(
     assert slack.messages == [] and receiver.deliveries == []
     states = {a["slo"]: a["state"] for a in built.manager.to_json()}
     assert states["chat-latency-p95"] == "firing"
+    # Nobody was shown the firing, so nobody is sent its resolve either.
+    await replay(built, clock, range(70, 100))
+    states = {a["slo"]: a["state"] for a in built.manager.to_json()}
+    assert states["chat-latency-p95"] == "resolved"
+    assert slack.messages == [] and receiver.deliveries == []
 
 
 async def test_rollback_webhook_retries_5xx_and_never_sends_twice(

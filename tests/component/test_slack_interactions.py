@@ -175,6 +175,21 @@ async def test_a_signed_silence_click_silences_the_alert_and_its_next_reminder(
     assert stack.reminders() == []
 
 
+async def test_an_alert_silenced_while_it_fires_still_shows_its_resolve_where_it_paged(
+    stack: Stack,
+) -> None:
+    """A silence stops the reminders, not the end of what on-call was shown: without the
+    resolve the message said FIRING for ever (and the incident was closed everywhere
+    else)."""
+    await stack.replay(range(55, 66))  # fired at 63
+    status, _ = await stack.click("sentinel_silence_4h", user="alice")
+    assert status == 200
+    await stack.updated("silenced by alice until")
+    await stack.replay(range(66, 100))  # resolves inside the silence
+    assert stack.reminders() == []
+    assert "RESOLVED" in stack.root().text  # the message that paged, no new one
+
+
 async def test_acknowledge_stops_the_reminders_and_the_message_says_who_and_when(
     stack: Stack,
 ) -> None:
