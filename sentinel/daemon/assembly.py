@@ -189,6 +189,17 @@ async def build_daemon(
         return out
 
     daemon.health_providers.append(health)
+
+    def gate_sources() -> dict[str, dict[str, Any]]:
+        # The gate's own source clients (gate.max_in_flight): the outcome of its last
+        # query, shown beside the scheduled cycles' clients. Informational: a query that
+        # failed hours ago must not keep the daemon `degraded` while nobody asks the gate.
+        return {
+            f"gate:{name}": {**source.health.as_json(), "informational": True}
+            for name, source in gate.engine.sources.items()
+        }
+
+    daemon.health_providers.append(gate_sources)
     daemon.readiness_checks.append(store.health.not_ready_reasons)
     dispatcher.start()
     stack.push_async_callback(dispatcher.stop)

@@ -81,7 +81,11 @@ async def detailed(request: web.Request) -> web.Response:
     checks = {name: src.health.as_json() for name, src in daemon.engine.sources.items()}
     for name, check in daemon.extra_health().items():
         checks[name] = check
-    unhealthy = [n for n, c in checks.items() if c.get("status") == "unhealthy"]
+    unhealthy = [
+        n
+        for n, c in checks.items()
+        if c.get("status") == "unhealthy" and not c.get("informational")
+    ]
     status = "healthy"
     if unhealthy or daemon.reload_status.status in ("failed", "partial"):
         status = "degraded"

@@ -300,6 +300,8 @@ def dependencies(checks: Mapping[str, Mapping[str, Any]]) -> tuple[Dependency, .
         status = str(check.get("status", "unknown"))
         if name == "background_tasks" and status == "healthy":
             continue
+        if check.get("informational"):  # the gate's own clients: /health/detailed only
+            continue
         error = check.get("last_error")
         latency = check.get("latency_ms")
         detail = str(error) if error and status != "healthy" else ""

@@ -167,6 +167,25 @@ async def test_prometheus_down_fails_closed(
         assert any("source down" in r for r in body["reasons"])
 
 
+async def test_the_gates_own_source_clients_show_in_health_without_degrading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate queries through clients of its own (gate.max_in_flight): when a pipeline
+    is told `source down`, /health/detailed says which client failed and why, as the
+    last outcome of a query (it does not keep the daemon degraded while nobody asks)."""
+    extra = "gate: {source_down_after: 0s}\n"
+    async for client in make_client(tmp_path, "http://127.0.0.1:9", monkeypatch, extra):
+        _, before, _ = await client.get("/health/detailed")
+        assert not [name for name in before["checks"] if name.startswith("gate:")]
+        client.clock.now = at(40)
+        await client.get(service="chatbot-backend", since=str(int(at(20))))
+        _, after, _ = await client.get("/health/detailed")
+        check = after["checks"]["gate:prometheus"]
+        assert check["status"] == "unhealthy" and check["informational"] is True
+        assert "cannot connect" in check["last_error"]
+        assert after["status"] == before["status"]
+
+
 async def test_prometheus_briefly_down_is_pending(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

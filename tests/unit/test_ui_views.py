@@ -15,7 +15,7 @@ from sentinel.sources.base import Series
 from sentinel.web.charts import Line, Span, breach_spans, line_chart, sparkline
 from sentinel.web.ui import safe_href
 from sentinel.web.ui_auth import safe_next
-from sentinel.web.ui_data import Filters, rows
+from sentinel.web.ui_data import Filters, dependencies, rows
 from sentinel.web.ui_series import MAX_POINTS, History, range_step
 from sentinel.web.ui_service import burndown_points
 from sentinel.web.ui_table import table_rows
@@ -243,3 +243,20 @@ def test_the_sparkline_history_keeps_the_last_values_oldest_first() -> None:
     assert history.values(key) == [math.inf, 4.0, 5.0]
     cycle(2.0, keys="b")  # `a` left the group
     assert history.values(key) == []
+
+
+def test_the_header_shows_dependencies_but_not_the_gates_own_clients() -> None:
+    """A gate query that failed hours ago stays the gate client's last outcome; the
+    header's glance is for what the daemon runs on (the detail is in /health/detailed)."""
+    checks = {
+        "prometheus": {"status": "healthy", "latency_ms": 3.0},
+        "state_store": {"status": "unhealthy", "last_error": "disk full"},
+        "notifier:oncall": {"status": "healthy"},
+        "gate:prometheus": {"status": "unhealthy", "last_error": "timeout", "informational": True},
+    }
+    shown = {d.name: (d.status, d.detail) for d in dependencies(checks)}
+    assert shown == {
+        "prometheus": ("healthy", "3 ms"),
+        "state_store": ("unhealthy", "disk full"),
+        "oncall": ("healthy", ""),
+    }
