@@ -118,6 +118,7 @@ class SelfMetrics:
         # One series, the loaded rules' fingerprint as a label (set at start and on every
         # reload): `count(count by (fingerprint) (sentinel_rules_info)) > 1` finds
         # replicas that run different rules.
+        self._rules_shown: str | None = None
         self.rules_info = Gauge(
             "sentinel_rules_info",
             "The loaded rules' fingerprint (RuleSet.fingerprint), always 1.",
@@ -126,8 +127,12 @@ class SelfMetrics:
         )
 
     def record_rules(self, fingerprint: str) -> None:
-        self.rules_info.clear()
+        # The new series first, then the old one removed: /metrics renders in a worker
+        # thread, and a scrape between a clear and a set would see no rules at all.
         self.rules_info.labels(fingerprint).set(1)
+        if self._rules_shown not in (None, fingerprint):
+            self.rules_info.remove(self._rules_shown)
+        self._rules_shown = fingerprint
 
     def record_results(self, group: str, results: Iterable[SLOResult]) -> None:
         """Publish one cycle's results as the group's SLO gauges (the series of instances

@@ -6,8 +6,9 @@ Durations are float seconds, ratios are 0..1. Nothing here knows about YAML or P
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from functools import cached_property
 
@@ -266,22 +267,25 @@ class RuleSet:
     @cached_property
     def fingerprint(self) -> str:
         """What the rules say, hashed: equal on every replica that loaded the same rules,
-        wherever the files are and whatever their comments and layout (positions and file
-        paths are left out). Replicas that disagree judge the same traffic differently;
-        `sentinel_rules_info` and /health/detailed show it."""
-        groups = [
+        wherever the files are and whatever their comments, formatting, key order and
+        SLO order. Replicas that disagree judge the same traffic differently;
+        `sentinel_rules_info` and /health/detailed show it. Built from the model (so a
+        config default the rules rely on counts too), leaving out positions and fields
+        at their defaults: a Sentinel release that adds a field with a default does not
+        change the fingerprint of rules that do not use it (a staged upgrade is no drift)."""
+        groups = sorted(
             (
-                group.name,
-                group.service,
-                group.interval,
                 [
-                    replace(slo, source_file="", source_line=None, group_by_line=None)
-                    for slo in group.slos
-                ],
-            )
-            for group in sorted(self.groups, key=lambda g: g.name)
-        ]
-        return hashlib.sha256(repr(groups).encode()).hexdigest()[:16]
+                    group.name,
+                    group.service,
+                    group.interval,
+                    *sorted((_canonical(slo) for slo in group.slos), key=_dumps),
+                ]
+                for group in self.groups
+            ),
+            key=_dumps,
+        )
+        return hashlib.sha256(_dumps(groups).encode()).hexdigest()[:16]
 
     @property
     def slos(self) -> tuple[SLO, ...]:
@@ -289,3 +293,47 @@ class RuleSet:
 
     def services(self) -> list[str]:
         return sorted({slo.service for slo in self.slos})
+
+
+# Where a rule came from, not what it says: left out of RuleSet.fingerprint.
+_POSITIONS = frozenset({"source_file", "source_line", "source_path", "group_by_line"})
+# Written as YAML mappings (or AND-ed together): their order says nothing.
+_UNORDERED = frozenset({"labels", "matchers"})
+
+
+def _canonical(value: object) -> object:
+    """A JSON-able form of a model value that omits positions and defaulted fields."""
+    if is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, object] = {"": type(value).__name__}
+        for f in fields(value):
+            got = getattr(value, f.name)
+            if f.name in _POSITIONS or _is_default(f, got):
+                continue
+            canonical = _canonical(got)
+            if f.name in _UNORDERED and isinstance(canonical, list):
+                canonical = sorted(canonical, key=_dumps)
+            out[f.name] = canonical
+        return out
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return repr(value)  # 1.5 and 1.50 alike; nan and inf as text, not invalid JSON
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return repr(value)
+
+
+def _is_default(f: Field[object], value: object) -> bool:
+    if f.default is not MISSING:
+        return bool(value == f.default)
+    if f.default_factory is not MISSING:
+        return bool(value == f.default_factory())
+    return False
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
