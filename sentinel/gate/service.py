@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sentinel import jsonenc
@@ -72,6 +72,8 @@ class Evaluated:
     # Canary mode: the plans queried and their answers (SLO key -> samples or error).
     plans: Sequence[canary.CanaryPlan] = ()
     answers: Mapping[str, canary.Answer] = field(default_factory=dict)
+    # The sources' health when it was taken (Gate._sources_seen): reused only while equal.
+    sources_seen: tuple[tuple[str, float, bool], ...] = ()
 
 
 def decide(
@@ -423,15 +425,15 @@ class Gate:
         if req.since is not None and now - req.since < 1.0:
             return self._canary_unjudged(req, firing, now, "only 0s since deploy", None)
         since_key = req.since if window is not None and window < config.canary.max_window else None
-        failing = self._sources_failing(now, {p.slo.source for p in plans})
-        key = ("canary", req.cache_key, since_key, failing)
+        key = ("canary", req.cache_key, since_key)
 
         async def work() -> Evaluated:
             sources = self.engine.engine(self.host.config).sources
             answers = await canary.query(plans, sources, now)
             return Evaluated(now, [], self.host.clock(), plans, answers)
 
-        evaluated = await self._shared(key, now, deadline_at, work)
+        used = {p.slo.source for p in plans}
+        evaluated = await self._shared(key, now, deadline_at, work, used)
         if evaluated is None:
             reason = (
                 f"evaluation still running after {format_duration(config.deadline)} (slow "
@@ -503,13 +505,7 @@ class Gate:
         window = None if req.since is None else now - req.since
         if window is not None and window >= max((s.window for s in slos), default=0.0):
             window = None  # every SLO is capped by its own window: one shared evaluation
-        key = (
-            req.service,
-            req.matchers,
-            None if window is None else req.since,
-            req.slos,
-            self._sources_failing(now, {s.source for s in slos}),
-        )
+        key = (req.service, req.matchers, None if window is None else req.since, req.slos)
 
         async def work() -> Evaluated:
             engine = self.engine.engine(self.host.config)
@@ -519,7 +515,7 @@ class Gate:
             )
             return Evaluated(now, report.results, self.host.clock())
 
-        return await self._shared(key, now, deadline_at, work)
+        return await self._shared(key, now, deadline_at, work, {s.source for s in slos})
 
     def _extra(self, req: GateRequest, slos: Sequence[SLO]) -> list[Matcher]:
         extra = [*req.matchers]
@@ -533,19 +529,29 @@ class Gate:
         now: float,
         deadline_at: float,
         work: Callable[[], Awaitable[Evaluated]],
+        used: Set[str],
     ) -> Evaluated | None:
         """`work`'s result for `key`: from the cache while fresh, else shared with every
         identical request in flight, else started within the budget. None when it is not
-        done by `deadline_at` (it goes on; its result is kept for the retry)."""
+        done by `deadline_at` (it goes on; its result is kept for the retry).
+
+        Fresh means younger than `cache_ttl` and taken since the last change in the
+        health of the sources it read (`used`): otherwise a cached `ok` passed for the
+        whole ttl into an outage (the source-down policy judges the no_data a fresh
+        evaluation gives), and a cached no_data outlived the recovery."""
         config = self.host.config.gate
         cached = self._cache.get(key)
-        if cached is not None and now - cached.completed_at <= config.cache_ttl:
+        if (
+            cached is not None
+            and now - cached.completed_at <= config.cache_ttl
+            and cached.sources_seen == self._sources_seen(used)
+        ):
             return cached
         task = self._inflight.get(key)
         if task is None:
             self.budget.configure(config.max_evaluations_per_second, config.max_pending_evaluations)
             wait = self.budget.reserve(deadline_at - self.monotonic())
-            task = asyncio.ensure_future(self._run(key, work, wait))
+            task = asyncio.ensure_future(self._run(key, work, wait, used))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._finished(key, done))
         try:
@@ -556,12 +562,17 @@ class Gate:
             return None
 
     async def _run(
-        self, key: tuple[Any, ...], work: Callable[[], Awaitable[Evaluated]], wait: float
+        self,
+        key: tuple[Any, ...],
+        work: Callable[[], Awaitable[Evaluated]],
+        wait: float,
+        used: Set[str],
     ) -> Evaluated:
         try:
             if wait > 0:
                 await asyncio.sleep(wait)
-            value = await work()
+            # The health as this evaluation left it (its own queries' outcomes included).
+            value = replace(await work(), sources_seen=self._sources_seen(used))
             self._cache[key] = value
             if len(self._cache) > 1000:
                 self._cache.pop(next(iter(self._cache)))
@@ -581,13 +592,18 @@ class Gate:
             return []
         return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
 
-    def _sources_failing(self, now: float, used: Set[str]) -> bool:
-        """Part of every evaluation's cache key: an evaluation made while the sources
-        answered is not served once one of them fails, nor one made during an outage after
-        it ends. Otherwise a cached `ok` passed for the whole `cache_ttl` into an outage
-        (the source-down policy judges the no_data a fresh evaluation gives), and a cached
-        no_data outlived the recovery."""
-        return self._source_down_for(now, used) is not None
+    def _sources_seen(self, used: Set[str]) -> tuple[tuple[str, float, bool], ...]:
+        """Per source the gate SLOs read: its latest failure (by the scheduled cycles'
+        clients or the gate's own) and whether it is failing now. Any new failure, and
+        any recovery, changes it."""
+        own = self.engine.sources
+        out = []
+        for name in sorted(used):
+            source = self.host.engine.sources.get(name)
+            records = [s.health for s in (source, own.get(name)) if s is not None]
+            last = max((h.last_failure_at or 0.0 for h in records), default=0.0)
+            out.append((name, last, _down_since(records) is not None))
+        return tuple(out)
 
     def _source_down_for(self, now: float, used: Set[str]) -> float | None:
         """How long the worst of the sources the gate SLOs `used` has been down, by what

@@ -432,15 +432,32 @@ async def test_sentinel_gate_treats_429_as_no_verdict_yet_and_honours_retry_afte
         assert "no verdict by the deadline (overloaded)" in captured.err
 
 
-async def test_a_pass_cached_before_the_source_went_down_is_not_served_after(
+async def decision_after(client: GateClient, cycle: bool = True) -> str:
+    """30 s later (after a scheduled cycle when `cycle`), the gate's decision."""
+    client.clock.now += 30
+    if cycle:
+        await client.built.daemon.run_group("checkout")
+    status, body, _ = await client.get(service="checkout")
+    assert status == {"pass": 200, "fail": 412}.get(body["decision"]), body
+    return str(body["decision"])
+
+
+def answering(port: int | None = None) -> FakePrometheus:
+    server = FakePrometheus()
+    if port is not None:
+        server.port = port  # the same address, answering again
+    server.start().answer([element({}, "0.1")])
+    return server
+
+
+async def test_a_cached_verdict_never_outlives_a_change_in_its_sources_health(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The evaluation cache (`cache_ttl`) held the last healthy evaluation; the source-down
     policy judged only no_data results, so a cached `ok` passed for the whole ttl while
-    Prometheus was down — with `cache_ttl` above `source_down_after`, past the point the
-    policy says fail."""
-    prom = FakePrometheus().start()
-    prom.answer([element({}, "0.1")])
+    Prometheus was down (with `cache_ttl` above `source_down_after`, past the point the
+    policy says fail). Each change the cycles or the gate's clients see (an outage, a
+    recovery, the next outage of a flapping Prometheus) now ends the cached evaluation."""
     rules = {
         "checkout.yaml": """\
             version: sentinel/v1
@@ -454,19 +471,25 @@ async def test_a_pass_cached_before_the_source_went_down_is_not_served_after(
             """
     }
     extra = "gate: {cache_ttl: 10m, source_down_after: 0s}\n"
-    running = True
+    servers = [answering()]
+    port = servers[0].port
     try:
-        async for client in make_client(tmp_path, prom.url, monkeypatch, extra, rules=rules):
+        async for client in make_client(tmp_path, servers[0].url, monkeypatch, extra, rules=rules):
             client.clock.now = time.time()  # the sources' health records wall-clock times
-            status, body, _ = await client.get(service="checkout")
-            assert (status, body["decision"]) == (200, "pass"), body
-            prom.stop()
-            running = False
+            assert await decision_after(client, cycle=False) == "pass"
+            servers.pop().stop()  # an outage
+            assert await decision_after(client) == "fail"  # was: the cached pass
+            servers.append(answering(port))  # recovered
+            assert await decision_after(client) == "pass"  # not the cached fail
+            # Flapping: an outage only a cycle saw, a recovery only the gate's own query
+            # saw (its pass taken while the cycles' client still failed), the next outage.
+            servers.pop().stop()
             client.clock.now += 30
-            await client.built.daemon.run_group("checkout")  # the scheduled cycle: down
-            status, body, _ = await client.get(service="checkout")
-            assert (status, body["decision"]) == (412, "fail"), body["reasons"]
-            assert any("source down" in r for r in body["reasons"]), body["reasons"]
+            await client.built.daemon.run_group("checkout")
+            servers.append(answering(port))
+            assert await decision_after(client, cycle=False) == "pass"
+            servers.pop().stop()
+            assert await decision_after(client) == "fail"
     finally:
-        if running:
-            prom.stop()
+        for server in servers:
+            server.stop()
