@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -83,7 +84,7 @@ def _notification(
 
 def _resolved(alert: Alert, now: float) -> Alert:
     """A firing alert resolved at `now` without a step (its SLO left the rules)."""
-    return replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
+    return replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None, retired_at=now)
 
 
 def _produced_by(slos: Sequence[SLO], service: str, name: str) -> bool:
@@ -175,6 +176,12 @@ class AlertManager:
         # Alerts of SLOs a reload removed whose resolve is still to be committed (a read
         # it needs failed): not counted by the gate meanwhile.
         self._retired: set[str] = set()
+        # When this replica's rules last changed (set by the daemon at start and by each
+        # reload that changes them). An alert retired after that, by a leader running
+        # newer rules, is not stepped here: mid rolling deploy, an old replica that
+        # leads again would otherwise page a removed SLO anew. Default: never skip.
+        self.rules_changed_at = math.inf
+        self._left_be: set[str] = set()
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
                 self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
@@ -236,6 +243,11 @@ class AlertManager:
             key = result.key
             slo_of[key] = slo
             prev = changed.get(key) or alerts.get(key)
+            if prev is not None and prev.retired_at is not None:
+                if prev.retired_at > self.rules_changed_at:
+                    self._leave_be(key)
+                    continue
+                prev = replace(prev, retired_at=None)  # back in rules newer than that
             if (
                 result.status is ok
                 and prev is not None
@@ -254,6 +266,16 @@ class AlertManager:
                 changed[key] = alert
             if transition is not None:
                 transitions.append((slo, transition))
+
+    def _leave_be(self, key: str) -> None:
+        if key not in self._left_be:  # once per process, not every cycle
+            self._left_be.add(key)
+            log.warning(
+                f"alert {key} not evaluated: its SLO was removed by a replica running newer "
+                "rules than this one (a rolling deploy in progress?); see rules.fingerprint "
+                "in /health/detailed",
+                extra=fields(key=key),
+            )
 
     def _finish(
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float

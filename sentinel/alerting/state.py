@@ -45,6 +45,9 @@ class Alert:
     fired_at: float | None = None
     last_notified_at: float | None = None
     repeats: int = 0
+    # Resolved because its SLO left the rules of the replica that led then: a replica
+    # whose rules changed last before this (an old one, mid rolling deploy) leaves it be.
+    retired_at: float | None = None
 
 
 @dataclass(frozen=True)

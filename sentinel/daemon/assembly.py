@@ -250,6 +250,18 @@ async def build_daemon(
     daemon.start_hooks.append(start_probes)
     daemon.reload_hooks.append(reload_probes)
 
+    rules_seen = [daemon.rules.fingerprint]
+    manager.rules_changed_at = clock()
+
+    async def note_rules_change() -> None:
+        # Every replica, leader or not: when its own rules last changed (a reload that
+        # changes only the config does not make old rules new).
+        if daemon.rules.fingerprint != rules_seen[0]:
+            rules_seen[0] = daemon.rules.fingerprint
+            manager.rules_changed_at = clock()
+
+    daemon.reload_hooks.append(note_rules_change)
+
     async def retire_removed_slos() -> None:
         # An SLO (or probe) the reload removed gets no result again: its firing alert is
         # resolved now, or Slack would never hear of it and the gate would fail its

@@ -298,6 +298,16 @@ async def test_a_reload_that_removes_a_firing_slo_resolves_its_alert(
     await replay(built, clock, range(71, 75))
     assert not [c for c in slack.calls[sent:] if "http-latency-p95" in json.dumps(c[1])]
 
+    # Put back (a rolled-back deploy): rules changed after the removal, so the SLO is
+    # judged again here, and while it still breaches a new incident pages.
+    (tmp_path / "rules" / "chatbot.yaml").write_text(RULES)
+    clock.now = at(75)
+    assert await built.daemon.reload()
+    await replay(built, clock, range(75, 80))
+    again = [i for i in built.store.incidents() if i["slo"] == "http-latency-p95"]
+    assert len(again) == 2 and [i["resolved_at"] for i in again].count(None) == 1
+    assert len([m for m in slack.roots() if "http-latency-p95" in m.text]) == 2
+
 
 async def test_an_slo_removed_while_sentinel_was_stopped_is_resolved_where_it_paged(
     assembly: tuple[Assembly, Clock], slack: FakeSlack, tmp_path: Path
@@ -374,3 +384,53 @@ async def test_a_removed_slo_the_reload_could_not_resolve_is_resolved_at_the_nex
     assert "RESOLVED" in root.text
     (reply,) = slack.replies(root)
     assert "SLO http-latency-p95 removed from the rules" in reply.text
+
+
+def test_an_slo_a_newer_leader_removed_is_not_paged_again_by_an_older_replica(
+    tmp_path: Path,
+) -> None:
+    """Mid rolling deploy: a replica on the new rules leads and resolves the alert of an
+    SLO the deploy removed; then a replica still on the old rules leads again (the new
+    one restarted) and still evaluates that SLO. It used to step the resolved alert to a
+    new incident and page again; it now leaves it be — until rules loaded after the
+    removal bring the SLO back (a rolled-back deploy), which page as usual."""
+    from sentinel.alerting.manager import AlertManager
+    from sentinel.alerting.store import Store
+    from sentinel.evaluate.slo import SLOResult, Status
+    from sentinel.notify.log import LogNotifier
+    from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector
+
+    store = Store(tmp_path / "s.db")
+    slo = SLO(service="svc", name="a", sli=LatencySLI(Selector("h"), 0.95), threshold=1, window=60)
+    group = RuleGroup("g", "g.yaml", "svc", 30, (slo,))
+
+    def breach(at: float) -> SLOResult:
+        return SLOResult("svc", "a", Status.BREACH, 2.0, 1.0, None, 60, at, kind="latency")
+
+    def sent() -> list[str]:
+        return [e.kind for e in store.due(10_000.0, limit=100)]
+
+    def replica(rules_changed_at: float) -> AlertManager:
+        manager = AlertManager(store, {"log": LogNotifier("log")}, {})
+        manager.rules_changed_at = rules_changed_at
+        return manager
+
+    old = replica(rules_changed_at=0.0)
+    old.observe_sync(group, [breach(100.0)], 100.0)
+    assert sent() == ["firing"]
+
+    new = replica(rules_changed_at=150.0)  # its rules have no SLO `a`
+    assert new.retire_gone([], 200.0) == 1
+    assert sent() == ["firing", "resolved"]
+
+    old.adopt(store.load_alerts())  # the old replica leads again
+    for minute in range(5):
+        old.observe_sync(group, [breach(300.0 + 60 * minute)], 300.0 + 60 * minute)
+    assert sent() == ["firing", "resolved"]  # was: a second firing, a new incident
+    assert [a["state"] for a in old.to_json()] == ["resolved"]
+
+    rolled_back = replica(rules_changed_at=700.0)  # rules loaded after the removal
+    rolled_back.observe_sync(group, [breach(800.0)], 800.0)
+    assert sent() == ["firing", "resolved", "firing"]
+    incidents = {i["id"] for i in store.incidents()}
+    assert len(incidents) == 2
