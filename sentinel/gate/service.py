@@ -73,7 +73,7 @@ class Evaluated:
     plans: Sequence[canary.CanaryPlan] = ()
     answers: Mapping[str, canary.Answer] = field(default_factory=dict)
     # The sources' health when it was taken (Gate._sources_seen): reused only while equal.
-    sources_seen: tuple[tuple[str, float, bool], ...] = ()
+    sources_seen: tuple[tuple[str, bool, float], ...] = ()
 
 
 def decide(
@@ -571,8 +571,11 @@ class Gate:
         try:
             if wait > 0:
                 await asyncio.sleep(wait)
-            # The health as this evaluation left it (its own queries' outcomes included).
-            value = replace(await work(), sources_seen=self._sources_seen(used))
+            # The health as it was when the evaluation started: a failure a cycle sees
+            # meanwhile must not be taken as already judged by results that may predate
+            # it (the next request evaluates again instead).
+            seen = self._sources_seen(used)
+            value = replace(await work(), sources_seen=seen)
             self._cache[key] = value
             if len(self._cache) > 1000:
                 self._cache.pop(next(iter(self._cache)))
@@ -592,17 +595,23 @@ class Gate:
             return []
         return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
 
-    def _sources_seen(self, used: Set[str]) -> tuple[tuple[str, float, bool], ...]:
-        """Per source the gate SLOs read: its latest failure (by the scheduled cycles'
-        clients or the gate's own) and whether it is failing now. Any new failure, and
-        any recovery, changes it."""
+    def _sources_seen(self, used: Set[str]) -> tuple[tuple[str, bool, float], ...]:
+        """Per source the gate SLOs read, by what the scheduled cycles' client and the
+        gate's own saw: failing, and since when (the last success before it), or not,
+        and its latest failure. Constant through a long outage (so the evaluation that
+        saw it stays cached and the source-down policy applies), changed by every
+        outage, every recovery and every failure in between."""
         own = self.engine.sources
         out = []
         for name in sorted(used):
             source = self.host.engine.sources.get(name)
             records = [s.health for s in (source, own.get(name)) if s is not None]
-            last = max((h.last_failure_at or 0.0 for h in records), default=0.0)
-            out.append((name, last, _down_since(records) is not None))
+            down = _down_since(records)
+            if down is not None:
+                out.append((name, True, down))
+            else:
+                last = max((h.last_failure_at or 0.0 for h in records), default=0.0)
+                out.append((name, False, last))
         return tuple(out)
 
     def _source_down_for(self, now: float, used: Set[str]) -> float | None:

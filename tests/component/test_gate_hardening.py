@@ -493,3 +493,30 @@ async def test_a_cached_verdict_never_outlives_a_change_in_its_sources_health(
     finally:
         for server in servers:
             server.stop()
+
+
+async def test_a_sustained_outage_slower_than_the_deadline_reaches_the_source_down_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blackholed Prometheus: every query times out, later than `gate.deadline`, so the
+    gate answers `pending` and keeps the evaluation for the retry. The cache must keep it
+    through the outage (a cycle failing again meanwhile is the same outage), or every
+    retry starts a new evaluation and the pipeline waits for ever instead of getting the
+    source-down policy's verdict (review of the first health-keyed cache)."""
+    extra = "gate: {deadline: 100ms, source_down_after: 0s, cache_ttl: 10m}\n"
+    async with (
+        stalling_prometheus(stall=lambda q: True) as prom,
+        running_gate(
+            tmp_path, prom.url, monkeypatch, extra, rules=RULES, source_extra="timeout: 300ms"
+        ) as gate,
+    ):
+        gate.clock.now = time.time()  # the sources' health records wall-clock times
+        decisions = []
+        for _ in range(4):
+            _, body, _ = await gate.get(service="shop")
+            decisions.append((body["decision"], " ".join(body["reasons"])))
+            await asyncio.sleep(0.4)  # the evaluation times out meanwhile
+            gate.clock.now += 30
+            await gate.built.daemon.run_group("shop")  # and a scheduled cycle fails too
+        decision, reasons = decisions[-1]
+        assert decision == "fail" and "source down" in reasons, decisions
