@@ -82,6 +82,12 @@ def _notification(
     return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now)
 
 
+# How long a replica whose rules predate an SLO's removal leaves its retired alert be: a
+# rolling deploy's length. Bounded, because an old replica that is never replaced (a
+# rolled-back deploy) must page again once it is the one judging that SLO.
+RETIRED_HOLD = 30 * 60.0
+
+
 def _resolved(alert: Alert, now: float) -> Alert:
     """A firing alert resolved at `now` without a step (its SLO left the rules)."""
     return replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None, retired_at=now)
@@ -244,10 +250,11 @@ class AlertManager:
             slo_of[key] = slo
             prev = changed.get(key) or alerts.get(key)
             if prev is not None and prev.retired_at is not None:
-                if prev.retired_at > self.rules_changed_at:
+                if prev.retired_at > self.rules_changed_at and now - prev.retired_at < RETIRED_HOLD:
                     self._leave_be(key)
                     continue
-                prev = replace(prev, retired_at=None)  # back in rules newer than that
+                # Back in rules newer than its removal, or the hold is over: judged as any.
+                prev = changed[key] = replace(prev, retired_at=None)
             if (
                 result.status is ok
                 and prev is not None
@@ -271,9 +278,9 @@ class AlertManager:
         if key not in self._left_be:  # once per process, not every cycle
             self._left_be.add(key)
             log.warning(
-                f"alert {key} not evaluated: its SLO was removed by a replica running newer "
-                "rules than this one (a rolling deploy in progress?); see rules.fingerprint "
-                "in /health/detailed",
+                f"alert {key} not evaluated for up to {format_duration(RETIRED_HOLD)} after "
+                "its SLO was removed by a replica running newer rules than this one (a "
+                "rolling deploy in progress?); see rules.fingerprint in /health/detailed",
                 extra=fields(key=key),
             )
 

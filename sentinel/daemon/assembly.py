@@ -250,14 +250,20 @@ async def build_daemon(
     daemon.start_hooks.append(start_probes)
     daemon.reload_hooks.append(reload_probes)
 
-    rules_seen = [daemon.rules.fingerprint]
+    def judged() -> tuple[str, frozenset[tuple[str, str]]]:
+        """What this replica judges: its rules, and the probes' SLOs (from the config)."""
+        return daemon.rules.fingerprint, frozenset((s.service, s.name) for s in current_slos())
+
+    rules_seen = [judged()]
     manager.rules_changed_at = clock()
 
     async def note_rules_change() -> None:
-        # Every replica, leader or not: when its own rules last changed (a reload that
-        # changes only the config does not make old rules new).
-        if daemon.rules.fingerprint != rules_seen[0]:
-            rules_seen[0] = daemon.rules.fingerprint
+        # Every replica, leader or not: when what it judges last changed (a reload that
+        # changes only other config does not make old rules new; one that puts a probe
+        # back does).
+        now_judged = judged()
+        if now_judged != rules_seen[0]:
+            rules_seen[0] = now_judged
             manager.rules_changed_at = clock()
 
     daemon.reload_hooks.append(note_rules_change)

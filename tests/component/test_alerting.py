@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from sentinel.alerting.manager import RETIRED_HOLD, AlertManager
 from sentinel.config import load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
 from sentinel.errors import StateStoreReadError
+from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.loader import load_rules
 from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
 from support.promserver import PrometheusServer
@@ -386,51 +388,74 @@ async def test_a_removed_slo_the_reload_could_not_resolve_is_resolved_at_the_nex
     assert "SLO http-latency-p95 removed from the rules" in reply.text
 
 
+class RollingDeploy:
+    """Replicas of one SLO `a` sharing one state store, each with the time its rules last
+    changed (AlertManager.rules_changed_at)."""
+
+    def __init__(self, path: Path) -> None:
+        from sentinel.alerting.store import Store
+        from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector
+
+        self.store = Store(path)
+        sli = LatencySLI(Selector("h"), 0.95)
+        slo = SLO(service="svc", name="a", sli=sli, threshold=1, window=60)
+        self.group = RuleGroup("g", "g.yaml", "svc", 30, (slo,))
+
+    def replica(self, rules_changed_at: float) -> AlertManager:
+        from sentinel.notify.log import LogNotifier
+
+        manager = AlertManager(self.store, {"log": LogNotifier("log")}, {})
+        manager.rules_changed_at = rules_changed_at
+        return manager
+
+    def observe(self, manager: AlertManager, status: Status, at: float) -> None:
+        value = 2.0 if status is Status.BREACH else 0.5
+        result = SLOResult("svc", "a", status, value, 1.0, None, 60, at, kind="latency")
+        manager.observe_sync(self.group, [result], at)
+
+    def sent(self) -> list[str]:
+        return [e.kind for e in self.store.due(100_000.0, limit=100)]
+
+
 def test_an_slo_a_newer_leader_removed_is_not_paged_again_by_an_older_replica(
     tmp_path: Path,
 ) -> None:
     """Mid rolling deploy: a replica on the new rules leads and resolves the alert of an
     SLO the deploy removed; then a replica still on the old rules leads again (the new
     one restarted) and still evaluates that SLO. It used to step the resolved alert to a
-    new incident and page again; it now leaves it be — until rules loaded after the
-    removal bring the SLO back (a rolled-back deploy), which page as usual."""
-    from sentinel.alerting.manager import AlertManager
-    from sentinel.alerting.store import Store
-    from sentinel.evaluate.slo import SLOResult, Status
-    from sentinel.notify.log import LogNotifier
-    from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector
+    new incident and page again; it now leaves it be for a deploy's length (30 min) —
+    after that it judges it as any (an old replica never replaced must page again)."""
+    deploy = RollingDeploy(tmp_path / "s.db")
+    old = deploy.replica(rules_changed_at=0.0)
+    deploy.observe(old, Status.BREACH, 100.0)
+    assert deploy.sent() == ["firing"]
 
-    store = Store(tmp_path / "s.db")
-    slo = SLO(service="svc", name="a", sli=LatencySLI(Selector("h"), 0.95), threshold=1, window=60)
-    group = RuleGroup("g", "g.yaml", "svc", 30, (slo,))
-
-    def breach(at: float) -> SLOResult:
-        return SLOResult("svc", "a", Status.BREACH, 2.0, 1.0, None, 60, at, kind="latency")
-
-    def sent() -> list[str]:
-        return [e.kind for e in store.due(10_000.0, limit=100)]
-
-    def replica(rules_changed_at: float) -> AlertManager:
-        manager = AlertManager(store, {"log": LogNotifier("log")}, {})
-        manager.rules_changed_at = rules_changed_at
-        return manager
-
-    old = replica(rules_changed_at=0.0)
-    old.observe_sync(group, [breach(100.0)], 100.0)
-    assert sent() == ["firing"]
-
-    new = replica(rules_changed_at=150.0)  # its rules have no SLO `a`
+    new = deploy.replica(rules_changed_at=150.0)  # its rules have no SLO `a`
     assert new.retire_gone([], 200.0) == 1
-    assert sent() == ["firing", "resolved"]
+    assert deploy.sent() == ["firing", "resolved"]
 
-    old.adopt(store.load_alerts())  # the old replica leads again
+    old.adopt(deploy.store.load_alerts())  # the old replica leads again
     for minute in range(5):
-        old.observe_sync(group, [breach(300.0 + 60 * minute)], 300.0 + 60 * minute)
-    assert sent() == ["firing", "resolved"]  # was: a second firing, a new incident
+        deploy.observe(old, Status.BREACH, 300.0 + 60 * minute)
+    assert deploy.sent() == ["firing", "resolved"]  # was: a second firing, a new incident
     assert [a["state"] for a in old.to_json()] == ["resolved"]
 
-    rolled_back = replica(rules_changed_at=700.0)  # rules loaded after the removal
-    rolled_back.observe_sync(group, [breach(800.0)], 800.0)
-    assert sent() == ["firing", "resolved", "firing"]
-    incidents = {i["id"] for i in store.incidents()}
-    assert len(incidents) == 2
+    deploy.observe(old, Status.BREACH, 200.0 + RETIRED_HOLD)  # the hold is over
+    assert deploy.sent() == ["firing", "resolved", "firing"]
+
+
+def test_an_slo_a_rolled_back_deploy_brings_back_pages_as_usual(tmp_path: Path) -> None:
+    """Rules loaded after the removal that have the SLO again (a rolled-back deploy) judge
+    it as any; once one of them has, even a replica on rules older than the removal does
+    (the mark is cleared in the store, also by a quiet, ok step)."""
+    deploy = RollingDeploy(tmp_path / "s.db")
+    old = deploy.replica(rules_changed_at=0.0)
+    deploy.observe(old, Status.BREACH, 100.0)
+    assert deploy.replica(rules_changed_at=150.0).retire_gone([], 200.0) == 1
+
+    rolled_back = deploy.replica(rules_changed_at=700.0)  # loaded after the removal
+    deploy.observe(rolled_back, Status.OK, 800.0)  # ok: no transition, the mark cleared
+    old.adopt(deploy.store.load_alerts())  # an old replica never replaced leads
+    deploy.observe(old, Status.BREACH, 900.0)
+    assert deploy.sent() == ["firing", "resolved", "firing"]
+    assert len({i["id"] for i in deploy.store.incidents()}) == 2
