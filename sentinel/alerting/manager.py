@@ -182,10 +182,11 @@ class AlertManager:
         # Alerts of SLOs a reload removed whose resolve is still to be committed (a read
         # it needs failed): not counted by the gate meanwhile.
         self._retired: set[str] = set()
-        # When this replica's rules last changed (set by the daemon at start and by each
-        # reload that changes them). An alert retired after that, by a leader running
-        # newer rules, is not stepped here: mid rolling deploy, an old replica that
-        # leads again would otherwise page a removed SLO anew. Default: never skip.
+        # When this replica's rules last changed, as far as it knows (the daemon: -inf at
+        # start, the time of each reload that changes them). An alert retired after that,
+        # by a leader whose rules no longer have its SLO, is not stepped here for
+        # RETIRED_HOLD: mid rolling deploy, an old replica that leads again would
+        # otherwise page a removed SLO anew. Default: never skip.
         self.rules_changed_at = math.inf
         self._left_be: set[str] = set()
         for key, alert in self.alerts.items():
@@ -279,8 +280,8 @@ class AlertManager:
             self._left_be.add(key)
             log.warning(
                 f"alert {key} not evaluated for up to {format_duration(RETIRED_HOLD)} after "
-                "its SLO was removed by a replica running newer rules than this one (a "
-                "rolling deploy in progress?); see rules.fingerprint in /health/detailed",
+                "its SLO was removed from the rules of the replica that led (a rolling "
+                "deploy in progress?); see rules.fingerprint in /health/detailed",
                 extra=fields(key=key),
             )
 

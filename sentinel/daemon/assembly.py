@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -255,7 +256,11 @@ async def build_daemon(
         return daemon.rules.fingerprint, frozenset((s.service, s.name) for s in current_slos())
 
     rules_seen = [judged()]
-    manager.rules_changed_at = clock()
+    # A fresh process cannot tell whether its rules are older or newer than a removal
+    # another replica made (an old pod restarted mid deploy looks like a new one): it
+    # leaves retired alerts be for the hold (30 min); a reload that changes its rules
+    # is known to be newer.
+    manager.rules_changed_at = -math.inf
 
     async def note_rules_change() -> None:
         # Every replica, leader or not: when what it judges last changed (a reload that
