@@ -12,24 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from support.procs import child_pids
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _children(pid: int) -> dict[int, str]:
-    """Direct children of `pid` -> their command line."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            out[int(entry.name)] = cmdline
-    return out
 
 
 def _running(pid: int) -> bool:
@@ -52,7 +37,7 @@ def test_a_sigterm_to_the_soak_runner_stops_the_prometheus_it_started(tmp_path: 
         deadline = time.monotonic() + 180
         while not started and time.monotonic() < deadline:
             assert runner.poll() is None, output.read_text()
-            started = [p for p, cmd in _children(runner.pid).items() if "prometheus" in cmd]
+            started = [p for p, cmd in child_pids(runner.pid).items() if "prometheus" in cmd]
             time.sleep(0.2)
         assert started, "the soak never started its Prometheus"
         time.sleep(1.0)  # into its cycles
@@ -68,3 +53,43 @@ def test_a_sigterm_to_the_soak_runner_stops_the_prometheus_it_started(tmp_path: 
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
         runner.wait()
+
+
+HANGING_RUNNER = """
+import subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from support import procs
+procs.CLEANUP_SECONDS = 1.0
+procs.stop_children_on_sigterm()
+child = subprocess.Popen(["sleep", "300"])
+print("started", flush=True)
+try:
+    time.sleep(300)
+finally:
+    time.sleep(300)  # a clean-up that hangs (one CI run's soak did, somewhere)
+    child.terminate()
+"""
+
+
+def test_a_runner_whose_clean_up_hangs_still_stops_its_children_and_ends(tmp_path: Path) -> None:
+    """The clean-up after SIGTERM has a bound: past it the runner says where it hung,
+    kills the children its `finally` blocks did not reach, and exits 143."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HANGING_RUNNER, str(REPO / "tests")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as runner:
+        try:
+            assert runner.stdout is not None and runner.stdout.readline().strip() == "started"
+            (child,) = child_pids(runner.pid)
+            runner.send_signal(signal.SIGTERM)
+            _, err = runner.communicate(timeout=30)
+        finally:
+            runner.kill()
+    assert runner.returncode == 128 + signal.SIGTERM, err
+    assert "clean-up after SIGTERM still running after 1 s" in err, err
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child), "the child outlived the runner"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -109,6 +112,41 @@ def stop_children_on_sigterm() -> None:
         # must not interrupt the clean-up the first one started. (A child started from
         # here on would inherit the ignored SIGTERM; the clean-up starts none.)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # The clean-up has a bound: raised at an arbitrary point of the runner, the
+        # SystemExit can leave it waiting for ever (asyncio.run joins executor threads
+        # without a timeout on 3.11; one CI run hung here). Past the bound, say where it
+        # hung, stop the children the `finally` blocks did not reach, and leave.
+        watchdog = threading.Timer(CLEANUP_SECONDS, _give_up, (128 + signum,))
+        watchdog.daemon = True
+        watchdog.start()
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, leave)
+
+
+CLEANUP_SECONDS = 30.0
+
+
+def _give_up(code: int) -> None:
+    print(f"clean-up after SIGTERM still running after {CLEANUP_SECONDS:g} s:", file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for pid in child_pids(os.getpid()):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(code)
+
+
+def child_pids(parent: int) -> dict[int, str]:
+    """Direct children of `parent` -> their command line (from /proc)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            out[int(entry.name)] = cmdline
+    return out
