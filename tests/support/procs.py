@@ -106,21 +106,40 @@ def stop_children_on_sigterm() -> None:
     SystemExit in the main thread instead of ending the process on the spot, so the
     runner's `finally` blocks stop the servers it started (Prometheus, the fakes, `sentinel
     run`); before, they outlived it."""
+    state = {"leaving": False, "again": False}
 
     def leave(signum: int, frame: FrameType | None) -> None:
-        # A second SIGTERM (a CI timeout signals the whole process group, then again)
-        # must not interrupt the clean-up the first one started. (A child started from
-        # here on would inherit the ignored SIGTERM; the clean-up starts none.)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        # The clean-up has a bound: raised at an arbitrary point of the runner, the
-        # SystemExit can leave it waiting for ever (asyncio.run joins executor threads
-        # without a timeout on 3.11; one CI run hung here). Past the bound, say where it
-        # hung, stop the children the `finally` blocks did not reach, and leave.
-        watchdog = threading.Timer(CLEANUP_SECONDS, _give_up, (128 + signum,))
-        watchdog.daemon = True
-        watchdog.start()
+        if state["leaving"] and not state["again"]:
+            # A second SIGTERM (a CI timeout signals the whole process group, then
+            # again) must not interrupt the clean-up the first one started.
+            return
+        state["again"] = False
+        if not state["leaving"]:
+            state["leaving"] = True
+            # The clean-up has a bound: past it, say where it hung, stop the children
+            # the `finally` blocks did not reach, and leave.
+            watchdog = threading.Timer(CLEANUP_SECONDS, _give_up, (128 + signum,))
+            watchdog.daemon = True
+            watchdog.start()
         raise SystemExit(128 + signum)
 
+    previous = sys.unraisablehook
+
+    def swallowed(info: Any) -> None:
+        if isinstance(info.exc_value, SystemExit) and state["leaving"]:
+            # The signal landed while Python ran a weakref callback or a __del__, where
+            # it ignores every exception: the SystemExit vanished and the runner went on
+            # with its cycles (one CI run's soak did, until the test gave up). Signal it
+            # again once this hook has returned (raised in here, it would be ignored
+            # too); a real signal also wakes a main thread blocked in a system call.
+            state["again"] = True
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+            again.daemon = True
+            again.start()
+            return
+        previous(info)
+
+    sys.unraisablehook = swallowed
     signal.signal(signal.SIGTERM, leave)
 
 
