@@ -55,6 +55,27 @@ def test_a_sigterm_to_the_soak_runner_stops_the_prometheus_it_started(tmp_path: 
         runner.wait()
 
 
+def sigterm_script(script: str, ready: str) -> tuple[int, str, int, float]:
+    """Run `script` (a runner in miniature), SIGTERM it once it prints `ready`; return its
+    exit code, its stderr, its one child's pid and how long it took to end."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(REPO / "tests")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as runner:
+        try:
+            assert runner.stdout is not None and runner.stdout.readline().strip() == ready
+            (child,) = child_pids(runner.pid)
+            started = time.monotonic()
+            runner.send_signal(signal.SIGTERM)
+            _, err = runner.communicate(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            runner.kill()
+    return runner.returncode, err, child, took
+
+
 HANGING_RUNNER = """
 import subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -74,20 +95,8 @@ finally:
 def test_a_runner_whose_clean_up_hangs_still_stops_its_children_and_ends(tmp_path: Path) -> None:
     """The clean-up after SIGTERM has a bound: past it the runner says where it hung,
     kills the children its `finally` blocks did not reach, and exits 143."""
-    with subprocess.Popen(
-        [sys.executable, "-c", HANGING_RUNNER, str(REPO / "tests")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as runner:
-        try:
-            assert runner.stdout is not None and runner.stdout.readline().strip() == "started"
-            (child,) = child_pids(runner.pid)
-            runner.send_signal(signal.SIGTERM)
-            _, err = runner.communicate(timeout=30)
-        finally:
-            runner.kill()
-    assert runner.returncode == 128 + signal.SIGTERM, err
+    code, err, child, _ = sigterm_script(HANGING_RUNNER, "started")
+    assert code == 128 + signal.SIGTERM, err
     assert "clean-up after SIGTERM still running after 1 s" in err, err
     deadline = time.monotonic() + 10
     while _running(child) and time.monotonic() < deadline:
@@ -131,22 +140,8 @@ def test_a_sigterm_that_lands_in_a_weakref_callback_still_ends_the_runner(
     SystemExit was raised inside a WeakSet callback, where Python ignores exceptions
     ("Exception ignored in ..."), and the soak went on with its cycles. It is raised again
     at the next step now, and the runner's clean-up runs at once."""
-    with subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_IN_A_WEAKREF_CALLBACK, str(REPO / "tests")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as runner:
-        try:
-            assert runner.stdout is not None and runner.stdout.readline().strip() == "in callback"
-            (child,) = child_pids(runner.pid)
-            started = time.monotonic()
-            runner.send_signal(signal.SIGTERM)
-            _, err = runner.communicate(timeout=30)
-            took = time.monotonic() - started
-        finally:
-            runner.kill()
-    assert runner.returncode == 128 + signal.SIGTERM, err
+    code, err, child, took = sigterm_script(SIGTERM_IN_A_WEAKREF_CALLBACK, "in callback")
+    assert code == 128 + signal.SIGTERM, err
     assert "still running after" not in err, err  # ended by the SIGTERM, not the bound
     assert took < 20, took
     assert not _running(child), "the runner's finally did not stop its child"
