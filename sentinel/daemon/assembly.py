@@ -36,6 +36,7 @@ from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
 from sentinel.notify.chart import ChartMaker
+from sentinel.notify.chart_worker import ChartWorker
 from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.log import LogNotifier
 from sentinel.outputs import dashboard_sync as dashboards_sync
@@ -119,13 +120,17 @@ async def build_daemon(
         source_factory=build_sources,
         clock=clock,
     )
-    # Slack alert charts: range queries through the daemon's current sources and rules.
+    # Slack alert charts: range queries through the daemon's current sources and rules,
+    # drawn in a worker process (matplotlib stays out of the daemon, its CPU off the loop).
+    chart_worker = ChartWorker()
+    stack.push_async_callback(chart_worker.close)
     charts = ChartMaker(
         lambda source, expr, start, end, step: daemon.engine.sources[source].range(
             expr, start, end, step
         ),
         lambda: daemon.rules.slos,
         lambda: daemon.config.dashboards.deploy_marker,
+        render=chart_worker,
     )
     notifiers = build_notifiers(config, store, charts)
     dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)

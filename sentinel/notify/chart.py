@@ -6,7 +6,8 @@ on an Agg canvas (no pyplot, no global figure state, so it is safe in a worker t
 `ChartMaker` gets the data: it finds the alert's SLO, builds the same SLI expression the
 dashboards and the status UI chart (narrowed to the instance), asks a range-query
 callable injected by the composition root (this layer never builds sources), and renders
-in a worker thread, never on the event loop.
+off the event loop: in the daemon, in a worker process (`chart_worker.py`), so matplotlib
+never loads into the daemon; elsewhere in a worker thread.
 
 matplotlib is an optional extra (`sentinel-slo[charts]`): without it `ChartUnavailable`
 says so and the alert goes out as text. Every failure here is `ChartUnavailable`; the
@@ -84,7 +85,7 @@ def breach_runs(spec: ChartSpec) -> list[tuple[float, float]]:
 
 
 def render_png(spec: ChartSpec) -> bytes:
-    """The chart as PNG bytes (WIDTH_PX x HEIGHT_PX). Blocking: call it in a thread."""
+    """The chart as PNG bytes (WIDTH_PX x HEIGHT_PX). Blocking: call it off the loop."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.dates import DateFormatter
@@ -200,6 +201,15 @@ def chart_range(fired_at: float | None, now: float) -> tuple[float, float, float
     return start, now, step
 
 
+def in_thread(render: Callable[[ChartSpec], bytes]) -> Callable[[ChartSpec], Awaitable[bytes]]:
+    """`render` run in a worker thread of this process."""
+
+    async def draw(spec: ChartSpec) -> bytes:
+        return await asyncio.to_thread(render, spec)
+
+    return draw
+
+
 class ChartMaker:
     """Draws the chart of one alert payload (as the outbox holds it)."""
 
@@ -209,13 +219,14 @@ class ChartMaker:
         slos: Callable[[], Iterable[SLO]],
         deploy_marker: Callable[[], str | None] = lambda: None,
         timeout: float = 15.0,
-        render: Callable[[ChartSpec], bytes] = render_png,
+        render: Callable[[ChartSpec], Awaitable[bytes]] | None = None,
     ) -> None:
         self.fetch = fetch
         self.slos = slos
         self.deploy_marker = deploy_marker
         self.timeout = timeout
-        self.render = render
+        # The daemon draws in a worker process (chart_worker.py); a thread by default.
+        self.render = render or in_thread(render_png)
 
     async def png(
         self, service: str, alert: Mapping[str, Any], now: float, resolved: bool = False
@@ -225,7 +236,7 @@ class ChartMaker:
         try:
             async with asyncio.timeout(self.timeout):
                 spec = await self.spec(service, alert, now, resolved)
-                return await asyncio.to_thread(self.render, spec)
+                return await self.render(spec)
         except ChartUnavailable:
             raise
         except TimeoutError:

@@ -5,6 +5,7 @@ and the protocol-faithful Slack server's three-step file upload."""
 from __future__ import annotations
 
 import io
+import os
 import socket
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,8 @@ from PIL import Image
 
 from sentinel.config import PrometheusConfig, load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
-from sentinel.notify.chart import HEIGHT_PX, THRESHOLD_COLOUR, WIDTH_PX, ChartSpec, render_png
+from sentinel.notify.chart import HEIGHT_PX, THRESHOLD_COLOUR, WIDTH_PX, ChartSpec, in_thread
+from sentinel.notify.chart_worker import ChartWorker
 from sentinel.notify.slack import SlackNotifier
 from sentinel.rules.loader import load_rules
 from sentinel.sources.prometheus import PrometheusSource
@@ -122,6 +124,10 @@ async def test_a_breach_gets_one_chart_in_its_thread_at_firing_and_another_at_re
     await replay(built, clock, range(55, 70))
     root = only_root(slack)
     assert root.text.startswith("🔴 FIRING")
+    # Drawn by the daemon's chart worker, a process of its own (matplotlib stays out).
+    charts = notifier(built).charts
+    assert charts is not None and isinstance(charts.render, ChartWorker)
+    assert charts.render.pid not in (None, os.getpid()) and charts.render.starts == 1
     (fired,) = slack.thread_files(root)
     assert fired.filename == "chat-latency-p95-firing.png"
     assert fired.data is not None and fired.length == len(fired.data) <= 150 * 1024
@@ -179,7 +185,8 @@ async def test_a_failing_render_or_upload_never_keeps_the_alert_from_being_deliv
     def broken(spec: ChartSpec) -> bytes:
         raise RuntimeError("matplotlib: failed to allocate bitmap")
 
-    charts.render = broken
+    worker = charts.render
+    charts.render = in_thread(broken)
     await replay(built, clock, range(55, 70))
     root = only_root(slack)
     assert slack.thread_files(root) == []
@@ -187,7 +194,7 @@ async def test_a_failing_render_or_upload_never_keeps_the_alert_from_being_deliv
 
     # Slack's file service answers 500 at resolve, also to slack-sdk's two retries: the
     # resolve still lands, and the outbox holds nothing dead or pending.
-    charts.render = render_png
+    charts.render = worker
     slack.fail_next("upload", *[Failure(status=500)] * 3)
     await replay(built, clock, range(70, 100))
     root = only_root(slack)

@@ -1,0 +1,251 @@
+"""Slack alert charts drawn in a separate process, so matplotlib never enters the daemon.
+
+Drawn in a thread of the daemon, the first chart imported matplotlib and numpy into it
+for good (+47 MB RSS, 1.2 s of CPU holding the interpreter) and each chart after took
+~250 ms of CPU the event loop competed for: an incident that pages twenty SLOs stalled the
+gate and the health checks for seconds, exactly when deploy pipelines ask the gate.
+`ChartWorker` runs `python -m sentinel.notify.chart_worker` instead and talks to it over
+its stdin/stdout:
+
+    request  8-byte big-endian length, then a pickled ChartSpec
+    reply    1 status byte (0 PNG, 1 error text), 8-byte big-endian length, the bytes
+
+Only the daemon writes what the worker unpickles; the daemon never unpickles anything the
+worker sends. The worker is started at the first chart and ends after `idle_after`
+seconds without one (charts come in bursts; memory goes back between incidents), after
+`max_renders` charts (matplotlib's caches grow), when a chart takes longer than
+`timeout` (killed: a hung render never holds the next page's chart), when its caller is
+cancelled mid-exchange (the pipe would hold a stale reply), and with the daemon (stdin
+closed; the kernel kills it if the daemon dies without that). Every failure is
+`ChartUnavailable` — the alert then goes out as text — and the next chart starts a
+fresh worker. The worker gets none of the daemon's environment beyond what drawing
+needs: no Slack token, no webhook secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import importlib
+import logging
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sentinel.errors import ChartUnavailable
+from sentinel.notify.chart import ChartSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RENDER = "sentinel.notify.chart:render_png"
+# What drawing needs from the daemon's environment (locale, fonts' and matplotlib's cache
+# directories, temp files); the secrets the daemon reads from its environment stay there.
+PASSED_ENV = (
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+    "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "FONTCONFIG_PATH", "VIRTUAL_ENV",
+)  # fmt: skip
+MAX_REQUEST = 64 * 2**20  # a ChartSpec holds at most ~1,000 points: a few KB pickled
+MAX_PNG = 16 * 2**20  # a chart is ~80 KB
+STDERR_LINES = 20  # the worker's last words, for the error a failure reports
+STOP_GRACE = 5.0  # seconds a retired worker gets to exit on EOF before it is killed
+
+
+class ChartWorker:
+    """`await worker(spec)` -> PNG bytes, drawn in the worker process (one at a time)."""
+
+    def __init__(
+        self,
+        timeout: float = 20.0,
+        idle_after: float = 300.0,
+        max_renders: int = 500,
+        render: str = DEFAULT_RENDER,
+    ) -> None:
+        self.timeout = timeout
+        self.idle_after = idle_after
+        self.max_renders = max_renders
+        self.render = render  # "module:function" the worker imports
+        self.starts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._renders = 0
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._lock = asyncio.Lock()
+        self._idle: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def pid(self) -> int | None:
+        """The running worker's process id (None between workers)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    async def __call__(self, spec: ChartSpec) -> bytes:
+        frame = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+        async with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
+            proc = await self._running()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    status, body = await self._exchange(proc, frame)
+            except BaseException as exc:
+                # Whatever interrupted the exchange (a timeout, a dead worker, the caller's
+                # own cancellation) leaves the pipe mid-reply: this worker is done.
+                self._retire(kill=True)
+                if isinstance(exc, TimeoutError):
+                    raise ChartUnavailable(
+                        f"chart worker drew nothing within {self.timeout:g} s (killed)"
+                    ) from None
+                if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
+                    await self._reap(proc)
+                    raise ChartUnavailable(
+                        f"chart worker exited (code {proc.returncode}){self._last_words()}"
+                    ) from None
+                raise
+            self._renders += 1
+            if self._renders >= self.max_renders:
+                self._retire(kill=False)
+            elif self.idle_after > 0:
+                self._idle = asyncio.get_running_loop().call_later(
+                    self.idle_after, self._retire, False
+                )
+        if status != 0:
+            raise ChartUnavailable(body.decode("utf-8", "replace"))
+        return body
+
+    async def close(self) -> None:
+        """Ends the worker (and any being retired) before the daemon exits."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._retire(kill=False)
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _running(self) -> asyncio.subprocess.Process:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            return proc
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        # The daemon's own import path, so the worker loads the same `sentinel` (a source
+        # checkout that is not installed included), as multiprocessing's spawn does.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self._stderr.clear()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                __name__,
+                self.render,
+                str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            raise ChartUnavailable(f"chart worker did not start: {exc}") from None
+        self._proc, self._renders = proc, 0
+        self.starts += 1
+        self._spawn(self._drain_stderr(proc))
+        log.debug("chart worker started", extra={"pid": proc.pid})
+        return proc
+
+    @staticmethod
+    async def _exchange(proc: asyncio.subprocess.Process, frame: bytes) -> tuple[int, bytes]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(len(frame).to_bytes(8, "big") + frame)
+        await proc.stdin.drain()
+        head = await proc.stdout.readexactly(9)
+        size = int.from_bytes(head[1:], "big")
+        if size > MAX_PNG:
+            raise ConnectionError(f"reply of {size} bytes")
+        return head[0], await proc.stdout.readexactly(size)
+
+    def _retire(self, kill: bool) -> None:
+        """Lets go of the current worker: EOF on its stdin ends it, or a kill."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        elif proc.stdin is not None:
+            proc.stdin.close()
+        self._spawn(self._reap(proc))
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        # Read on, or a chatty worker would block on a full pipe mid-chart.
+        assert proc.stderr is not None
+        while line := await proc.stderr.readline():
+            text = line.decode("utf-8", "replace").rstrip()[:500]
+            self._stderr.append(text)
+            log.debug("chart worker: %s", text)
+
+    def _last_words(self) -> str:
+        return f": {self._stderr[-1]}" if self._stderr else ""
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: a daemon killed outright takes its worker with it mid-render
+    # (at rest, the worker already ends on its stdin's EOF).
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _resolve(target: str) -> Callable[[Any], Any]:
+    module, _, name = target.partition(":")
+    render: Callable[[Any], Any] = getattr(importlib.import_module(module), name)
+    return render
+
+
+def main(argv: list[str]) -> int:
+    """The worker: reads requests from stdin until EOF, draws, replies on stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the daemon's to act on
+    _die_with_parent()
+    if len(argv) > 1 and os.getppid() != int(argv[1]):
+        return 0  # the daemon died before the line above took effect
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    # Anything a library prints goes to stderr, never into the reply frames.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    render = _resolve(argv[0] if argv else DEFAULT_RENDER)
+    while len(head := requests.read(8)) == 8:
+        size = int.from_bytes(head, "big")
+        if size > MAX_REQUEST:
+            return 2
+        body = requests.read(size)
+        if len(body) < size:
+            return 0
+        try:
+            out = render(pickle.loads(body))
+            if not isinstance(out, bytes):
+                raise TypeError(f"renderer returned {type(out).__name__}, not bytes")
+            status = 0
+        except Exception as exc:  # reported to the daemon, which sends the alert as text
+            out, status = f"{type(exc).__name__}: {exc}".encode()[:2000], 1
+        replies.write(bytes([status]) + len(out).to_bytes(8, "big") + out)
+        replies.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
