@@ -95,17 +95,22 @@ class ChartWorker:
                     status, body = await self._exchange(proc, frame)
             except BaseException as exc:
                 # Whatever interrupted the exchange (a timeout, a dead worker, the caller's
-                # own cancellation) leaves the pipe mid-reply: this worker is done.
-                self._retire(kill=True)
+                # own cancellation) leaves the pipe mid-reply: this worker is done. One that
+                # died is not signalled: Popen's kill() would reap it under the child
+                # watcher, and its exit code (the crash's signal) would be lost.
+                dead = isinstance(exc, asyncio.IncompleteReadError | BrokenPipeError)
+                self._retire(kill=not dead)
                 if isinstance(exc, TimeoutError):
                     raise ChartUnavailable(
                         f"chart worker drew nothing within {self.timeout:g} s (killed)"
                     ) from None
-                if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
+                if dead:
                     await self._reap(proc)
                     raise ChartUnavailable(
                         f"chart worker exited (code {proc.returncode}){self._last_words()}"
                     ) from None
+                if isinstance(exc, ConnectionError):
+                    raise ChartUnavailable(f"chart worker killed: {exc}") from None
                 raise
             self._renders += 1
             if self._renders >= self.max_renders:
@@ -164,7 +169,7 @@ class ChartWorker:
         head = await proc.stdout.readexactly(9)
         size = int.from_bytes(head[1:], "big")
         if size > MAX_PNG:
-            raise ConnectionError(f"reply of {size} bytes")
+            raise ConnectionError(f"a reply of {size:,} bytes (at most {MAX_PNG:,})")
         return head[0], await proc.stdout.readexactly(size)
 
     def _retire(self, kill: bool) -> None:
