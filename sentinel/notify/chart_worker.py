@@ -191,6 +191,13 @@ class ChartWorker:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        # What a dead worker left unread (a reply cut short: at most the pipe's buffer) is
+        # read to EOF, or its paused pipe transport would stay open for ever.
+        if proc.stdout is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_GRACE):
+                    while await proc.stdout.read(2**16):
+                        pass
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         # Read on, or a chatty worker would block on a full pipe mid-chart.
