@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import math
 import statistics
@@ -54,8 +55,8 @@ def rss_mb() -> float:
 
 async def storm(mode: str, charts: int) -> dict[str, float]:
     """One burst of `charts` charts drawn concurrently, as the daemon's notifiers do."""
-    import sentinel.daemon.assembly  # noqa: F401  (the daemon's imports, as `sentinel run`)
-    import sentinel.web.app  # noqa: F401
+    for daemon_module in ("sentinel.daemon.assembly", "sentinel.web.app"):
+        importlib.import_module(daemon_module)  # what `sentinel run` holds before any chart
     from sentinel.notify.chart import in_thread
     from sentinel.notify.chart_worker import ChartWorker
 
