@@ -469,7 +469,11 @@ class Gate:
                 return "fail", text
             return "removed", f"{text}; left out (source_down_policy: fail_open)"
 
-        judgement = canary.compare(evaluated.plans, evaluated.answers, config.canary, unavailable)
+        # In a worker thread: the first comparison imports scipy.stats (~1.6 s of CPU), and
+        # on the loop that froze health checks and every other request meanwhile.
+        judgement = await asyncio.to_thread(
+            canary.compare, evaluated.plans, evaluated.answers, config.canary, unavailable
+        )
         decision, reasons = judgement.decision, list(judgement.reasons)
         judged = None if req.since is None else evaluated.at - req.since
         if decision == "pass" and judged is not None and judged < max(config.min_duration, 60.0):

@@ -7,6 +7,8 @@ the canary has had 9,000 requests and 900 answers, the baseline 19 times that.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -293,6 +295,33 @@ async def test_sentinel_gate_prints_the_comparison_as_a_table(
     row = next(r for r in rows if r.startswith("http-5xx-ratio"))
     assert row.split()[1:4] == ["FAIL", "1.00%", "0.50%"]
     assert "score" in out
+
+
+async def test_health_and_other_requests_are_answered_while_a_comparison_runs(
+    gate: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first comparison of a daemon's life imports scipy.stats (~1.6 s of CPU); here
+    # a comparison held until a health check has been answered stands in for it. On the
+    # event loop it would hold the loop itself, and the health check could not be asked.
+    from sentinel.gate import canary as gate_canary
+
+    real, started, answered = gate_canary.compare, threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def held(*args: Any) -> Any:
+        started.set()
+        released.append(answered.wait(20))
+        return real(*args)
+
+    monkeypatch.setattr(gate_canary, "compare", held)
+    asked = asyncio.ensure_future(gate.get(service="canary-5xx", since=SINCE, mode="canary"))
+    assert await asyncio.to_thread(started.wait, 20)
+    status, _, _ = await gate.get("/health/live")
+    answered.set()
+    assert status == 200
+    status, body, _ = await asked
+    assert released == [True], "the comparison held the event loop"
+    assert status == 412 and body["decision"] == "fail"
 
 
 def test_a_daemon_that_is_never_asked_for_a_canary_does_not_load_scipy() -> None:
