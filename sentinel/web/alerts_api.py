@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from sentinel.alerting.silences import Silence, parse_matchers
 from sentinel.alerting.store_api import StateStore
 from sentinel.timeparse import parse_time
 from sentinel.units import parse_duration
-from sentinel.web.app import json_response, require_token
+from sentinel.web.app import dumps, json_response, require_token
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
@@ -50,7 +51,11 @@ def alert_routes(
     manager: AlertManager, store: StateStore, clock: Callable[[], float] = time.time
 ) -> list[web.RouteDef]:
     async def alerts(request: web.Request) -> web.Response:
-        return json_response({"alerts": manager.to_json(), "incidents": store.incidents(limit=100)})
+        # The alert states change on the loop, so they are copied here; the encoding (most
+        # of the ~80 ms that 7,000 alerts held the loop for) runs in a worker thread.
+        data = {"alerts": manager.to_json(), "incidents": store.incidents(limit=100)}
+        body = await asyncio.to_thread(lambda: dumps(data).encode())
+        return web.Response(body=body, content_type="application/json")
 
     async def list_silences(request: web.Request) -> web.Response:
         now = clock()
