@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -53,3 +54,11 @@ def dumps(data: Any, *, indent: int | None = None, sort_keys: bool = False) -> s
             indent=indent,
             sort_keys=sort_keys,
         )
+
+
+def dumps_list(items: Iterable[Any]) -> str:
+    """`dumps(list(items))`, the same text, encoded one element at a time: json's C encoder
+    holds the interpreter for a whole call, so a worker thread encoding a large answer in
+    one call (5.5 MB, ~100 ms) held the event loop as long; between elements it gets its
+    turn."""
+    return "[" + ", ".join(dumps(item) for item in items) + "]"

@@ -9,12 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.manager import AlertManager, alerts_json
 from sentinel.alerting.silences import Silence, parse_matchers
 from sentinel.alerting.store_api import StateStore
+from sentinel.jsonenc import dumps_list
 from sentinel.timeparse import parse_time
 from sentinel.units import parse_duration
-from sentinel.web.app import dumps, json_response, require_token
+from sentinel.web.app import json_response, require_token
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
@@ -51,11 +52,16 @@ def alert_routes(
     manager: AlertManager, store: StateStore, clock: Callable[[], float] = time.time
 ) -> list[web.RouteDef]:
     async def alerts(request: web.Request) -> web.Response:
-        # The alert states change on the loop, so they are copied here; the encoding (most
-        # of the ~80 ms that 7,000 alerts held the loop for) runs in a worker thread.
-        data = {"alerts": manager.to_json(), "incidents": store.incidents(limit=100)}
-        body = await asyncio.to_thread(lambda: dumps(data).encode())
-        return web.Response(body=body, content_type="application/json")
+        # The alert states change on the loop, so they are copied here (~4 ms at 7,000);
+        # formatting and encoding them (the ~80 ms they held the loop for) run in a worker
+        # thread, element by element (jsonenc.dumps_list) so the loop gets its turns.
+        rows, incidents = manager.snapshot(), store.incidents(limit=100)
+
+        def body() -> bytes:
+            alerts = dumps_list(alerts_json(rows))
+            return f'{{"alerts": {alerts}, "incidents": {dumps_list(incidents)}}}'.encode()
+
+        return web.Response(body=await asyncio.to_thread(body), content_type="application/json")
 
     async def list_silences(request: web.Request) -> web.Response:
         now = clock()

@@ -142,17 +142,14 @@ async def slos(request: web.Request) -> web.Response:
     latest = daemon.latest()  # this cycle's results: immutable, read by the thread below
 
     def body() -> bytes:
-        return dumps(
-            [
-                r.to_json()
-                for r in latest
-                if (service is None or r.service == service)
-                and (status is None or r.status == status)
-            ]
+        return jsonenc.dumps_list(
+            r.to_json()
+            for r in latest
+            if (service is None or r.service == service) and (status is None or r.status == status)
         ).encode()
 
-    # In a worker thread: at 1,000 services x 3 SLOs this is 5.5 MB of JSON and held the
-    # event loop (the gate, health checks) ~250 ms per request.
+    # In a worker thread, element by element: at 1,000 services x 3 SLOs this is 5.5 MB of
+    # JSON and held the event loop (the gate, health checks) ~250 ms per request.
     return web.Response(body=await asyncio.to_thread(body), content_type="application/json")
 
 

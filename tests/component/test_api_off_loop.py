@@ -65,8 +65,8 @@ async def test_health_is_answered_while_the_slos_api_encodes_its_answer(
 async def test_health_is_answered_while_the_alerts_api_encodes_its_answer(
     client: GateClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held, answered, released = holding(alerts_api.dumps)
-    monkeypatch.setattr(alerts_api, "dumps", held)
+    held, answered, released = holding(alerts_api.dumps_list)
+    monkeypatch.setattr(alerts_api, "dumps_list", held)
     status, body, _ = await health_while(client, held, answered, "/api/v1/alerts")
     assert released == [True], "/api/v1/alerts held the event loop"
     assert status == 200 and set(body) == {"alerts", "incidents"}
