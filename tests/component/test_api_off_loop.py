@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sentinel.evaluate.slo import SLOResult
-from sentinel.web import alerts_api
+from sentinel.web import alerts_api, ui_data
 from support.gatestack import GateClient, running_gate
 
 
@@ -79,3 +79,20 @@ async def test_the_slos_api_still_filters_and_refuses_a_bad_status(client: GateC
     assert status == 200 and body and {r["service"] for r in body} == {"chatbot-backend"}
     status, body, _ = await client.get("/api/v1/slos", status="firing")
     assert status == 400 and "expected ok, breach or no_data" in body["error"]
+
+
+async def test_health_is_answered_while_the_overview_builds_its_rows(
+    client: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held, answered, released = holding(ui_data.rows)
+    monkeypatch.setattr(ui_data, "rows", held)
+    asked = asyncio.ensure_future(client.session.get(client.server.make_url("/")))
+    assert await asyncio.to_thread(held.started.wait, 20)
+    status, _, _ = await client.get("/health/live")
+    answered.set()
+    assert status == 200
+    async with await asked as page:
+        assert page.status == 200
+        text = await page.text()
+    assert released == [True], "the overview held the event loop"
+    assert "chat-latency-p95" in text
