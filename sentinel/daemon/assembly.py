@@ -206,6 +206,7 @@ async def build_daemon(
         }
 
     daemon.health_providers.append(gate_sources)
+    daemon.health_providers.append(lambda: {"chart_worker": chart_worker.health_json()})
     daemon.readiness_checks.append(store.health.not_ready_reasons)
     dispatcher.start()
     stack.push_async_callback(dispatcher.stop)

@@ -34,10 +34,12 @@ import os
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from sentinel.errors import ChartUnavailable
+from sentinel.health import DependencyHealth
 from sentinel.notify.chart import ChartSpec
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ class ChartWorker:
         self.max_renders = max_renders
         self.render = render  # "module:function" the worker imports
         self.starts = 0
+        # The last chart's outcome, for /health/detailed (informational: a chart that
+        # cannot be drawn costs the picture, never the alert).
+        self.health = DependencyHealth("chart_worker", f"python -m {__name__}")
         self._proc: asyncio.subprocess.Process | None = None
         self._renders = 0
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
@@ -84,6 +89,24 @@ class ChartWorker:
         return proc.pid if proc is not None and proc.returncode is None else None
 
     async def __call__(self, spec: ChartSpec) -> bytes:
+        began = time.monotonic()
+        try:
+            png = await self._draw(spec)
+        except ChartUnavailable as exc:
+            self.health.record_failure(time.monotonic() - began, str(exc))
+            raise
+        self.health.record_success(time.monotonic() - began)
+        return png
+
+    def health_json(self) -> dict[str, Any]:
+        return {
+            **self.health.as_json(),
+            "informational": True,
+            "pid": self.pid,
+            "starts": self.starts,
+        }
+
+    async def _draw(self, spec: ChartSpec) -> bytes:
         frame = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
         async with self._lock:
             if self._idle is not None:

@@ -88,8 +88,13 @@ async def test_a_render_that_raises_is_reported_and_the_same_worker_draws_the_ne
     worker: ChartWorker,
 ) -> None:
     first = await pid_of(worker)
+    assert worker.health.status == "healthy"
     with pytest.raises(ChartUnavailable, match="ValueError: failed to allocate bitmap"):
         await worker(spec("raise"))
+    # /health/detailed shows it, informational: the alerts still go out, as text.
+    shown = worker.health_json()
+    assert shown["status"] == "unhealthy" and shown["informational"] is True
+    assert "failed to allocate bitmap" in shown["last_error"] and shown["pid"] == first
     with pytest.raises(ChartUnavailable, match="renderer returned str, not bytes"):
         await worker(spec("text"))
     assert await pid_of(worker) == first and worker.starts == 1

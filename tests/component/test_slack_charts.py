@@ -128,6 +128,8 @@ async def test_a_breach_gets_one_chart_in_its_thread_at_firing_and_another_at_re
     charts = notifier(built).charts
     assert charts is not None and isinstance(charts.render, ChartWorker)
     assert charts.render.pid not in (None, os.getpid()) and charts.render.starts == 1
+    worker = built.daemon.extra_health()["chart_worker"]
+    assert worker["status"] == "healthy" and worker["informational"] is True
     (fired,) = slack.thread_files(root)
     assert fired.filename == "chat-latency-p95-firing.png"
     assert fired.data is not None and fired.length == len(fired.data) <= 150 * 1024
