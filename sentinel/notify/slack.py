@@ -391,19 +391,25 @@ class SlackNotifier:
         self.health.record_success(time.monotonic() - started)
 
     def notes(self, service: str, members: list[Member], now: float) -> list[str]:
-        """Who acknowledged which alert, and which are silenced by whom until when."""
+        """Who acknowledged which alert, and which are silenced by whom until when; a
+        resolved alert keeps the silences of its incident, as it keeps its acknowledgement
+        (the record of who handled it stays on the message)."""
         acks = self.store.acknowledgements(a["incident_id"] for a, _ in members)
-        silences = [s for s in self.store.silences() if s.active(now)]
+        silences = self.store.silences()
+        active = [s for s in silences if s.active(now)]
         out = []
         for alert, state in members:
             who = acks.get(alert["incident_id"])
             name = alert_name(alert)
             if who is not None:
                 out.append(f"✋ {name}: acknowledged by {who[0]} at {rfc3339(who[1])}")
+            shown = active
             if state == "resolved":
-                continue
+                began = alert.get("started_at")
+                began = float(began) if isinstance(began, int | float) else now
+                shown = [s for s in silences if s.starts_at <= now and s.ends_at > began]
             labels = alert_labels(service, alert["slo"], alert["severity"], alert["labels"])
-            for silence in silences:
+            for silence in shown:
                 if silence.matches(labels):
                     out.append(
                         f"🔕 {name}: silenced by {silence.author} until {rfc3339(silence.ends_at)}"

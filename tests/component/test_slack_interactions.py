@@ -188,6 +188,8 @@ async def test_an_alert_silenced_while_it_fires_still_shows_its_resolve_where_it
     await stack.replay(range(66, 100))  # resolves inside the silence
     assert stack.reminders() == []
     assert "RESOLVED" in stack.root().text  # the message that paged, no new one
+    # Who silenced it stays on the resolved message, as an acknowledgement does.
+    assert "silenced by alice until" in json.dumps(stack.root().blocks)
 
 
 async def test_acknowledge_stops_the_reminders_and_the_message_says_who_and_when(
