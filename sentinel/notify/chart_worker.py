@@ -50,6 +50,7 @@ DEFAULT_RENDER = "sentinel.notify.chart:render_png"
 PASSED_ENV = (
     "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
     "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "FONTCONFIG_PATH", "VIRTUAL_ENV",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
 )  # fmt: skip
 MAX_REQUEST = 64 * 2**20  # a ChartSpec holds at most ~1,000 points: a few KB pickled
 MAX_PNG = 16 * 2**20  # a chart is ~80 KB
