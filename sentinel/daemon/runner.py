@@ -56,6 +56,7 @@ STALE_INTERVALS = 3
 # takes it, and the loop waited up to the whole interval to get it back, several times
 # per gate request. With one thread running it changes nothing.
 SWITCH_INTERVAL = 0.0005
+RELOAD_STOP_WAIT = 10.0  # seconds a stop waits for a reload being applied
 
 
 @dataclass(frozen=True)
@@ -390,6 +391,11 @@ class Daemon:
                 # In a worker thread: reading and validating 1,300 SLOs takes ~2 s of CPU,
                 # which on the loop froze health checks and the gate for as long.
                 new = await asyncio.to_thread(self._prepare_reload)
+                if self.state in (RunState.STOPPING, RunState.STOPPED):
+                    # A stop arrived while the files were read: nothing is switched, no
+                    # source is built that the stop would not close.
+                    log.info("reload dropped: shutting down")
+                    return False
             except ConfigError as exc:
                 return self._reload_failed([str(p) for p in exc.problems])
             except Exception as exc:  # a loader bug must not end reloads or the daemon
@@ -545,6 +551,12 @@ class Daemon:
         self.state = RunState.STOPPING
         if self._scheduler is not None:
             self._scheduler.shutdown()
+        # A reload being applied (its hooks swap notifiers, restart probes) ends first, or
+        # it would rebuild what this stop is closing; bounded, a hook can hang.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RELOAD_STOP_WAIT):
+                async with self._reload_lock:
+                    pass
         await self._finish_cycles()
         for source in self.engine.sources.values():
             with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sentinel.daemon import runner
+from sentinel.daemon.runstate import RunState
 from support.gatestack import running_gate
 
 
@@ -52,3 +53,33 @@ async def test_a_reload_that_fails_in_its_thread_keeps_the_running_config(
         assert daemon.rules.fingerprint == before
         status, _, _ = await client.get("/health/live")
         assert status == 200
+
+
+async def test_a_stop_that_arrives_while_a_reload_reads_its_files_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGHUP (a config rollout) then SIGTERM (the pod restarts) within the seconds a large
+    # rule set takes to read: the reload must not build sources, swap notifiers or
+    # schedule jobs after the stop has closed them.
+    async with running_gate(tmp_path, "http://127.0.0.1:9", monkeypatch) as client:
+        daemon = client.built.daemon
+        config, sources = daemon.config, dict(daemon.engine.sources)
+        path = tmp_path / "config.yaml"
+        path.write_text(path.read_text().replace("127.0.0.1:9", "127.0.0.1:10"))
+        real, started, release = runner.load_rules, threading.Event(), threading.Event()
+
+        def held(*args: Any) -> Any:
+            started.set()
+            release.wait(20)
+            return real(*args)
+
+        monkeypatch.setattr(runner, "load_rules", held)
+        reload = asyncio.ensure_future(daemon.reload())
+        assert await asyncio.to_thread(started.wait, 20)
+        stop = asyncio.ensure_future(daemon.stop())
+        await asyncio.sleep(0.05)  # the stop has begun: it waits for the reload
+        release.set()
+        assert await reload is False
+        await stop
+        assert daemon.state is RunState.STOPPED
+        assert daemon.config is config and daemon.engine.sources == sources
