@@ -35,6 +35,7 @@ import pickle
 import signal
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +51,7 @@ DEFAULT_RENDER = "sentinel.notify.chart:render_png"
 PASSED_ENV = (
     "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
     "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "FONTCONFIG_PATH", "VIRTUAL_ENV",
-    "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "PYTHONHOME", "LD_LIBRARY_PATH",
 )  # fmt: skip
 MAX_REQUEST = 64 * 2**20  # a ChartSpec holds at most ~1,000 points: a few KB pickled
 MAX_PNG = 16 * 2**20  # a chart is ~80 KB
@@ -63,7 +64,7 @@ class ChartWorker:
 
     def __init__(
         self,
-        timeout: float = 20.0,
+        timeout: float = 10.0,
         idle_after: float = 300.0,
         max_renders: int = 500,
         render: str = DEFAULT_RENDER,
@@ -81,6 +82,9 @@ class ChartWorker:
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._lock = asyncio.Lock()
         self._idle: asyncio.TimerHandle | None = None
+        self._busy: asyncio.Future[tuple[int, bytes]] | None = None
+        self._closed = False
+        self._retired: weakref.WeakSet[asyncio.subprocess.Process] = weakref.WeakSet()
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -108,51 +112,75 @@ class ChartWorker:
         }
 
     async def _draw(self, spec: ChartSpec) -> bytes:
+        if self._closed:
+            raise ChartUnavailable("chart worker closed (the daemon is stopping)")
         frame = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
         async with self._lock:
             if self._idle is not None:
                 self._idle.cancel()
                 self._idle = None
+            if self._busy is not None:
+                # A chart whose caller gave up (its own deadline) is still being drawn:
+                # its reply is read and dropped before this one is asked for.
+                await asyncio.wait([self._busy])
+            if self._closed:
+                raise ChartUnavailable("chart worker closed (the daemon is stopping)")
             proc = await self._running()
-            try:
-                async with asyncio.timeout(self.timeout):
-                    status, body = await self._exchange(proc, frame)
-            except BaseException as exc:
-                # Whatever interrupted the exchange (a timeout, a dead worker, the caller's
-                # own cancellation) leaves the pipe mid-reply: this worker is done. One that
-                # died is not signalled: Popen's kill() would reap it under the child
-                # watcher, and its exit code (the crash's signal) would be lost.
-                dead = isinstance(exc, asyncio.IncompleteReadError | BrokenPipeError)
-                self._retire(kill=not dead)
-                if isinstance(exc, TimeoutError):
-                    raise ChartUnavailable(
-                        f"chart worker drew nothing within {self.timeout:g} s (killed)"
-                    ) from None
-                if dead:
-                    await self._reap(proc)
-                    raise ChartUnavailable(
-                        f"chart worker exited (code {proc.returncode}){self._last_words()}"
-                    ) from None
-                if isinstance(exc, ConnectionError):
-                    raise ChartUnavailable(f"chart worker killed: {exc}") from None
-                raise
-            self._renders += 1
-            if self._renders >= self.max_renders:
-                self._retire(kill=False)
-            elif self.idle_after > 0:
-                self._idle = asyncio.get_running_loop().call_later(
-                    self.idle_after, self._retire, False
-                )
+            exchange = asyncio.ensure_future(self._exchange_within(proc, frame))
+            exchange.add_done_callback(_retrieved)
+            self._busy = exchange
+            # Shielded: a caller that stops waiting leaves the exchange to finish (bounded
+            # by `timeout`) instead of killing a worker that is drawing as it should.
+            status, body = await asyncio.shield(exchange)
         if status != 0:
             raise ChartUnavailable(body.decode("utf-8", "replace"))
         return body
 
+    async def _exchange_within(
+        self, proc: asyncio.subprocess.Process, frame: bytes
+    ) -> tuple[int, bytes]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                status, body = await self._exchange(proc, frame)
+        except BaseException as exc:
+            # A timeout, a dead worker or an oversized reply leaves the pipe mid-reply:
+            # this worker is done. One that died is not signalled: Popen's kill() would
+            # reap it under the child watcher, and its exit code (the crash's signal)
+            # would be lost.
+            dead = isinstance(exc, asyncio.IncompleteReadError | BrokenPipeError)
+            self._retire(proc, kill=not dead)
+            if isinstance(exc, TimeoutError):
+                raise ChartUnavailable(
+                    f"chart worker drew nothing within {self.timeout:g} s (killed)"
+                ) from None
+            if dead:
+                await self._reap(proc)
+                raise ChartUnavailable(
+                    f"chart worker exited (code {proc.returncode}){self._last_words()}"
+                ) from None
+            if isinstance(exc, ConnectionError):
+                raise ChartUnavailable(f"chart worker killed: {exc}") from None
+            raise
+        finally:
+            self._busy = None
+        self._renders += 1
+        if self._renders >= self.max_renders:
+            self._retire(proc, kill=False)
+        elif self.idle_after > 0 and not self._closed:
+            self._idle = asyncio.get_running_loop().call_later(
+                self.idle_after, self._retire, proc, False
+            )
+        return status, body
+
     async def close(self) -> None:
-        """Ends the worker (and any being retired) before the daemon exits."""
+        """Ends the worker (and any being retired) before the daemon exits; later charts
+        are refused."""
+        self._closed = True
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        self._retire(kill=False)
+        if self._proc is not None:
+            self._retire(self._proc, kill=False)
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -160,14 +188,19 @@ class ChartWorker:
         proc = self._proc
         if proc is not None and proc.returncode is None:
             return proc
+        if not sys.executable:
+            raise ChartUnavailable("chart worker did not start: no Python executable known")
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         # The daemon's own import path, so the worker loads the same `sentinel` (a source
-        # checkout that is not installed included), as multiprocessing's spawn does.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        # checkout that is not installed included), as multiprocessing's spawn does. `-P`
+        # and cwd "/": `python -m` would put the working directory first on the path,
+        # and whoever can write there would choose the code the worker runs.
+        env["PYTHONPATH"] = _import_path()
         self._stderr.clear()
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",
                 "-m",
                 __name__,
                 self.render,
@@ -176,6 +209,10 @@ class ChartWorker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
+                cwd="/",
+                # Its own session: a terminal's ^C or hang-up is the daemon's to act on;
+                # the worker ends with the daemon all the same (stdin EOF, PDEATHSIG).
+                start_new_session=True,
             )
         except OSError as exc:
             raise ChartUnavailable(f"chart worker did not start: {exc}") from None
@@ -196,11 +233,13 @@ class ChartWorker:
             raise ConnectionError(f"a reply of {size:,} bytes (at most {MAX_PNG:,})")
         return head[0], await proc.stdout.readexactly(size)
 
-    def _retire(self, kill: bool) -> None:
-        """Lets go of the current worker: EOF on its stdin ends it, or a kill."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
+    def _retire(self, proc: asyncio.subprocess.Process, kill: bool) -> None:
+        """Lets go of `proc`: EOF on its stdin ends it, or a kill."""
+        if self._proc is proc:
+            self._proc = None
+        if proc.returncode is not None or proc in self._retired:
             return
+        self._retired.add(proc)
         if kill:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -224,10 +263,21 @@ class ChartWorker:
                         pass
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        # Read on, or a chatty worker would block on a full pipe mid-chart.
+        # Read on, or a chatty worker would block on a full pipe mid-chart. In chunks, not
+        # readline(): a line over its 64 KiB limit raised and ended the reading.
         assert proc.stderr is not None
-        while line := await proc.stderr.readline():
-            text = line.decode("utf-8", "replace").rstrip()[:500]
+        rest = b""
+        while chunk := await proc.stderr.read(2**16):
+            *lines, rest = (rest + chunk).split(b"\n")
+            rest = rest[-4096:]  # a line that never ends is kept bounded
+            for line in lines:
+                self._stderr_line(line)
+        if rest:
+            self._stderr_line(rest)
+
+    def _stderr_line(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()[:500]
+        if text:
             self._stderr.append(text)
             log.debug("chart worker: %s", text)
 
@@ -238,6 +288,16 @@ class ChartWorker:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _import_path() -> str:
+    return os.pathsep.join(os.path.abspath(p) for p in sys.path if p)
+
+
+def _retrieved(exchange: asyncio.Future[Any]) -> None:
+    # An exchange whose caller gave up fails unobserved; its error is in `health` already.
+    if not exchange.cancelled():
+        exchange.exception()
 
 
 def _die_with_parent() -> None:

@@ -101,9 +101,10 @@ async def test_a_render_that_raises_is_reported_and_the_same_worker_draws_the_ne
 
 
 async def test_a_hung_render_is_killed_at_the_timeout_and_the_next_chart_is_drawn() -> None:
-    w = ChartWorker(timeout=1.0, render=SCRIPTED)
+    w = ChartWorker(render=SCRIPTED)
     try:
-        first = await pid_of(w)
+        first = await pid_of(w)  # started (a loaded machine may take a second or two)
+        w.timeout = 1.0
         started = time.monotonic()
         with pytest.raises(ChartUnavailable, match="drew nothing within 1 s"):
             await w(spec("hang"))
@@ -124,18 +125,19 @@ async def test_a_worker_that_crashes_mid_chart_is_reported_and_replaced(
     assert await pid_of(worker) != first and worker.starts == 2
 
 
-async def test_a_caller_cancelled_mid_chart_leaves_no_stale_reply_for_the_next(
+async def test_a_caller_that_gives_up_mid_chart_leaves_no_stale_reply_and_the_worker_alive(
     worker: ChartWorker,
 ) -> None:
     first = await pid_of(worker)
     slow = asyncio.ensure_future(worker(spec("slow:1.5")))
     await asyncio.sleep(0.3)
-    slow.cancel()
+    slow.cancel()  # its caller's deadline (ChartMaker's), not the worker's
     with pytest.raises(asyncio.CancelledError):
         await slow
-    # The reply to the cancelled chart ("slow") must never answer this one.
+    # The reply to the abandoned chart ("slow") must never answer this one, and a worker
+    # drawing as it should is not killed for a caller's impatience.
     assert await worker(spec("next")) == b"next"
-    assert await wait_gone(first) and worker.starts == 2
+    assert await pid_of(worker) == first and worker.starts == 1
 
 
 async def test_a_reply_too_large_for_a_chart_is_refused_unread_and_the_worker_replaced(
@@ -173,10 +175,50 @@ async def test_a_worker_is_replaced_after_max_renders() -> None:
         await w.close()
 
 
-async def test_close_ends_the_worker(worker: ChartWorker) -> None:
+async def test_close_ends_the_worker_and_refuses_later_charts(worker: ChartWorker) -> None:
     first = await pid_of(worker)
     await worker.close()
     assert gone(first) and worker.pid is None
+    with pytest.raises(ChartUnavailable, match="closed"):
+        await worker(spec("pid"))
+    assert worker.pid is None and worker.starts == 1
+
+
+async def test_a_stderr_line_longer_than_any_buffer_does_not_stall_the_worker(
+    worker: ChartWorker,
+) -> None:
+    assert await worker(spec("stderr:300000")) == b"ok"
+    assert await worker(spec("stderr:300000")) == b"ok"
+    assert worker.starts == 1
+
+
+async def test_code_in_the_daemons_working_directory_is_never_run_by_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python -m` puts the working directory first on the path: a `sentinel` package
+    # planted where the daemon runs (a writable state directory) must not be imported.
+    planted = tmp_path / "sentinel" / "notify"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    (tmp_path / "sentinel" / "__init__.py").write_text("")
+    (planted / "__init__.py").write_text("")
+    (planted / "chart_worker.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    w = ChartWorker(render=SCRIPTED)
+    try:
+        assert int(await w(spec("pid"))) == w.pid
+    finally:
+        await w.close()
+    assert not marker.exists()
+
+
+async def test_a_worker_that_cannot_start_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", "")
+    w = ChartWorker(render=SCRIPTED)
+    with pytest.raises(ChartUnavailable, match="did not start"):
+        await w(spec("pid"))
+    assert w.health.status == "unhealthy" and "did not start" in (w.health.last_error or "")
+    await w.close()
 
 
 def test_a_daemon_killed_outright_takes_its_worker_with_it_mid_chart(tmp_path: Path) -> None:

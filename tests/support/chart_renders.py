@@ -27,6 +27,10 @@ def scripted(spec: ChartSpec) -> bytes:
         os.kill(os.getpid(), signal.SIGSEGV)
     if act == "raise":
         raise ValueError("failed to allocate bitmap")
+    if act == "stderr":  # one line far longer than a pipe buffer or a reader's line limit
+        sys.stderr.write("x" * int(arg))
+        sys.stderr.flush()
+        return b"ok"
     if act == "print":  # a library writing to stdout must not corrupt the replies
         print("noise " * 1000)
         sys.stdout.flush()
