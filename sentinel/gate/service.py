@@ -27,6 +27,7 @@ from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store_api import StateStore
 from sentinel.config import Config
 from sentinel.errors import GateInputError, SourceError, StateStoreError
+from sentinel.evaluate.canary import Judgement
 from sentinel.evaluate.probe_check import KIND as PROBE_KIND
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.gate import canary
@@ -182,6 +183,8 @@ class Gate:
         self._inflight: dict[tuple[Any, ...], asyncio.Future[Evaluated]] = {}
         self._cache: dict[tuple[Any, ...], Evaluated] = {}
         self._verdicts: dict[tuple[Any, ...], GateAnswer] = {}
+        # Canary comparisons running or done but not yet turned into a verdict.
+        self._judging: dict[tuple[Any, ...], asyncio.Future[Judgement]] = {}
         counter = host.metrics.gate_decisions
         self._decision_counters = {d: counter.labels(d) for d in STATUS_CODE}
         self._inputs_json: dict[GateRequest, str] = {}
@@ -470,10 +473,33 @@ class Gate:
             return "removed", f"{text}; left out (source_down_policy: fail_open)"
 
         # In a worker thread: the first comparison imports scipy.stats (~1.6 s of CPU), and
-        # on the loop that froze health checks and every other request meanwhile.
-        judgement = await asyncio.to_thread(
-            canary.compare, evaluated.plans, evaluated.answers, config.canary, unavailable
-        )
+        # on the loop that froze health checks and every other request meanwhile. Once
+        # for the same inputs: pipelines polling together share one comparison, and one
+        # that outlasts a request's deadline is kept for its retry.
+        judging = self._judging.get(verdict_key)
+        if judging is None or (
+            judging.done() and (judging.cancelled() or judging.exception() is not None)
+        ):
+            judging = asyncio.ensure_future(
+                asyncio.to_thread(
+                    canary.compare, evaluated.plans, evaluated.answers, config.canary, unavailable
+                )
+            )
+            judging.add_done_callback(_retrieved)
+            if len(self._judging) > 100:  # bounded: oldest first
+                self._judging.pop(next(iter(self._judging)))
+            self._judging[verdict_key] = judging
+        try:
+            judgement = await asyncio.wait_for(
+                asyncio.shield(judging), max(0.0, deadline_at - self.monotonic())
+            )
+        except TimeoutError:
+            reason = (
+                f"comparison still running after {format_duration(config.deadline)}; it goes "
+                "on and its result is kept for the retry"
+            )
+            return self._canary_unjudged(req, firing, now, reason, str(math.ceil(config.deadline)))
+        self._judging.pop(verdict_key, None)
         decision, reasons = judgement.decision, list(judgement.reasons)
         judged = None if req.since is None else evaluated.at - req.since
         if decision == "pass" and judged is not None and judged < max(config.min_duration, 60.0):
@@ -684,3 +710,10 @@ def _down_since(records: Sequence[DependencyHealth]) -> float | None:
     last_ok = max((h.last_success_at or 0.0 for h in records), default=0.0)
     last_bad = max((h.last_failure_at or 0.0 for h in records), default=0.0)
     return None if last_ok > last_bad else last_ok
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    # A comparison every waiting request gave up on may fail unobserved; the next
+    # request for the same inputs starts another and sees the error.
+    if not future.cancelled():
+        future.exception()

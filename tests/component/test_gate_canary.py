@@ -324,6 +324,65 @@ async def test_health_and_other_requests_are_answered_while_a_comparison_runs(
     assert status == 412 and body["decision"] == "fail"
 
 
+async def test_pipelines_polling_together_share_one_comparison(
+    gate: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentinel.gate import canary as gate_canary
+
+    real, started, release = gate_canary.compare, threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def held(*args: Any) -> Any:
+        calls.append(1)
+        started.set()
+        release.wait(20)
+        return real(*args)
+
+    monkeypatch.setattr(gate_canary, "compare", held)
+    ask = lambda: gate.get(service="canary-5xx", since=SINCE, mode="canary")  # noqa: E731
+    first = asyncio.ensure_future(ask())
+    assert await asyncio.to_thread(started.wait, 20)
+    others = [asyncio.ensure_future(ask()) for _ in range(3)]
+    await asyncio.sleep(0.5)  # they reach the comparison the first one started
+    release.set()
+    answers = [await first] + [await o for o in others]
+    assert [a[1]["decision"] for a in answers] == ["fail"] * 4
+    assert len(calls) == 1
+
+
+async def test_a_comparison_slower_than_the_deadline_is_pending_and_kept_for_the_retry(
+    gate: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentinel.gate import canary as gate_canary
+
+    object.__setattr__(gate.built.daemon.config.gate, "deadline", 2.0)
+    real, started, release = gate_canary.compare, threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def held(*args: Any) -> Any:
+        calls.append(1)
+        started.set()
+        release.wait(20)
+        return real(*args)
+
+    monkeypatch.setattr(gate_canary, "compare", held)
+    for _ in range(30):  # a loaded machine may need retries for the evaluation first
+        status, body, _ = await gate.get(service="canary-5xx", since=SINCE, mode="canary")
+        if started.is_set():
+            break
+    assert started.is_set()
+    assert status == 503 and body["decision"] == "pending"
+    assert "comparison still running after 2s" in body["reasons"][0]
+    release.set()
+    for _ in range(50):
+        status, body, _ = await gate.get(service="canary-5xx", since=SINCE, mode="canary")
+        if body["decision"] != "pending":
+            break
+        await asyncio.sleep(0.1)
+    assert status == 412 and body["decision"] == "fail"
+    assert len(calls) == 1  # the retry got the comparison that was kept, not a new one
+
+
 def test_a_daemon_that_is_never_asked_for_a_canary_does_not_load_scipy() -> None:
     # scipy.stats costs ~1.4 s and ~80 MB of RSS to import: only canary comparisons pay it.
     import subprocess
