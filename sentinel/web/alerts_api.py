@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,7 @@ from sentinel.alerting.store_api import StateStore
 from sentinel.jsonenc import dumps_list
 from sentinel.timeparse import parse_time
 from sentinel.units import parse_duration
-from sentinel.web.app import json_response, require_token
+from sentinel.web.app import JSON, json_response, off_loop, require_token
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
@@ -61,7 +60,7 @@ def alert_routes(
             alerts = dumps_list(alerts_json(rows))
             return f'{{"alerts": {alerts}, "incidents": {dumps_list(incidents)}}}'.encode()
 
-        return web.Response(body=await asyncio.to_thread(body), content_type="application/json")
+        return web.Response(body=await off_loop(request, body), content_type=JSON, charset="utf-8")
 
     async def list_silences(request: web.Request) -> web.Response:
         now = clock()

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,6 +25,20 @@ from sentinel.evaluate.slo import rfc3339
 from sentinel.web.compare import same_secret
 
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
+# One thread for the answers that grow with the rule set (/metrics, /api/v1/slos,
+# /api/v1/alerts, the UI overview): they need no token, and in the shared default pool a
+# burst of them queued ahead of SLO evaluation, answer parsing and the leader's lease
+# renewal. Here they queue behind each other instead.
+WEB_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("web_pool", ThreadPoolExecutor)
+
+T = TypeVar("T")
+JSON = "application/json"
+
+
+async def off_loop(request: web.Request, work: Callable[[], T]) -> T:
+    """`work()` in the web answers' own thread (see WEB_POOL)."""
+    return await asyncio.get_running_loop().run_in_executor(request.app[WEB_POOL], work)
+
 
 # Request limits (SECURITY.md), pinned here rather than left to aiohttp's defaults so an
 # upgrade cannot change them unnoticed. The largest legitimate request is a Slack button
@@ -126,7 +141,8 @@ async def metrics(request: web.Request) -> web.Response:
     # ~0.5-1 s of CPU, which on the event loop held every gate request for that long at
     # each scrape. prometheus-client copies each metric's children under its lock, so the
     # loop may set gauges meanwhile.
-    payload = await asyncio.to_thread(generate_latest, request.app[DAEMON].metrics.registry)
+    registry = request.app[DAEMON].metrics.registry
+    payload = await off_loop(request, lambda: generate_latest(registry))
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -150,7 +166,7 @@ async def slos(request: web.Request) -> web.Response:
 
     # In a worker thread, element by element: at 1,000 services x 3 SLOs this is 5.5 MB of
     # JSON and held the event loop (the gate, health checks) ~250 ms per request.
-    return web.Response(body=await asyncio.to_thread(body), content_type="application/json")
+    return web.Response(body=await off_loop(request, body), content_type=JSON, charset="utf-8")
 
 
 class BadRequestLogFilter(logging.Filter):
@@ -228,6 +244,12 @@ def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) ->
     install_bad_request_filter()
     app = web.Application(middlewares=[state_store_unavailable], client_max_size=MAX_REQUEST_BODY)
     app[DAEMON] = daemon
+    app[WEB_POOL] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentinel-web")
+
+    async def stop_pool(app: web.Application) -> None:
+        app[WEB_POOL].shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_pool)
     app.add_routes(
         [
             web.get("/health/live", live),

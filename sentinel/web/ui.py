@@ -10,7 +10,6 @@ checks through the gate's own parsing, verdict and audit.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib.resources
 import json
@@ -33,6 +32,7 @@ from sentinel.outputs.links import dashboard_url
 from sentinel.units import format_duration
 from sentinel.web import ui_data, ui_service
 from sentinel.web.alerts_api import create_silence
+from sentinel.web.app import off_loop
 from sentinel.web.compare import same_secret
 from sentinel.web.ui_auth import Auth, UIAuth, safe_next, same_origin
 from sentinel.web.ui_series import History, RangeCache
@@ -160,7 +160,7 @@ class StatusUI:
 
     # -- pages --------------------------------------------------------------------------
 
-    async def overview_rows(self) -> tuple[list[ui_data.Row], Markup]:
+    async def overview_rows(self, request: web.Request) -> tuple[list[ui_data.Row], Markup]:
         """Every instance's row and the table's HTML, built once per evaluation cycle (and
         again when the set of active silences changes): ten people watching the overview
         cost one build per cycle."""
@@ -181,13 +181,13 @@ class StatusUI:
                 rows = ui_data.rows(latest, alerts, silences, spark, now)
                 return rows, table_rows(rows)
 
-            rows, table = await asyncio.to_thread(build)
+            rows, table = await off_loop(request, build)
             self._rows = (key, rows, table)
         return self._rows[1], self._rows[2]
 
     async def overview(self, request: web.Request) -> web.Response:
         auth = self.auth.check(request)
-        rows, table = await self.overview_rows()
+        rows, table = await self.overview_rows(request)
         filters = ui_data.Filters.from_query(request.query)
         if filters.active:
             shown = [r for r in rows if filters.keep(r)]
@@ -220,7 +220,7 @@ class StatusUI:
         if range_name not in ui_service.RANGES:
             range_name = ui_service.DEFAULT_RANGE
         now = self.clock()
-        rows = [r for r in (await self.overview_rows())[0] if r.service == service]
+        rows = [r for r in (await self.overview_rows(request))[0] if r.service == service]
         slos = [
             slo
             for slo in self.daemon.rules.slos

@@ -96,3 +96,32 @@ async def test_health_is_answered_while_the_overview_builds_its_rows(
         text = await page.text()
     assert released == [True], "the overview held the event loop"
     assert "chat-latency-p95" in text
+
+
+async def test_a_burst_of_large_answers_leaves_the_shared_worker_threads_free(
+    client: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shared pool also runs SLO evaluation, answer parsing and the leader's lease
+    # renewal: unauthenticated requests for large answers must not fill it.
+    held, answered, released = holding(SLOResult.to_json)
+    release_all = threading.Event()
+
+    def all_held(self: SLOResult) -> Any:
+        if not held.started.is_set():
+            return held(self)
+        release_all.wait(20)
+        return SLOResult.__dict__["_real"](self)
+
+    monkeypatch.setattr(SLOResult, "_real", SLOResult.to_json, raising=False)
+    monkeypatch.setattr(SLOResult, "to_json", all_held)
+    asked = [asyncio.ensure_future(client.get("/api/v1/slos")) for _ in range(12)]
+    assert await asyncio.to_thread(held.started.wait, 20)  # one is encoding, held
+    await asyncio.sleep(0.3)  # the others have reached their encoding step
+    # Work for the shared pool still runs at once.
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), 5) == "ran"
+    answered.set()
+    release_all.set()
+    for status, body, headers in [await a for a in asked]:
+        assert status == 200 and body
+        assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert released == [True]
