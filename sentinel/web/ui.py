@@ -175,13 +175,14 @@ class StatusUI:
             # replaced, never changed in place, on the loop): 7,000 instances' rows and
             # sparklines held the event loop ~190 ms once per cycle.
             latest, alerts = self.daemon.latest(), dict(self.manager.alerts)
-            spark = self.history.spark
+            reader = self.history.reader()  # the rings change on the loop meanwhile
 
             def build() -> tuple[list[ui_data.Row], Markup]:
-                rows = ui_data.rows(latest, alerts, silences, spark, now)
+                rows = ui_data.rows(latest, alerts, silences, reader.spark, now)
                 return rows, table_rows(rows)
 
             rows, table = await off_loop(request, build)
+            self.history.keep(reader)
             self._rows = (key, rows, table)
         return self._rows[1], self._rows[2]
 

@@ -78,24 +78,55 @@ class History:
     def values(self, key: str) -> Sequence[float | None]:
         """The instance's last values, oldest first (None where it had none)."""
         ring = self._values.get(key)
-        if ring is None:
-            return []
-        count, size = int(ring[0]), self.size
-        if count <= size:
-            kept = ring[1 : 1 + count]
-        else:
-            start = 1 + count % size
-            kept = ring[start:] + ring[1:start]
-        return [None if math.isnan(v) else v for v in kept]
+        return [] if ring is None else ring_values(ring, self.size)
+
+    def reader(self) -> SparkReader:
+        """A copy of this moment's values and sparklines that another thread may draw from
+        (the rings change on the loop); `keep` takes back what it drew."""
+        return SparkReader(
+            self.size, {k: ring[:] for k, ring in self._values.items()}, dict(self._sparks)
+        )
+
+    def keep(self, reader: SparkReader) -> None:
+        """Caches the sparklines `reader` drew whose instance has no newer value since."""
+        if len(self._sparks) > 4 * len(self._values) + 100:  # instances long gone
+            self._sparks.clear()
+        for key, drawn in reader.drawn.items():
+            ring = self._values.get(key)
+            if ring is not None and ring[0] == reader.values[key][0]:
+                self._sparks[key] = drawn
+
+
+class SparkReader:
+    """`History.reader()`: sparklines drawn from copies, never from the live rings."""
+
+    def __init__(self, size: int, values: dict[str, array[float]], sparks: dict[str, Markup]):
+        self.size, self.values, self.sparks = size, values, sparks
+        self.drawn: dict[str, Markup] = {}
 
     def spark(self, key: str, result: SLOResult) -> Markup:
-        drawn = self._sparks.get(key)
+        drawn = self.sparks.get(key) or self.drawn.get(key)
         if drawn is None:
-            drawn = sparkline(self.values(key), result.threshold, result.good_when, self.size)
-            if len(self._sparks) > 4 * len(self._values) + 100:
-                self._sparks.clear()
-            self._sparks[key] = drawn
+            ring = self.values.get(key)
+            drawn = sparkline(
+                ring_values(ring, self.size) if ring is not None else [],
+                result.threshold,
+                result.good_when,
+                self.size,
+            )
+            self.drawn[key] = drawn
         return drawn
+
+
+def ring_values(ring: array[float], size: int) -> list[float | None]:
+    """A ring's values, oldest first (None where there was none)."""
+    count = int(ring[0])
+    if count <= size:
+        kept = ring[1 : 1 + count]
+    else:
+        start = 1 + count % size
+        kept = ring[start:] + ring[1:start]
+    return [None if math.isnan(v) else v for v in kept]
 
 
 def range_step(seconds: float) -> float:

@@ -218,6 +218,32 @@ def test_configured_links_are_only_http_or_this_site() -> None:
     assert safe_href(None) == "#"
 
 
+def test_sparklines_drawn_from_a_reader_never_outlive_a_newer_value() -> None:
+    """The overview draws its sparklines in a worker thread from a reader's copies while
+    the loop records the next values: what it drew is cached only for instances with no
+    newer value since, and the live history is never written by the drawing."""
+    history = History(size=5)
+
+    def cycle(value: float) -> SLOResult:
+        r = SLOResult("svc", "p95", Status.OK, value, 1.0, None, 300, 0, {"pod": "a"})
+        history.record("g", [r])
+        return r
+
+    first = cycle(0.5)
+    reader = history.reader()
+    before = reader.spark(first.key, first)  # drawn from [0.5]
+    assert history._sparks == {}  # the thread wrote nothing live
+    second = cycle(2.0)  # recorded on the loop meanwhile
+    history.keep(reader)  # its drawing is older than the value: not cached
+    fresh = history.reader().spark(second.key, second)
+    assert fresh != before
+    # With nothing recorded in between, the drawing is kept and reused.
+    reader = history.reader()
+    drawn = reader.spark(second.key, second)
+    history.keep(reader)
+    assert history.reader().sparks[second.key] is drawn
+
+
 def test_the_sparkline_history_keeps_the_last_values_oldest_first() -> None:
     """The overview's sparklines: the last `size` values of each instance in order, a
     missing value (no_data) as a gap, ±Inf kept, and an instance that left its group
