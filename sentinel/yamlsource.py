@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from yaml.composer import ComposerError
@@ -105,9 +105,15 @@ def load_yaml(text: str, file: str) -> LocatedYAML:
         problem = str(exc.problem)
         if exc.context and problem.startswith("but "):  # "expected a single document ..."
             problem = f"{exc.context}, {problem}"
+        if problem == "exceeded maximum nesting depth":  # libyaml's own limit (1,000)
+            problem = f"nested more than {MAX_DEPTH} levels deep"
         raise YAMLSyntaxError(Problem(file, line, "", f"invalid YAML: {problem}")) from exc
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
+        # libyaml counts the position in bytes of the UTF-8 text, PyYAML in characters.
+        if _LIBYAML:
+            line = text.encode("utf-8", "surrogatepass")[: exc.position].count(b"\n") + 1
+        else:
+            line = text.count("\n", 0, exc.position) + 1
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)
         message = f"invalid YAML: character U+{char:04X} is not allowed in YAML"
         raise YAMLSyntaxError(Problem(file, line, "", message)) from exc
@@ -165,7 +171,29 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _BoundedLoader(yaml.SafeLoader):
+_LIBYAML = bool(yaml.__with_libyaml__)
+if TYPE_CHECKING:
+    _Base = yaml.SafeLoader
+elif _LIBYAML:
+    # libyaml scans and parses (~8x faster: 1,300 SLOs' files 2.6 s -> 0.33 s); composing
+    # stays in Python, where the document is measured and refused early (below).
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.cyaml import CParser
+    from yaml.resolver import Resolver
+
+    class _Base(Composer, CParser, SafeConstructor, Resolver):
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+else:  # PyYAML built without libyaml
+    _Base = yaml.SafeLoader
+
+
+class _BoundedLoader(_Base):
     """SafeLoader that measures the document as it is composed and refuses it early.
 
     PyYAML composes an alias as a second reference to the anchored node, so composing is

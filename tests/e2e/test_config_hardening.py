@@ -88,6 +88,10 @@ BROKEN_CONFIGS = [
         HEAD + 'server: {listen: "\x01"}\n',
         "config.yaml:3: invalid YAML: character U+0001 is not allowed in YAML",
     ),
+    (  # the line is right after lines of non-ASCII text (a position counted in bytes)
+        HEAD + "# " + "é" * 3000 + '\n#\nserver: {listen: "\x01"}\n',
+        "config.yaml:5: invalid YAML: character U+0001 is not allowed in YAML",
+    ),
     (
         HEAD + "prometheus: {url: 'http://other:9090'}\n",
         "config.yaml:3: duplicate key 'prometheus' (first at line 1)",
@@ -128,6 +132,7 @@ BROKEN_CONFIGS = [
         "400-digit-integer",
         "impossible-date",
         "control-character",
+        "control-character-after-non-ascii-lines",
         "duplicate-key",
         "billion-laughs",
         "empty",
