@@ -107,6 +107,10 @@ def load_yaml(text: str, file: str) -> LocatedYAML:
             problem = f"{exc.context}, {problem}"
         if problem == "exceeded maximum nesting depth":  # libyaml's own limit (1,000)
             problem = f"nested more than {MAX_DEPTH} levels deep"
+        if "cannot start any token" in problem and line is not None:
+            lines = text.splitlines()
+            if line <= len(lines) and "\t" in lines[line - 1]:
+                problem += " (a tab: YAML indents with spaces)"
         raise YAMLSyntaxError(Problem(file, line, "", f"invalid YAML: {problem}")) from exc
     except yaml.reader.ReaderError as exc:
         # libyaml counts the position in bytes of the UTF-8 text, PyYAML in characters.

@@ -88,6 +88,11 @@ BROKEN_CONFIGS = [
         HEAD + 'server: {listen: "\x01"}\n',
         "config.yaml:3: invalid YAML: character U+0001 is not allowed in YAML",
     ),
+    (
+        HEAD + "server:\n\tlisten: ':8080'\n",
+        "config.yaml:4: invalid YAML: found character that cannot start any token (a tab: "
+        "YAML indents with spaces)",
+    ),
     (  # the line is right after lines of non-ASCII text (a position counted in bytes)
         HEAD + "# " + "é" * 3000 + '\n#\nserver: {listen: "\x01"}\n',
         "config.yaml:5: invalid YAML: character U+0001 is not allowed in YAML",
@@ -132,6 +137,7 @@ BROKEN_CONFIGS = [
         "400-digit-integer",
         "impossible-date",
         "control-character",
+        "tab-indent",
         "control-character-after-non-ascii-lines",
         "duplicate-key",
         "billion-laughs",
