@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,13 +231,22 @@ def render_all(rules: RuleSet, config: Config) -> dict[str, dict[str, Any]]:
 
 
 def write_all(dashboards: dict[str, dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write files whose content changed; return the paths written."""
+    """Write files whose content changed; return the paths written. Each file is replaced
+    whole (written beside it, then renamed): Grafana's file provisioning reads the folder
+    at any moment, and a full disk must not leave it a truncated dashboard."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, dashboard in sorted(dashboards.items()):
         path = out_dir / name
         text = dump(dashboard)
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        part = path.with_name(f".{name}.part")  # not *.json: provisioning skips it
+        try:
+            part.write_text(text, encoding="utf-8")
+            os.replace(part, path)
+        except OSError:
+            part.unlink(missing_ok=True)
+            raise
+        written.append(path)
     return written

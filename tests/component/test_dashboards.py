@@ -82,6 +82,33 @@ def test_rendering_is_deterministic(config: Config, tmp_path: Path) -> None:
     assert write_all(render_all(rules, config), out) == []  # unchanged rules touch no file
 
 
+def test_a_write_that_fails_half_way_leaves_the_previous_dashboard_whole(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Grafana's file provisioning reads the folder at any moment: a full disk while a
+    # changed dashboard is written must leave it the previous file, not a truncated one.
+    dashboards = render_all(load_rules(config), config)
+    out = tmp_path / "out"
+    write_all(dashboards, out)
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    changed = {
+        name: {**d, "title": d.get("title", "") + " (new)"} for name, d in dashboards.items()
+    }
+    real = Path.write_text
+
+    def disk_full(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_all(changed, out)
+    monkeypatch.undo()
+    after = {p.name: p.read_text() for p in out.iterdir()}
+    assert after == before  # whole, and nothing half-written left beside them
+    assert all(json.loads(text) for text in after.values())
+
+
 def test_every_promql_and_logql_expression_runs(
     config: Config, prometheus: PrometheusServer, loki: FakeLoki
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from conftest import REPO
 from sentinel.daemon import runner
 from sentinel.daemon.runstate import RunState
 from support.gatestack import running_gate
@@ -83,3 +84,32 @@ async def test_a_stop_that_arrives_while_a_reload_reads_its_files_wins(
         await stop
         assert daemon.state is RunState.STOPPED
         assert daemon.config is config and daemon.engine.sources == sources
+
+
+async def test_health_is_answered_while_dashboards_are_rendered_at_a_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentinel.outputs import dashboards
+
+    extra = f"dashboards: {{output: out, templates: {REPO / 'dashboards'}}}\n"
+    async with running_gate(tmp_path, "http://127.0.0.1:9", monkeypatch, extra) as client:
+        real, started, answered = dashboards.render_all, threading.Event(), threading.Event()
+        released: list[bool] = []
+
+        def held(*args: Any) -> Any:
+            started.set()
+            released.append(answered.wait(20))
+            return real(*args)
+
+        monkeypatch.setattr(dashboards, "render_all", held)
+        reload = asyncio.ensure_future(client.built.daemon.reload())
+        assert await asyncio.to_thread(started.wait, 20)
+        status, _, _ = await client.get("/health/live")
+        answered.set()
+        assert status == 200
+        assert await reload is True
+        assert released == [True], "rendering the dashboards held the event loop"
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+            "sentinel-chatbot-backend.json",
+            "sentinel-overview.json",
+        ]
