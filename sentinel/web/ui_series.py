@@ -92,8 +92,10 @@ class History:
         if len(self._sparks) > 4 * len(self._values) + 100:  # instances long gone
             self._sparks.clear()
         for key, drawn in reader.drawn.items():
-            ring = self._values.get(key)
-            if ring is not None and ring[0] == reader.values[key][0]:
+            ring, seen = self._values.get(key), reader.values.get(key)
+            # Drawn from no values (a new instance whose ring came after the copy): never
+            # cached, the next reader draws it from its first value.
+            if ring is not None and seen is not None and ring[0] == seen[0]:
                 self._sparks[key] = drawn
 
 
