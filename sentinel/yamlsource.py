@@ -90,9 +90,22 @@ def read_yaml_file(path: str | Path, file: str | None = None, what: str = "file"
 
 def load_yaml(text: str, file: str) -> LocatedYAML:
     """Parse one YAML document; any problem raises YAMLSyntaxError naming file and line."""
+    if _FastLoader is not None:
+        try:
+            return _load(_FastLoader, text, file)
+        except YAMLSyntaxError as exc:
+            if not isinstance(exc.__cause__, _LIBYAML_REFUSALS):
+                raise  # the bounds, a duplicate key, a value: the same in both parsers
+            # libyaml refused what PyYAML may accept (a tab after an indentation in a
+            # block scalar, a %YAML 1.3 directive): judged by PyYAML's own parser, as
+            # before libyaml was used, with its messages.
+    return _load(_BoundedLoader, text, file)
+
+
+def _load(kind: type[_BoundedLoader], text: str, file: str) -> LocatedYAML:
     loader: _BoundedLoader | None = None
     try:
-        loader = _BoundedLoader(text)  # checks the characters at once
+        loader = kind(text)  # the pure reader checks the characters at once
         node = loader.get_single_node()
         located = LocatedYAML(file=file, data=None)
         if node is not None:
@@ -105,19 +118,9 @@ def load_yaml(text: str, file: str) -> LocatedYAML:
         problem = str(exc.problem)
         if exc.context and problem.startswith("but "):  # "expected a single document ..."
             problem = f"{exc.context}, {problem}"
-        if problem == "exceeded maximum nesting depth":  # libyaml's own limit (1,000)
-            problem = f"nested more than {MAX_DEPTH} levels deep"
-        if "cannot start any token" in problem and line is not None:
-            lines = text.splitlines()
-            if line <= len(lines) and "\t" in lines[line - 1]:
-                problem += " (a tab: YAML indents with spaces)"
         raise YAMLSyntaxError(Problem(file, line, "", f"invalid YAML: {problem}")) from exc
     except yaml.reader.ReaderError as exc:
-        # libyaml counts the position in bytes of the UTF-8 text, PyYAML in characters.
-        if _LIBYAML:
-            line = text.encode("utf-8", "surrogatepass")[: exc.position].count(b"\n") + 1
-        else:
-            line = text.count("\n", 0, exc.position) + 1
+        line = text.count("\n", 0, exc.position) + 1
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)
         message = f"invalid YAML: character U+{char:04X} is not allowed in YAML"
         raise YAMLSyntaxError(Problem(file, line, "", message)) from exc
@@ -175,30 +178,15 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-_LIBYAML = bool(yaml.__with_libyaml__)
 if TYPE_CHECKING:
-    _Base = yaml.SafeLoader
-elif _LIBYAML:
-    # libyaml scans and parses (~8x faster: 1,300 SLOs' files 2.6 s -> 0.33 s); composing
-    # stays in Python, where the document is measured and refused early (below).
-    from yaml.composer import Composer
-    from yaml.constructor import SafeConstructor
-    from yaml.cyaml import CParser
-    from yaml.resolver import Resolver
-
-    class _Base(Composer, CParser, SafeConstructor, Resolver):
-        def __init__(self, text: str) -> None:
-            CParser.__init__(self, text)
-            Composer.__init__(self)
-            SafeConstructor.__init__(self)
-            Resolver.__init__(self)
-
-else:  # PyYAML built without libyaml
-    _Base = yaml.SafeLoader
+    _Loader = yaml.SafeLoader
+else:
+    _Loader = object
 
 
-class _BoundedLoader(_Base):
-    """SafeLoader that measures the document as it is composed and refuses it early.
+class _Bounds(_Loader):
+    """Measures the document as it is composed and refuses it early (a mixin of both
+    loaders below: the composing is Python in both).
 
     PyYAML composes an alias as a second reference to the anchored node, so composing is
     linear in the text; every consumer after it (line index, env interpolation, pydantic)
@@ -206,8 +194,7 @@ class _BoundedLoader(_Base):
     recorded when it is complete, and each alias is charged with them.
     """
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
+    def _start_bounds(self) -> None:
         self._anchored: dict[str, tuple[int, int]] = {}  # anchor -> (size, height)
         self._heights: list[int] = [0]  # per open node: its tallest child so far
         self._nodes = 0  # nodes of the expanded document so far
@@ -265,6 +252,41 @@ class _BoundedLoader(_Base):
             message = f"cannot read the value {_echo(node.value)}: the number is too large"
             raise ConstructorError(None, None, message, node.start_mark)
         return value
+
+
+class _BoundedLoader(_Bounds, yaml.SafeLoader):
+    """PyYAML's pure-Python reader, scanner and parser."""
+
+    def __init__(self, text: str) -> None:
+        yaml.SafeLoader.__init__(self, text)
+        self._start_bounds()
+
+
+_FastLoader: type[_BoundedLoader] | None = None
+_LIBYAML_REFUSALS: tuple[type[Exception], ...] = ()
+if yaml.__with_libyaml__ and not TYPE_CHECKING:
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.cyaml import CParser
+    from yaml.resolver import Resolver
+
+    class _LibyamlLoader(_Bounds, Composer, CParser, SafeConstructor, Resolver):
+        """libyaml scans and parses (~8x faster: 1,300 SLOs' files 2.6 s -> 0.33 s);
+        composing, with the bounds, stays in Python."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self._start_bounds()
+
+    _FastLoader = _LibyamlLoader
+    _LIBYAML_REFUSALS = (
+        yaml.scanner.ScannerError,
+        yaml.parser.ParserError,
+        yaml.reader.ReaderError,
+    )
 
 
 def _refused(message: str, event: yaml.Event) -> ComposerError:

@@ -90,8 +90,7 @@ BROKEN_CONFIGS = [
     ),
     (
         HEAD + "server:\n\tlisten: ':8080'\n",
-        "config.yaml:4: invalid YAML: found character that cannot start any token (a tab: "
-        "YAML indents with spaces)",
+        "config.yaml:4: invalid YAML: found character '\\t' that cannot start any token",
     ),
     (  # the line is right after lines of non-ASCII text (a position counted in bytes)
         HEAD + "# " + "é" * 3000 + '\n#\nserver: {listen: "\x01"}\n',
