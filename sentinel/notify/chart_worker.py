@@ -83,6 +83,7 @@ class ChartWorker:
         self._lock = asyncio.Lock()
         self._idle: asyncio.TimerHandle | None = None
         self._busy: asyncio.Future[tuple[int, bytes]] | None = None
+        self._busy_proc: asyncio.subprocess.Process | None = None
         self._closed = False
         self._retired: weakref.WeakSet[asyncio.subprocess.Process] = weakref.WeakSet()
         self._background: set[asyncio.Task[Any]] = set()
@@ -94,14 +95,12 @@ class ChartWorker:
         return proc.pid if proc is not None and proc.returncode is None else None
 
     async def __call__(self, spec: ChartSpec) -> bytes:
-        began = time.monotonic()
         try:
-            png = await self._draw(spec)
+            return await self._draw(spec)
         except ChartUnavailable as exc:
-            self.health.record_failure(time.monotonic() - began, str(exc))
+            if not getattr(exc, "recorded", False):
+                self.health.record_failure(0.0, str(exc))
             raise
-        self.health.record_success(time.monotonic() - began)
-        return png
 
     def health_json(self) -> dict[str, Any]:
         return {
@@ -123,62 +122,84 @@ class ChartWorker:
                 # A chart whose caller gave up (its own deadline) is still being drawn:
                 # its reply is read and dropped before this one is asked for.
                 await asyncio.wait([self._busy])
+                self._stop_idle()  # the one that exchange set
             if self._closed:
                 raise ChartUnavailable("chart worker closed (the daemon is stopping)")
             proc = await self._running()
+            if self._closed:  # closed while the worker started: it goes too
+                self._retire(proc, kill=False)
+                raise ChartUnavailable("chart worker closed (the daemon is stopping)")
             exchange = asyncio.ensure_future(self._exchange_within(proc, frame))
             exchange.add_done_callback(_retrieved)
-            self._busy = exchange
+            self._busy, self._busy_proc = exchange, proc
             # Shielded: a caller that stops waiting leaves the exchange to finish (bounded
             # by `timeout`) instead of killing a worker that is drawing as it should.
             status, body = await asyncio.shield(exchange)
         if status != 0:
-            raise ChartUnavailable(body.decode("utf-8", "replace"))
+            raise _recorded(ChartUnavailable(body.decode("utf-8", "replace")))
         return body
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
 
     async def _exchange_within(
         self, proc: asyncio.subprocess.Process, frame: bytes
     ) -> tuple[int, bytes]:
+        began = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
-                status, body = await self._exchange(proc, frame)
-        except BaseException as exc:
-            # A timeout, a dead worker or an oversized reply leaves the pipe mid-reply:
-            # this worker is done. One that died is not signalled: Popen's kill() would
-            # reap it under the child watcher, and its exit code (the crash's signal)
-            # would be lost.
-            dead = isinstance(exc, asyncio.IncompleteReadError | BrokenPipeError)
-            self._retire(proc, kill=not dead)
-            if isinstance(exc, TimeoutError):
-                raise ChartUnavailable(
-                    f"chart worker drew nothing within {self.timeout:g} s (killed)"
-                ) from None
-            if dead:
-                await self._reap(proc)
-                raise ChartUnavailable(
-                    f"chart worker exited (code {proc.returncode}){self._last_words()}"
-                ) from None
-            if isinstance(exc, ConnectionError):
-                raise ChartUnavailable(f"chart worker killed: {exc}") from None
-            raise
+            try:
+                async with asyncio.timeout(self.timeout):
+                    status, body = await self._exchange(proc, frame)
+            except BaseException as exc:
+                raise await self._failed(proc, exc) from None
+        except ChartUnavailable as exc:
+            # Recorded and logged here: the caller may have given up on this chart.
+            self.health.record_failure(time.monotonic() - began, str(exc))
+            log.warning(f"chart not drawn: {exc}")
+            raise _recorded(exc) from None
         finally:
-            self._busy = None
+            self._busy = self._busy_proc = None
+        if status == 0:
+            self.health.record_success(time.monotonic() - began)
+        else:
+            self.health.record_failure(time.monotonic() - began, body.decode("utf-8", "replace"))
         self._renders += 1
         if self._renders >= self.max_renders:
             self._retire(proc, kill=False)
         elif self.idle_after > 0 and not self._closed:
+            self._stop_idle()
             self._idle = asyncio.get_running_loop().call_later(
                 self.idle_after, self._retire, proc, False
             )
         return status, body
 
+    async def _failed(self, proc: asyncio.subprocess.Process, exc: BaseException) -> BaseException:
+        """What `exc`, interrupting an exchange with `proc`, means for the caller."""
+        # A timeout, a dead worker or an oversized reply leaves the pipe mid-reply: this
+        # worker is done. One that died is not signalled: Popen's kill() would reap it
+        # under the child watcher, and its exit code (the crash's signal) would be lost.
+        dead = isinstance(exc, asyncio.IncompleteReadError | BrokenPipeError)
+        self._retire(proc, kill=not dead)
+        if isinstance(exc, TimeoutError):
+            return ChartUnavailable(f"chart worker drew nothing within {self.timeout:g} s (killed)")
+        if dead:
+            await self._reap(proc)
+            return ChartUnavailable(
+                f"chart worker exited (code {proc.returncode}){self._last_words()}"
+            )
+        if isinstance(exc, ConnectionError):
+            return ChartUnavailable(f"chart worker killed: {exc}")
+        return exc
+
     async def close(self) -> None:
         """Ends the worker (and any being retired) before the daemon exits; later charts
         are refused."""
         self._closed = True
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._stop_idle()
+        if self._busy is not None:  # a chart being drawn ends first (bounded by timeout)
+            await asyncio.wait([self._busy], timeout=self.timeout + STOP_GRACE)
         if self._proc is not None:
             self._retire(self._proc, kill=False)
         while self._background:
@@ -255,8 +276,9 @@ class ChartWorker:
                 proc.kill()
             await proc.wait()
         # What a dead worker left unread (a reply cut short: at most the pipe's buffer) is
-        # read to EOF, or its paused pipe transport would stay open for ever.
-        if proc.stdout is not None:
+        # read to EOF, or its paused pipe transport would stay open for ever; not while an
+        # exchange still reads it (that exchange then sees the EOF itself).
+        if proc.stdout is not None and self._busy_proc is not proc:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(STOP_GRACE):
                     while await proc.stdout.read(2**16):
@@ -294,8 +316,13 @@ def _import_path() -> str:
     return os.pathsep.join(os.path.abspath(p) for p in sys.path if p)
 
 
+def _recorded(exc: ChartUnavailable) -> ChartUnavailable:
+    exc.recorded = True  # type: ignore[attr-defined]  # in health already: not twice
+    return exc
+
+
 def _retrieved(exchange: asyncio.Future[Any]) -> None:
-    # An exchange whose caller gave up fails unobserved; its error is in `health` already.
+    # An exchange whose caller gave up fails unobserved; it was recorded and logged.
     if not exchange.cancelled():
         exchange.exception()
 

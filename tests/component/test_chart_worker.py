@@ -150,6 +150,41 @@ async def test_a_reply_too_large_for_a_chart_is_refused_unread_and_the_worker_re
     assert await pid_of(worker) != first
 
 
+async def test_an_abandoned_chart_neither_retires_the_worker_under_the_next_nor_goes_unreported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = ChartWorker(idle_after=1.0, render=SCRIPTED)
+    try:
+        first = await pid_of(w)
+        abandoned = asyncio.ensure_future(w(spec("slow:1.5")))
+        await asyncio.sleep(0.3)
+        abandoned.cancel()
+        # The abandoned chart ends (and arms the idle timer) while this one waits; the
+        # timer must not end the worker in the middle of this one.
+        assert await w(spec("slow:1.5")) == b"slow"
+        assert await pid_of(w) == first and w.starts == 1
+        # An abandoned chart that then fails is recorded and logged all the same.
+        w.timeout = 1.0
+        hung = asyncio.ensure_future(w(spec("hang")))
+        await asyncio.sleep(0.2)
+        hung.cancel()
+        assert await wait_gone(first)
+        assert w.health.status == "unhealthy"
+        assert "drew nothing within 1 s" in (w.health.last_error or "")
+        assert "chart not drawn: chart worker drew nothing within 1 s" in caplog.text
+    finally:
+        await w.close()
+
+
+async def test_close_lets_the_chart_being_drawn_finish(worker: ChartWorker) -> None:
+    first = await pid_of(worker)
+    drawing = asyncio.ensure_future(worker(spec("slow:1.0")))
+    await asyncio.sleep(0.2)
+    await worker.close()
+    assert await drawing == b"slow"
+    assert gone(first)
+
+
 async def test_what_a_library_prints_does_not_corrupt_the_replies(worker: ChartWorker) -> None:
     assert await worker(spec("print")) == b"clean"
     assert await worker(spec("after")) == b"after"
