@@ -40,6 +40,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -407,7 +408,8 @@ class SlackNotifier:
             if state == "resolved":
                 began = alert.get("started_at")
                 began = float(began) if isinstance(began, int | float) else now
-                shown = [s for s in silences if s.starts_at <= now and s.ends_at > began]
+                ended = _timestamp(alert.get("resolved_at_text")) or now
+                shown = [s for s in silences if s.starts_at <= ended and s.ends_at > began]
             labels = alert_labels(service, alert["slo"], alert["severity"], alert["labels"])
             for silence in shown:
                 if silence.matches(labels):
@@ -633,4 +635,14 @@ class SlackNotifier:
             if key == entry.idempotency_key:
                 return str(resp.get("channel", channel)), _answer_text(message, "ts")
         await asyncio.sleep(0)
+        return None
+
+
+def _timestamp(text: Any) -> float | None:
+    """An RFC 3339 time as the payloads carry it ("2026-11-20T13:08:00Z"), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
         return None

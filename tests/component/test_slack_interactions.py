@@ -17,7 +17,9 @@ from aiohttp.test_utils import TestServer
 
 from sentinel.config import load_config
 from sentinel.daemon.assembly import Assembly, build_daemon
+from sentinel.notify.slack import SlackNotifier, _member
 from sentinel.rules.loader import load_rules
+from sentinel.web.alerts_api import create_silence
 from sentinel.web.app import build_app
 from sentinel.web.routes import api_routes
 from support.fakeslack import (
@@ -190,6 +192,33 @@ async def test_an_alert_silenced_while_it_fires_still_shows_its_resolve_where_it
     assert "RESOLVED" in stack.root().text  # the message that paged, no new one
     # Who silenced it stays on the resolved message, as an acknowledgement does.
     assert "silenced by alice until" in json.dumps(stack.root().blocks)
+
+
+async def test_a_silence_made_after_a_resolve_is_not_shown_on_the_resolved_alert(
+    stack: Stack,
+) -> None:
+    """A message re-rendered later (a button on another alert of the group) must not
+    claim a silence made after this alert resolved was on it."""
+    await stack.replay(range(55, 100))  # fired at 63, resolved before 100
+    assert "RESOLVED" in stack.root().text
+    create_silence(
+        stack.built.store,
+        {"matchers": {"service": "chatbot-backend"}, "duration": "2h", "author": "carol"},
+        stack.clock.now,
+    )
+    notifier = stack.built.dispatcher.notifiers["oncall"]
+    assert isinstance(notifier, SlackNotifier)
+    members = [
+        m
+        for m in map(
+            _member,
+            stack.built.store.slack_members("oncall", stack.root().channel, stack.root().ts),
+        )
+        if m
+    ]
+    assert members and {state for _, state in members} == {"resolved"}
+    notes = notifier.notes("chatbot-backend", members, stack.clock.now + 60)
+    assert not [n for n in notes if "silenced by carol" in n]
 
 
 async def test_acknowledge_stops_the_reminders_and_the_message_says_who_and_when(
