@@ -25,19 +25,48 @@ from sentinel.evaluate.slo import rfc3339
 from sentinel.web.compare import same_secret
 
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
-# One thread for the answers that grow with the rule set (/metrics, /api/v1/slos,
-# /api/v1/alerts, the UI overview): they need no token, and in the shared default pool a
-# burst of them queued ahead of SLO evaluation, answer parsing and the leader's lease
-# renewal. Here they queue behind each other instead.
-WEB_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("web_pool", ThreadPoolExecutor)
+
+
+class WebPool:
+    """Threads of their own for the answers that grow with the rule set: they need no
+    token, and in the shared default pool a burst of them queued ahead of SLO evaluation,
+    answer parsing and the leader's lease renewal. One thread for /api/v1/slos,
+    /api/v1/alerts and the UI overview, at most `MAX_QUEUED` of them waiting (beyond, 503
+    and Retry-After: a client that keeps asking cannot grow the queue); one for /metrics,
+    so a scrape never waits behind them."""
+
+    MAX_QUEUED = 8
+
+    def __init__(self) -> None:
+        self.answers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentinel-web")
+        self.metrics = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentinel-metrics")
+        self.queued = 0
+
+    def shutdown(self) -> None:
+        for pool in (self.answers, self.metrics):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+WEB_POOL: web.AppKey[WebPool] = web.AppKey("web_pool", WebPool)
 
 T = TypeVar("T")
 JSON = "application/json"
 
 
 async def off_loop(request: web.Request, work: Callable[[], T]) -> T:
-    """`work()` in the web answers' own thread (see WEB_POOL)."""
-    return await asyncio.get_running_loop().run_in_executor(request.app[WEB_POOL], work)
+    """`work()` in the web answers' own thread (see WebPool); 503 when too many wait."""
+    pool = request.app[WEB_POOL]
+    if pool.queued >= pool.MAX_QUEUED:
+        raise web.HTTPServiceUnavailable(
+            text=dumps({"error": f"busy: {pool.queued} large answers queued; retry shortly"}),
+            content_type=JSON,
+            headers={"Retry-After": "1"},
+        )
+    pool.queued += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool.answers, work)
+    finally:
+        pool.queued -= 1
 
 
 # Request limits (SECURITY.md), pinned here rather than left to aiohttp's defaults so an
@@ -142,7 +171,10 @@ async def metrics(request: web.Request) -> web.Response:
     # each scrape. prometheus-client copies each metric's children under its lock, so the
     # loop may set gauges meanwhile.
     registry = request.app[DAEMON].metrics.registry
-    payload = await off_loop(request, lambda: generate_latest(registry))
+    pool = request.app[WEB_POOL].metrics
+    payload = await asyncio.get_running_loop().run_in_executor(
+        pool, lambda: generate_latest(registry)
+    )
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -244,10 +276,10 @@ def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) ->
     install_bad_request_filter()
     app = web.Application(middlewares=[state_store_unavailable], client_max_size=MAX_REQUEST_BODY)
     app[DAEMON] = daemon
-    app[WEB_POOL] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentinel-web")
+    app[WEB_POOL] = WebPool()
 
     async def stop_pool(app: web.Application) -> None:
-        app[WEB_POOL].shutdown(wait=False, cancel_futures=True)
+        app[WEB_POOL].shutdown()
 
     app.on_cleanup.append(stop_pool)
     app.add_routes(

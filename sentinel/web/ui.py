@@ -10,6 +10,7 @@ checks through the gate's own parsing, verdict and audit.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.resources
 import json
@@ -24,6 +25,7 @@ from markupsafe import Markup
 from multidict import MultiDict
 
 from sentinel import __version__
+from sentinel.alerting.silences import Silence
 from sentinel.daemon.assembly import Assembly
 from sentinel.errors import GateInputError, GateOverloaded, StateStoreWriteError
 from sentinel.evaluate.slo import rfc3339
@@ -108,6 +110,7 @@ class StatusUI:
         digest = hashlib.sha256(b"".join(a[0] for a in self.assets.values())).hexdigest()
         self.asset_version = digest[:10]
         self._rows: tuple[Any, list[ui_data.Row], Markup] | None = None
+        self._building: tuple[Any, asyncio.Future[tuple[list[ui_data.Row], Markup]]] | None = None
 
     def _token(self) -> str | None:
         token = self.daemon.config.server.api_token
@@ -170,21 +173,37 @@ class StatusUI:
             tuple((s.cycles, s.completed_at) for s in self.daemon.group_status.values()),
             tuple(s.id for s in silences if s.active(now)),
         )
-        if self._rows is None or self._rows[0] != key:
-            # Built in a worker thread from this moment's results and alert states (both
-            # replaced, never changed in place, on the loop): 7,000 instances' rows and
-            # sparklines held the event loop ~190 ms once per cycle.
-            latest, alerts = self.daemon.latest(), dict(self.manager.alerts)
-            reader = self.history.reader()  # the rings change on the loop meanwhile
+        if self._rows is not None and self._rows[0] == key:
+            return self._rows[1], self._rows[2]
+        building = self._building
+        if building is None or building[0] != key:
+            building = (key, asyncio.ensure_future(self._build_rows(request, key, silences, now)))
+            self._building = building
+        # One build per key however many ask at once (ten people watching the overview
+        # as a cycle ends); shielded: one of them leaving does not stop it for the rest.
+        return await asyncio.shield(building[1])
 
-            def build() -> tuple[list[ui_data.Row], Markup]:
-                rows = ui_data.rows(latest, alerts, silences, reader.spark, now)
-                return rows, table_rows(rows)
+    async def _build_rows(
+        self, request: web.Request, key: Any, silences: list[Silence], now: float
+    ) -> tuple[list[ui_data.Row], Markup]:
+        # Built in a worker thread from this moment's results and alert states (both
+        # replaced, never changed in place, on the loop): 7,000 instances' rows and
+        # sparklines held the event loop ~190 ms once per cycle.
+        latest, alerts = self.daemon.latest(), dict(self.manager.alerts)
+        reader = self.history.reader()  # the rings change on the loop meanwhile
 
+        def build() -> tuple[list[ui_data.Row], Markup]:
+            rows = ui_data.rows(latest, alerts, silences, reader.spark, now)
+            return rows, table_rows(rows)
+
+        try:
             rows, table = await off_loop(request, build)
-            self.history.keep(reader)
-            self._rows = (key, rows, table)
-        return self._rows[1], self._rows[2]
+        finally:
+            if self._building is not None and self._building[0] == key:
+                self._building = None
+        self.history.keep(reader)
+        self._rows = (key, rows, table)
+        return rows, table
 
     async def overview(self, request: web.Request) -> web.Response:
         auth = self.auth.check(request)

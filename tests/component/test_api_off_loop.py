@@ -117,11 +117,41 @@ async def test_a_burst_of_large_answers_leaves_the_shared_worker_threads_free(
     asked = [asyncio.ensure_future(client.get("/api/v1/slos")) for _ in range(12)]
     assert await asyncio.to_thread(held.started.wait, 20)  # one is encoding, held
     await asyncio.sleep(0.3)  # the others have reached their encoding step
-    # Work for the shared pool still runs at once.
+    # Work for the shared pool still runs at once, and so does a scrape of /metrics.
     assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), 5) == "ran"
+    async with client.session.get(client.server.make_url("/metrics")) as scrape:
+        assert scrape.status == 200 and "sentinel_build_info" in await scrape.text()
     answered.set()
     release_all.set()
-    for status, body, headers in [await a for a in asked]:
-        assert status == 200 and body
-        assert headers["Content-Type"] == "application/json; charset=utf-8"
+    answers = [await a for a in asked]
+    # At most 8 wait for the thread; the rest are told to come back (the queue is bounded).
+    assert [status for status, _, _ in answers].count(200) == 8
+    for status, body, headers in answers:
+        if status == 200:
+            assert body and headers["Content-Type"] == "application/json; charset=utf-8"
+        else:
+            assert status == 503 and headers["Retry-After"] == "1"
+            assert body["error"].startswith("busy: 8 large answers queued")
     assert released == [True]
+
+
+async def test_people_opening_the_overview_together_share_one_build(
+    client: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held, answered, _ = holding(ui_data.rows)
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return held(*args)
+
+    monkeypatch.setattr(ui_data, "rows", counted)
+    url = client.server.make_url("/")
+    pages = [asyncio.ensure_future(client.session.get(url)) for _ in range(5)]
+    assert await asyncio.to_thread(held.started.wait, 20)
+    await asyncio.sleep(0.3)  # the others ask while the first build runs
+    answered.set()
+    for page in pages:
+        async with await page as answer:
+            assert answer.status == 200
+    assert len(calls) == 1
