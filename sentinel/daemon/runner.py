@@ -552,11 +552,17 @@ class Daemon:
         if self._scheduler is not None:
             self._scheduler.shutdown()
         # A reload being applied (its hooks swap notifiers, restart probes) ends first, or
-        # it would rebuild what this stop is closing; bounded, a hook can hang.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RELOAD_STOP_WAIT):
-                async with self._reload_lock:
-                    pass
+        # it would rebuild what this stop is closing; bounded (a hook can hang), and a
+        # second stop signal does not wait.
+        if self._reload_lock.locked():
+            released = asyncio.ensure_future(self._reload_lock.acquire())
+            try:
+                await wait_done({released}, RELOAD_STOP_WAIT, self._force)
+            finally:
+                if released.done() and not released.cancelled():
+                    self._reload_lock.release()
+                else:
+                    released.cancel()
         await self._finish_cycles()
         for source in self.engine.sources.values():
             with contextlib.suppress(Exception):
