@@ -5,8 +5,7 @@ and held the loop ~250 ms per request, /api/v1/alerts 75-90 ms)."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from sentinel.evaluate.slo import SLOResult
 from sentinel.web import alerts_api, ui_data
 from support.gatestack import GateClient, running_gate
+from support.held import Held
 
 
 @pytest.fixture
@@ -27,26 +27,11 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         yield client
 
 
-def holding(real: Callable[..., Any]) -> tuple[Callable[..., Any], threading.Event, Any]:
-    """`real`, held on its first call until `answered` is set."""
-    started, answered = threading.Event(), threading.Event()
-    released: list[bool] = []
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        if not started.is_set():
-            started.set()
-            released.append(answered.wait(20))
-        return real(*args, **kwargs)
-
-    held.started, held.released = started, released  # type: ignore[attr-defined]
-    return held, answered, released
-
-
-async def health_while(client: GateClient, held: Any, answered: threading.Event, path: str) -> Any:
+async def health_while(client: GateClient, held: Held, path: str) -> Any:
     asked = asyncio.ensure_future(client.get(path))
-    assert await asyncio.to_thread(held.started.wait, 20)
+    await held.wait_started()
     status, _, _ = await client.get("/health/live")
-    answered.set()
+    held.release()
     assert status == 200
     return await asked
 
@@ -54,10 +39,10 @@ async def health_while(client: GateClient, held: Any, answered: threading.Event,
 async def test_health_is_answered_while_the_slos_api_encodes_its_answer(
     client: GateClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held, answered, released = holding(SLOResult.to_json)
-    monkeypatch.setattr(SLOResult, "to_json", held)
-    status, body, _ = await health_while(client, held, answered, "/api/v1/slos")
-    assert released == [True], "/api/v1/slos held the event loop"
+    held = Held(SLOResult.to_json)
+    monkeypatch.setattr(SLOResult, "to_json", lambda self: held(self))
+    status, body, _ = await health_while(client, held, "/api/v1/slos")
+    assert held.released == [True], "/api/v1/slos held the event loop"
     assert status == 200 and len(body) == len(client.built.daemon.latest())
     assert {r["status"] for r in body} == {"no_data"}
 
@@ -65,10 +50,10 @@ async def test_health_is_answered_while_the_slos_api_encodes_its_answer(
 async def test_health_is_answered_while_the_alerts_api_encodes_its_answer(
     client: GateClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held, answered, released = holding(alerts_api.dumps_list)
+    held = Held(alerts_api.dumps_list)
     monkeypatch.setattr(alerts_api, "dumps_list", held)
-    status, body, _ = await health_while(client, held, answered, "/api/v1/alerts")
-    assert released == [True], "/api/v1/alerts held the event loop"
+    status, body, _ = await health_while(client, held, "/api/v1/alerts")
+    assert held.released == [True], "/api/v1/alerts held the event loop"
     assert status == 200 and set(body) == {"alerts", "incidents"}
 
 
@@ -84,17 +69,17 @@ async def test_the_slos_api_still_filters_and_refuses_a_bad_status(client: GateC
 async def test_health_is_answered_while_the_overview_builds_its_rows(
     client: GateClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held, answered, released = holding(ui_data.rows)
+    held = Held(ui_data.rows)
     monkeypatch.setattr(ui_data, "rows", held)
     asked = asyncio.ensure_future(client.session.get(client.server.make_url("/")))
-    assert await asyncio.to_thread(held.started.wait, 20)
+    await held.wait_started()
     status, _, _ = await client.get("/health/live")
-    answered.set()
+    held.release()
     assert status == 200
     async with await asked as page:
         assert page.status == 200
         text = await page.text()
-    assert released == [True], "the overview held the event loop"
+    assert held.released == [True], "the overview held the event loop"
     assert "chat-latency-p95" in text
 
 
@@ -103,26 +88,16 @@ async def test_a_burst_of_large_answers_leaves_the_shared_worker_threads_free(
 ) -> None:
     # The shared pool also runs SLO evaluation, answer parsing and the leader's lease
     # renewal: unauthenticated requests for large answers must not fill it.
-    held, answered, released = holding(SLOResult.to_json)
-    release_all = threading.Event()
-
-    def all_held(self: SLOResult) -> Any:
-        if not held.started.is_set():
-            return held(self)
-        release_all.wait(20)
-        return SLOResult.__dict__["_real"](self)
-
-    monkeypatch.setattr(SLOResult, "_real", SLOResult.to_json, raising=False)
-    monkeypatch.setattr(SLOResult, "to_json", all_held)
+    held = Held(SLOResult.to_json, every=True)
+    monkeypatch.setattr(SLOResult, "to_json", lambda self: held(self))
     asked = [asyncio.ensure_future(client.get("/api/v1/slos")) for _ in range(12)]
-    assert await asyncio.to_thread(held.started.wait, 20)  # one is encoding, held
+    await held.wait_started()  # one is encoding, held
     await asyncio.sleep(0.3)  # the others have reached their encoding step
     # Work for the shared pool still runs at once, and so does a scrape of /metrics.
     assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), 5) == "ran"
     async with client.session.get(client.server.make_url("/metrics")) as scrape:
         assert scrape.status == 200 and "sentinel_build_info" in await scrape.text()
-    answered.set()
-    release_all.set()
+    held.release()
     answers = [await a for a in asked]
     # At most 8 wait for the thread; the rest are told to come back (the queue is bounded).
     assert [status for status, _, _ in answers].count(200) == 8
@@ -132,26 +107,20 @@ async def test_a_burst_of_large_answers_leaves_the_shared_worker_threads_free(
         else:
             assert status == 503 and headers["Retry-After"] == "1"
             assert body["error"].startswith("busy: 8 large answers queued")
-    assert released == [True]
+    assert held.released[0] is True
 
 
 async def test_people_opening_the_overview_together_share_one_build(
     client: GateClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held, answered, _ = holding(ui_data.rows)
-    calls: list[int] = []
-
-    def counted(*args: Any) -> Any:
-        calls.append(1)
-        return held(*args)
-
-    monkeypatch.setattr(ui_data, "rows", counted)
+    held = Held(ui_data.rows)
+    monkeypatch.setattr(ui_data, "rows", held)
     url = client.server.make_url("/")
     pages = [asyncio.ensure_future(client.session.get(url)) for _ in range(5)]
-    assert await asyncio.to_thread(held.started.wait, 20)
+    await held.wait_started()
     await asyncio.sleep(0.3)  # the others ask while the first build runs
-    answered.set()
+    held.release()
     for page in pages:
         async with await page as answer:
             assert answer.status == 200
-    assert len(calls) == 1
+    assert held.calls == 1

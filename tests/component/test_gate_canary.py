@@ -8,7 +8,6 @@ the canary has had 9,000 requests and 900 answers, the baseline 19 times that.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from support import canary_data
 from support.canary_data import SCENARIOS, at, rule_file
 from support.fakeloki import FakeLoki
 from support.gatestack import TOKEN, GateClient, make_client
+from support.held import Held
 from support.promserver import PrometheusServer, backfill
 
 SINCE = str(int(at(1)))
@@ -305,22 +305,15 @@ async def test_health_and_other_requests_are_answered_while_a_comparison_runs(
     # event loop it would hold the loop itself, and the health check could not be asked.
     from sentinel.gate import canary as gate_canary
 
-    real, started, answered = gate_canary.compare, threading.Event(), threading.Event()
-    released: list[bool] = []
-
-    def held(*args: Any) -> Any:
-        started.set()
-        released.append(answered.wait(20))
-        return real(*args)
-
+    held = Held(gate_canary.compare)
     monkeypatch.setattr(gate_canary, "compare", held)
     asked = asyncio.ensure_future(gate.get(service="canary-5xx", since=SINCE, mode="canary"))
-    assert await asyncio.to_thread(started.wait, 20)
+    await held.wait_started()
     status, _, _ = await gate.get("/health/live")
-    answered.set()
+    held.release()
     assert status == 200
     status, body, _ = await asked
-    assert released == [True], "the comparison held the event loop"
+    assert held.released == [True], "the comparison held the event loop"
     assert status == 412 and body["decision"] == "fail"
 
 
@@ -329,25 +322,17 @@ async def test_pipelines_polling_together_share_one_comparison(
 ) -> None:
     from sentinel.gate import canary as gate_canary
 
-    real, started, release = gate_canary.compare, threading.Event(), threading.Event()
-    calls: list[int] = []
-
-    def held(*args: Any) -> Any:
-        calls.append(1)
-        started.set()
-        release.wait(20)
-        return real(*args)
-
+    held = Held(gate_canary.compare, every=True)
     monkeypatch.setattr(gate_canary, "compare", held)
     ask = lambda: gate.get(service="canary-5xx", since=SINCE, mode="canary")  # noqa: E731
     first = asyncio.ensure_future(ask())
-    assert await asyncio.to_thread(started.wait, 20)
+    await held.wait_started()
     others = [asyncio.ensure_future(ask()) for _ in range(3)]
     await asyncio.sleep(0.5)  # they reach the comparison the first one started
-    release.set()
+    held.release()
     answers = [await first] + [await o for o in others]
     assert [a[1]["decision"] for a in answers] == ["fail"] * 4
-    assert len(calls) == 1
+    assert held.calls == 1
 
 
 async def test_a_comparison_slower_than_the_deadline_is_pending_and_kept_for_the_retry(
@@ -356,31 +341,23 @@ async def test_a_comparison_slower_than_the_deadline_is_pending_and_kept_for_the
     from sentinel.gate import canary as gate_canary
 
     object.__setattr__(gate.built.daemon.config.gate, "deadline", 2.0)
-    real, started, release = gate_canary.compare, threading.Event(), threading.Event()
-    calls: list[int] = []
-
-    def held(*args: Any) -> Any:
-        calls.append(1)
-        started.set()
-        release.wait(20)
-        return real(*args)
-
+    held = Held(gate_canary.compare, every=True)
     monkeypatch.setattr(gate_canary, "compare", held)
     for _ in range(30):  # a loaded machine may need retries for the evaluation first
         status, body, _ = await gate.get(service="canary-5xx", since=SINCE, mode="canary")
-        if started.is_set():
+        if held.started.is_set():
             break
-    assert started.is_set()
+    assert held.started.is_set()
     assert status == 503 and body["decision"] == "pending"
     assert "comparison still running after 2s" in body["reasons"][0]
-    release.set()
+    held.release()
     for _ in range(50):
         status, body, _ = await gate.get(service="canary-5xx", since=SINCE, mode="canary")
         if body["decision"] != "pending":
             break
         await asyncio.sleep(0.1)
     assert status == 412 and body["decision"] == "fail"
-    assert len(calls) == 1  # the retry got the comparison that was kept, not a new one
+    assert held.calls == 1  # the retry got the comparison that was kept, not a new one
 
 
 def test_a_daemon_that_is_never_asked_for_a_canary_does_not_load_scipy() -> None:

@@ -4,9 +4,7 @@ answered meanwhile (reading 1,300 SLOs takes ~2 s of CPU; on the loop it froze b
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,30 +12,23 @@ from conftest import REPO
 from sentinel.daemon import runner
 from sentinel.daemon.runstate import RunState
 from support.gatestack import running_gate
+from support.held import Held
 
 
 async def test_health_is_answered_while_a_reload_reads_its_rules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_gate(tmp_path, "http://127.0.0.1:9", monkeypatch) as client:
-        real, started, answered = runner.load_rules, threading.Event(), threading.Event()
-        released: list[bool] = []
-
-        def held(*args: Any) -> Any:
-            # Stands in for a rule set that takes seconds to read: held until a health
-            # check has been answered (on the event loop it would hold the loop itself).
-            started.set()
-            released.append(answered.wait(20))
-            return real(*args)
-
+        # Stands in for a rule set that takes seconds to read.
+        held = Held(runner.load_rules)
         monkeypatch.setattr(runner, "load_rules", held)
         reload = asyncio.ensure_future(client.built.daemon.reload())
-        assert await asyncio.to_thread(started.wait, 20)
+        await held.wait_started()
         status, _, _ = await client.get("/health/live")
-        answered.set()
+        held.release()
         assert status == 200
         assert await reload is True
-        assert released == [True], "the reload held the event loop"
+        assert held.released == [True], "the reload held the event loop"
         assert client.built.daemon.reload_status.status == "ok"
 
 
@@ -67,19 +58,13 @@ async def test_a_stop_that_arrives_while_a_reload_reads_its_files_wins(
         config, sources = daemon.config, dict(daemon.engine.sources)
         path = tmp_path / "config.yaml"
         path.write_text(path.read_text().replace("127.0.0.1:9", "127.0.0.1:10"))
-        real, started, release = runner.load_rules, threading.Event(), threading.Event()
-
-        def held(*args: Any) -> Any:
-            started.set()
-            release.wait(20)
-            return real(*args)
-
+        held = Held(runner.load_rules)
         monkeypatch.setattr(runner, "load_rules", held)
         reload = asyncio.ensure_future(daemon.reload())
-        assert await asyncio.to_thread(started.wait, 20)
+        await held.wait_started()
         stop = asyncio.ensure_future(daemon.stop())
         await asyncio.sleep(0.05)  # the stop has begun: it waits for the reload
-        release.set()
+        held.release()
         assert await reload is False
         await stop
         assert daemon.state is RunState.STOPPED
@@ -93,22 +78,15 @@ async def test_health_is_answered_while_dashboards_are_rendered_at_a_reload(
 
     extra = f"dashboards: {{output: out, templates: {REPO / 'dashboards'}}}\n"
     async with running_gate(tmp_path, "http://127.0.0.1:9", monkeypatch, extra) as client:
-        real, started, answered = dashboards.render_all, threading.Event(), threading.Event()
-        released: list[bool] = []
-
-        def held(*args: Any) -> Any:
-            started.set()
-            released.append(answered.wait(20))
-            return real(*args)
-
+        held = Held(dashboards.render_all)
         monkeypatch.setattr(dashboards, "render_all", held)
         reload = asyncio.ensure_future(client.built.daemon.reload())
-        assert await asyncio.to_thread(started.wait, 20)
+        await held.wait_started()
         status, _, _ = await client.get("/health/live")
-        answered.set()
+        held.release()
         assert status == 200
         assert await reload is True
-        assert released == [True], "rendering the dashboards held the event loop"
+        assert held.released == [True], "rendering the dashboards held the event loop"
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
             "sentinel-chatbot-backend.json",
             "sentinel-overview.json",
