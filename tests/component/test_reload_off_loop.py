@@ -11,8 +11,19 @@ import pytest
 from conftest import REPO
 from sentinel.daemon import runner
 from sentinel.daemon.runstate import RunState
-from support.gatestack import running_gate
+from support.gatestack import GateClient, running_gate
 from support.held import Held
+
+
+async def reload_answering_health(client: GateClient, held: Held) -> None:
+    """A reload during which `held` is held: a health check is answered meanwhile."""
+    reload = asyncio.ensure_future(client.built.daemon.reload())
+    await held.wait_started()
+    status, _, _ = await client.get("/health/live")
+    held.release()
+    assert status == 200
+    assert await reload is True
+    assert held.released == [True], "the reload held the event loop"
 
 
 async def test_health_is_answered_while_a_reload_reads_its_rules(
@@ -22,13 +33,7 @@ async def test_health_is_answered_while_a_reload_reads_its_rules(
         # Stands in for a rule set that takes seconds to read.
         held = Held(runner.load_rules)
         monkeypatch.setattr(runner, "load_rules", held)
-        reload = asyncio.ensure_future(client.built.daemon.reload())
-        await held.wait_started()
-        status, _, _ = await client.get("/health/live")
-        held.release()
-        assert status == 200
-        assert await reload is True
-        assert held.released == [True], "the reload held the event loop"
+        await reload_answering_health(client, held)
         assert client.built.daemon.reload_status.status == "ok"
 
 
@@ -80,13 +85,7 @@ async def test_health_is_answered_while_dashboards_are_rendered_at_a_reload(
     async with running_gate(tmp_path, "http://127.0.0.1:9", monkeypatch, extra) as client:
         held = Held(dashboards.render_all)
         monkeypatch.setattr(dashboards, "render_all", held)
-        reload = asyncio.ensure_future(client.built.daemon.reload())
-        await held.wait_started()
-        status, _, _ = await client.get("/health/live")
-        held.release()
-        assert status == 200
-        assert await reload is True
-        assert held.released == [True], "rendering the dashboards held the event loop"
+        await reload_answering_health(client, held)
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
             "sentinel-chatbot-backend.json",
             "sentinel-overview.json",
