@@ -13,6 +13,7 @@ import pytest
 
 from sentinel.evaluate.slo import SLOResult
 from sentinel.web import alerts_api, ui_data
+from sentinel.web.app import WEB_POOL
 from support.gatestack import GateClient, running_gate
 from support.held import Held
 
@@ -92,7 +93,11 @@ async def test_a_burst_of_large_answers_leaves_the_shared_worker_threads_free(
     monkeypatch.setattr(SLOResult, "to_json", lambda self: held(self))
     asked = [asyncio.ensure_future(client.get("/api/v1/slos")) for _ in range(12)]
     await held.wait_started()  # one is encoding, held
-    await asyncio.sleep(0.3)  # the others have reached their encoding step
+    pool = client.server.app[WEB_POOL]
+    for _ in range(200):  # every request has been answered 503 or is waiting its turn
+        if pool.queued == pool.MAX_QUEUED and sum(a.done() for a in asked) == 4:
+            break
+        await asyncio.sleep(0.05)
     # Work for the shared pool still runs at once, and so does a scrape of /metrics.
     assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), 5) == "ran"
     async with client.session.get(client.server.make_url("/metrics")) as scrape:
