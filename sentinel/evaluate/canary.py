@@ -7,7 +7,7 @@ counts, and a verdict (pass / marginal / fail / pending / removed) with its reas
 turns the comparisons into one decision with a weighted score.
 
 Every question is asked as "is the canary's share of bad events larger than the
-baseline's?" on a 2x2 table, answered by scipy.stats: a one-sided two-proportion z-test,
+baseline's?" on a 2x2 table: a one-sided two-proportion z-test,
 or Fisher's exact test when an expected cell count is below 5 (Cochran's rule), where the
 normal approximation is poor.
 
@@ -223,23 +223,57 @@ def one_sided(canary: tuple[int, int], baseline: tuple[int, int]) -> tuple[str, 
     """(test, statistic, p) for "the canary's share of bad events (bad, good) exceeds the
     baseline's": a pooled two-proportion z-test, or Fisher's exact test when an expected
     cell count is below MIN_EXPECTED_CELL."""
-    # Imported here: scipy.stats costs ~1.4 s and ~80 MB of RSS to import, which only a
-    # gate asked for a canary comparison should pay, not every daemon at start.
-    import numpy as np
-    from scipy import stats
-
     (a, b), (c, d) = canary, baseline
     n1, n2 = a + b, c + d
     bad, good, n = a + c, b + d, n1 + n2
     if n1 == 0 or n2 == 0:
         return "none", math.nan, 1.0  # nothing to compare (callers check minimums first)
     if min(n1, n2) * min(bad, good) / n < MIN_EXPECTED_CELL:
-        result = stats.fisher_exact(np.array([[a, b], [c, d]]), alternative="greater")
-        return "fisher_exact", float(result.statistic), float(result.pvalue)
+        return "fisher_exact", _odds_ratio(a, b, c, d), _hypergeom_upper_tail(a, n, bad, n1)
     pooled = bad / n
     se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     z = (a / n1 - c / n2) / se
-    return "z_test", z, float(stats.norm.sf(z))
+    # The normal survival function as scipy.special.ndtr(-z) computes it: erfc keeps its
+    # relative precision far into the tail, where 1 - cdf(z) would round to 0.
+    return "z_test", z, 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+# Both tests were scipy.stats' until scipy's import (~1.4 s and ~70 MB of RSS, kept for
+# the daemon's life) proved to cost more than the twenty lines below; the unit tests check
+# them against scipy.stats (still the reference, installed with the test extra) on
+# thousands of tables, including Fisher's extreme ones.
+
+
+def _odds_ratio(a: int, b: int, c: int, d: int) -> float:
+    """The sample odds ratio scipy.stats.fisher_exact reports: NaN when a margin is
+    empty (nothing to compare), +Inf when only the denominator is 0."""
+    if 0 in (a + b, c + d, a + c, b + d):
+        return math.nan
+    return math.inf if b * c == 0 else (a * d) / (b * c)
+
+
+def _hypergeom_upper_tail(at_least: int, population: int, marked: int, drawn: int) -> float:
+    """P(X >= at_least) for X ~ Hypergeometric: `drawn` events taken without replacement
+    from `population` of which `marked` are bad — Fisher's one-sided ("greater") p-value
+    of the canary's row. Terms in log space (lgamma) so populations of millions neither
+    overflow nor lose the tail; the support is at most ~sqrt(5 n) wide where Fisher is
+    used (Cochran's rule), so summing it term by term stays cheap."""
+    low = max(0, drawn - (population - marked))
+    high = min(drawn, marked)
+    if at_least <= low or 0 in (marked, population - marked):
+        return 1.0
+    if at_least > high:
+        return 0.0
+    log_total = _log_choose(population, drawn)
+    tail = math.fsum(
+        math.exp(_log_choose(marked, x) + _log_choose(population - marked, drawn - x) - log_total)
+        for x in range(at_least, high + 1)
+    )
+    return min(1.0, tail)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
 def _table(bad: float, total: float) -> tuple[int, int]:

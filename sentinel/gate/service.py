@@ -472,8 +472,8 @@ class Gate:
                 return "fail", text
             return "removed", f"{text}; left out (source_down_policy: fail_open)"
 
-        # In a worker thread: the first comparison imports scipy.stats (~1.6 s of CPU), and
-        # on the loop that froze health checks and every other request meanwhile. Once
+        # In a worker thread: a comparison is pure CPU (and once imported scipy.stats for
+        # ~1.6 s), and on the loop that froze health checks and every other request. Once
         # for the same inputs: pipelines polling together share one comparison, and one
         # that outlasts a request's deadline is kept for its retry.
         judging = self._judging.get(verdict_key)

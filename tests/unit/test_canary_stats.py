@@ -70,6 +70,86 @@ def test_the_one_sided_test_only_counts_a_worse_canary() -> None:
     assert one_sided((120, 5880), (600, 59400))[2] < 1e-6
 
 
+def _tables() -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """2x2 tables (canary bad/good, baseline bad/good) from tiny to millions of events,
+    with empty cells and margins: where the tests switch, and Fisher's extreme tails."""
+    import random
+
+    rng = random.Random(20261126)
+    tables = [
+        ((0, 0), (0, 10)),
+        ((0, 10), (0, 0)),
+        ((0, 100), (0, 10_000)),
+        ((100, 0), (10_000, 0)),
+        ((5, 0), (0, 5)),
+        ((0, 5), (5, 0)),
+        ((1, 0), (0, 1_000_000)),
+        ((3, 997), (5, 9995)),
+        ((40, 10), (2, 5_000_000)),  # p far below 1e-100
+        ((12, 88), (30, 2_000_000)),
+        ((0, 27_000), (50, 500_000)),
+        ((7, 26_993), (50, 500_000)),
+        ((60, 5940), (300, 59700)),
+        ((120, 5880), (600, 59400)),
+        ((5_500, 994_500), (95_000, 18_905_000)),
+    ]
+    for _ in range(3000):
+        n1 = int(10 ** rng.uniform(0, 6.5))
+        n2 = int(10 ** rng.uniform(0, 7))
+        share = 10 ** rng.uniform(-5, 0)
+        a = min(n1, int(n1 * share * rng.uniform(0, 3)))
+        c = min(n2, int(n2 * share))
+        tables.append(((a, n1 - a), (c, n2 - c)))
+    return tables
+
+
+def test_both_tests_give_scipy_stats_p_values_and_statistics() -> None:
+    # scipy.stats is the reference the hand-written tails replaced (it stays in the test
+    # extra): every table, including Fisher's extreme tails, agrees to 1e-6 relative —
+    # lgamma of populations of millions loses ~1e-9, far below what alpha can tell apart.
+    np = pytest.importorskip("numpy", exc_type=ImportError)
+    stats = pytest.importorskip("scipy.stats", exc_type=ImportError)
+    seen = set()
+    for canary, baseline in _tables():
+        test, statistic, p = one_sided(canary, baseline)
+        seen.add(test)
+        if test == "none":
+            assert (p, math.isnan(statistic)) == (1.0, True)
+            continue
+        if test == "fisher_exact":
+            table = np.array([canary, baseline])
+            expected = stats.fisher_exact(table, alternative="greater")
+            want_statistic, want_p = float(expected.statistic), float(expected.pvalue)
+        else:
+            want_statistic, want_p = statistic, float(stats.norm.sf(statistic))
+        assert p == pytest.approx(want_p, rel=1e-6, abs=1e-300), (canary, baseline, test)
+        if math.isnan(want_statistic):
+            assert math.isnan(statistic), (canary, baseline)
+        else:
+            assert statistic == pytest.approx(want_statistic, rel=1e-12), (canary, baseline)
+        assert 0.0 <= p <= 1.0
+    assert seen == {"none", "fisher_exact", "z_test"}
+
+
+def test_a_canary_comparison_loads_neither_scipy_nor_numpy() -> None:
+    # Importing scipy.stats cost the daemon ~1.4 s and ~70 MB of RSS for its whole life,
+    # at its first canary comparison.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sentinel.evaluate.canary import CanaryInput, Counts, Settings, compare\n"
+        "from sentinel.rules.model import CanaryPolicy\n"
+        "policy = CanaryPolicy(min_canary_events=0, min_baseline_events=0)\n"
+        "for canary in (Counts(3, 1000), Counts(600, 10_000)):\n"
+        "    compare(CanaryInput('r', 'ratio', policy, canary, Counts(50, 100_000)), Settings())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'numpy')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_an_identical_canary_passes_once_the_comparison_could_catch_a_doubling() -> None:
     assert ratio(Counts(50, 10_000), Counts(950, 190_000)) == "pass"
 
