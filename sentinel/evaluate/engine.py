@@ -83,6 +83,8 @@ class Engine:
         self._evaluated_at: dict[str, float] = {}  # SLO key -> its last remembered cycle
         # Budget/burn window query -> (the instant it was answered for, its samples).
         self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
+        # One labels dict per label set across the kept answers (`_keep`).
+        self._label_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
         # Rendered queries: the same every cycle for the same SLO (rendering them was
         # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
         self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
@@ -140,12 +142,12 @@ class Engine:
             # still in flight: the cycle then costs little more than the slowest query.
             for done in asyncio.as_completed(tasks):
                 planned, answer = await done
-                by_query[planned] = answer
                 if planned in reuse:
                     if isinstance(answer, list):
-                        self._reused[planned] = (at, answer)
+                        answer = await self._keep(planned, at, answer)
                     else:
                         self._reused.pop(planned, None)
+                by_query[planned] = answer
                 for slo in slos:
                     if slo.key in per_slo or not needs[slo.key] <= by_query.keys():
                         continue
@@ -228,6 +230,32 @@ class Engine:
             out = apply_budgets(slo, out, window_answers, queries)
         return out
 
+    async def _keep(self, planned: PlannedQuery, at: float, answer: list[Sample]) -> list[Sample]:
+        """Keep a window's answer for reuse, its samples sharing one labels dict per label
+        set with the other kept answers: every window of an SLO answers the same instances,
+        and each answer decoded its own copies. At 10,000 services x 3 SLIs the kept
+        answers held 140,000 labels dicts and their strings, 54 MB of the daemon's memory."""
+        if len(answer) >= OFF_LOOP_SAMPLES:
+            answer = await asyncio.to_thread(self._share_labels, answer)
+        else:
+            answer = self._share_labels(answer)
+        self._reused[planned] = (at, answer)
+        kept = sum(len(samples) for _, samples in self._reused.values())
+        if len(self._label_sets) > 2 * kept + 1000:
+            # Label sets of instances gone from every answer: start afresh (answers kept
+            # already keep their dicts; only sharing with them is lost until they refresh).
+            self._label_sets = {}
+        return answer
+
+    def _share_labels(self, answer: list[Sample]) -> list[Sample]:
+        sets, new = self._label_sets, tuple.__new__
+        out = []
+        for sample in answer:
+            labels = sample.labels
+            shared = sets.setdefault(tuple(labels.items()), labels)
+            out.append(sample if shared is labels else new(Sample, (shared, sample.value)))
+        return out
+
     def plan_budgets(
         self, slos: Sequence[SLO], extra: Sequence[Matcher] = ()
     ) -> dict[str, dict[float, PlannedQuery]]:
@@ -274,6 +302,7 @@ class Engine:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""
         names = {slo.key for slo in keep}
         self._reused.clear()  # the rules (and so the queries) may have changed
+        self._label_sets = {}
         self._rendered.clear()
         for key in list(self._known):
             if key not in names:

@@ -9,11 +9,10 @@ BadResponse for that one query, never an exception further down the cycle.
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol
 
 from sentinel.errors import BadResponse, TooManySeries
 from sentinel.health import DependencyHealth
@@ -47,12 +46,6 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
-T = TypeVar("T")
-
-# Answers with at least this many samples or points are parsed in a worker thread
-# (parse_answer).
-OFF_LOOP_ITEMS = 500
-
 # Each series of a Prometheus or Loki answer opens with this key. Inside a JSON string the
 # byte sequence cannot occur (its quotes would be escaped), so for the compact JSON both
 # servers write, counting it counts the series.
@@ -68,40 +61,6 @@ def check_series_count(source: str, query: str, body: bytes, limit: int | None) 
     count = body.count(_SERIES_KEY)
     if count > limit:
         raise TooManySeries(source, query, count, limit)
-
-
-async def parse_answer(health: DependencyHealth, data: Any, parse: Callable[[], T]) -> T:
-    """Run a parser over an answer (`data`) the HTTP layer accepted; a BadResponse marks
-    the backend unhealthy like any failed request, so /health/detailed shows it.
-
-    A large answer is parsed in a worker thread: the parse is a Python loop over every
-    sample or point (~2 ms per 1,000 alone, several times that while the evaluation
-    thread runs), and on the loop it held gate and health requests for the whole of it;
-    in a thread the loop gets the interpreter back every switch interval. The parsers are
-    pure; the health record stays on the loop."""
-    try:
-        if _items_in(data) >= OFF_LOOP_ITEMS:
-            return await asyncio.to_thread(parse)
-        return parse()
-    except BadResponse as exc:
-        health.record_bad_answer(exc.detail)
-        raise
-
-
-def _items_in(data: Any) -> int:
-    """What parsing `data` costs: its samples (a vector) or points (a matrix)."""
-    result = data.get("result") if isinstance(data, dict) else None
-    if not isinstance(result, list):
-        return 0
-    if data.get("resultType") != "matrix":
-        return len(result)
-    points = 0
-    for series in result:
-        values = series.get("values") if isinstance(series, dict) else None
-        points += len(values) if isinstance(values, list) else 1
-        if points >= OFF_LOOP_ITEMS:
-            break
-    return points
 
 
 def parse_value(source: str, query: str, raw: Any) -> float:
@@ -133,8 +92,15 @@ def parse_vector(source: str, query: str, data: Any, max_series: int | None = No
     # tuple.__new__ skips Sample's Python-level __new__; str.join raises TypeError for a
     # label value that is not a string, in C (a loop over the labels cost more).
     new, join = tuple.__new__, "".join
+    # The answer is consumed as it is read: each element (its dict, value pair, timestamp
+    # and value string) is freed once its sample is built, so a 10,000-series answer is
+    # never held twice over. Popped from the end of the reversed list: same order, O(1).
+    result.reverse()
+    pop = result.pop
+    item: Any = None
     try:
-        for item in result:
+        while result:
+            item = pop()
             metric, pair = item["metric"], item["value"]
             if type(metric) is not dict or type(pair) is not list or len(pair) != 2:
                 raise TypeError
@@ -144,8 +110,7 @@ def parse_vector(source: str, query: str, data: Any, max_series: int | None = No
             join(metric.values())
             append(new(Sample, (metric, float(raw))))
     except (KeyError, IndexError, TypeError, ValueError):
-        bad = result[len(samples)]
-        raise BadResponse(source, query, f"malformed vector element {bad!r:.200}") from None
+        raise BadResponse(source, query, f"malformed vector element {item!r:.200}") from None
     return samples
 
 

@@ -11,7 +11,7 @@ import time
 
 from sentinel.config import LokiConfig
 from sentinel.errors import BadQuery, TooManySeries
-from sentinel.sources.base import Sample, Series, parse_answer, parse_matrix, parse_vector
+from sentinel.sources.base import Sample, Series, parse_matrix, parse_vector
 from sentinel.sources.http import HTTPQueryClient
 
 
@@ -30,10 +30,13 @@ class LokiSource:
     async def instant(self, query: str, at: float) -> list[Sample]:
         # Loki takes nanosecond timestamps; an integer string avoids float rounding.
         params = {"query": query, "time": str(int(at * 1e9))}
-        data = await self._client.request_json("/loki/api/v1/query", params, query, "GET")
         limit = self._client.config.max_series
-        return await parse_answer(
-            self.health, data, lambda: parse_vector(self.name, query, data, limit)
+        return await self._client.request(
+            "/loki/api/v1/query",
+            params,
+            query,
+            lambda data: parse_vector(self.name, query, data, limit),
+            "GET",
         )
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
@@ -43,10 +46,13 @@ class LokiSource:
             "end": str(int(end * 1e9)),
             "step": f"{step:g}",
         }
-        data = await self._client.request_json("/loki/api/v1/query_range", params, query, "GET")
         limit = self._client.config.max_series
-        return await parse_answer(
-            self.health, data, lambda: parse_matrix(self.name, query, data, limit)
+        return await self._client.request(
+            "/loki/api/v1/query_range",
+            params,
+            query,
+            lambda data: parse_matrix(self.name, query, data, limit),
+            "GET",
         )
 
     async def check_syntax(self, query: str) -> str | None:

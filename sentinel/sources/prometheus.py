@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sentinel.config import PrometheusConfig
 from sentinel.errors import BadQuery
-from sentinel.sources.base import Sample, Series, parse_answer, parse_matrix, parse_vector
+from sentinel.sources.base import Sample, Series, parse_matrix, parse_vector
 from sentinel.sources.http import HTTPQueryClient
 
 
@@ -27,18 +27,19 @@ class PrometheusSource:
 
     async def instant(self, query: str, at: float) -> list[Sample]:
         params = {"query": query, "time": f"{at:.3f}"}
-        data = await self._client.request_json("/api/v1/query", params, query)
         limit = self._client.config.max_series
-        return await parse_answer(
-            self.health, data, lambda: parse_vector(self.name, query, data, limit)
+        return await self._client.request(
+            "/api/v1/query", params, query, lambda data: parse_vector(self.name, query, data, limit)
         )
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
         params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"}
-        data = await self._client.request_json("/api/v1/query_range", params, query)
         limit = self._client.config.max_series
-        return await parse_answer(
-            self.health, data, lambda: parse_matrix(self.name, query, data, limit)
+        return await self._client.request(
+            "/api/v1/query_range",
+            params,
+            query,
+            lambda data: parse_matrix(self.name, query, data, limit),
         )
 
     async def check_syntax(self, query: str) -> str | None:
