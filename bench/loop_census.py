@@ -49,14 +49,15 @@ async def census(config_path: Path, at: float) -> list[tuple[str, str, float]]:
     from aiohttp import web
 
     from sentinel.config import load_config
-    from sentinel.daemon import collector
+    from sentinel.daemon import allocator, collector
     from sentinel.daemon.assembly import build_daemon
     from sentinel.daemon.runner import SWITCH_INTERVAL
     from sentinel.rules.loader import load_rules
     from sentinel.web.app import build_app, build_runner
     from sentinel.web.routes import api_routes
 
-    collector.tune()  # as `sentinel run` does
+    allocator.tune()  # as `sentinel run` does
+    collector.tune()
     sys.setswitchinterval(SWITCH_INTERVAL)
     config = load_config(config_path)
     rules = load_rules(config)

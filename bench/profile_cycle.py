@@ -73,9 +73,10 @@ def main() -> int:
     work: Path = args.work
     stamp = work / "end"
     if args.child:
-        from sentinel.daemon import collector
+        from sentinel.daemon import allocator, collector
 
-        collector.tune()  # as `sentinel run` does
+        allocator.tune()  # as `sentinel run` does
+        collector.tune()
         end = int(stamp.read_text())
         cpus = asyncio.run(cycles(work / "config.yaml", end, args.cycles, args.daemon))
         per_k = statistics.median(cpus) / (args.services * 3) * 1e6

@@ -404,8 +404,9 @@ def cycle_child(config: Path, at: float, cycles: int, daemon: bool = False) -> d
         from sentinel.config import load_config
         from sentinel.rules.loader import load_rules
         from sentinel.evaluate.wiring import build_engine
-        from sentinel.daemon import collector
-        collector.tune()  # as `sentinel run` does
+        from sentinel.daemon import allocator, collector
+        allocator.tune()  # as `sentinel run` does
+        collector.tune()
         config = load_config({str(config)!r})
         slos = load_rules(config).slos
         async def main():
@@ -443,13 +444,15 @@ def daemon_child(config: Path, at: float, cycles: int) -> dict[str, Any]:
         f"""
         import asyncio, gc, json, time, sys
         sys.path.insert(0, {str(REPO)!r})
+        from sentinel.daemon import allocator
+        allocator.tune()  # as `sentinel run` does, before any thread
         from sentinel.config import load_config
         from sentinel.daemon import collector
         from sentinel.daemon.assembly import build_daemon
         from sentinel.rules.loader import load_rules
         from sentinel.web.app import build_app
         from sentinel.web.routes import api_routes
-        collector.tune()  # as `sentinel run` does
+        collector.tune()
         config = load_config({str(config)!r})
         rules = load_rules(config)
         now = [{at} - {cycles} * 30.0]

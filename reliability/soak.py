@@ -173,11 +173,12 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 async def soak(args: argparse.Namespace, work: Path, prom_url: str, start: int) -> int:
     from sentinel.config import load_config
-    from sentinel.daemon import collector
+    from sentinel.daemon import allocator, collector
     from sentinel.daemon.assembly import build_daemon
     from sentinel.rules.loader import load_rules
 
-    collector.tune()  # as `sentinel run` does
+    allocator.tune()  # as `sentinel run` does
+    collector.tune()
     (work / "rules").mkdir()
     (work / "rules" / "platform.yaml").write_text(BENCH_RULES.replace("PERIOD", ""))
     (work / "rules" / "flapping.yaml").write_text(FLAP_RULES)

@@ -44,7 +44,7 @@ from psycopg.rows import dict_row
 
 from sentinel import jsonenc
 from sentinel.alerting.silences import Silence, SilenceMatcher
-from sentinel.alerting.state import Alert, AlertState
+from sentinel.alerting.state import Alert, AlertState, alert_fields
 from sentinel.alerting.store import (
     ALERT_STATE,
     CONNECTION,
@@ -344,7 +344,7 @@ class PostgresStore:
                     "INSERT INTO alerts(key, data, updated_at) VALUES (%s, %s, %s) "
                     "ON CONFLICT(key) DO UPDATE SET data=excluded.data, "
                     "updated_at=excluded.updated_at",
-                    [(a.key, jsonenc.dumps(asdict(a)), now) for a in alerts],
+                    [(a.key, jsonenc.dumps(alert_fields(a)), now) for a in alerts],
                 )
             if opened:
                 cur.executemany(

@@ -13,8 +13,10 @@ stable id derived from the instance key and the time it fired.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
+from operator import attrgetter
+from typing import Any
 
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import AlertPolicy, NoDataPolicy
@@ -33,8 +35,10 @@ class TransitionKind(StrEnum):
     REPEAT = "repeat"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Alert:
+    # Slots: the daemon holds one per SLO instance and burn tier (70,000 at 10,000
+    # services x 3 SLIs), and an instance __dict__ was two thirds of each (~16 MB there).
     key: str
     state: AlertState = AlertState.INACTIVE
     since: float = 0.0
@@ -48,6 +52,17 @@ class Alert:
     # Resolved because its SLO left the rules of the replica that led then: a replica
     # whose rules changed last before this (an old one, mid rolling deploy) leaves it be.
     retired_at: float | None = None
+
+
+def alert_fields(alert: Alert) -> dict[str, Any]:
+    """An Alert's fields as a dict, as stored: they are flat (numbers, strings, an enum),
+    so without asdict()'s recursive copy (most of a commit's CPU when hundreds of firing
+    alerts are saved each cycle)."""
+    return dict(zip(ALERT_FIELDS, _alert_values(alert), strict=True))
+
+
+ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+_alert_values = attrgetter(*ALERT_FIELDS)
 
 
 @dataclass(frozen=True)

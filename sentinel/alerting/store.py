@@ -31,7 +31,7 @@ from typing import Any
 
 from sentinel import jsonenc
 from sentinel.alerting.silences import Silence, SilenceMatcher
-from sentinel.alerting.state import Alert, AlertState
+from sentinel.alerting.state import Alert, AlertState, alert_fields
 from sentinel.errors import StateStoreUnusable, StateStoreWriteError
 from sentinel.evaluate.probe_check import ProbeRun
 
@@ -429,10 +429,7 @@ class Store:
         now: float,
     ) -> None:
         """State changes and their notifications, atomically (or StateStoreWriteError)."""
-        # An Alert's fields are flat (numbers, strings, an enum): its __dict__ is what
-        # asdict() returns, without asdict's recursive copy (most of a commit's CPU when
-        # hundreds of firing alerts are saved each cycle).
-        rows = [(a.key, jsonenc.dumps(vars(a)), now) for a in alerts]
+        rows = [(a.key, jsonenc.dumps(alert_fields(a)), now) for a in alerts]
         with self._transaction(ALERT_STATE) as db:
             db.executemany(
                 "INSERT INTO alerts(key, data, updated_at) VALUES (?, ?, ?) "

@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.daemon import allocator
     from sentinel.daemon.scheduling import schedule_jobs
 
-    allocator.limit_arenas()  # before any thread exists: threads take their arena at birth
+    allocator.tune()  # before any thread exists: threads take their arena at birth
     setup_logging(args.log_format, args.log_level)
     try:
         config = load_config(args.config)

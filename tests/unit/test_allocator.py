@@ -1,5 +1,6 @@
-"""`sentinel run` caps glibc's malloc arenas: worker threads that come and go must not
-each leave an arena of resident memory behind (sentinel/daemon/allocator.py)."""
+"""`sentinel run` tunes glibc malloc (sentinel/daemon/allocator.py): worker threads that
+come and go share two arenas instead of each keeping one resident, and large blocks a
+cycle frees go back to the system instead of staying in the heap."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import subprocess
 import sys
 
 # Eight threads alive at once, each allocating outside pymalloc (blocks over 512 bytes go
-# to malloc), then glibc's own report of its arenas.
+# to malloc); then a 1 MiB block freed and asked for again; then glibc's own report.
 PROGRAM = """
 import ctypes, sys, threading
-from sentinel.daemon.allocator import limit_arenas
-capped = limit_arenas() if sys.argv[1] == "cap" else False
+from sentinel.daemon.allocator import tune
+done = tune() if sys.argv[1] == "tune" else []
 barrier = threading.Barrier(9)
 def work():
     kept = [bytes(100_000) for _ in range(20)]
@@ -23,28 +24,46 @@ for t in threads:
 barrier.wait()
 for t in threads:
     t.join()
-print(capped, flush=True)
-ctypes.CDLL("libc.so.6").malloc_stats()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc.mallinfo2.restype = Info
+libc.free(libc.malloc(1 << 20))  # glibc raises its mmap threshold past this size...
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)  # ...so this one comes from the heap, unless fixed
+print(",".join(done) or "-", libc.mallinfo2().hblks - before, flush=True)
+libc.malloc_stats()
 """
 
 
-def arenas(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
+def run(mode: str, env: dict[str, str] | None = None) -> tuple[str, int, int]:
+    """(settings tune() made, whether the 1 MiB block was mmapped, arenas)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run(
         [sys.executable, "-c", PROGRAM, mode],
         capture_output=True,
         text=True,
         check=True,
-        env={**{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}, **(env or {})},
+        env={**clean, **(env or {})},
     )
-    return out.stdout.strip(), out.stderr.count("Arena ")
+    done, mmapped = out.stdout.split()
+    return done, int(mmapped), out.stderr.count("Arena ")
 
 
-def test_threads_of_the_daemon_share_two_malloc_arenas() -> None:
-    uncapped = arenas("plain")
-    capped = arenas("cap")
-    assert uncapped[1] >= 4, uncapped  # one per thread, the default (8 per core)
-    assert capped == ("True", 2), capped
+def test_the_daemons_threads_share_two_malloc_arenas() -> None:
+    assert run("plain")[2] >= 4  # the default: one per thread, up to 8 per core
+    assert run("tune")[2] == 2
 
 
-def test_an_operators_malloc_arena_max_wins() -> None:
-    assert arenas("cap", {"MALLOC_ARENA_MAX": "4"})[0] == "False"
+def test_a_large_block_gets_pages_of_its_own_however_large_blocks_freed_before() -> None:
+    assert run("plain")[1] == 0  # from the heap: its pages stay resident once freed
+    assert run("tune")[1] == 1
+
+
+def test_an_operators_own_malloc_settings_win() -> None:
+    assert run("tune")[0] == "MALLOC_ARENA_MAX,MALLOC_MMAP_THRESHOLD_"
+    done, mmapped, arenas = run("tune", {"MALLOC_ARENA_MAX": "4"})
+    assert (done, mmapped) == ("MALLOC_MMAP_THRESHOLD_", 1) and 2 < arenas <= 4
