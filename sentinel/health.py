@@ -48,11 +48,6 @@ class DependencyHealth:
         self.last_failure_at = self.clock()
         self.consecutive_failures += 1
 
-    def record_bad_answer(self, error: str) -> None:
-        """The backend answered, but with something unusable: as unhealthy as no answer
-        (the request's latency, already recorded, is kept)."""
-        self.record_failure((self.last_latency_ms or 0.0) / 1000, error)
-
     def as_json(self) -> dict[str, Any]:
         return {
             "status": self.status,

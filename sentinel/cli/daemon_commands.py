@@ -110,8 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.daemon import allocator
     from sentinel.daemon.scheduling import schedule_jobs
 
-    allocator.tune()  # before any thread exists: threads take their arena at birth
     setup_logging(args.log_format, args.log_level)
+    allocator.tune()  # before any thread exists: threads take their arena at birth
     try:
         config = load_config(args.config)
         rules = load_rules(config)

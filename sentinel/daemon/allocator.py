@@ -20,16 +20,16 @@ creeping up cycle after cycle).
   blocks, stayed resident: 87 MB free in the main arena after nine cycles. Setting the
   threshold explicitly turns the raising off.
 
-Only `sentinel run` calls `tune()`, first thing, before any thread exists (a thread takes
-its arena at its first allocation). An operator's own `MALLOC_ARENA_MAX` or
-`MALLOC_MMAP_THRESHOLD_` wins; on a C library other than glibc (musl, macOS) nothing is
-done.
+`sentinel run` calls `tune()` before any thread exists (a thread takes its arena at its
+first allocation); so do the benchmarks and the soak that build the daemon as it does. An
+operator's own setting wins, as `MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_` or in
+`GLIBC_TUNABLES` (`glibc.malloc.arena_max`, `glibc.malloc.mmap_threshold`); on a C
+library other than glibc (musl, macOS) nothing is done.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 
@@ -48,11 +48,12 @@ def tune() -> list[str]:
     if libc is None:
         return []
     done = []
-    for name, option, value in (
-        ("MALLOC_ARENA_MAX", M_ARENA_MAX, ARENAS),
-        ("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    for name, tunable, option, value in (
+        ("MALLOC_ARENA_MAX", "glibc.malloc.arena_max", M_ARENA_MAX, ARENAS),
+        ("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold", M_MMAP_THRESHOLD, MMAP_THRESHOLD),
     ):
-        if name in os.environ:
+        if name in os.environ or f"{tunable}=" in tunables:
             continue
         if libc.mallopt(option, value) == 1:
             done.append(name)
@@ -63,7 +64,7 @@ def tune() -> list[str]:
 
 def _glibc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the C library this process runs on, whatever its name
     except OSError:
         return None
     # gnu_get_libc_version exists only in glibc: mallopt's options mean something else,

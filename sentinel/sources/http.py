@@ -110,7 +110,7 @@ class HTTPQueryClient:
         started = time.monotonic()
         for attempt in range(attempts):
             try:
-                data = await self._once(path, params, query, method, parse)
+                data, answered = await self._once(path, params, query, method, parse)
             except SourceUnavailable as exc:
                 if attempt + 1 >= attempts:
                     self.health.record_failure(time.monotonic() - started, exc.detail)
@@ -124,13 +124,16 @@ class HTTPQueryClient:
                     self.health.record_failure(time.monotonic() - started, exc.detail)
                 raise
             else:
-                self.health.record_success(time.monotonic() - started)
+                # The backend's latency: until its answer was read, not decoded and parsed
+                # (Sentinel's own CPU, and its wait for the interpreter under load).
+                self.health.record_success(answered - started)
                 return data
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(
         self, path: str, params: dict[str, str], query: str, method: str, parse: Callable[[Any], T]
-    ) -> T:
+    ) -> tuple[T, float]:
+        """`parse` of the answer, and the monotonic time its body had been read."""
         url = f"{self.base_url}{path}"
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         async with self._semaphore:
@@ -144,6 +147,7 @@ class HTTPQueryClient:
                 async with ctx as resp:
                     body = await resp.read()
                     status = resp.status
+                answered = time.monotonic()
             except TimeoutError:
                 raise SourceTimeout(
                     self.name, query, f"no answer within {self.config.timeout:g}s"
@@ -151,11 +155,14 @@ class HTTPQueryClient:
             except aiohttp.ClientError as exc:
                 raise SourceUnavailable(self.name, query, _describe(exc)) from exc
         if len(body) >= OFF_LOOP_BYTES:
-            # Decoding a 1,000-series answer is milliseconds of the GIL in one C call; in a
-            # worker thread the loop gets the interpreter back as soon as it returns, instead
-            # of after the parse that follows too (sentinel/sources/base.py).
-            return await asyncio.to_thread(self._interpret, status, body, query, parse)
-        return self._interpret(status, body, query, parse)
+            # Decoding a 1,000-series answer is milliseconds of the GIL in one C call, and
+            # the parse a Python loop over every sample: in a worker thread the loop gets
+            # the interpreter back as soon as the decode returns, and every switch
+            # interval during the parse.
+            parsed = await asyncio.to_thread(self._interpret, status, body, query, parse)
+        else:
+            parsed = self._interpret(status, body, query, parse)
+        return parsed, answered
 
     def _interpret(self, status: int, body: bytes, query: str, parse: Callable[[Any], T]) -> T:
         if status in RETRYABLE_STATUS:

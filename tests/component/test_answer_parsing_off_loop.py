@@ -141,3 +141,28 @@ async def test_a_malformed_large_answer_is_still_refused_and_marks_the_source_un
     assert "malformed vector element" in got.detail
     assert source.health.status == "unhealthy"
     assert "malformed vector element" in (source.health.last_error or "")
+
+
+async def test_the_backends_latency_in_health_excludes_sentinels_own_parse(
+    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /health/detailed and the status UI show it as Prometheus' latency: Sentinel's parse
+    # (and its wait for the interpreter under load) is not the backend being slow.
+    def slow_parse(*args: Any) -> Any:
+        time.sleep(0.5)
+        return parse_vector(*args)
+
+    parse_vector = prometheus.parse_vector
+    monkeypatch.setattr(prometheus, "parse_vector", slow_parse)
+    prom.answer(big_answer())
+    source = PrometheusSource(PrometheusConfig(url=prom.url, max_series=100_000))
+    try:
+        started = time.perf_counter()
+        got = await source.instant("errors_total", 1_700_000_000)
+        took = time.perf_counter() - started
+    finally:
+        await source.close()
+    assert len(got) == SERIES and took >= 0.5
+    assert source.health.status == "healthy"
+    assert source.health.last_latency_ms is not None
+    assert source.health.last_latency_ms < 500

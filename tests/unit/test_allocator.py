@@ -41,7 +41,7 @@ libc.malloc_stats()
 
 def run(mode: str, env: dict[str, str] | None = None) -> tuple[str, int, int]:
     """(settings tune() made, whether the 1 MiB block was mmapped, arenas)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     out = subprocess.run(
         [sys.executable, "-c", PROGRAM, mode],
         capture_output=True,
@@ -66,4 +66,9 @@ def test_a_large_block_gets_pages_of_its_own_however_large_blocks_freed_before()
 def test_an_operators_own_malloc_settings_win() -> None:
     assert run("tune")[0] == "MALLOC_ARENA_MAX,MALLOC_MMAP_THRESHOLD_"
     done, mmapped, arenas = run("tune", {"MALLOC_ARENA_MAX": "4"})
+    assert (done, mmapped) == ("MALLOC_MMAP_THRESHOLD_", 1) and 2 < arenas <= 4
+
+
+def test_an_operators_glibc_tunables_win_too() -> None:
+    done, mmapped, arenas = run("tune", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})
     assert (done, mmapped) == ("MALLOC_MMAP_THRESHOLD_", 1) and 2 < arenas <= 4
