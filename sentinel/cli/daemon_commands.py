@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.daemon.scheduling import schedule_jobs
 
     setup_logging(args.log_format, args.log_level)
-    allocator.tune()  # before any thread exists: threads take their arena at birth
+    allocator.tune()
     try:
         config = load_config(args.config)
         rules = load_rules(config)

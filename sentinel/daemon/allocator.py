@@ -8,7 +8,7 @@ series) came from the heap instead, and its free space, held in place by long-li
 blocks, stayed resident: 87–108 MB free in the main arena after nine cycles at 10,000
 services x 3 SLIs. Setting the threshold explicitly turns the raising off. Measured with
 the whole daemon (`bench/run.py`'s dataset, nine cycles): RSS 355–379 -> 323–333 MB at
-10,000 services, 98 -> 91 MB at 1,000.
+10,000 services, 98 -> 91–93 MB at 1,000.
 
 Capping glibc's arenas (`MALLOC_ARENA_MAX=2`, the usual advice for threaded Python
 services) was measured too and left out: it saved a few MB at 1,000 services, but the
@@ -16,8 +16,8 @@ gate under load while cycles ran answered 0.56 x bare aiohttp with it against 0.
 without (eight and four 10 s runs; the loop's thread waits for an arena a worker thread
 holds).
 
-`sentinel run` calls `tune()` before any thread exists; so do the benchmarks and the soak
-that build the daemon as it does. An operator's own setting wins, as
+`sentinel run` calls `tune()` at start; so do the benchmarks and the soak that build the
+daemon as it does. An operator's own setting wins, as
 `MALLOC_MMAP_THRESHOLD_` or in `GLIBC_TUNABLES` (`glibc.malloc.mmap_threshold`); on a C
 library other than glibc (musl, macOS) nothing is done.
 """
