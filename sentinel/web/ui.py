@@ -14,8 +14,10 @@ import asyncio
 import hashlib
 import importlib.resources
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -37,7 +39,7 @@ from sentinel.web.alerts_api import create_silence
 from sentinel.web.app import off_loop
 from sentinel.web.compare import same_secret
 from sentinel.web.ui_auth import Auth, UIAuth, safe_next, same_origin
-from sentinel.web.ui_series import History, RangeCache
+from sentinel.web.ui_series import History, RangeCache, SparkReader
 from sentinel.web.ui_table import table_rows
 
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -95,6 +97,31 @@ def _static_assets() -> dict[str, tuple[bytes, str]]:
     return assets
 
 
+@dataclass(frozen=True)
+class Overview:
+    """One cycle's overview: every row, worst first; the first page's HTML; the sparkline
+    copies the other pages draw from."""
+
+    rows: list[ui_data.Row]
+    first_page: Markup
+    page_rows: int  # the page size first_page was cut at
+    reader: SparkReader
+    # The header's counts and the service filter's choices (30,000 rows at 10,000
+    # services: ~12 ms of the event loop per view when counted for each request).
+    counts: Mapping[str, int]
+    services: list[str]
+
+
+def page_number(text: str | None) -> int:
+    """The overview's `page` parameter: a whole number from 1 (absent: 1)."""
+    if text is None or text == "":
+        return 1
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise ValueError(f"page: expected a page number from 1, got {shown!r}")
+    return int(text)
+
+
 class StatusUI:
     def __init__(self, assembly: Assembly, clock: Callable[[], float] | None = None) -> None:
         self.daemon = assembly.daemon
@@ -109,8 +136,8 @@ class StatusUI:
         self.assets = _static_assets()
         digest = hashlib.sha256(b"".join(a[0] for a in self.assets.values())).hexdigest()
         self.asset_version = digest[:10]
-        self._rows: tuple[Any, list[ui_data.Row], Markup] | None = None
-        self._building: tuple[Any, asyncio.Future[tuple[list[ui_data.Row], Markup]]] | None = None
+        self._rows: tuple[Any, Overview] | None = None
+        self._building: tuple[Any, asyncio.Future[Overview]] | None = None
 
     def _token(self) -> str | None:
         token = self.daemon.config.server.api_token
@@ -163,18 +190,19 @@ class StatusUI:
 
     # -- pages --------------------------------------------------------------------------
 
-    async def overview_rows(self, request: web.Request) -> tuple[list[ui_data.Row], Markup]:
-        """Every instance's row and the table's HTML, built once per evaluation cycle (and
-        again when the set of active silences changes): ten people watching the overview
-        cost one build per cycle."""
+    async def overview_rows(self, request: web.Request) -> Overview:
+        """Every instance's row, and the first page's HTML, built once per evaluation cycle
+        (and again when the set of active silences or the page size changes): ten people
+        watching the overview cost one build per cycle."""
         now = self.clock()
         silences = self.store.silences()
         key = (
             tuple((s.cycles, s.completed_at) for s in self.daemon.group_status.values()),
             tuple(s.id for s in silences if s.active(now)),
+            self.daemon.config.server.ui_page_rows,
         )
         if self._rows is not None and self._rows[0] == key:
-            return self._rows[1], self._rows[2]
+            return self._rows[1]
         building = self._building
         if building is None or building[0] != key:
             building = (key, asyncio.ensure_future(self._build_rows(request, key, silences, now)))
@@ -185,47 +213,74 @@ class StatusUI:
 
     async def _build_rows(
         self, request: web.Request, key: Any, silences: list[Silence], now: float
-    ) -> tuple[list[ui_data.Row], Markup]:
+    ) -> Overview:
         # Built in a worker thread from this moment's results and alert states (both
         # replaced, never changed in place, on the loop): 7,000 instances' rows and
         # sparklines held the event loop ~190 ms once per cycle.
         latest, alerts = self.daemon.latest(), dict(self.manager.alerts)
         reader = self.history.reader()  # the rings change on the loop meanwhile
+        size = key[-1]
 
-        def build() -> tuple[list[ui_data.Row], Markup]:
-            rows = ui_data.rows(latest, alerts, silences, reader.spark, now)
-            return rows, table_rows(rows)
+        def build() -> Overview:
+            rows = ui_data.rows(latest, alerts, silences, now)
+            first = table_rows(rows[:size], reader.spark)
+            services = sorted({r.service for r in rows})
+            counts = ui_data.status_counts(rows)
+            return Overview(rows, first, size, reader, counts, services)
 
         try:
-            rows, table = await off_loop(request, build)
+            built = await off_loop(request, build)
         finally:
             if self._building is not None and self._building[0] == key:
                 self._building = None
         self.history.keep(reader)
-        self._rows = (key, rows, table)
-        return rows, table
+        self._rows = (key, built)
+        return built
 
     async def overview(self, request: web.Request) -> web.Response:
         auth = self.auth.check(request)
-        rows, table = await self.overview_rows(request)
+        try:
+            page = page_number(request.query.get("page"))
+        except ValueError as exc:
+            return self.render(
+                request, auth, "error.html.j2", status=400, title="Overview", message=str(exc)
+            )
+        built = await self.overview_rows(request)
+        rows, size = built.rows, self.daemon.config.server.ui_page_rows
         filters = ui_data.Filters.from_query(request.query)
+        shown = rows
         if filters.active:
-            shown = [r for r in rows if filters.keep(r)]
-            table = table_rows(shown)
+            shown = await off_loop(request, lambda: [r for r in rows if filters.keep(r)])
+        pages = max(1, math.ceil(len(shown) / size))
+        page = min(page, pages)  # a link from a longer list than this cycle's
+        first = (page - 1) * size
+        on_page = shown[first : first + size]
+        if shown is rows and page == 1 and built.page_rows == size:
+            table = built.first_page
         else:
-            shown = rows
-        services = sorted({r.service for r in rows})
+            table = await off_loop(request, lambda: table_rows(on_page, built.reader.spark))
+        params = filters.params()
+
+        def page_href(number: int) -> str:
+            return "/?" + urlencode({**params, "page": str(number)})
+
         return self.render(
             request,
             auth,
             "overview.html.j2",
             title="Overview",
-            rows=shown,
+            rows=on_page,
             table_rows=table,
             total=len(rows),
-            counts=ui_data.status_counts(rows),
+            matching=len(shown),
+            first_row=first + 1,
+            page=page,
+            pages=pages,
+            paged=len(rows) > size,
+            page_href=page_href,
+            counts=built.counts,
             filters=filters,
-            services=services if len(services) <= 100 else [],
+            services=built.services if len(built.services) <= 100 else [],
         )
 
     async def live_version(self, request: web.Request) -> web.Response:
@@ -240,7 +295,7 @@ class StatusUI:
         if range_name not in ui_service.RANGES:
             range_name = ui_service.DEFAULT_RANGE
         now = self.clock()
-        rows = [r for r in (await self.overview_rows(request))[0] if r.service == service]
+        rows = [r for r in (await self.overview_rows(request)).rows if r.service == service]
         slos = [
             slo
             for slo in self.daemon.rules.slos

@@ -8,12 +8,10 @@ no_data, then ok; within each, the lowest error budget remaining first.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from markupsafe import Markup
 
 from sentinel.alerting.silences import Silence, alert_labels
 from sentinel.alerting.state import Alert, AlertState
@@ -107,7 +105,7 @@ class Row:
     alert: str  # firing | pending | ""
     alert_since: float | None
     silenced: bool
-    spark: Markup
+    result: SLOResult  # the instance's own result: its sparkline is drawn from it
     labels: Mapping[str, str]
 
     @property
@@ -168,13 +166,13 @@ def rows(
     results: Sequence[SLOResult],
     alerts: Mapping[str, Alert],
     silences: Sequence[Silence],
-    sparks: Callable[[str, SLOResult], Markup],
     now: float,
 ) -> list[Row]:
     """One row per SLO instance (burn-rate tiers folded into their instance), worst first.
-    `sparks(key, result)` gives the row's sparkline. Built once per evaluation cycle for
-    thousands of instances: keys of tier alerts are only built for SLOs with an alert
-    pending or firing (a handful), not for every tier."""
+    Sparklines are drawn when a page of rows is rendered (`ui_table.table_rows`), only for
+    the rows shown. Built once per evaluation cycle for thousands of instances: keys of
+    tier alerts are only built for SLOs with an alert pending or firing (a handful), not
+    for every tier."""
     hot = {k: a for k, a in alerts.items() if a.state in _SHOWN}
     hot_slos = {k.split("{", 1)[0] for k in hot}
     tiers: dict[str, list[SLOResult]] = {}
@@ -218,7 +216,7 @@ def rows(
                 alert=alert,
                 alert_since=since,
                 silenced=silenced,
-                spark=sparks(key, r),
+                result=r,
                 labels=r.labels,
             )
         )
@@ -257,6 +255,11 @@ class Filters:
             severity=severity if severity in ("page", "ticket", "info") else "",
             q=one("q"),
         )
+
+    def params(self) -> dict[str, str]:
+        """The filters set, as query parameters (for the overview's page links)."""
+        given = {"q": self.q, "service": self.service, "status": self.status}
+        return {k: v for k, v in {**given, "severity": self.severity}.items() if v}
 
     def keep(self, row: Row) -> bool:
         if self.service and row.service != self.service:

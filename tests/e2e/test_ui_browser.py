@@ -296,7 +296,8 @@ def token_stack(
     tmp_path_factory: pytest.TempPathFactory, prometheus_binaries: None
 ) -> Iterator[UIStack]:
     require_chromium()
-    with ui_stack(tmp_path_factory.mktemp("ui-token"), token=TOKEN) as live:
+    # One row per overview page: the five instances make five pages.
+    with ui_stack(tmp_path_factory.mktemp("ui-token"), token=TOKEN, page_rows=1) as live:
         yield live
 
 
@@ -337,3 +338,37 @@ def test_signing_in_is_required_for_the_gate_and_silences_when_a_token_is_set(
         click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, ".session button"))
         browser.get(url + "/gate")
         assert browser.current_url.startswith(url + "/login")
+
+
+def test_typing_a_filter_searches_every_page_not_only_the_one_shown(
+    token_stack: UIStack,
+) -> None:
+    url = token_stack.url
+
+    def pages(browser: Any) -> str:  # read in one script: the table is swapped in place
+        return str(
+            browser.execute_script(
+                "var p = document.querySelector('nav.pager span'); return p ? p.innerText : '';"
+            )
+        )
+
+    with chromium() as browser:
+        browser.get(url + "/")
+        wait_for(lambda: pages(browser) == "Page 1 of 5", 30, "five pages")
+        assert len(rows(browser)) == 1
+        browser.find_element(By.NAME, "q").send_keys("uote")
+        # The server's answer replaces the page: the one match, with no pager left (the
+        # script alone could only hide rows of the page it has).
+        wait_for(lambda: pages(browser) == "", 10, "the filtered answer")
+        [(service, slo, _)] = rows(browser)
+        assert service == HOSTILE[0] and slo == "hostile-5xx"
+        assert browser.current_url == url + "/?q=uote"
+        screenshot(browser, "overview-filtered-across-pages")
+        browser.find_element(By.NAME, "q").clear()
+        browser.find_element(By.NAME, "q").send_keys(" ")  # an input event with no text
+        wait_for(lambda: browser.current_url == url + "/", 10, "the unfiltered address")
+        wait_for(lambda: pages(browser) == "Page 1 of 5", 10, "the pager again")
+        click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "nav.pager a[rel=next]"))
+        assert browser.current_url == url + "/?page=2"
+        assert pages(browser) == "Page 2 of 5"
+        screenshot(browser, "overview-page-2")

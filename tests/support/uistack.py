@@ -101,7 +101,9 @@ class UIStack:
 
 
 @contextmanager
-def ui_stack(workdir: Path, token: str | None = None) -> Iterator[UIStack]:
+def ui_stack(
+    workdir: Path, token: str | None = None, page_rows: int | None = None
+) -> Iterator[UIStack]:
     sim, sim_url = start_simulator(workdir)
     exporter = HostileExporter().start()
     targets = (sim_url.removeprefix("http://"), exporter.url.removeprefix("http://"))
@@ -116,6 +118,7 @@ def ui_stack(workdir: Path, token: str | None = None) -> Iterator[UIStack]:
         (rules / "hostile.yaml").write_text(HOSTILE_RULES)
         port = free_port()
         auth = f', api_token: "{token}"' if token else ""
+        auth += f", ui_page_rows: {page_rows}" if page_rows else ""
         config = workdir / "config.yaml"
         config.write_text(
             textwrap.dedent(

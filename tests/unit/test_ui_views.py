@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 
 import pytest
+from markupsafe import Markup
 
 from sentinel.alerting.silences import Silence, SilenceMatcher
 from sentinel.alerting.state import Alert, AlertState
@@ -104,8 +105,8 @@ def tier(service: str, status: Status, long_burn: float, factor: float, name: st
     return r
 
 
-def no_spark(key: str, r: SLOResult) -> str:
-    return ""
+def no_spark(key: str, r: SLOResult) -> Markup:
+    return Markup("")
 
 
 def test_overview_lists_breaches_then_no_data_then_least_budget_left() -> None:
@@ -119,7 +120,7 @@ def test_overview_lists_breaches_then_no_data_then_least_budget_left() -> None:
         tier("e", Status.BREACH, 20.0, 14.4, "page-quick"),
         tier("e", Status.OK, 2.0, 6.0, "page-slow"),
     ]
-    listed = rows(results, {}, [], no_spark, 0.0)  # type: ignore[arg-type]
+    listed = rows(results, {}, [], 0.0)
     assert [(r.service, r.worst) for r in listed] == [
         ("e", "breach"),
         ("d", "breach"),
@@ -144,7 +145,7 @@ def test_rows_show_firing_alerts_of_the_instance_or_its_tiers_and_active_silence
     }
     silence = Silence("s1", (SilenceMatcher("model", "x"),), 0.0, 100.0, "me", "why", 0.0)
     expired = Silence("s2", (SilenceMatcher("service", "b"),), 0.0, 1.0, "me", "why", 0.0)
-    listed = {r.service: r for r in rows(results, alerts, [silence, expired], no_spark, 50.0)}  # type: ignore[arg-type]
+    listed = {r.service: r for r in rows(results, alerts, [silence, expired], 50.0)}
     assert (listed["a"].alert, listed["a"].alert_since, listed["a"].silenced) == (
         "firing",
         10.0,
@@ -159,7 +160,7 @@ HOSTILE = ("q\"uote'<script>alert(1)</script>", "<img src=x onerror=alert(2)>", 
 
 def test_table_rows_render_hostile_label_values_as_text() -> None:
     results = [result(v, "errors", Status.BREACH, 0.05, {"service": v, "x": v}) for v in HOSTILE]
-    html = str(table_rows(rows(results, {}, [], no_spark, 0.0)))  # type: ignore[arg-type]
+    html = str(table_rows(rows(results, {}, [], 0.0), no_spark))
     assert "<script>" not in html and "<img" not in html
     assert "&lt;script&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
     assert 'href="/services/q%22uote%27%3Cscript%3E' in html  # one path segment, encoded
@@ -171,7 +172,7 @@ def test_filters_match_service_status_severity_and_search_text() -> None:
         result("api", "errors", Status.BREACH, 0.05),
         result("web", "latency", Status.OK, 0.1, kind="latency"),
     ]
-    listed = rows(results, {}, [], no_spark, 0.0)  # type: ignore[arg-type]
+    listed = rows(results, {}, [], 0.0)
 
     def kept(**query: str) -> list[str]:
         f = Filters.from_query(query)

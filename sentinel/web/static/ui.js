@@ -3,7 +3,10 @@
 //    generation; when it changes, the page is fetched again and only its [data-live]
 //    parts are swapped (no full-page flicker; the filter form stays put, and a part
 //    holding the keyboard focus waits until focus leaves it).
-// 2. The overview's filter form filters rows as you type, without a round trip.
+// 2. The overview's filter form filters rows as you type, without a round trip; when the
+//    overview is split into pages ([data-paged]), the rows shown are one page of many,
+//    so the filtered first page is also fetched from the server (after a pause in
+//    typing) and the address updated to it.
 // 3. "Copy query" buttons.
 (function () {
   "use strict";
@@ -72,8 +75,33 @@
   function startFilter() {
     var form = document.querySelector("form.filters");
     if (!form) return;
-    form.addEventListener("input", applyFilter);
-    form.addEventListener("change", applyFilter);
+    var timer = null;
+    var asked = 0;
+    function filterAll() {
+      var query = new URLSearchParams();
+      new FormData(form).forEach(function (value, name) {
+        if (String(value).trim()) query.append(name, String(value).trim());
+      });
+      var url = "/" + (query.toString() ? "?" + query.toString() : "");
+      var mine = ++asked;
+      fetch(url, { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          // Only the answer to the latest filter is shown (answers can overtake).
+          if (!html || mine !== asked) return;
+          history.replaceState(null, "", url);
+          swapLive(html);
+        })
+        .catch(function () {});
+    }
+    function changed() {
+      applyFilter();
+      if (!document.querySelector("#slo-table[data-paged]")) return;
+      clearTimeout(timer);
+      timer = setTimeout(filterAll, 300);
+    }
+    form.addEventListener("input", changed);
+    form.addEventListener("change", changed);
   }
 
   function startCopy() {
