@@ -717,13 +717,29 @@ class AlertManager:
     def to_json(self) -> list[dict[str, Any]]:
         return alerts_json(self.snapshot())
 
-    def snapshot(self) -> list[AlertRow]:
-        """The alert states as plain values, for `alerts_json` to format off the loop (the
-        states change on the loop; copying 7,000 is ~4 ms, formatting them ~70)."""
-        unsaved, slo_of = self.unsaved.alerts, self.slo_of
+    def snapshot(self) -> AlertsSnapshot:
+        """The alert states as they are now, for `alerts_json` to format off the loop: the
+        states change on the loop, but each `Alert` is immutable (changed by replacing
+        it), so copying the maps is enough: C-level copies, ~10 ms at 150,000 states
+        where building a row per state here held the loop ~90 ms."""
+        return AlertsSnapshot(
+            list(self.alerts.items()), frozenset(self.unsaved.alerts), dict(self.slo_of)
+        )
+
+
+@dataclass(frozen=True)
+class AlertsSnapshot:
+    """`AlertManager.snapshot()`: the states, the keys not yet saved, each key's SLO."""
+
+    alerts: list[tuple[str, Alert]]
+    unsaved: frozenset[str]
+    slo_of: Mapping[str, SLO]
+
+    def rows(self) -> list[AlertRow]:
+        slo_of, unsaved = self.slo_of, self.unsaved
         return [
             (key, slo_of.get(key), a.state, a.since, a.incident_id, a.fired_at, key not in unsaved)
-            for key, a in self.alerts.items()
+            for key, a in self.alerts
         ]
 
 
@@ -731,8 +747,9 @@ class AlertManager:
 AlertRow = tuple[str, SLO | None, AlertState, float, str | None, float | None, bool]
 
 
-def alerts_json(rows: Sequence[AlertRow]) -> list[dict[str, Any]]:
+def alerts_json(snapshot: AlertsSnapshot) -> list[dict[str, Any]]:
     """`/api/v1/alerts`' alerts, by key."""
+    rows = snapshot.rows()
     return [
         {
             "key": key,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -62,11 +62,55 @@ async def off_loop(request: web.Request, work: Callable[[], T]) -> T:
             content_type=JSON,
             headers={"Retry-After": "1"},
         )
+    return await _in_pool(pool, work)
+
+
+async def _in_pool(pool: WebPool, work: Callable[[], T]) -> T:
     pool.queued += 1
     try:
         return await asyncio.get_running_loop().run_in_executor(pool.answers, work)
     finally:
         pool.queued -= 1
+
+
+# A streamed answer is encoded and written this much at a time.
+STREAM_CHUNK = 256 * 1024
+
+
+async def stream_json(request: web.Request, parts: Iterator[str]) -> web.StreamResponse:
+    """A JSON answer given as pieces of text, encoded in the web answers' thread a chunk at
+    a time and written as each chunk is ready. At 10,000 services /api/v1/slos is 76 MB:
+    joined, encoded and handed to the transport whole it held the event loop ~300 ms and
+    twice its size in memory; in chunks the loop writes 256 KB at a time, waiting for the
+    client to take each (a slow reader holds one chunk, not the whole answer). 503 as
+    `off_loop` when too many answers wait, before anything is sent."""
+
+    def chunks() -> Generator[bytes, None, None]:
+        held: list[str] = []
+        size = 0
+        for part in parts:
+            held.append(part)
+            size += len(part)
+            if size >= STREAM_CHUNK:
+                yield "".join(held).encode()
+                held, size = [], 0
+        if held:
+            yield "".join(held).encode()
+
+    encoded = chunks()
+    chunk = await off_loop(request, lambda: next(encoded, b""))
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    pool = request.app[WEB_POOL]
+    try:
+        await response.prepare(request)
+        while chunk:
+            await response.write(chunk)
+            # Admitted already: the rest of this answer is not refused midway.
+            chunk = await _in_pool(pool, lambda: next(encoded, b""))
+        await response.write_eof()
+    finally:
+        encoded.close()  # a client that left: the thread stops encoding
+    return response
 
 
 # Request limits (SECURITY.md), pinned here rather than left to aiohttp's defaults so an
@@ -178,7 +222,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def slos(request: web.Request) -> web.Response:
+async def slos(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     service = request.query.get("service")
     status = request.query.get("status")
@@ -187,18 +231,20 @@ async def slos(request: web.Request) -> web.Response:
             text=dumps({"error": "status: expected ok, breach or no_data"}),
             content_type="application/json",
         )
-    latest = daemon.latest()  # this cycle's results: immutable, read by the thread below
+    parts = daemon.latest_parts()  # this cycle's results: immutable, read by the thread below
 
-    def body() -> bytes:
-        return jsonenc.dumps_list(
+    # Filtered and encoded in a worker thread, element by element, and written as it is
+    # encoded: at 1,000 services x 3 SLOs this is 5.5 MB of JSON and held the event loop
+    # (the gate, health checks) ~250 ms per request; at 10,000, 76 MB.
+    return await stream_json(
+        request,
+        jsonenc.list_parts(
             r.to_json()
-            for r in latest
+            for part in parts
+            for r in part
             if (service is None or r.service == service) and (status is None or r.status == status)
-        ).encode()
-
-    # In a worker thread, element by element: at 1,000 services x 3 SLOs this is 5.5 MB of
-    # JSON and held the event loop (the gate, health checks) ~250 ms per request.
-    return web.Response(body=await off_loop(request, body), content_type=JSON, charset="utf-8")
+        ),
+    )
 
 
 class BadRequestLogFilter(logging.Filter):

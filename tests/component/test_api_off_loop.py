@@ -51,8 +51,8 @@ async def test_health_is_answered_while_the_slos_api_encodes_its_answer(
 async def test_health_is_answered_while_the_alerts_api_encodes_its_answer(
     client: GateClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held = Held(alerts_api.dumps_list)
-    monkeypatch.setattr(alerts_api, "dumps_list", held)
+    held = Held(alerts_api.alerts_json)
+    monkeypatch.setattr(alerts_api, "alerts_json", held)
     status, body, _ = await health_while(client, held, "/api/v1/alerts")
     assert held.released == [True], "/api/v1/alerts held the event loop"
     assert status == 200 and set(body) == {"alerts", "incidents"}
