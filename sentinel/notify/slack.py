@@ -62,6 +62,7 @@ from sentinel.evaluate.slo import rfc3339
 from sentinel.health import DependencyHealth
 from sentinel.notify.base import summary_line
 from sentinel.notify.chart import ChartMaker
+from sentinel.notify.slack_actions import ACK_ACTION, OPEN_ACTION
 from sentinel.units import format_measure
 
 # Block Kit limits (api.slack.com/reference/block-kit/blocks): header text 150 chars,
@@ -90,9 +91,6 @@ RETRY_AFTER_MAX = 3600.0
 EVENT_TYPE = "sentinel_alert"
 ICONS = {"firing": "🔴", "repeat": "🔁", "resolved": "✅"}
 MAX_CHARTS = 4  # per notification: a group of many alerts gets the first few charted
-# Button action ids (what `POST /slack/interactions` accepts) and the silence each makes.
-SILENCE_ACTIONS = {"sentinel_silence_1h": "1h", "sentinel_silence_4h": "4h"}
-ACK_ACTION, OPEN_ACTION = "sentinel_ack", "sentinel_open_dashboard"
 
 log = logging.getLogger("sentinel.notify.slack")
 

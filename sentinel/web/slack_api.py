@@ -23,30 +23,24 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from slack_sdk.signature import Clock, SignatureVerifier
 
 from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store import SlackMember
 from sentinel.alerting.store_api import StateStore
 from sentinel.config import Config, SlackNotifierConfig
 from sentinel.errors import StateStoreWriteError
-from sentinel.notify.slack import ACK_ACTION, OPEN_ACTION, SILENCE_ACTIONS, SlackNotifier
+from sentinel.notify.slack_actions import ACK_ACTION, OPEN_ACTION, SILENCE_ACTIONS
 from sentinel.web.alerts_api import create_silence
 from sentinel.web.app import json_response
 
+if TYPE_CHECKING:
+    from sentinel.notify.slack import SlackNotifier
+
 log = logging.getLogger("sentinel.slack")
-
-
-class _DaemonClock(Clock):
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-
-    def now(self) -> float:
-        return self.clock()
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -60,7 +54,14 @@ def verified(secrets: list[str], body: bytes, headers: Mapping[str, str], now: f
     signature = headers.get("X-Slack-Signature")
     if signature is None or not signature.isascii():
         return False  # slack-sdk's compare_digest of str would raise TypeError (a 500)
-    clock = _DaemonClock(lambda: now)
+    # Loaded at the first click: a daemon without a Slack notifier never needs it.
+    from slack_sdk.signature import Clock, SignatureVerifier
+
+    class DaemonClock(Clock):
+        def now(self) -> float:
+            return now
+
+    clock = DaemonClock()
     return any(
         SignatureVerifier(secret, clock).is_valid(body, timestamp, signature) for secret in secrets
     )
@@ -125,6 +126,8 @@ def slack_routes(
             return _error(503, f"state store: {exc.error}")
         except ValueError as exc:
             return _error(400, str(exc))
+        from sentinel.notify.slack import SlackNotifier  # configured, so loaded already
+
         notifier = notifiers().get(name)
         if isinstance(notifier, SlackNotifier) and members:
             first = members[0]
