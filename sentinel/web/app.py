@@ -8,6 +8,7 @@ rate-limited line: unauthenticated clients must not be able to flood the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator
@@ -109,7 +110,11 @@ async def stream_json(request: web.Request, parts: Iterator[str]) -> web.StreamR
             chunk = await _in_pool(pool, lambda: next(encoded, b""))
         await response.write_eof()
     finally:
-        encoded.close()  # a client that left: the thread stops encoding
+        # A client that left: the thread stops encoding. Unless this handler was cancelled
+        # while the thread runs the generator: it finishes that chunk, and the garbage
+        # collector closes it (closing a running generator raises ValueError).
+        with contextlib.suppress(ValueError):
+            encoded.close()
     return response
 
 
