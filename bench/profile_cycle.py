@@ -3,6 +3,7 @@
     .venv/bin/python bench/profile_cycle.py --services 1000 --work /tmp/prof1000
     .venv/bin/python bench/profile_cycle.py --work /tmp/prof1000 --py-spy /tmp/cycle.svg
     .venv/bin/python bench/profile_cycle.py --work /tmp/prof1000 --py-spy /tmp/cycle.txt  # raw
+    .venv/bin/python bench/profile_cycle.py --work /tmp/prof1000 --py-spy /tmp/c.txt --gil
 
 The dataset and Prometheus' storage are kept in `--work` and reused by the next run (the
 backfill is the slow part); the cycles run in this process, so `--py-spy` records only
@@ -68,6 +69,12 @@ def main() -> int:
     parser.add_argument("--recorded", action="store_true", help="budget_source: recorded")
     parser.add_argument("--daemon", action="store_true", help="the daemon's engine, 30 s apart")
     parser.add_argument("--py-spy", type=Path, help="write a py-spy flame graph here")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="py-spy samples only the thread holding the GIL (the worker threads' waits "
+        "otherwise show as work)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work: Path = args.work
@@ -104,7 +111,18 @@ def main() -> int:
         if args.py_spy:
             spy = str(Path(sys.executable).with_name("py-spy"))
             form = ["-f", "raw"] if args.py_spy.suffix == ".txt" else []  # collapsed stacks
-            child = [spy, "record", "-o", str(args.py_spy), "-r", "500", *form, "--", *child]
+            child = [
+                spy,
+                "record",
+                "-o",
+                str(args.py_spy),
+                "-r",
+                "500",
+                *form,
+                *(["--gil"] if args.gil else []),
+                "--",
+                *child,
+            ]
         return subprocess.run(child, env=dict(os.environ)).returncode
     finally:
         prom.stop()
