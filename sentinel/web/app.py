@@ -49,6 +49,7 @@ class WebPool:
 
 
 WEB_POOL: web.AppKey[WebPool] = web.AppKey("web_pool", WebPool)
+log = logging.getLogger("sentinel.web")
 
 T = TypeVar("T")
 JSON = "application/json"
@@ -109,6 +110,16 @@ async def stream_json(request: web.Request, parts: Iterator[str]) -> web.StreamR
             # Admitted already: the rest of this answer is not refused midway.
             chunk = await _in_pool(pool, lambda: next(encoded, b""))
         await response.write_eof()
+    except ConnectionError:
+        # The client left (`curl | head`, a dashboard's timeout): routine, and anyone may
+        # ask these answers without a token, so not a traceback per disconnect.
+        log.debug(f"{request.path}: client left mid-answer")
+    except Exception as exc:
+        # Headers are sent: the status cannot change any more. The client gets a body cut
+        # short (invalid JSON), and the log one line.
+        log.error(f"{request.path}: answer cut short: {type(exc).__name__}: {exc}")
+        if request.transport is not None:
+            request.transport.close()
     finally:
         # A client that left: the thread stops encoding. Unless this handler was cancelled
         # while the thread runs the generator: it finishes that chunk, and the garbage

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from sentinel.alerting.state import AlertState
 from sentinel.daemon.runstate import GroupStatus
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.web import app as web_app
+from sentinel.web.app import build_app, build_runner
+from sentinel.web.routes import api_routes
 from support.gatestack import GateClient, running_gate
 
 RESULTS = 20_000  # ~8 MB of JSON: more than loopback's socket buffers hold
@@ -71,34 +76,79 @@ async def test_the_slos_answer_arrives_in_chunks_and_is_the_whole_document(
         assert answer.status == 200 and await answer.json() == []
 
 
-async def test_a_client_that_leaves_stops_the_encoding(
-    api: GateClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@asynccontextmanager
+async def production_server(api: GateClient) -> AsyncIterator[str]:
+    """The daemon's app served as `sentinel run` serves it (build_runner: handlers are not
+    cancelled when a client leaves, unlike the test server's)."""
+    runner = build_runner(build_app(api.built.daemon, api_routes(api.built)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def counting_to_json(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -> list[str]:
     encoded: list[str] = []
     to_json = SLOResult.to_json
 
     def counted(self: SLOResult) -> object:
         encoded.append(self.service)
+        if fail_at is not None and len(encoded) == fail_at:
+            raise RuntimeError("a bug met mid-answer")
         return to_json(self)
 
     monkeypatch.setattr(SLOResult, "to_json", counted)
-    # A client of its own, so that closing it drops the connection mid-answer.
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(api.server.make_url("/api/v1/slos")) as answer,
-    ):
-        first = await answer.content.readany()
-        assert first.startswith(b"[")
+    return encoded
+
+
+async def settled(encoded: list[str]) -> int:
     count = -1
     for _ in range(50):  # the server notices at its next write; then nothing more
         await asyncio.sleep(0.1)
         if len(encoded) == count:
             break
         count = len(encoded)
-    assert len(encoded) < RESULTS, "the whole answer was encoded for a client that left"
-    # The daemon answers the next request whole.
-    async with api.session.get(api.server.make_url("/api/v1/slos")) as answer:
-        assert len(await answer.json()) == RESULTS
+    return count
+
+
+async def test_a_client_that_leaves_stops_the_encoding_without_an_error(
+    api: GateClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoded = counting_to_json(monkeypatch)
+    async with production_server(api) as url:
+        async with (  # closed mid-answer
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/api/v1/slos") as answer,
+        ):
+            assert (await answer.content.readany()).startswith(b"[")
+        assert await settled(encoded) < RESULTS, "the whole answer was encoded for nobody"
+        # Anyone may ask this answer without a token: a disconnect is not an error line.
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/api/v1/slos") as answer:
+            assert len(await answer.json()) == RESULTS  # the next one is whole
+
+
+async def test_a_failure_mid_answer_cuts_the_body_and_logs_one_line(
+    api: GateClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    counting_to_json(monkeypatch, fail_at=RESULTS // 2)
+    async with (
+        production_server(api) as url,
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/api/v1/slos") as answer,
+    ):
+        assert answer.status == 200  # sent before the failure
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await answer.read()  # never a valid JSON document cut short silently
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "/api/v1/slos: answer cut short: RuntimeError: a bug met mid-answer"
+    ]
+    assert errors[0].exc_info is None
 
 
 async def test_the_alerts_snapshot_keeps_the_states_of_its_moment(api: GateClient) -> None:
