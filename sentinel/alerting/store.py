@@ -131,6 +131,8 @@ PROBE_RESULTS, RETENTION = "probe results", "retention"
 # A shared store (PostgreSQL) that cannot be reached at all, for reads and writes alike.
 CONNECTION = "connection"
 WAL_LIMIT = 8 * 1024 * 1024  # bytes of WAL past which a checkpoint truncates it
+TRUNCATE_WAIT_MS = 50  # the longest a truncation waits for the writer, then for readers
+TRUNCATE_BACKOFF = 10.0  # seconds without truncation after a reader kept it from one
 BLOCKS_READINESS = (ALERT_STATE, OUTBOX, CONNECTION)
 INCIDENT_FIELDS = (
     "service",
@@ -259,6 +261,8 @@ class Store:
         # The WAL's size past which `checkpoint` truncates it (SQLite's own automatic
         # checkpoint, off here, runs at 1,000 pages: 4 MB).
         self.wal_limit = WAL_LIMIT
+        self.truncate_backoff = TRUNCATE_BACKOFF
+        self._truncate_after = 0.0  # monotonic: no truncation tried before this
         self.db = self._open()
         try:
             self.migrate()
@@ -352,29 +356,53 @@ class Store:
         """Copy the WAL into the database file (PASSIVE: never waits for, nor blocks,
         readers and writers); returns the pages copied. Runs in a worker thread, on its
         own connection; SQLite releases the GIL meanwhile. A failure is logged and
-        returns 0: the WAL still holds the data, and the next checkpoint tries again."""
+        returns 0: the WAL still holds the data, and the next checkpoint tries again.
+
+        A PASSIVE checkpoint copies the WAL but never shortens it: SQLite starts the WAL
+        over only when a write begins after every frame was copied, which writes that
+        never pause (a 10,000-service cycle's alert-state chunks, the soak's cycles back
+        to back) never allow: the soak's WAL grew 94 MB in 68 s. Past `wal_limit` the WAL
+        is truncated: as soon as a PASSIVE pass left nothing to copy (truncating then only
+        resets the file: no copy, no sync), or, past four times the limit, anyway (the few
+        frames written since are copied and the database synced, holding the event loop's
+        commits that long, once per 32 MB written). The truncation waits at most 50 ms for
+        the writer of the moment and for readers; an open reader (a backup, `sqlite3` in a
+        transaction) makes it give up for 10 s: only a reader that never ends lets the
+        WAL grow, as it would SQLite's own checkpoints."""
+        copied = 0
         with self._checkpoint_lock:
             try:
                 if self._checkpointer is None:
                     self._checkpointer = sqlite3.connect(
                         self.path, isolation_level=None, check_same_thread=False
                     )
-                    self._checkpointer.execute("PRAGMA busy_timeout=5000")
-                row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if self._wal_bytes() > self.wal_limit:
-                    # A PASSIVE checkpoint copies the WAL but never shortens it: SQLite
-                    # starts the WAL over only when a write begins after every frame was
-                    # copied, which writes that never pause (a 10,000-service cycle's
-                    # alert-state chunks, the gate's audit under load, the soak's cycles
-                    # back to back) never allow: the soak's WAL grew 94 MB in 68 s. Past
-                    # the limit, TRUNCATE: it waits for the writer of the moment, copies
-                    # the few frames PASSIVE left and empties the file, holding writers
-                    # (the event loop's commits) meanwhile, once per `wal_limit` written.
-                    self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    # PASSIVE never waits anyway; TRUNCATE must not wait holding the
+                    # write lock while the loop's commits queue behind it.
+                    self._checkpointer.execute("PRAGMA busy_timeout=0")
+                busy, frames, done = self._checkpointer.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                ).fetchone()
+                copied = max(0, int(done))
+                wal = self._wal_bytes()
+                if (
+                    wal > self.wal_limit
+                    and ((busy == 0 and frames == done) or wal > 4 * self.wal_limit)
+                    and time.monotonic() >= self._truncate_after
+                ):
+                    # Waits at most TRUNCATE_WAIT for the writer of the moment (holding
+                    # nothing), and as long for readers once it holds the write lock.
+                    self._checkpointer.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+                    try:
+                        blocked = self._checkpointer.execute(
+                            "PRAGMA wal_checkpoint(TRUNCATE)"
+                        ).fetchone()[0]
+                    finally:
+                        self._checkpointer.execute("PRAGMA busy_timeout=0")
+                    if blocked:  # a reader that stays: leave the writers be for a while
+                        self._truncate_after = time.monotonic() + self.truncate_backoff
             except sqlite3.Error as exc:
                 log.warning(f"state store checkpoint failed (retried): {exc}")
-                return 0
-        return int(row[2]) if row is not None and row[2] is not None else 0
+        return copied
 
     def _wal_bytes(self) -> int:
         try:
