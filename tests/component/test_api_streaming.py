@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from sentinel.alerting.manager import alerts_json
 from sentinel.alerting.state import AlertState
 from sentinel.daemon.runstate import GroupStatus
 from sentinel.evaluate.slo import SLOResult, Status
@@ -152,19 +153,19 @@ async def test_a_failure_mid_answer_cuts_the_body_and_logs_one_line(
 
 
 async def test_the_alerts_snapshot_keeps_the_states_of_its_moment(api: GateClient) -> None:
-    # The snapshot copies the maps on the loop and builds rows later in a thread: what
-    # the loop changes meanwhile must not show.
+    # The snapshot copies the maps on the loop; the thread formats it later: what the
+    # loop changes meanwhile (an alert replaced, the map emptied) must not show.
     daemon, manager = api.built.daemon, api.built.manager
     group = daemon.rules.groups[0]
     now = daemon.clock()
     manager.observe_sync(group, [result(i, now) for i in range(3)], now)
     snapshot = manager.snapshot()
-    before = snapshot.rows()
-    assert {row[0].split("{")[0] for row in before} == {
-        f"svc-{i:05d}/http-5xx-ratio" for i in range(3)
-    }
-    assert {row[2] for row in before} == {AlertState.INACTIVE, AlertState.PENDING}
-    key = next(row[0] for row in before if row[2] is AlertState.PENDING)
+    before = manager.to_json()
+    assert [a["service"] for a in before] == [f"svc-{i:05d}" for i in range(3)]
+    assert [a["state"] for a in before] == ["pending", "inactive", "inactive"]
+    key = before[0]["key"]
     manager.alerts[key] = replace(manager.alerts[key], state=AlertState.FIRING)
     manager.alerts.clear()
-    assert snapshot.rows() == before
+    assert list(alerts_json(snapshot)) == before
+    # Formatted one alert at a time, as the answer is written.
+    assert isinstance(alerts_json(snapshot), Iterator)

@@ -52,6 +52,18 @@
     applyFilter();
   }
 
+  // The overview is fetched by the refresh and by a filter typed on a paged table; only
+  // the answer to the latest request is shown (answers can overtake each other, and a
+  // refresh asked before a filter would put the unfiltered page back).
+  var latest = 0;
+
+  function fetchPage(url) {
+    var mine = ++latest;
+    return fetch(url, { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
+      .then(function (html) { return html && mine === latest ? html : null; });
+  }
+
   function startRefresh() {
     var main = document.getElementById("main");
     if (!main || !document.getElementById("slo-table")) return;
@@ -63,9 +75,7 @@
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (gen) {
           if (gen === null || gen.trim() === main.dataset.generation) return null;
-          return fetch(location.href, { credentials: "same-origin", cache: "no-store" })
-            .then(function (r) { return r.ok ? r.text() : null; })
-            .then(function (html) { if (html) swapLive(html); });
+          return fetchPage(location.href).then(function (html) { if (html) swapLive(html); });
         })
         .catch(function () {})
         .then(function () { busy = false; });
@@ -76,22 +86,17 @@
     var form = document.querySelector("form.filters");
     if (!form) return;
     var timer = null;
-    var asked = 0;
     function filterAll() {
       var query = new URLSearchParams();
       new FormData(form).forEach(function (value, name) {
         if (String(value).trim()) query.append(name, String(value).trim());
       });
       var url = "/" + (query.toString() ? "?" + query.toString() : "");
-      var mine = ++asked;
-      fetch(url, { credentials: "same-origin", cache: "no-store" })
-        .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (html) {
-          // Only the answer to the latest filter is shown (answers can overtake).
-          if (!html || mine !== asked) return;
-          history.replaceState(null, "", url);
-          swapLive(html);
-        })
+      if (url === location.pathname + location.search) return;  // shown already
+      // The address first: a refresh from now on asks for this filter too.
+      history.replaceState(null, "", url);
+      fetchPage(url)
+        .then(function (html) { if (html) swapLive(html); })
         .catch(function () {});
     }
     function changed() {
