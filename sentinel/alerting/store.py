@@ -354,7 +354,8 @@ class Store:
 
     def checkpoint(self) -> int:
         """Copy the WAL into the database file (PASSIVE: never waits for, nor blocks,
-        readers and writers); returns the pages copied. Runs in a worker thread, on its
+        readers and writers); returns SQLite's count of WAL frames copied since the WAL
+        last started over. Runs in a worker thread, on its
         own connection; SQLite releases the GIL meanwhile. A failure is logged and
         returns 0: the WAL still holds the data, and the next checkpoint tries again.
 
@@ -362,13 +363,13 @@ class Store:
         over only when a write begins after every frame was copied, which writes that
         never pause (a 10,000-service cycle's alert-state chunks, the soak's cycles back
         to back) never allow: the soak's WAL grew 94 MB in 68 s. Past `wal_limit` the WAL
-        is truncated: as soon as a PASSIVE pass left nothing to copy (truncating then only
-        resets the file: no copy, no sync), or, past four times the limit, anyway (the few
-        frames written since are copied and the database synced, holding the event loop's
-        commits that long, once per 32 MB written). The truncation waits at most 50 ms for
-        the writer of the moment and for readers; an open reader (a backup, `sqlite3` in a
-        transaction) makes it give up for 10 s: only a reader that never ends lets the
-        WAL grow, as it would SQLite's own checkpoints."""
+        is truncated: as soon as a PASSIVE pass left nothing to copy, or past four times the
+        limit anyway. It copies what was committed since the PASSIVE pass (usually little
+        or nothing) and syncs the files, holding the event loop's commits that long (~20 ms
+        measured under fsync load). It waits at most 50 ms for the writer of the moment and
+        for readers; when it cannot get in (a writer that holds on, or a reader that stays:
+        a backup, `sqlite3` left in a transaction) it is not tried again for 10 s: only a
+        reader that never ends lets the WAL grow, as it would SQLite's own checkpoints."""
         copied = 0
         with self._checkpoint_lock:
             try:
@@ -398,7 +399,7 @@ class Store:
                         ).fetchone()[0]
                     finally:
                         self._checkpointer.execute("PRAGMA busy_timeout=0")
-                    if blocked:  # a reader that stays: leave the writers be for a while
+                    if blocked:  # a writer holding on, or a reader that stays: back off
                         self._truncate_after = time.monotonic() + self.truncate_backoff
             except sqlite3.Error as exc:
                 log.warning(f"state store checkpoint failed (retried): {exc}")

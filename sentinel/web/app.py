@@ -99,9 +99,15 @@ async def stream_json(request: web.Request, parts: Iterator[str]) -> web.StreamR
         if held:
             yield "".join(held).encode()
 
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    if request.method == "HEAD":
+        # A streamed response writes whatever it is given, HEAD or not: a body after a HEAD's
+        # headers is read as the next response on the connection. Nothing is encoded.
+        await response.prepare(request)
+        await response.write_eof()
+        return response
     encoded = chunks()
     chunk = await off_loop(request, lambda: next(encoded, b""))
-    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     pool = request.app[WEB_POOL]
     try:
         await response.prepare(request)

@@ -152,6 +152,30 @@ async def test_a_failure_mid_answer_cuts_the_body_and_logs_one_line(
     assert errors[0].exc_info is None
 
 
+async def test_a_head_request_gets_headers_only_and_the_connection_stays_usable(
+    api: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded = counting_to_json(monkeypatch)
+    async with production_server(api) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        ask = "{} {} HTTP/1.1\r\nHost: sentinel\r\n\r\n"
+        for path in ("/api/v1/slos", "/api/v1/alerts"):
+            writer.write(ask.format("HEAD", path).encode())
+        writer.write(ask.format("GET", "/health/live").encode())  # the same connection
+        await writer.drain()
+        heads = [await reader.readuntil(b"\r\n\r\n") for _ in range(2)]
+        for head in heads:
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"application/json; charset=utf-8" in head
+        # What follows the two HEAD answers is the third answer, not a body.
+        third = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert third.startswith(b"HTTP/1.1 200 OK\r\n"), third[:200]
+        writer.close()
+        await writer.wait_closed()
+    assert encoded == []  # nothing was encoded for them
+
+
 async def test_the_alerts_snapshot_keeps_the_states_of_its_moment(api: GateClient) -> None:
     # The snapshot copies the maps on the loop; the thread formats it later: what the
     # loop changes meanwhile (an alert replaced, the map emptied) must not show.

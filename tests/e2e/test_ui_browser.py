@@ -360,9 +360,11 @@ def test_typing_a_filter_searches_every_page_not_only_the_one_shown(
         # The server's answer replaces the page: the one match, with no pager left (the
         # script alone could only hide rows of the page it has).
         wait_for(lambda: pages(browser) == "", 10, "the filtered answer")
+        wait_for(lambda: len(rows(browser)) == 1, 10, "one row")
         [(service, slo, _)] = rows(browser)
         assert service == HOSTILE[0] and slo == "hostile-5xx"
-        assert browser.current_url == url + "/?q=uote"
+        # The address once the last answer is in (an answer for "uo" may come first).
+        wait_for(lambda: browser.current_url == url + "/?q=uote", 10, "the filtered address")
         screenshot(browser, "overview-filtered-across-pages")
         browser.find_element(By.NAME, "q").clear()
         browser.find_element(By.NAME, "q").send_keys(" ")  # an input event with no text

@@ -6,7 +6,7 @@
 // 2. The overview's filter form filters rows as you type, without a round trip; when the
 //    overview is split into pages ([data-paged]), the rows shown are one page of many,
 //    so the filtered first page is also fetched from the server (after a pause in
-//    typing) and the address updated to it.
+//    typing) and the address updated to it once it is shown.
 // 3. "Copy query" buttons.
 (function () {
   "use strict";
@@ -56,12 +56,20 @@
   // the answer to the latest request is shown (answers can overtake each other, and a
   // refresh asked before a filter would put the unfiltered page back).
   var latest = 0;
+  // The address the table should show (a typed filter sets it at once, so a refresh
+  // asks for it too), and the one it shows (set when an answer is swapped in; a fetch
+  // that fails leaves both the table and the address as they were).
+  var wanted = location.pathname + location.search;
 
   function fetchPage(url) {
     var mine = ++latest;
     return fetch(url, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
-      .then(function (html) { return html && mine === latest ? html : null; });
+      .then(function (html) {
+        if (!html || mine !== latest) return;
+        swapLive(html);
+        if (url !== location.pathname + location.search) history.replaceState(null, "", url);
+      });
   }
 
   function startRefresh() {
@@ -75,7 +83,7 @@
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (gen) {
           if (gen === null || gen.trim() === main.dataset.generation) return null;
-          return fetchPage(location.href).then(function (html) { if (html) swapLive(html); });
+          return fetchPage(wanted);
         })
         .catch(function () {})
         .then(function () { busy = false; });
@@ -91,13 +99,8 @@
       new FormData(form).forEach(function (value, name) {
         if (String(value).trim()) query.append(name, String(value).trim());
       });
-      var url = "/" + (query.toString() ? "?" + query.toString() : "");
-      if (url === location.pathname + location.search) return;  // shown already
-      // The address first: a refresh from now on asks for this filter too.
-      history.replaceState(null, "", url);
-      fetchPage(url)
-        .then(function (html) { if (html) swapLive(html); })
-        .catch(function () {});
+      wanted = "/" + (query.toString() ? "?" + query.toString() : "");
+      fetchPage(wanted).catch(function () {});
     }
     function changed() {
       applyFilter();
