@@ -179,6 +179,7 @@ def test_twenty_leader_kills_during_an_incident_lose_and_duplicate_nothing(
     wait_for(lambda: len(cluster.slack.roots()) == 1, 60, "the FIRING message")
     wait_for(lambda: len(cluster.hooks.deliveries) == 1, 30, "the rollback webhook")
     failovers: list[float] = []
+    killing = time.monotonic()
     for _ in range(20):
         victim = cluster.leader()
         survivor = "b" if victim == "a" else "a"
@@ -192,6 +193,7 @@ def test_twenty_leader_kills_during_an_incident_lose_and_duplicate_nothing(
     # Reminders kept coming through the failovers, from the same thread.
     root = cluster.slack.roots()[0]
     reminders = len(cluster.slack.replies(root))
+    elapsed = time.monotonic() - killing
     http("POST", f"{cluster.sim}/fault?mode=none")
     wait_for(
         lambda: cluster.db("SELECT COUNT(*) FROM incidents WHERE resolved_at IS NOT NULL")[0][0],
@@ -215,7 +217,9 @@ def test_twenty_leader_kills_during_an_incident_lose_and_duplicate_nothing(
     )
     assert len(cluster.slack.roots()) == 1, "one incident, one message"
     assert cluster.db("SELECT COUNT(*) FROM incidents")[0][0] == 1, "no new leader paged again"
-    assert reminders >= 5
+    # One reminder per repeat_interval (5 s) through the kills, less one for the phase;
+    # at least two whatever the machine's speed (20 kills took 9-25 s).
+    assert reminders >= max(2, int(elapsed // 5.0) - 1), (reminders, elapsed)
     assert_each_notification_sent_once(cluster)
     assert worst <= 2 * INTERVAL, f"leadership took {worst:.2f}s to move"
 

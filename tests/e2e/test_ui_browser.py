@@ -252,7 +252,7 @@ def test_silence_created_from_the_service_page_silences_the_alert(
     browser.find_element(By.ID, "duration").clear()
     browser.find_element(By.ID, "duration").send_keys("1h")
     browser.find_element(By.ID, "comment").send_keys("deploying a fix — đang sửa")
-    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]"))
+    click_and_wait(browser, (By.CSS_SELECTOR, "form.stack button[type=submit]"))
     assert "created" in browser.find_element(By.CSS_SELECTOR, ".ok-msg").text
 
     _, silences, _ = http("GET", f"{stack.url}/api/v1/silences")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,13 +91,27 @@ def axe_violations(driver: Any, impacts: tuple[str, ...] = ("serious", "critical
 def click_and_wait(browser: Any, element: Any, timeout: float = 30.0) -> None:
     """Click something that loads a new page and wait until it has: a click returns as
     soon as the event is dispatched, so reading the next page at once races the server
-    (seen on a loaded 2-core CI machine)."""
+    (seen on a loaded 2-core CI machine). `element` may be a (By, value) locator: then a
+    click chromedriver loses ("Node with given id does not belong to the document", its
+    inspector's error, seen once on a loaded CI machine on a page nothing rewrites) is
+    retried on the element found again, up to three times."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     old = browser.find_element(By.TAG_NAME, "html")
-    element.click()
+    if isinstance(element, tuple):
+        for attempt in range(3):
+            try:
+                browser.find_element(*element).click()
+                break
+            except WebDriverException as exc:
+                if attempt == 2 or "does not belong to the document" not in str(exc):
+                    raise
+                time.sleep(0.2)
+    else:
+        element.click()
     WebDriverWait(browser, timeout).until(expected_conditions.staleness_of(old))
     WebDriverWait(browser, timeout).until(
         lambda b: b.execute_script("return document.readyState") == "complete"
