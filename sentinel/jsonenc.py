@@ -56,17 +56,11 @@ def dumps(data: Any, *, indent: int | None = None, sort_keys: bool = False) -> s
         )
 
 
-def dumps_list(items: Iterable[Any]) -> str:
-    """`dumps(list(items))`, the same text, encoded one element at a time: json's C encoder
-    holds the interpreter for a whole call, so a worker thread encoding a large answer in
-    one call (5.5 MB, ~100 ms) held the event loop as long; between elements it gets its
-    turn."""
-    return "[" + ", ".join(dumps(item) for item in items) + "]"
-
-
 def list_parts(items: Iterable[Any]) -> Iterator[str]:
-    """The text of `dumps_list(items)` in pieces, one element at a time, for an answer
-    written as it is encoded (web.app.stream_json)."""
+    """The text of `dumps(list(items))` in pieces, one element at a time, for an answer
+    written as it is encoded (web.app.stream_json): json's C encoder holds the interpreter
+    for a whole call, so one call over a large answer (5.5 MB, ~100 ms) held the event
+    loop as long; between elements it gets its turn."""
     yield "["
     sep = ""
     for item in items:

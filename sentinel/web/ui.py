@@ -217,12 +217,12 @@ class StatusUI:
         # Built in a worker thread from this moment's results and alert states (both
         # replaced, never changed in place, on the loop): 7,000 instances' rows and
         # sparklines held the event loop ~190 ms once per cycle.
-        latest, alerts = self.daemon.latest(), dict(self.manager.alerts)
+        parts, alerts = self.daemon.latest_parts(), dict(self.manager.alerts)
         reader = self.history.reader()  # the rings change on the loop meanwhile
         size = key[-1]
 
         def build() -> Overview:
-            rows = ui_data.rows(latest, alerts, silences, now)
+            rows = ui_data.rows([r for part in parts for r in part], alerts, silences, now)
             first = table_rows(rows[:size], reader.spark)
             services = sorted({r.service for r in rows})
             counts = ui_data.status_counts(rows)
@@ -246,7 +246,7 @@ class StatusUI:
                 request, auth, "error.html.j2", status=400, title="Overview", message=str(exc)
             )
         built = await self.overview_rows(request)
-        rows, size = built.rows, self.daemon.config.server.ui_page_rows
+        rows, size = built.rows, built.page_rows  # the size it was built for, all through
         filters = ui_data.Filters.from_query(request.query)
         shown = rows
         if filters.active:
@@ -255,7 +255,7 @@ class StatusUI:
         page = min(page, pages)  # a link from a longer list than this cycle's
         first = (page - 1) * size
         on_page = shown[first : first + size]
-        if shown is rows and page == 1 and built.page_rows == size:
+        if shown is rows and page == 1:
             table = built.first_page
         else:
             table = await off_loop(request, lambda: table_rows(on_page, built.reader.spark))

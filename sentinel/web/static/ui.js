@@ -56,9 +56,9 @@
   // the answer to the latest request is shown (answers can overtake each other, and a
   // refresh asked before a filter would put the unfiltered page back).
   var latest = 0;
-  // The address the table should show (a typed filter sets it at once, so a refresh
-  // asks for it too), and the one it shows (set when an answer is swapped in; a fetch
-  // that fails leaves both the table and the address as they were).
+  // The address the table should show: a typed filter sets it at once, so a refresh asks
+  // for it too. The address bar follows when an answer is swapped in; a fetch that fails
+  // leaves both the table and the address as they were.
   var wanted = location.pathname + location.search;
 
   function fetchPage(url) {
