@@ -6,12 +6,25 @@ credentials, query strings or known secrets leave through health (see `redact.py
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.redact import redact_text
+
+# A new value for every change to any DependencyHealth (each value is used once, so a
+# reader that saw value v and sees v again knows nothing changed in between, even with
+# writers in other threads). The gate reuses its reading of the sources' health while
+# it holds: re-reading it was a tenth of a gate request's CPU.
+_changes = itertools.count()
+_changed = next(_changes)
+
+
+def health_changes() -> int:
+    """The current change mark of all dependency health records."""
+    return _changed
 
 
 @dataclass
@@ -34,6 +47,11 @@ class DependencyHealth:
         # /health/detailed needs no token: whatever a caller passes, no credentials,
         # query strings or known secrets leave here (sentinel/redact.py).
         self.target = redact_text(self.target)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        global _changed
+        object.__setattr__(self, name, value)
+        _changed = next(_changes)
 
     def record_success(self, latency_s: float) -> None:
         self.status = "healthy"

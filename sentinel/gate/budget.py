@@ -90,6 +90,11 @@ class GateEngine:
         return self._engine
 
     @property
+    def current(self) -> Engine | None:
+        """The engine built last (None before the first gate evaluation)."""
+        return self._engine
+
+    @property
     def sources(self) -> dict[str, Source]:
         return dict(self._engine.sources) if self._engine is not None else {}
 

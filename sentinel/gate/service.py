@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -37,7 +37,7 @@ from sentinel.gate.request import (
     audit_inputs,
     check_narrowing,
 )
-from sentinel.health import DependencyHealth
+from sentinel.health import DependencyHealth, health_changes
 from sentinel.rules.model import SLO, Matcher, MatchOp, RuleSet
 from sentinel.selfmetrics import SelfMetrics
 from sentinel.sources.base import Source
@@ -185,8 +185,12 @@ class Gate:
         self._verdicts: dict[tuple[Any, ...], GateAnswer] = {}
         # Canary comparisons running or done but not yet turned into a verdict.
         self._judging: dict[tuple[Any, ...], asyncio.Future[Judgement]] = {}
-        counter = host.metrics.gate_decisions
-        self._decision_counters = {d: counter.labels(d) for d in STATUS_CODE}
+        self._decisions = host.metrics.gate_decisions.counts
+        for decision in STATUS_CODE:  # every decision shown from the start, at 0
+            self._decisions.setdefault(decision, 0)
+        # Per set of sources read: the health reading (`_HealthReading`) and what it was
+        # taken from, reused while no dependency's health changed.
+        self._health: dict[frozenset[str], tuple[_HealthTakenFrom, _HealthReading]] = {}
         self._inputs_json: dict[GateRequest, str] = {}
         self._slo_index: tuple[object, dict[tuple[str, tuple[str, ...]], Any]] = (None, {})
         # Audit rows are written in batches: one SQLite transaction per request would cost
@@ -305,7 +309,7 @@ class Gate:
         """The answer already computed for the same inputs (counted as a decision again)."""
         cached = self._verdicts.get(key)
         if cached is not None:
-            self._decision_counters[cached.decision].inc()
+            self._decisions[cached.decision] += 1
         return cached
 
     def _remember_verdict(self, key: tuple[Any, ...], answer: GateAnswer) -> None:
@@ -334,7 +338,7 @@ class Gate:
         if req.since is not None and now - req.since < 1.0:
             # Nothing to measure yet (or a since slightly ahead: clock skew): no query.
             return self._unevaluated(req, firing, now, "only 0s since deploy", None)
-        evaluated = await self._evaluate(req, slos, now, deadline_at)
+        evaluated = await self._evaluate(req, slos, now, deadline_at, sources)
         if evaluated is None:
             deadline = self.host.config.gate.deadline
             reason = (
@@ -389,7 +393,7 @@ class Gate:
         return self._finish(verdict.decision, body, retry_after)
 
     def _finish(self, decision: str, body: str, retry_after: str | None = None) -> GateAnswer:
-        self._decision_counters[decision].inc()
+        self._decisions[decision] += 1
         if decision in ("pass", "fail"):
             return GateAnswer(decision, body)
         return GateAnswer(decision, body, retry_after or RETRY_AFTER)
@@ -435,7 +439,7 @@ class Gate:
             answers = await canary.query(plans, sources, now)
             return Evaluated(now, [], self.host.clock(), plans, answers)
 
-        used = {p.slo.source for p in plans}
+        used = frozenset(p.slo.source for p in plans)
         evaluated = await self._shared(key, now, deadline_at, work, used)
         if evaluated is None:
             reason = (
@@ -443,7 +447,7 @@ class Gate:
                 "source); it goes on and its result is kept for the retry"
             )
             return self._canary_unjudged(req, firing, now, reason, str(math.ceil(config.deadline)))
-        downs = {name: self._source_down_for(now, {name}) for name in {p.slo.source for p in plans}}
+        downs = {name: self._source_down_for(now, frozenset([name])) for name in used}
         down_state = tuple(
             sorted(
                 (n, None if d is None else d >= config.source_down_after) for n, d in downs.items()
@@ -528,7 +532,12 @@ class Gate:
     # -- evaluation ---------------------------------------------------------------------
 
     async def _evaluate(
-        self, req: GateRequest, slos: list[SLO], now: float, deadline_at: float
+        self,
+        req: GateRequest,
+        slos: list[SLO],
+        now: float,
+        deadline_at: float,
+        sources: frozenset[str],
     ) -> Evaluated | None:
         """The shared evaluation for `req`, or None when it is not done by `deadline_at`
         (it goes on in the background). Raises GateOverloaded beyond the budget."""
@@ -545,7 +554,7 @@ class Gate:
             )
             return Evaluated(now, report.results, self.host.clock())
 
-        return await self._shared(key, now, deadline_at, work, {s.source for s in slos})
+        return await self._shared(key, now, deadline_at, work, sources)
 
     def _extra(self, req: GateRequest, slos: Sequence[SLO]) -> list[Matcher]:
         extra = [*req.matchers]
@@ -559,7 +568,7 @@ class Gate:
         now: float,
         deadline_at: float,
         work: Callable[[], Awaitable[Evaluated]],
-        used: Set[str],
+        used: frozenset[str],
     ) -> Evaluated | None:
         """`work`'s result for `key`: from the cache while fresh, else shared with every
         identical request in flight, else started within the budget. None when it is not
@@ -596,7 +605,7 @@ class Gate:
         key: tuple[Any, ...],
         work: Callable[[], Awaitable[Evaluated]],
         wait: float,
-        used: Set[str],
+        used: frozenset[str],
     ) -> Evaluated:
         try:
             if wait > 0:
@@ -625,42 +634,47 @@ class Gate:
             return []
         return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
 
-    def _sources_seen(self, used: Set[str]) -> tuple[tuple[str, bool, float], ...]:
+    def _health_of(self, used: frozenset[str]) -> _HealthReading:
+        """The health of the sources in `used`, as both the scheduled cycles' clients and
+        the gate's own saw it, read again only when some dependency's health changed or a
+        reload replaced the clients (a pipeline fleet asks thousands of times a second
+        between two changes)."""
+        changes = health_changes()
+        host_sources = self.host.engine.sources
+        own_engine = self.engine.current
+        own = own_engine.sources if own_engine is not None else None
+        started_at = self.host.started_at
+        kept = self._health.get(used)
+        if kept is not None:
+            (kept_changes, kept_host, kept_own, kept_started), reading = kept
+            if (
+                kept_changes == changes
+                and kept_host is host_sources
+                and kept_own is own
+                and kept_started == started_at
+            ):
+                return reading
+        reading = _read_health(used, host_sources, own or {}, started_at)
+        if len(self._health) > 100:  # bounded: one entry per set of sources gate SLOs read
+            self._health.clear()
+        self._health[used] = ((changes, host_sources, own, started_at), reading)
+        return reading
+
+    def _sources_seen(self, used: frozenset[str]) -> tuple[tuple[str, bool, float], ...]:
         """Per source the gate SLOs read, by what the scheduled cycles' client and the
         gate's own saw: failing, and since when (the last success before it), or not,
         and its latest failure. Constant through a long outage (so the evaluation that
         saw it stays cached and the source-down policy applies), changed by every
         outage, every recovery and every failure in between."""
-        own = self.engine.sources
-        out = []
-        for name in sorted(used):
-            source = self.host.engine.sources.get(name)
-            records = [s.health for s in (source, own.get(name)) if s is not None]
-            down = _down_since(records)
-            if down is not None:
-                out.append((name, True, down))
-            else:
-                last = max((h.last_failure_at or 0.0 for h in records), default=0.0)
-                out.append((name, False, last))
-        return tuple(out)
+        return self._health_of(used).seen
 
-    def _source_down_for(self, now: float, used: Set[str]) -> float | None:
+    def _source_down_for(self, now: float, used: frozenset[str]) -> float | None:
         """How long the worst of the sources the gate SLOs `used` has been down, by what
         both the scheduled cycles and the gate's own clients saw last; None when each
         one's last outcome is good. A source no gate SLO reads (Loki, for a gate on
         Prometheus SLOs) cannot fail the gate."""
-        own = self.engine.sources
-        worst = None
-        for name, source in self.host.engine.sources.items():
-            if name not in used:
-                continue
-            gate_source = own.get(name)
-            records = [source.health] + ([gate_source.health] if gate_source else [])
-            down = _down_since(records)
-            if down is not None:
-                since = down or self.host.started_at
-                worst = now - since if worst is None else max(worst, now - since)
-        return worst
+        down_since = self._health_of(used).down_since
+        return None if down_since is None else now - down_since
 
     def _body(
         self,
@@ -700,6 +714,45 @@ class Gate:
             ],
             "firing_alerts": [{"slo": s, "severity": sev} for s, sev in firing],
         }
+
+
+# A health reading's inputs: the change mark, the cycles' and the gate's own clients,
+# and the daemon's start.
+_HealthTakenFrom = tuple[int, Mapping[str, Source], Mapping[str, Source] | None, float]
+
+
+@dataclass(frozen=True)
+class _HealthReading:
+    # Per source: (name, failing, since when failing) or (name, False, latest failure).
+    seen: tuple[tuple[str, bool, float], ...]
+    # When the longest-down of the sources the scheduled cycles read went down (None:
+    # none is down); a source that never succeeded counts from the daemon's start.
+    down_since: float | None
+
+
+def _read_health(
+    used: frozenset[str],
+    host_sources: Mapping[str, Source],
+    own: Mapping[str, Source],
+    started_at: float,
+) -> _HealthReading:
+    seen = []
+    down_since = None
+    for name in sorted(used):
+        source = host_sources.get(name)
+        records = [s.health for s in (source, own.get(name)) if s is not None]
+        down = _down_since(records)
+        if down is not None:
+            seen.append((name, True, down))
+        else:
+            last = max((h.last_failure_at or 0.0 for h in records), default=0.0)
+            seen.append((name, False, last))
+        # Only sources the scheduled cycles read count as down: a source only the gate's
+        # own client knows is judged by its answers alone.
+        if source is not None and down is not None:
+            since = down or started_at
+            down_since = since if down_since is None else min(down_since, since)
+    return _HealthReading(tuple(seen), down_since)
 
 
 def _down_since(records: Sequence[DependencyHealth]) -> float | None:

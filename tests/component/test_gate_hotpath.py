@@ -61,3 +61,27 @@ async def test_a_reload_that_drops_a_gate_slo_applies_to_the_next_request(
     _, body, _ = await gate.get(service="chatbot-backend")
     names = {s["slo"] for s in body["slos"]}
     assert "http-latency-p99" not in names and "http-5xx-ratio" in names
+
+
+async def decisions_counted(gate: GateClient) -> dict[str, float]:
+    async with gate.session.get(gate.server.make_url("/metrics")) as r:
+        text = await r.text()
+    counted = {}
+    for line in text.splitlines():
+        if line.startswith("sentinel_gate_decisions_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counted[labels.split('"')[1]] = float(value)
+    return counted
+
+
+async def test_every_answered_decision_is_counted_once_in_metrics(gate: GateClient) -> None:
+    """`sentinel_gate_decisions_total` counts each answer, the reused verdict of a
+    repeated request too, and shows every decision from the start."""
+    assert await decisions_counted(gate) == {"pass": 0, "fail": 0, "pending": 0, "marginal": 0}
+    gate.clock.now = at(40)
+    for _ in range(3):  # the second and third reuse the first's verdict
+        assert (await gate.get(service="chatbot-backend"))[0] == 200
+    gate.clock.now = at(72)
+    assert (await gate.get(service="chatbot-backend"))[0] == 412
+    assert (await gate.get(service="chatbot-backend", since="1s"))[0] == 400  # not a decision
+    assert await decisions_counted(gate) == {"pass": 3, "fail": 1, "pending": 0, "marginal": 0}
