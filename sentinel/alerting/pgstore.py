@@ -34,7 +34,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -59,6 +59,7 @@ from sentinel.alerting.store import (
     OutboxEntry,
     SlackMember,
     StoreHealth,
+    notifier_filter,
 )
 from sentinel.errors import StateStoreReadError, StateStoreUnusable, StateStoreWriteError
 from sentinel.evaluate.probe_check import ProbeRun
@@ -401,19 +402,27 @@ class PostgresStore:
 
     # -- outbox -------------------------------------------------------------------------
 
-    def due(self, now: float, limit: int = 50) -> list[OutboxEntry]:
+    def due(
+        self,
+        now: float,
+        limit: int = 50,
+        notifier: str | None = None,
+        except_notifiers: Collection[str] = (),
+    ) -> list[OutboxEntry]:
         """Claim the entries due, oldest first: only the leader claims; a follower hands
         back what it had claimed and gets nothing."""
+        where, args = notifier_filter("%s", notifier, except_notifiers)
         try:
             with self._transaction(OUTBOX) as conn:
                 self._check_leader(conn)
                 rows = conn.execute(
                     "SELECT o.* FROM outbox o WHERE o.delivered_at IS NULL AND o.dead_at IS NULL "
-                    "AND o.next_attempt_at <= %s AND (o.claimed_by IS NULL OR o.claimed_by = %s "
-                    "OR NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype='advisory' AND "
-                    "l.classid=%s AND l.objid::bigint = o.claimed_by AND l.objsubid=2 AND "
-                    "l.granted)) ORDER BY o.id LIMIT %s FOR UPDATE OF o SKIP LOCKED",
-                    (now, self.replica_key, LIVENESS_CLASS, limit),
+                    f"AND o.next_attempt_at <= %s{where} AND (o.claimed_by IS NULL OR "
+                    "o.claimed_by = %s OR NOT EXISTS (SELECT 1 FROM pg_locks l WHERE "
+                    "l.locktype='advisory' AND l.classid=%s AND l.objid::bigint = o.claimed_by "
+                    "AND l.objsubid=2 AND l.granted)) ORDER BY o.id LIMIT %s "
+                    "FOR UPDATE OF o SKIP LOCKED",
+                    (now, *args, self.replica_key, LIVENESS_CLASS, limit),
                 ).fetchall()
                 if rows:
                     conn.execute(

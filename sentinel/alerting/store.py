@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -526,11 +526,18 @@ class Store:
 
     # -- outbox -------------------------------------------------------------------------
 
-    def due(self, now: float, limit: int = 50) -> list[OutboxEntry]:
+    def due(
+        self,
+        now: float,
+        limit: int = 50,
+        notifier: str | None = None,
+        except_notifiers: Collection[str] = (),
+    ) -> list[OutboxEntry]:
+        where, args = notifier_filter("?", notifier, except_notifiers)
         rows = self.db.execute(
             "SELECT * FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL "
-            "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            (now, limit),
+            f"AND next_attempt_at <= ?{where} ORDER BY id LIMIT ?",
+            (now, *args, limit),
         )
         return [
             OutboxEntry(
@@ -986,3 +993,17 @@ class Store:
             # The cache says "already stored" for texts that may just have been deleted.
             self._blob_hashes.clear()
         return deleted
+
+
+def notifier_filter(
+    mark: str, notifier: str | None, except_notifiers: Collection[str]
+) -> tuple[str, list[str]]:
+    """The outbox query's notifier condition (`mark` is the driver's placeholder)."""
+    where, args = "", []
+    if notifier is not None:
+        where += f" AND notifier = {mark}"
+        args.append(notifier)
+    if except_notifiers:
+        where += f" AND notifier NOT IN ({', '.join([mark] * len(except_notifiers))})"
+        args.extend(sorted(except_notifiers))
+    return where, args

@@ -11,7 +11,7 @@ a read that fails raises `StateStoreReadError`. The same component suite
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from sentinel.alerting.silences import Silence, SilenceMatcher
@@ -57,7 +57,16 @@ class StateStore(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     # -- outbox
-    def due(self, now: float, limit: int = 50) -> list[OutboxEntry]: ...
+    def due(
+        self,
+        now: float,
+        limit: int = 50,
+        notifier: str | None = None,
+        except_notifiers: Collection[str] = (),
+    ) -> list[OutboxEntry]:
+        """The entries due at `now`, oldest first: only `notifier`'s when given, and none
+        of `except_notifiers`' (each notifier is delivered by its own worker)."""
+        ...
 
     def mark_sending(self, entry_id: int, now: float) -> None: ...
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store import NewNotification, OutboxEntry, Store
-from sentinel.config import WebhookNotifierConfig
+from sentinel.config import SlackNotifierConfig, WebhookNotifierConfig
+from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.health import DependencyHealth
+from sentinel.notify.base import Notifier
 from sentinel.notify.dispatcher import Dispatcher
+from sentinel.notify.slack import SlackNotifier
 from sentinel.notify.webhook import WebhookNotifier
+from sentinel.rules.model import SLO, AlertPolicy, LatencySLI, RuleGroup, Selector
 from sentinel.selfmetrics import SelfMetrics
+from support.fakeslack import CHANNEL, TOKEN, Failure, FakeSlack
 from support.webhookrx import SECRET, WebhookReceiver
 
 
@@ -99,4 +109,116 @@ async def test_a_receivers_huge_retry_after_parks_a_rollback_an_hour_at_most(
     finally:
         await hook.close()
         receiver.stop()
+        store.close()
+
+
+async def waited(done: Callable[[], bool], at_most: float) -> float:
+    """Seconds until `done()` holds (polled every 20 ms), `at_most` at most."""
+    started = time.monotonic()
+    for _ in range(int(at_most / 0.02)):
+        if done():
+            break
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_a_slow_slack_does_not_hold_back_the_rollback_webhooks(tmp_path: Path) -> None:
+    """Ten services breach in one cycle. Slack answers each post in 0.4 s (as a channel
+    near Slack's rate limit does), so the ten messages take 3.6 s or more; every rollback
+    webhook is sent at once all the same. With one queue for every notifier, the
+    tenth rollback waited behind nine Slack posts (a 1,500-service storm: ~25 min)."""
+    slack = FakeSlack().start()
+    slack.fail_next("chat.postMessage", *[Failure(delay=0.4)] * 10)
+    receiver = WebhookReceiver().start()
+    store = Store(tmp_path / "state.db")
+    now = float(int(time.time()))
+    notifiers: dict[str, Notifier] = {
+        "oncall": SlackNotifier(
+            "oncall",
+            SlackNotifierConfig(
+                type="slack", token=SecretStr(TOKEN), channel=CHANNEL, base_url=f"{slack.url}/api/"
+            ),
+            store,
+        ),
+        "rollback": WebhookNotifier(
+            "rollback",
+            WebhookNotifierConfig.model_validate(
+                {"type": "webhook", "url": f"{receiver.url}/hooks/rollback", "secret": SECRET}
+            ),
+        ),
+    }
+    services = [f"svc-{i:02d}" for i in range(10)]
+    slos = tuple(
+        SLO(
+            s,
+            "latency-p95",
+            LatencySLI(Selector("h"), 0.95),
+            1.5,
+            300,
+            alert=AlertPolicy(rollback=True),
+            notify=("oncall", "rollback"),
+        )
+        for s in services
+    )
+    group = RuleGroup("all", "all.yaml", "svc-00", 60, slos)
+    manager = AlertManager(store, notifiers, {})
+    dispatcher = Dispatcher(store, notifiers, SelfMetrics(), lambda: now)
+    breach = [
+        SLOResult(
+            s, "latency-p95", Status.BREACH, 2.4, 1.5, None, 300, now, kind="latency", events=500.0
+        )
+        for s in services
+    ]
+    try:
+        manager.observe_sync(group, breach, now)
+        dispatcher.start()
+        rollbacks_took = await waited(lambda: len(receiver.deliveries) == len(services), 20)
+        posted_by_then = sum(1 for m, _ in slack.calls if m == "chat.postMessage")
+        slack_took = rollbacks_took + await waited(lambda: len(slack.roots()) == len(services), 30)
+        assert len(receiver.deliveries) == len(services)
+        assert sorted(d.body["service"] for d in receiver.deliveries) == services
+        assert len(slack.roots()) == len(services) and slack_took >= 3.0
+        # Every rollback went out while Slack was still on its first posts.
+        assert rollbacks_took < 1.5 and posted_by_then <= 4, (rollbacks_took, posted_by_then)
+    finally:
+        await dispatcher.stop()
+        for notifier in notifiers.values():
+            await notifier.close()
+        store.close()
+        slack.stop()
+        receiver.stop()
+
+
+async def test_workers_follow_the_notifiers_a_reload_swaps_in_place(tmp_path: Path) -> None:
+    """A reload replaces the notifiers in the shared dict: one it adds is delivered by a
+    worker of its own, and the entries of one it removes are marked dead, not left
+    pending for ever."""
+    store = Store(tmp_path / "state.db")
+    old, new = Recording("old"), Recording("new")
+    notifiers: dict[str, Notifier] = {"old": old}
+    dispatcher = Dispatcher(store, notifiers, SelfMetrics(), lambda: 100.0, poll=0.05)
+    dispatcher.start()
+    try:
+        _enqueue(store, "old", "k1", 100.0)
+        dispatcher.wake()
+        for _ in range(100):
+            if old.delivered:
+                break
+            await asyncio.sleep(0.02)
+        assert old.delivered == ["k1"]
+        notifiers.clear()  # the reload: "old" removed, "new" added
+        notifiers["new"] = new
+        _enqueue(store, "old", "k2", 100.0)
+        _enqueue(store, "new", "k3", 100.0)
+        for _ in range(100):
+            if new.delivered and store.outbox_stats()["dead"]:
+                break
+            await asyncio.sleep(0.02)
+        assert new.delivered == ["k3"] and old.delivered == ["k1"]
+        row = store.db.execute(
+            "SELECT dead_at, last_error FROM outbox WHERE idempotency_key='k2'"
+        ).fetchone()
+        assert row["dead_at"] is not None and "no longer configured" in row["last_error"]
+    finally:
+        await dispatcher.stop()
         store.close()

@@ -91,6 +91,19 @@ def test_a_cycle_commits_states_incidents_and_notifications_together(store: Stat
     assert store.outbox_stats() == {"pending": 2, "dead": 0, "delivered": 0}
 
 
+def test_the_outbox_is_claimed_per_notifier(store: StateStore) -> None:
+    """Each notifier's worker reads its own entries; the unconfigured worker the rest."""
+    notes = [_note("a", "i1"), _note("b", "i1", notifier="rollback"), _note("c", "i1")]
+    notes.append(_note("d", "i1", notifier="gone"))
+    store.commit_cycle([], [_incident("i1")], [], notes, NOW)
+    assert [e.idempotency_key for e in store.due(NOW, notifier="oncall")] == ["a", "c"]
+    assert [e.idempotency_key for e in store.due(NOW, notifier="rollback")] == ["b"]
+    assert [e.idempotency_key for e in store.due(NOW, limit=1, notifier="oncall")] == ["a"]
+    others = store.due(NOW, except_notifiers=["oncall", "rollback"])
+    assert [e.idempotency_key for e in others] == ["d"]
+    assert [e.idempotency_key for e in store.due(NOW)] == ["a", "b", "c", "d"]
+
+
 def test_the_outbox_is_delivered_oldest_first_with_retries_and_dead_entries(
     store: StateStore,
 ) -> None:
