@@ -51,6 +51,7 @@ from sentinel.alerting.store import (
     GATE_AUDIT,
     INCIDENT_FIELDS,
     MIGRATIONS,
+    NOT_BEHIND_A_RETRY,
     OUTBOX,
     PROBE_RESULTS,
     RETENTION,
@@ -417,12 +418,13 @@ class PostgresStore:
                 self._check_leader(conn)
                 rows = conn.execute(
                     "SELECT o.* FROM outbox o WHERE o.delivered_at IS NULL AND o.dead_at IS NULL "
-                    f"AND o.next_attempt_at <= %s{where} AND (o.claimed_by IS NULL OR "
+                    f"AND o.next_attempt_at <= %s{where} AND {NOT_BEHIND_A_RETRY.format('%s')} "
+                    "AND (o.claimed_by IS NULL OR "
                     "o.claimed_by = %s OR NOT EXISTS (SELECT 1 FROM pg_locks l WHERE "
                     "l.locktype='advisory' AND l.classid=%s AND l.objid::bigint = o.claimed_by "
                     "AND l.objsubid=2 AND l.granted)) ORDER BY o.id LIMIT %s "
                     "FOR UPDATE OF o SKIP LOCKED",
-                    (now, *args, self.replica_key, LIVENESS_CLASS, limit),
+                    (now, *args, now, self.replica_key, LIVENESS_CLASS, limit),
                 ).fetchall()
                 if rows:
                     conn.execute(

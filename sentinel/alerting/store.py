@@ -535,9 +535,10 @@ class Store:
     ) -> list[OutboxEntry]:
         where, args = notifier_filter("?", notifier, except_notifiers)
         rows = self.db.execute(
-            "SELECT * FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL "
-            f"AND next_attempt_at <= ?{where} ORDER BY id LIMIT ?",
-            (now, *args, limit),
+            "SELECT * FROM outbox o WHERE delivered_at IS NULL AND dead_at IS NULL "
+            f"AND next_attempt_at <= ?{where} AND {NOT_BEHIND_A_RETRY.format('?')} "
+            "ORDER BY id LIMIT ?",
+            (now, *args, now, limit),
         )
         return [
             OutboxEntry(
@@ -993,6 +994,16 @@ class Store:
             # The cache says "already stored" for texts that may just have been deleted.
             self._blob_hashes.clear()
         return deleted
+
+
+# An entry waits while an earlier one for the same notifier and service waits for its
+# retry: a RESOLVED must not reach Slack before the FIRING it ends (the FIRING's 429 was
+# retried 30 s later, after the RESOLVED had gone). Other services' entries go on.
+NOT_BEHIND_A_RETRY = (
+    "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.notifier = o.notifier AND e.service = "
+    "o.service AND e.id < o.id AND e.delivered_at IS NULL AND e.dead_at IS NULL AND "
+    "e.next_attempt_at > {0})"
+)
 
 
 def notifier_filter(

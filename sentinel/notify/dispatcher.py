@@ -130,14 +130,23 @@ class Dispatcher:
                 self._store_errors[name] = str(exc)
             except Exception:
                 log.exception("outbox dispatch failed; retrying")
+            # Entries of removed notifiers are rare: their worker polls less (each poll is
+            # a store round trip; on PostgreSQL a transaction), and a cycle wakes it.
+            poll = self.poll if name is not None else self.poll * 10
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll)
+                await asyncio.wait_for(wake.wait(), poll)
             wake.clear()
 
     async def deliver_due(self) -> int:
         """One pass of every worker, side by side; returns how many were delivered."""
-        delivered = await asyncio.gather(*(self._pass(name) for name in self._workers()))
-        return sum(delivered)
+        # Every pass runs to its end before this returns, even when one fails.
+        outcomes = await asyncio.gather(
+            *(self._pass(name) for name in self._workers()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(o for o in outcomes if isinstance(o, int))
 
     async def _pass(self, name: str | None) -> int:
         """Deliver `name`'s due entries oldest first, up to the first that fails (firing
@@ -147,8 +156,12 @@ class Dispatcher:
         async with self._locks.setdefault(name, asyncio.Lock()):
             now = self.clock()
             if name is None:
-                for entry in self.store.due(now, except_notifiers=list(self.notifiers)):
-                    await self._deliver(entry)
+                # Not those a worker is still busy with: a reload may have removed its
+                # notifier while it delivers (it finishes with the notifier it holds).
+                busy = {n for n, lock in self._locks.items() if n is not None and lock.locked()}
+                for entry in self.store.due(now, except_notifiers=[*self.notifiers, *busy]):
+                    why = f"notifier {entry.notifier!r} no longer configured"
+                    self.store.mark_dead(entry.id, self.clock(), why)
                 return 0
             delivered = 0
             for entry in self.store.due(now, notifier=name):

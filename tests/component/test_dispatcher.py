@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sentinel.alerting.manager import AlertManager
 from sentinel.alerting.store import NewNotification, OutboxEntry, Store
 from sentinel.config import SlackNotifierConfig, WebhookNotifierConfig
+from sentinel.errors import NotifyRetryable
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.health import DependencyHealth
 from sentinel.notify.base import Notifier
@@ -219,6 +220,86 @@ async def test_workers_follow_the_notifiers_a_reload_swaps_in_place(tmp_path: Pa
             "SELECT dead_at, last_error FROM outbox WHERE idempotency_key='k2'"
         ).fetchone()
         assert row["dead_at"] is not None and "no longer configured" in row["last_error"]
+    finally:
+        await dispatcher.stop()
+        store.close()
+
+
+class RateLimitedOnce(Recording):
+    """Answers its first delivery with a 429 and Retry-After 30 s, then delivers."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.refused = False
+
+    async def deliver(self, entry: OutboxEntry, uncertain: bool) -> None:
+        if not self.refused:
+            self.refused = True
+            raise NotifyRetryable(self.name, "HTTP 429 ratelimited", retry_after=30)
+        await super().deliver(entry, uncertain)
+
+
+async def test_a_resolved_never_overtakes_the_firing_being_retried(tmp_path: Path) -> None:
+    """The FIRING got a 429 (retry in 30 s); its RESOLVED, due 5 s later, waits for it
+    (delivered first, the channel would end on FIRING). Another service's message does
+    not wait. Found by review: the old dispatcher sent the RESOLVED first."""
+    store = Store(tmp_path / "state.db")
+    slack = RateLimitedOnce("oncall")
+    clock = {"now": 100.0}
+    dispatcher = Dispatcher(store, {"oncall": slack}, SelfMetrics(), lambda: clock["now"])
+
+    def enqueue(key: str, kind: str, service: str) -> None:
+        note = NewNotification(key, "oncall", kind, service, {"alerts": []})
+        store.commit_cycle([], [], [], [note], clock["now"])
+
+    enqueue("checkout-firing", "firing", "checkout")
+    assert await dispatcher.deliver_due() == 0  # the 429
+    clock["now"] = 105.0
+    enqueue("checkout-resolved", "resolved", "checkout")
+    enqueue("search-firing", "firing", "search")
+    assert await dispatcher.deliver_due() == 1
+    assert slack.delivered == ["search-firing"]
+    clock["now"] = 131.0
+    assert await dispatcher.deliver_due() == 2
+    assert slack.delivered == ["search-firing", "checkout-firing", "checkout-resolved"]
+    store.close()
+
+
+class Slow(Recording):
+    """Takes 0.5 s to deliver."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.started = False
+
+    async def deliver(self, entry: OutboxEntry, uncertain: bool) -> None:
+        self.started = True
+        await asyncio.sleep(0.5)
+        await super().deliver(entry, uncertain)
+
+
+async def test_a_notifier_removed_mid_delivery_finishes_it_and_it_stays_delivered(
+    tmp_path: Path,
+) -> None:
+    """A reload removes the notifier while its worker is sending: the send completes and
+    counts as delivered; the entry is not also marked dead as "no longer configured"
+    (found by review: both, and /incidents said it was never sent)."""
+    store = Store(tmp_path / "state.db")
+    slow = Slow("oncall")
+    notifiers: dict[str, Notifier] = {"oncall": slow}
+    dispatcher = Dispatcher(store, notifiers, SelfMetrics(), lambda: 100.0, poll=0.02)
+    dispatcher.start()
+    try:
+        _enqueue(store, "oncall", "k1", 100.0)
+        dispatcher.wake()
+        await waited(lambda: slow.started, 2)
+        notifiers.clear()  # the reload
+        dispatcher.wake()
+        await waited(lambda: bool(slow.delivered), 2)
+        await asyncio.sleep(0.3)  # the unconfigured worker's next polls
+        row = store.db.execute("SELECT delivered_at, dead_at FROM outbox").fetchone()
+        assert slow.delivered == ["k1"]
+        assert row["delivered_at"] is not None and row["dead_at"] is None
     finally:
         await dispatcher.stop()
         store.close()

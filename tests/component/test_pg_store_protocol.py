@@ -92,7 +92,8 @@ def test_a_cycle_commits_states_incidents_and_notifications_together(store: Stat
 
 
 def test_the_outbox_is_claimed_per_notifier(store: StateStore) -> None:
-    """Each notifier's worker reads its own entries; the unconfigured worker the rest."""
+    """Each notifier's worker reads its own entries, the unconfigured worker the rest; an
+    entry waits behind an earlier one of its notifier and service that waits to retry."""
     notes = [_note("a", "i1"), _note("b", "i1", notifier="rollback"), _note("c", "i1")]
     notes.append(_note("d", "i1", notifier="gone"))
     store.commit_cycle([], [_incident("i1")], [], notes, NOW)
@@ -102,6 +103,13 @@ def test_the_outbox_is_claimed_per_notifier(store: StateStore) -> None:
     others = store.due(NOW, except_notifiers=["oncall", "rollback"])
     assert [e.idempotency_key for e in others] == ["d"]
     assert [e.idempotency_key for e in store.due(NOW)] == ["a", "b", "c", "d"]
+    # "a" waits for its retry: "c" (same notifier and service) waits behind it, the other
+    # notifiers' entries do not, and a later service's entry does not either.
+    store.mark_retry(store.due(NOW, notifier="oncall")[0].id, NOW + 30, "HTTP 429")
+    store.commit_cycle([], [], [], [NewNotification("e", "oncall", "firing", "other", {})], NOW)
+    assert [e.idempotency_key for e in store.due(NOW + 1, notifier="oncall")] == ["e"]
+    assert [e.idempotency_key for e in store.due(NOW + 1)] == ["b", "d", "e"]
+    assert [e.idempotency_key for e in store.due(NOW + 30, notifier="oncall")] == ["a", "c", "e"]
 
 
 def test_the_outbox_is_delivered_oldest_first_with_retries_and_dead_entries(
