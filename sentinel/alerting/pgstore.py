@@ -47,15 +47,17 @@ from sentinel.alerting.silences import Silence, SilenceMatcher
 from sentinel.alerting.state import Alert, AlertState, alert_fields
 from sentinel.alerting.store import (
     ALERT_STATE,
+    BEHIND_WAITING,
     CONNECTION,
     GATE_AUDIT,
     INCIDENT_FIELDS,
     MIGRATIONS,
-    NOT_BEHIND_A_RETRY,
+    NOT_BEHIND,
     OUTBOX,
     PROBE_RESULTS,
     RETENTION,
     SILENCES,
+    WAITING,
     NewNotification,
     OutboxEntry,
     SlackMember,
@@ -417,14 +419,15 @@ class PostgresStore:
             with self._transaction(OUTBOX) as conn:
                 self._check_leader(conn)
                 rows = conn.execute(
-                    "SELECT o.* FROM outbox o WHERE o.delivered_at IS NULL AND o.dead_at IS NULL "
-                    f"AND o.next_attempt_at <= %s{where} AND {NOT_BEHIND_A_RETRY.format('%s')} "
+                    f"{WAITING.format('%s')} SELECT o.* FROM outbox o {BEHIND_WAITING} WHERE "
+                    "o.delivered_at IS NULL AND o.dead_at IS NULL "
+                    f"AND o.next_attempt_at <= %s{where} AND {NOT_BEHIND} "
                     "AND (o.claimed_by IS NULL OR "
                     "o.claimed_by = %s OR NOT EXISTS (SELECT 1 FROM pg_locks l WHERE "
                     "l.locktype='advisory' AND l.classid=%s AND l.objid::bigint = o.claimed_by "
                     "AND l.objsubid=2 AND l.granted)) ORDER BY o.id LIMIT %s "
                     "FOR UPDATE OF o SKIP LOCKED",
-                    (now, *args, now, self.replica_key, LIVENESS_CLASS, limit),
+                    (now, now, *args, self.replica_key, LIVENESS_CLASS, limit),
                 ).fetchall()
                 if rows:
                     conn.execute(

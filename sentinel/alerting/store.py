@@ -535,10 +535,10 @@ class Store:
     ) -> list[OutboxEntry]:
         where, args = notifier_filter("?", notifier, except_notifiers)
         rows = self.db.execute(
-            "SELECT * FROM outbox o WHERE delivered_at IS NULL AND dead_at IS NULL "
-            f"AND next_attempt_at <= ?{where} AND {NOT_BEHIND_A_RETRY.format('?')} "
-            "ORDER BY id LIMIT ?",
-            (now, *args, now, limit),
+            f"{WAITING.format('?')} SELECT o.* FROM outbox o {BEHIND_WAITING} WHERE "
+            "o.delivered_at IS NULL AND o.dead_at IS NULL "
+            f"AND o.next_attempt_at <= ?{where} AND {NOT_BEHIND} ORDER BY o.id LIMIT ?",
+            (now, now, *args, limit),
         )
         return [
             OutboxEntry(
@@ -999,11 +999,16 @@ class Store:
 # An entry waits while an earlier one for the same notifier and service waits for its
 # retry: a RESOLVED must not reach Slack before the FIRING it ends (the FIRING's 429 was
 # retried 30 s later, after the RESOLVED had gone). Other services' entries go on.
-NOT_BEHIND_A_RETRY = (
-    "NOT EXISTS (SELECT 1 FROM outbox e WHERE e.notifier = o.notifier AND e.service = "
-    "o.service AND e.id < o.id AND e.delivered_at IS NULL AND e.dead_at IS NULL AND "
-    "e.next_attempt_at > {0})"
+# Grouped once per query, not a subquery per row: during a storm with Slack down (1,500
+# services, each with a FIRING waiting to retry and a RESOLVED behind it) the correlated
+# form took 200 ms of the event loop per poll.
+WAITING = (
+    "WITH waiting AS (SELECT notifier, service, MIN(id) AS first FROM outbox WHERE "
+    "delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at > {0} "
+    "GROUP BY notifier, service)"
 )
+BEHIND_WAITING = "LEFT JOIN waiting w ON w.notifier = o.notifier AND w.service = o.service"
+NOT_BEHIND = "(w.first IS NULL OR o.id < w.first)"
 
 
 def notifier_filter(
@@ -1012,9 +1017,9 @@ def notifier_filter(
     """The outbox query's notifier condition (`mark` is the driver's placeholder)."""
     where, args = "", []
     if notifier is not None:
-        where += f" AND notifier = {mark}"
+        where += f" AND o.notifier = {mark}"
         args.append(notifier)
     if except_notifiers:
-        where += f" AND notifier NOT IN ({', '.join([mark] * len(except_notifiers))})"
+        where += f" AND o.notifier NOT IN ({', '.join([mark] * len(except_notifiers))})"
         args.extend(sorted(except_notifiers))
     return where, args
