@@ -57,12 +57,12 @@ from sentinel.alerting.store import (
     PROBE_RESULTS,
     RETENTION,
     SILENCES,
-    WAITING,
     NewNotification,
     OutboxEntry,
     SlackMember,
     StoreHealth,
     notifier_filter,
+    waiting,
 )
 from sentinel.errors import StateStoreReadError, StateStoreUnusable, StateStoreWriteError
 from sentinel.evaluate.probe_check import ProbeRun
@@ -71,6 +71,18 @@ from sentinel.evaluate.probe_check import ProbeRun
 MIGRATION_LOCK = (0x53454E54, 1)  # "SENT"
 LEADER_CLASS, LEADER_KEY = 0x53454E54, 2
 LIVENESS_CLASS = 0x53454E55  # object = the replica's key
+
+# Whether the replica that claimed an outbox row (`o.claimed_by`) is alive: it holds its
+# liveness lock. Its claim passes to the leader only once it is gone.
+LIVE_CLAIM = (
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype='advisory' AND l.classid=%s "
+    "AND l.objid::bigint = o.claimed_by AND l.objsubid=2 AND l.granted)"
+)
+# Across a leader change an entry also waits behind an earlier one of its notifier and
+# service that another live replica holds: the old leader mid-send, or its mark_retry
+# in flight (SKIP LOCKED hides that row from the claim, not from the CTE's snapshot).
+# Otherwise the new leader sent the RESOLVED while the old one still sent its FIRING.
+HELD_BY_ANOTHER = f" OR (o.claimed_by <> %s AND {LIVE_CLAIM})"
 
 # Columns PostgreSQL needs and SQLite has implicitly (rowid), by schema version.
 _EXTRA: dict[int, str] = {
@@ -419,15 +431,22 @@ class PostgresStore:
             with self._transaction(OUTBOX) as conn:
                 self._check_leader(conn)
                 rows = conn.execute(
-                    f"{WAITING.format('%s')} SELECT o.* FROM outbox o {BEHIND_WAITING} WHERE "
-                    "o.delivered_at IS NULL AND o.dead_at IS NULL "
+                    f"{waiting('%s', where, HELD_BY_ANOTHER)} SELECT o.* FROM outbox o "
+                    f"{BEHIND_WAITING} WHERE o.delivered_at IS NULL AND o.dead_at IS NULL "
                     f"AND o.next_attempt_at <= %s{where} AND {NOT_BEHIND} "
-                    "AND (o.claimed_by IS NULL OR "
-                    "o.claimed_by = %s OR NOT EXISTS (SELECT 1 FROM pg_locks l WHERE "
-                    "l.locktype='advisory' AND l.classid=%s AND l.objid::bigint = o.claimed_by "
-                    "AND l.objsubid=2 AND l.granted)) ORDER BY o.id LIMIT %s "
-                    "FOR UPDATE OF o SKIP LOCKED",
-                    (now, now, *args, self.replica_key, LIVENESS_CLASS, limit),
+                    f"AND (o.claimed_by IS NULL OR o.claimed_by = %s OR NOT {LIVE_CLAIM}) "
+                    "ORDER BY o.id LIMIT %s FOR UPDATE OF o SKIP LOCKED",
+                    (
+                        now,
+                        self.replica_key,
+                        LIVENESS_CLASS,
+                        *args,
+                        now,
+                        *args,
+                        self.replica_key,
+                        LIVENESS_CLASS,
+                        limit,
+                    ),
                 ).fetchall()
                 if rows:
                     conn.execute(

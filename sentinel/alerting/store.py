@@ -535,10 +535,10 @@ class Store:
     ) -> list[OutboxEntry]:
         where, args = notifier_filter("?", notifier, except_notifiers)
         rows = self.db.execute(
-            f"{WAITING.format('?')} SELECT o.* FROM outbox o {BEHIND_WAITING} WHERE "
+            f"{waiting('?', where)} SELECT o.* FROM outbox o {BEHIND_WAITING} WHERE "
             "o.delivered_at IS NULL AND o.dead_at IS NULL "
             f"AND o.next_attempt_at <= ?{where} AND {NOT_BEHIND} ORDER BY o.id LIMIT ?",
-            (now, now, *args, limit),
+            (now, *args, now, *args, limit),
         )
         return [
             OutboxEntry(
@@ -1002,11 +1002,17 @@ class Store:
 # Grouped once per query, not a subquery per row: during a storm with Slack down (1,500
 # services, each with a FIRING waiting to retry and a RESOLVED behind it) the correlated
 # form took 200 ms of the event loop per poll.
-WAITING = (
-    "WITH waiting AS (SELECT notifier, service, MIN(id) AS first FROM outbox WHERE "
-    "delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at > {0} "
-    "GROUP BY notifier, service)"
-)
+def waiting(mark: str, where: str, held: str = "") -> str:
+    """The CTE of the first entry per notifier and service that others wait behind: one
+    waiting for its retry time, or (`held`, the shared store) one another replica holds.
+    `where` is the same notifier condition as the outer query's."""
+    return (
+        "WITH waiting AS (SELECT o.notifier, o.service, MIN(o.id) AS first FROM outbox o "
+        f"WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND (o.next_attempt_at > {mark}"
+        f"{held}){where} GROUP BY o.notifier, o.service)"
+    )
+
+
 BEHIND_WAITING = "LEFT JOIN waiting w ON w.notifier = o.notifier AND w.service = o.service"
 NOT_BEHIND = "(w.first IS NULL OR o.id < w.first)"
 

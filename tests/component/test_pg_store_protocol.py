@@ -66,10 +66,10 @@ def _incident(iid: str, service: str = "svc", started: float = NOW) -> dict[str,
 
 
 def _note(
-    key: str, incident: str, kind: str = "firing", notifier: str = "oncall"
+    key: str, incident: str, kind: str = "firing", notifier: str = "oncall", service: str = "svc"
 ) -> NewNotification:
     payload = {"alerts": [{"incident_id": incident, "value": float("nan")}], "env": "prod"}
-    return NewNotification(key, notifier, kind, "svc", payload, NOW - 5)
+    return NewNotification(key, notifier, kind, service, payload, NOW - 5)
 
 
 def test_a_fresh_store_is_at_the_latest_schema_version(store: StateStore) -> None:
@@ -260,7 +260,9 @@ def test_retention_deletes_what_finished_long_ago(store: StateStore) -> None:
 def test_two_replicas_never_claim_the_same_outbox_entry(pg: PostgresServer) -> None:
     dsn = pg.fresh_database()
     first, second = _pgstore(dsn, "a"), _pgstore(dsn, "b")
-    first.commit_cycle([], [], [], [_note(f"k{i}", "i") for i in range(6)], NOW)
+    # Two services: a replica's claim also holds back the later entries of its service.
+    notes = [_note(f"k{i}", "i", service="svc" if i < 4 else "svc2") for i in range(6)]
+    first.commit_cycle([], [], [], notes, NOW)
     # Each replica holds its liveness lock, as the leader election does.
     locks = []
     for replica in (first, second):
@@ -286,6 +288,41 @@ def test_two_replicas_never_claim_the_same_outbox_entry(pg: PostgresServer) -> N
     assert claimed == ["k0", "k1", "k2", "k3", "k4", "k5"]
     locks[1].close()
     second.close()
+
+
+def test_a_new_leader_does_not_send_past_what_the_old_one_still_holds(pg: PostgresServer) -> None:
+    """Across a leader change the old leader, still alive, may be sending a FIRING (or
+    recording its retry): the new one must not send the RESOLVED behind it meanwhile, but
+    goes on with other services, and takes both in order once the old one is gone."""
+    import psycopg
+
+    dsn = pg.fresh_database()
+    old, new = _pgstore(dsn, "a"), _pgstore(dsn, "b")
+    notes = [_note("fire", "i1"), _note("resolve", "i1", kind="resolved")]
+    notes.append(_note("other", "i2", service="svc2"))
+    old.commit_cycle([], [], [], notes, NOW)
+    locks = [_liveness(dsn, replica.replica_key) for replica in (old, new)]
+    held = old.due(NOW, limit=1)
+    assert [e.idempotency_key for e in held] == ["fire"]
+    old.mark_sending(held[0].id, NOW)
+    assert [e.idempotency_key for e in new.due(NOW)] == ["other"]
+    # Its retry being written (the row locked by the old leader's transaction) holds too.
+    writer = psycopg.connect(dsn)
+    writer.execute("SELECT id FROM outbox WHERE id=%s FOR UPDATE", (held[0].id,))
+    assert [e.idempotency_key for e in new.due(NOW)] == ["other"]
+    writer.rollback()
+    writer.close()
+    locks[0].close()
+    old.close()
+    claimed: list[str] = []
+    for _ in range(50):  # the lock goes as its server process exits, a moment later
+        claimed = [e.idempotency_key for e in new.due(NOW)]
+        if claimed[:1] == ["fire"]:
+            break
+        time.sleep(0.1)
+    assert claimed == ["fire", "resolve", "other"]
+    locks[1].close()
+    new.close()
 
 
 def _liveness(dsn: str, key: int) -> Any:
