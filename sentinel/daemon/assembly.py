@@ -133,7 +133,7 @@ async def build_daemon(
         render=chart_worker,
     )
     notifiers = build_notifiers(config, store, charts)
-    dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock)
+    dispatcher = Dispatcher(store, notifiers, daemon.metrics, clock, spawn=daemon.tasks.spawn)
     manager = AlertManager(
         store,
         notifiers,
@@ -234,8 +234,7 @@ async def build_daemon(
         notifiers.clear()
         notifiers.update(fresh)
         manager.guards = rollback_guards(daemon.config)
-        for notifier in old.values():
-            await notifier.close()
+        dispatcher.retire(old.values())  # each closes once its send in flight has ended
 
     daemon.reload_hooks.append(reload_notifiers)
 

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
 
 from sentinel.alerting.store import OutboxEntry
 from sentinel.alerting.store_api import StateStore
@@ -58,8 +59,13 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         delivery_timeout: float = 60.0,
         poll: float = 1.0,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
         self.store = store
+        # The daemon's task supervisor: a worker that dies is logged, counted in
+        # sentinel_background_task_failures_total and shown in /health/detailed (then
+        # restarted by the next wake), not lost silently.
+        self.spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.notifiers = notifiers
         self.metrics = metrics
         self.clock = clock
@@ -72,6 +78,9 @@ class Dispatcher:
         self._started = False
         self._stopping = False
         self._store_errors: dict[str | None, str | None] = {}
+        # The sends in flight (by entry id): the notifier each goes through, and when it ends.
+        self._in_flight: dict[int, tuple[Notifier, asyncio.Event]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def _workers(self) -> list[str | None]:
         return [*self.notifiers, None]
@@ -90,7 +99,7 @@ class Dispatcher:
             task = self._tasks.get(name)
             if task is None or task.done():
                 label = "unconfigured" if name is None else name
-                task = asyncio.create_task(self._loop(name), name=f"outbox-dispatcher:{label}")
+                task = self.spawn(self._loop(name), f"outbox-dispatcher:{label}")
                 self._tasks[name] = task
 
     def wake(self) -> None:
@@ -104,16 +113,41 @@ class Dispatcher:
     async def stop(self, grace: float = 5.0) -> None:
         self._stopping = True
         self.wake()
-        if not self._tasks:
-            return
-        # Each worker ends after its current delivery; one still busy at the grace's end
-        # is cancelled (its entry stays `sending` and is retried as uncertain).
-        _, late = await asyncio.wait(self._tasks.values(), timeout=grace)
-        for task in late:
-            task.cancel()
-        for task in late:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Each worker ends after its current delivery; one still busy at the grace's
+            # end is cancelled (its entry stays `sending` and is retried as uncertain).
+            _, late = await asyncio.wait(self._tasks.values(), timeout=grace)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # No send is in flight now: the notifiers a reload replaced close at once.
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=grace)
+
+    def retire(self, old: Iterable[Notifier]) -> None:
+        """Close the notifiers a reload replaced or removed once the sends in flight
+        through them have ended (each is bounded by the delivery timeout). Closed at
+        once, the send in progress failed: retried as uncertain (a webhook then relies
+        on its receiver honouring Idempotency-Key), or marked dead as no longer
+        configured although it may have arrived. The reload does not wait for it."""
+        task = asyncio.create_task(self._close_after_sends(list(old)), name="retire-notifiers")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _close_after_sends(self, old: list[Notifier]) -> None:
+        sends = [done for via, done in self._in_flight.values() if any(via is n for n in old)]
+        if sends:
+            waits = [asyncio.ensure_future(done.wait()) for done in sends]
+            _, late = await asyncio.wait(waits, timeout=self.delivery_timeout + 1.0)
+            for wait in late:
+                wait.cancel()
+        for notifier in old:
+            try:
+                await notifier.close()
+            except Exception:  # a failed close leaks a session, not a notification
+                log.exception(f"closing the replaced notifier {notifier.name} failed")
 
     async def _loop(self, name: str | None) -> None:
         wake = self._wake(name)
@@ -174,6 +208,15 @@ class Dispatcher:
                 delivered += 1
             return delivered
 
+    async def _send(self, notifier: Notifier, entry: OutboxEntry, uncertain: bool) -> None:
+        done = asyncio.Event()
+        self._in_flight[entry.id] = (notifier, done)
+        try:
+            await asyncio.wait_for(notifier.deliver(entry, uncertain), self.delivery_timeout)
+        finally:
+            del self._in_flight[entry.id]
+            done.set()
+
     async def _deliver(self, entry: OutboxEntry) -> bool:
         notifier = self.notifiers.get(entry.notifier)
         now = self.clock()
@@ -183,7 +226,7 @@ class Dispatcher:
         uncertain = entry.sending_since is not None
         self.store.mark_sending(entry.id, now)
         try:
-            await asyncio.wait_for(notifier.deliver(entry, uncertain), self.delivery_timeout)
+            await self._send(notifier, entry, uncertain)
         except NotifyRejected as exc:
             self.store.mark_dead(entry.id, self.clock(), redact_text(exc.detail))
             self.metrics.notifications.labels(entry.notifier, "rejected").inc()

@@ -303,3 +303,59 @@ async def test_a_notifier_removed_mid_delivery_finishes_it_and_it_stays_delivere
     finally:
         await dispatcher.stop()
         store.close()
+
+
+@pytest.mark.parametrize("reload", ["replaces", "removes"])
+async def test_a_reload_lets_the_send_in_flight_through_the_old_notifier_finish(
+    tmp_path: Path, reload: str
+) -> None:
+    """A reload swaps the rollback webhook's notifier while a rollback is on the wire:
+    the old notifier's session is closed only once that send has its answer, so it is
+    delivered once. Closed at once (as before), the send failed: retried as uncertain,
+    or marked dead as "no longer configured" although the receiver had it."""
+    receiver = WebhookReceiver(answer_after=0.5).start()
+    store = Store(tmp_path / "state.db")
+    config = WebhookNotifierConfig.model_validate(
+        {"type": "webhook", "url": f"{receiver.url}/hooks/rollback", "secret": SECRET}
+    )
+    old = WebhookNotifier("rollback", config)
+    notifiers: dict[str, Notifier] = {"rollback": old}
+    dispatcher = Dispatcher(store, notifiers, SelfMetrics(), lambda: 100.0, poll=0.02)
+    dispatcher.start()
+    try:
+        alert = {
+            "incident_id": "i1",
+            "slo": "latency-p95",
+            "value": 2.4,
+            "threshold": 1.5,
+            "window": "5m",
+            "started_at_text": "2026-11-27T02:00:00Z",
+            "severity": "page",
+        }
+        note = NewNotification("k1", "rollback", "firing", "svc", {"alerts": [alert]})
+        store.commit_cycle([], [], [], [note], 100.0)
+        dispatcher.wake()
+        await waited(lambda: len(receiver.deliveries) == 1, 5)
+        notifiers.clear()  # the reload swaps the dict's content, then retires the old
+        if reload == "replaces":
+            notifiers["rollback"] = WebhookNotifier("rollback", config)
+        dispatcher.retire([old])
+        dispatcher.wake()
+
+        def settled() -> bool:
+            row = store.db.execute(
+                "SELECT delivered_at, dead_at, last_error FROM outbox"
+            ).fetchone()
+            return bool(row["delivered_at"] or row["dead_at"] or row["last_error"])
+
+        await waited(settled, 5)
+        row = store.db.execute("SELECT * FROM outbox").fetchone()
+        assert (row["delivered_at"], row["dead_at"], row["last_error"]) == (100.0, None, None)
+        assert row["attempts"] == 1 and receiver.attempts == 1
+    finally:
+        await dispatcher.stop()
+        for notifier in notifiers.values():
+            await notifier.close()
+        store.close()
+        receiver.stop()
+    assert old._session is None or old._session.closed  # retired: closed by the stop at last

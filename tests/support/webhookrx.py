@@ -3,6 +3,7 @@ records every delivery, and can answer 5xx / 429 / 4xx on demand."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -31,6 +32,7 @@ class WebhookReceiver(ThreadedServer):
     attempts: int = 0
     planned: list[int] = field(default_factory=list)
     retry_after: str = "1"  # what a 429 answers in Retry-After
+    answer_after: float = 0.0  # seconds between reading a delivery and answering it
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -58,6 +60,7 @@ class WebhookReceiver(ThreadedServer):
         fresh = stamp.isdigit() and abs(time.time() - int(stamp)) < 300
         with self._lock:
             self.deliveries.append(Delivery(json.loads(raw), dict(request.headers), ok and fresh))
+        await asyncio.sleep(self.answer_after)
         if not (ok and fresh):
             return web.json_response({"error": "bad signature"}, status=401)
         return web.json_response({"accepted": True}, status=202)
