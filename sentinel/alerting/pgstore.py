@@ -72,17 +72,22 @@ MIGRATION_LOCK = (0x53454E54, 1)  # "SENT"
 LEADER_CLASS, LEADER_KEY = 0x53454E54, 2
 LIVENESS_CLASS = 0x53454E55  # object = the replica's key
 
-# Whether the replica that claimed an outbox row (`o.claimed_by`) is alive: it holds its
-# liveness lock. Its claim passes to the leader only once it is gone.
-LIVE_CLAIM = (
-    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype='advisory' AND l.classid=%s "
-    "AND l.objid::bigint = o.claimed_by AND l.objsubid=2 AND l.granted)"
+# Whether another replica's claim on an outbox row (`o.claimed_by`) still holds: that
+# replica is alive (holds its liveness lock), and the row is not `sending` for longer
+# than any send lasts (the delivery timeout, 60 s). Past that its owner lost track of it
+# (the write recording the outcome failed) and, alive, would otherwise keep it, and the
+# entries of its service behind it, for ever: the leader resends it as uncertain.
+STALE_SEND = 600.0
+HELD_CLAIM = (
+    "(EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype='advisory' AND l.classid=%s "
+    "AND l.objid::bigint = o.claimed_by AND l.objsubid=2 AND l.granted) "
+    "AND (o.sending_since IS NULL OR o.sending_since > %s))"
 )
 # Across a leader change an entry also waits behind an earlier one of its notifier and
 # service that another live replica holds: the old leader mid-send, or its mark_retry
 # in flight (SKIP LOCKED hides that row from the claim, not from the CTE's snapshot).
 # Otherwise the new leader sent the RESOLVED while the old one still sent its FIRING.
-HELD_BY_ANOTHER = f" OR (o.claimed_by <> %s AND {LIVE_CLAIM})"
+HELD_BY_ANOTHER = f" OR (o.claimed_by <> %s AND {HELD_CLAIM})"
 
 # Columns PostgreSQL needs and SQLite has implicitly (rowid), by schema version.
 _EXTRA: dict[int, str] = {
@@ -135,7 +140,7 @@ def connect(
         keepalives_interval=2,
         keepalives_count=3,
         tcp_user_timeout=int(statement_timeout * 1000),
-        options=f"-c statement_timeout={int(statement_timeout * 1000)}",
+        options=f"-c statement_timeout={int(statement_timeout * 1000)} -c jit=off",
     )
 
 
@@ -160,6 +165,10 @@ class PostgresStore:
         self.replica = replica
         # The replica's key in claims and its liveness lock (leader.py holds it).
         self.replica_key = replica_key(replica)
+        # Whether outbox rows may still carry this replica's claim (a process of the same
+        # replica name before a restart may have left some): a follower hands them back.
+        self._may_hold_claims = True
+        self._claimed_yet = False
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
         self.health = StoreHealth(self.path, clock=clock)
@@ -426,29 +435,44 @@ class PostgresStore:
     ) -> list[OutboxEntry]:
         """Claim the entries due, oldest first: only the leader claims; a follower hands
         back what it had claimed and gets nothing."""
+        if self.fence is not None and self.fence() is None:
+            # A follower, known without asking the server: each notifier's worker polls
+            # every second, and a transaction per poll only to be refused was N+1 round
+            # trips a second on the event loop. What it claimed as leader goes back once.
+            if self._may_hold_claims:
+                self._release_claims()
+            return []
         where, args = notifier_filter("%s", notifier, except_notifiers)
         try:
             with self._transaction(OUTBOX) as conn:
                 self._check_leader(conn)
+                # The planner estimates a handful of waiting groups and, for the LIMIT,
+                # scans them once per outbox row: with 1,500 services each holding a
+                # FIRING back (Slack down in a storm), 260 ms of the event loop per poll;
+                # hashed, 2 ms.
+                conn.execute(b"SET LOCAL enable_nestloop = off")
                 rows = conn.execute(
                     f"{waiting('%s', where, HELD_BY_ANOTHER)} SELECT o.* FROM outbox o "
                     f"{BEHIND_WAITING} WHERE o.delivered_at IS NULL AND o.dead_at IS NULL "
                     f"AND o.next_attempt_at <= %s{where} AND {NOT_BEHIND} "
-                    f"AND (o.claimed_by IS NULL OR o.claimed_by = %s OR NOT {LIVE_CLAIM}) "
+                    f"AND (o.claimed_by IS NULL OR o.claimed_by = %s OR NOT {HELD_CLAIM}) "
                     "ORDER BY o.id LIMIT %s FOR UPDATE OF o SKIP LOCKED",
                     (
                         now,
                         self.replica_key,
                         LIVENESS_CLASS,
+                        now - STALE_SEND,
                         *args,
                         now,
                         *args,
                         self.replica_key,
                         LIVENESS_CLASS,
+                        now - STALE_SEND,
                         limit,
                     ),
                 ).fetchall()
                 if rows:
+                    self._may_hold_claims = self._claimed_yet = True
                     conn.execute(
                         "UPDATE outbox SET claimed_by=%s WHERE id = ANY(%s)",
                         (self.replica_key, [r["id"] for r in rows]),
@@ -461,13 +485,23 @@ class PostgresStore:
         return [_entry(r) for r in rows]
 
     def _release_claims(self) -> None:
-        with contextlib.suppress(StateStoreWriteError):
-            self._write(
-                OUTBOX,
+        """Hand back this replica's claims. Not those of a send in flight: they go on a
+        later poll, once the send is recorded. Before this process has claimed anything,
+        all of them: a `sending` row then is one the previous process of the same replica
+        name left when it died, and kept it would hold its service's queue for ever."""
+        mid_send = " AND sending_since IS NULL" if self._claimed_yet else ""
+        with contextlib.suppress(StateStoreWriteError), self._transaction(OUTBOX) as conn:
+            conn.execute(
                 "UPDATE outbox SET claimed_by=NULL WHERE claimed_by=%s AND delivered_at IS NULL "
-                "AND dead_at IS NULL AND sending_since IS NULL",
+                f"AND dead_at IS NULL{mid_send}".encode(),
                 (self.replica_key,),
             )
+            held = conn.execute(
+                "SELECT 1 FROM outbox WHERE claimed_by=%s AND delivered_at IS NULL "
+                "AND dead_at IS NULL LIMIT 1",
+                (self.replica_key,),
+            ).fetchone()
+            self._may_hold_claims = held is not None
 
     def mark_sending(self, entry_id: int, now: float) -> None:
         """Refused (StateStoreWriteError) unless this replica holds the claim and leads:

@@ -301,6 +301,10 @@ async def build_daemon(
 
     await leader.start()
     stack.push_async_callback(leader.stop)
+    # The sends in flight end (within the dispatcher's grace) before the leadership and
+    # its liveness lock go: released first, the next leader took their claims as a dead
+    # replica's, resent them and could send what queued behind them first.
+    stack.push_async_callback(dispatcher.stop)
     if isinstance(leader, PostgresLeader):
         leader.on_change.append(cycle.leadership_changed)
     daemon.leader_status = leader.status

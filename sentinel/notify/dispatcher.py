@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from sentinel.alerting.store import OutboxEntry
@@ -122,32 +122,48 @@ class Dispatcher:
             for task in late:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        # No send is in flight now: the notifiers a reload replaced close at once.
+        # No send is in flight now: the notifiers a reload replaced close at once (a
+        # chart upload still running is cancelled at the grace's end, as at any stop).
         if self._retiring:
-            await asyncio.wait(set(self._retiring), timeout=grace)
+            _, late = await asyncio.wait(set(self._retiring), timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=grace)
 
     def retire(self, old: Iterable[Notifier]) -> None:
         """Close the notifiers a reload replaced or removed once the sends in flight
-        through them have ended (each is bounded by the delivery timeout). Closed at
-        once, the send in progress failed: retried as uncertain (a webhook then relies
-        on its receiver honouring Idempotency-Key), or marked dead as no longer
-        configured although it may have arrived. The reload does not wait for it."""
-        task = asyncio.create_task(self._close_after_sends(list(old)), name="retire-notifiers")
+        through them have ended (each is bounded by the delivery timeout), and a Slack
+        notifier's chart uploads too. Closed at once, the send in progress failed:
+        retried as uncertain (a webhook then relies on its receiver honouring
+        Idempotency-Key), or marked dead as no longer configured although it may have
+        arrived; and the charts being uploaded were cancelled. The reload does not wait."""
+        task = self.spawn(self._close_after_sends(list(old)), "retire-notifiers")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
     async def _close_after_sends(self, old: list[Notifier]) -> None:
         sends = [done for via, done in self._in_flight.values() if any(via is n for n in old)]
-        if sends:
-            waits = [asyncio.ensure_future(done.wait()) for done in sends]
-            _, late = await asyncio.wait(waits, timeout=self.delivery_timeout + 1.0)
-            for wait in late:
+        waits = [asyncio.ensure_future(done.wait()) for done in sends]
+        try:
+            if waits:
+                await asyncio.wait(waits, timeout=self.delivery_timeout + 1.0)
+            for notifier in old:
+                # Optional (SlackNotifier): its chart uploads run after the delivery.
+                charts: Callable[[], Awaitable[None]] | None = getattr(
+                    notifier, "charts_done", None
+                )
+                if charts is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(charts(), self.delivery_timeout)
+        finally:
+            for wait in waits:
                 wait.cancel()
-        for notifier in old:
-            try:
-                await notifier.close()
-            except Exception:  # a failed close leaks a session, not a notification
-                log.exception(f"closing the replaced notifier {notifier.name} failed")
+            for notifier in old:
+                try:
+                    await notifier.close()
+                except Exception:  # a failed close leaks a session, not a notification
+                    log.exception(f"closing the replaced notifier {notifier.name} failed")
 
     async def _loop(self, name: str | None) -> None:
         wake = self._wake(name)
@@ -224,6 +240,8 @@ class Dispatcher:
             self.store.mark_dead(entry.id, now, f"notifier {entry.notifier!r} no longer configured")
             return False
         uncertain = entry.sending_since is not None
+        # No await from the lookup to the send's registration (in `_send`): a reload's
+        # `retire` sees every send through the notifier it swapped out.
         self.store.mark_sending(entry.id, now)
         try:
             await self._send(notifier, entry, uncertain)

@@ -19,6 +19,7 @@ from sentinel.config import load_config
 from sentinel.errors import ConfigError
 from sentinel.redact import redact_text
 from support.pgserver import PostgresServer, require_postgres
+from support.webhookrx import SECRET, WebhookReceiver
 
 NOW = 1_800_000_000.0
 
@@ -229,7 +230,7 @@ slos:
 """
 
 
-async def _assembly(tmp_path: Path, name: str, state: str) -> Any:
+async def _assembly(tmp_path: Path, name: str, state: str, extra: str = "") -> Any:
     from sentinel.daemon.assembly import build_daemon
     from sentinel.rules.loader import load_rules
 
@@ -237,8 +238,8 @@ async def _assembly(tmp_path: Path, name: str, state: str) -> Any:
     (folder / "rules").mkdir(parents=True)
     (folder / "rules" / "svc.yaml").write_text(RULES)
     path = _config(folder, state)
-    path.write_text(path.read_text().replace("rules: []", "rules: [rules/*.yaml]"))
-    config = load_config(path, {"SENTINEL_DB": state})
+    path.write_text(path.read_text().replace("rules: []", "rules: [rules/*.yaml]") + extra)
+    config = load_config(path, {"SENTINEL_DB": state, "HOOK_SECRET": SECRET})
     return await build_daemon(str(path), config, load_rules(config), lambda: NOW)
 
 
@@ -278,3 +279,67 @@ async def test_health_and_metrics_say_who_leads(tmp_path: Path, pg: PostgresServ
     finally:
         await first.cleanup()
         await second.cleanup()
+
+
+async def test_a_stopping_leader_hands_over_only_after_its_send_in_flight(
+    tmp_path: Path, pg: PostgresServer
+) -> None:
+    """SIGTERM while a rollback is on the wire: the leadership (and the liveness lock
+    that keeps the claim) goes only once the send has its answer. Released first, the
+    next leader took the claim as a dead replica's and resent it, or sent the entries
+    behind it first, while this one was still sending."""
+    import psycopg
+
+    from sentinel.alerting.pgstore import LEADER_CLASS, LEADER_KEY
+    from sentinel.alerting.store import NewNotification
+
+    receiver = WebhookReceiver(answer_after=1.0).start()
+    hook = f"notifiers:\n  rollback:\n    type: webhook\n    url: {receiver.url}/hooks/rollback\n"
+    hook += "    secret: ${HOOK_SECRET}\n"
+    dsn = pg.fresh_database()
+    built = await _assembly(tmp_path, "a", f'backend: postgres\ndsn: "{dsn}"', hook)
+    watcher = psycopg.connect(dsn, autocommit=True)
+    try:
+        assert built.leader.is_leader
+        alert = {
+            "incident_id": "i1",
+            "slo": "lat",
+            "value": 2.4,
+            "threshold": 2.0,
+            "window": "5m",
+            "started_at_text": "2027-01-15T08:00:00Z",
+            "severity": "page",
+        }
+        note = NewNotification("k1", "rollback", "firing", "svc", {"alerts": [alert]})
+        built.store.commit_cycle([], [], [], [note], NOW)
+        built.dispatcher.wake()
+        for _ in range(250):
+            if receiver.deliveries:
+                break
+            await asyncio.sleep(0.02)
+        assert receiver.deliveries, "the rollback was not sent"
+        stopping = asyncio.create_task(built.cleanup())
+
+        def delivered_when_leadership_went() -> Any:
+            held = watcher.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype='advisory' AND classid=%s AND objid=%s "
+                "AND objsubid=2 AND granted",
+                (LEADER_CLASS, LEADER_KEY),
+            ).fetchone()
+            if held is not None:
+                return None
+            row = watcher.execute("SELECT delivered_at FROM outbox").fetchone()
+            return ("released", row[0])
+
+        seen = None
+        for _ in range(400):
+            seen = delivered_when_leadership_went()
+            if seen is not None:
+                break
+            await asyncio.sleep(0.01)
+        await stopping
+        assert seen == ("released", NOW)  # delivered before the lock went
+        assert receiver.attempts == 1
+    finally:
+        watcher.close()
+        receiver.stop()

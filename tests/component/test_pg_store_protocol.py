@@ -325,6 +325,103 @@ def test_a_new_leader_does_not_send_past_what_the_old_one_still_holds(pg: Postgr
     new.close()
 
 
+def test_a_follower_polls_without_a_round_trip_and_hands_its_claims_back(
+    pg: PostgresServer,
+) -> None:
+    """A follower's outbox polls (every notifier's worker, every second) cost the server
+    nothing once its claims are handed back; a claim of a send still in flight when it
+    stopped leading goes back once the send is recorded, not never."""
+    import psycopg
+
+    dsn = pg.fresh_database()
+    old, new = _pgstore(dsn, "a"), _pgstore(dsn, "b")
+    notes = [_note("fire", "i1"), _note("resolve", "i1", kind="resolved")]
+    old.commit_cycle([], [], [], notes, NOW)
+    locks = [_liveness(dsn, replica.replica_key) for replica in (old, new)]
+    fire, _ = old.due(NOW)
+    old.mark_sending(fire.id, NOW)
+    old.fence = lambda: None  # it no longer leads, mid-send
+    assert old.due(NOW) == []  # hands "resolve" back, keeps "fire" (in flight)
+    assert new.due(NOW) == []  # "resolve" waits behind "fire", which "a" still holds
+    old.mark_delivered(fire.id, NOW + 1)
+    assert old.due(NOW + 1) == []  # now "fire" is recorded: nothing of it left to hold
+    assert [e.idempotency_key for e in new.due(NOW + 1)] == ["resolve"]
+
+    watcher = psycopg.connect(dsn, autocommit=True)
+    pid = old._conn.info.backend_pid
+
+    def last_statement() -> Any:
+        row = watcher.execute(
+            "SELECT state_change FROM pg_stat_activity WHERE pid=%s", (pid,)
+        ).fetchone()
+        return row[0] if row else None
+
+    before = last_statement()
+    for _ in range(20):
+        assert old.due(NOW + 2, notifier="oncall") == []
+    assert last_statement() == before
+    watcher.close()
+    for conn in locks:
+        conn.close()
+    old.close()
+    new.close()
+
+
+def test_a_restarted_replica_hands_back_what_its_previous_process_was_sending(
+    pg: PostgresServer,
+) -> None:
+    """The process of replica "a" died mid-send; "a" comes back as a follower with the
+    same name (a StatefulSet pod): the entry is handed back, sending, so the leader
+    resends it as uncertain instead of it holding its service's queue for ever."""
+    dsn = pg.fresh_database()
+    first = _pgstore(dsn, "a")
+    first.commit_cycle([], [], [], [_note("fire", "i1")], NOW)
+    (fire,) = first.due(NOW)
+    first.mark_sending(fire.id, NOW)
+    first.close()  # died: no liveness lock held meanwhile
+    again, leader = _pgstore(dsn, "a"), _pgstore(dsn, "b")
+    locks = [_liveness(dsn, replica.replica_key) for replica in (again, leader)]
+    again.fence = lambda: None
+    assert leader.due(NOW + 1) == []  # "a" is alive again: its claim holds
+    assert again.due(NOW + 1) == []
+    (resent,) = leader.due(NOW + 1)
+    assert resent.idempotency_key == "fire" and resent.sending_since == NOW
+    for conn in locks:
+        conn.close()
+    again.close()
+    leader.close()
+
+
+def test_a_send_whose_outcome_was_never_recorded_passes_to_the_leader(
+    pg: PostgresServer,
+) -> None:
+    """The old leader, alive, sent the FIRING but could not record the outcome (a
+    database blip that also cost it the leadership): the row stays `sending` under its
+    claim. The new leader waits out the longest a send can take, then resends it as
+    uncertain, and the entries behind it follow, instead of the service's queue holding
+    for as long as that replica lives."""
+    from sentinel.alerting.pgstore import STALE_SEND
+
+    dsn = pg.fresh_database()
+    old, new = _pgstore(dsn, "a"), _pgstore(dsn, "b")
+    old.commit_cycle([], [], [], [_note("fire", "i1"), _note("resolve", "i1")], NOW)
+    locks = [_liveness(dsn, replica.replica_key) for replica in (old, new)]
+    fire, _ = old.due(NOW)
+    old.mark_sending(fire.id, NOW)
+    old.fence = lambda: None  # the outcome's write failed; then it stopped leading
+    assert old.due(NOW + 1) == []
+    assert new.due(NOW + 60) == []  # it may still be sending
+    taken = new.due(NOW + STALE_SEND + 1)
+    assert [(e.idempotency_key, e.sending_since) for e in taken] == [
+        ("fire", NOW),  # sending since NOW: resent as uncertain
+        ("resolve", None),
+    ]
+    for conn in locks:
+        conn.close()
+    old.close()
+    new.close()
+
+
 def _liveness(dsn: str, key: int) -> Any:
     import psycopg
 

@@ -4,6 +4,7 @@ and the protocol-faithful Slack server's three-step file upload."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import socket
@@ -151,6 +152,26 @@ async def test_a_breach_gets_one_chart_in_its_thread_at_firing_and_another_at_re
     assert first is fired and second.filename == "chat-latency-p95-resolved.png"
     assert second.data is not None and second.data != fired.data
     assert len(slack.replies(root)) == 1  # the resolve reply; charts are files, not replies
+
+
+async def test_a_reload_right_after_the_post_still_uploads_its_chart(
+    assembly: tuple[Assembly, Clock], slack: FakeSlack
+) -> None:
+    """The chart is uploaded after the message is posted; a reload then (it rebuilds
+    the notifiers) closes the old Slack notifier only once the upload is done. Closed at
+    once, as before, the upload was cancelled and the thread got no chart."""
+    built, clock = assembly
+    await replay(built, clock, range(55, 70), charts=False)
+    old = notifier(built)
+    assert await built.daemon.reload()
+    assert notifier(built) is not old
+    root = only_root(slack)
+    for _ in range(1000):
+        if slack.thread_files(root):
+            break
+        await asyncio.sleep(0.02)
+    (fired,) = slack.thread_files(root)
+    assert fired.filename == "chat-latency-p95-firing.png" and fired.data
 
 
 def closed_port() -> int:
