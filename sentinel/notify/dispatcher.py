@@ -212,8 +212,7 @@ class Dispatcher:
                 # notifier while it delivers (it finishes with the notifier it holds).
                 busy = {n for n, lock in self._locks.items() if n is not None and lock.locked()}
                 for entry in self.store.due(now, except_notifiers=[*self.notifiers, *busy]):
-                    why = f"notifier {entry.notifier!r} no longer configured"
-                    self.store.mark_dead(entry.id, self.clock(), why)
+                    self._unconfigured(entry)
                 return 0
             delivered = 0
             for entry in self.store.due(now, notifier=name):
@@ -223,6 +222,11 @@ class Dispatcher:
                     break
                 delivered += 1
             return delivered
+
+    def _unconfigured(self, entry: OutboxEntry) -> None:
+        self.store.mark_dead(
+            entry.id, self.clock(), f"notifier {entry.notifier!r} no longer configured"
+        )
 
     async def _send(self, notifier: Notifier, entry: OutboxEntry, uncertain: bool) -> None:
         done = asyncio.Event()
@@ -236,8 +240,8 @@ class Dispatcher:
     async def _deliver(self, entry: OutboxEntry) -> bool:
         notifier = self.notifiers.get(entry.notifier)
         now = self.clock()
-        if notifier is None:
-            self.store.mark_dead(entry.id, now, f"notifier {entry.notifier!r} no longer configured")
+        if notifier is None:  # a reload removed it between this pass's query and now
+            self._unconfigured(entry)
             return False
         uncertain = entry.sending_since is not None
         # No await from the lookup to the send's registration (in `_send`): a reload's
