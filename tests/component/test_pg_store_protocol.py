@@ -6,6 +6,7 @@ an unreachable server."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -420,6 +421,65 @@ def test_a_send_whose_outcome_was_never_recorded_passes_to_the_leader(
         conn.close()
     old.close()
     new.close()
+
+
+def test_a_follower_retries_a_release_whose_commit_failed(pg: PostgresServer) -> None:
+    """The release of its claims fails at COMMIT (the connection dropped then): the
+    claims are still its own, so it hands them back on a later poll instead of holding
+    the service's queue for as long as it lives."""
+    import psycopg
+
+    dsn = pg.fresh_database()
+    old, new = _pgstore(dsn, "a"), _pgstore(dsn, "b")
+    old.commit_cycle([], [], [], [_note("fire", "i1"), _note("resolve", "i1")], NOW)
+    locks = [_liveness(dsn, replica.replica_key) for replica in (old, new)]
+    assert len(old.due(NOW)) == 2  # claimed as leader, nothing sent yet
+    admin = psycopg.connect(dsn, autocommit=True)
+    admin.execute(  # the next COMMIT that updated the outbox fails
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'commit failed'; END $$"
+    )
+    admin.execute(
+        "CREATE CONSTRAINT TRIGGER refuse AFTER UPDATE ON outbox DEFERRABLE INITIALLY "
+        "DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+    old.fence = lambda: None  # it lost the leadership
+    assert old.due(NOW + 1) == []  # its release is refused at COMMIT
+    admin.execute("DROP TRIGGER refuse ON outbox")
+    assert new.due(NOW + 2) == []  # still held by "a", alive
+    assert old.due(NOW + 3) == []  # released now
+    assert [e.idempotency_key for e in new.due(NOW + 4)] == ["fire", "resolve"]
+    admin.close()
+    for conn in locks:
+        conn.close()
+    old.close()
+    new.close()
+
+
+def test_a_former_leaders_outbox_failure_does_not_keep_it_unready(pg: PostgresServer) -> None:
+    """A database blip failed the leader's outbox poll and cost it the leadership: once
+    the database answers again and it holds no claim, it is ready, though as a follower
+    it writes nothing to the outbox that would clear the failure."""
+    dsn = pg.fresh_database()
+    store = _pgstore(dsn, "a")
+    store.fence = lambda: None  # a follower first: nothing held
+    assert store.due(NOW) == []
+    store.fence = lambda: 4242  # then the leader, with an empty outbox
+    assert store._conn is not None
+    store._conn.close()  # the blip
+    with pytest.raises(StateStoreWriteError):
+        store.due(NOW)
+    assert "outbox" in store.health.failing
+    store.fence = lambda: None  # the blip also cost it the leadership
+    for _ in range(100):  # it reconnects in the background
+        with contextlib.suppress(StateStoreReadError):
+            store.outbox_stats()
+        if not store.health.failing.get("connection"):
+            break
+        time.sleep(0.1)
+    assert store.due(NOW + 1) == []
+    assert store.health.not_ready_reasons() == []
+    store.close()
 
 
 def _liveness(dsn: str, key: int) -> Any:
