@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -51,10 +52,14 @@ _assemblies = itertools.count(1)
 
 
 def default_replica_id() -> str:
-    """host:pid — unique per process; a restarted process is a new replica. A second
+    """host:pid:token — unique per process; a restarted process is a new replica. The
+    token because host:pid alone repeats: a container restarted in its pod keeps the
+    hostname and PID 1, and two containers on host networking share the hostname and
+    are both PID 1 (the same claims and liveness lock for two processes). A second
     daemon in one process (tests) gets a suffix."""
     n = next(_assemblies)
-    return f"{socket.gethostname()}:{os.getpid()}" + (f"/{n}" if n > 1 else "")
+    token = secrets.token_hex(3)
+    return f"{socket.gethostname()}:{os.getpid()}:{token}" + (f"/{n}" if n > 1 else "")
 
 
 class Leadership(Protocol):

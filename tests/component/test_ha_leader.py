@@ -343,3 +343,21 @@ async def test_a_stopping_leader_hands_over_only_after_its_send_in_flight(
     finally:
         watcher.close()
         receiver.stop()
+
+
+def test_a_restarted_container_is_a_new_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container restarted in its pod keeps its hostname and is PID 1 again (as are two
+    containers on host networking): host:pid alone gave both processes one replica id,
+    and so one claim key and one liveness lock."""
+    import itertools
+
+    from sentinel.alerting import leader
+
+    monkeypatch.setattr(leader.os, "getpid", lambda: 1)
+    monkeypatch.setattr(leader.socket, "gethostname", lambda: "sentinel-0")
+    ids = []
+    for _ in range(2):  # each a fresh process: its first daemon
+        monkeypatch.setattr(leader, "_assemblies", itertools.count(1))
+        ids.append(leader.default_replica_id())
+    assert ids[0] != ids[1]
+    assert all(i.startswith("sentinel-0:1:") for i in ids)
