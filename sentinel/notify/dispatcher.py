@@ -128,8 +128,8 @@ class Dispatcher:
             _, late = await asyncio.wait(set(self._retiring), timeout=grace)
             for task in late:
                 task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=grace)
+            if late:  # cancelled, each closes its notifiers at once
+                await asyncio.wait(late, timeout=1.0)
 
     def retire(self, old: Iterable[Notifier]) -> None:
         """Close the notifiers a reload replaced or removed once the sends in flight
