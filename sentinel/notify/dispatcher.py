@@ -201,9 +201,9 @@ class Dispatcher:
     async def _pass(self, name: str | None) -> int:
         """Deliver `name`'s due entries oldest first, up to the first that fails (firing
         before resolved: a later entry of a service never overtakes an earlier one, nor,
-        through `store.due`, one that waits for its retry or an old leader still holds
-        across a leader change); with None, mark
-        the entries of notifiers no longer configured dead."""
+        through `store.due`, one that waits for its retry or that an old leader still
+        holds across a leader change); with None, mark the entries of notifiers no
+        longer configured dead."""
         # The loop and an explicit call never deliver the same notifier's entries at once.
         async with self._locks.setdefault(name, asyncio.Lock()):
             now = self.clock()
