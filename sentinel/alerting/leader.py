@@ -254,7 +254,7 @@ class PostgresLeader:
 
     def _read_holder(self, conn: Any) -> None:
         row = conn.execute(
-            "SELECT a.application_name AS app, s.holder, s.since FROM pg_locks l "
+            "SELECT a.application_name AS app, l.pid, s.holder, s.since FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid "
             "LEFT JOIN sentinel_leader s ON s.id = 1 "
             "WHERE l.locktype='advisory' AND l.classid=%s AND l.objid=%s AND l.objsubid=2 "
@@ -264,7 +264,15 @@ class PostgresLeader:
         if row is None:
             self.holder, self.holder_since = None, None
             return
+        # This replica holds it when its own connection does. The holder's name comes
+        # from its application_name, which PostgreSQL cuts at 63 bytes (a long pod name
+        # with the id's pid and token): the table's holder gives it in full when it is
+        # the same replica. Compared by name, a leader with a long name never saw itself.
         name = str(row["app"]).removeprefix("sentinel:")
+        if row["pid"] == conn.info.backend_pid:
+            name = self.replica
+        elif row["holder"] is not None and str(row["holder"]).startswith(name):
+            name = str(row["holder"])
         self.holder = name
         if name != self.replica:
             self.led_last = False

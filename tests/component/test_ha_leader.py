@@ -361,3 +361,27 @@ def test_a_restarted_container_is_a_new_replica(monkeypatch: pytest.MonkeyPatch)
         ids.append(leader.default_replica_id())
     assert ids[0] != ids[1]
     assert all(i.startswith("sentinel-0:1:") for i in ids)
+
+
+async def test_a_leader_with_a_long_name_knows_it_leads(pg: PostgresServer) -> None:
+    """A replica id longer than PostgreSQL keeps of an application_name (63 bytes: a
+    long pod name with its pid and token) is still recognised: by the leader itself,
+    which then keeps acting through a database outage as the last leader, and by the
+    others, which show its whole name."""
+    dsn = pg.fresh_database()
+    _store(dsn, "setup").close()  # the schema
+    pod = "sentinel-slo-daemon-production-7c9d8f6b4d-x8k2p"
+    a, b = (
+        PostgresLeader(dsn, f"{pod}:1:a1b2c3", 0.5),
+        PostgresLeader(dsn, f"{pod}-b:1:d4e5f6", 0.5),
+    )
+    await a.check()
+    await b.check()
+    assert (a.is_leader, b.is_leader) == (True, False)
+    assert a.status()["holder"] == b.status()["holder"] == a.replica
+    assert b.status()["since"] is not None
+    _terminate(dsn, a.fence() or 0)  # its connection is cut
+    await a.check()
+    assert not a.is_leader and a.acting  # it led last: it goes on stepping alerts
+    await a.stop()
+    await b.stop()
