@@ -165,8 +165,8 @@ class PostgresStore:
         self.replica = replica
         # The replica's key in claims and its liveness lock (leader.py holds it).
         self.replica_key = replica_key(replica)
-        # Whether outbox rows may still carry this replica's claim (a process of the same
-        # replica name before a restart may have left some): a follower hands them back.
+        # Whether outbox rows may still carry this replica's claim: a follower hands them
+        # back. (Ids are new per process; a caller that names its replica may repeat one.)
         self._may_hold_claims = True
         self._claimed_yet = False
         self.connect_timeout = connect_timeout
