@@ -150,6 +150,11 @@ class NotLeader(Exception):
 
 class PostgresStore:
     RECONNECT_EVERY = 1.0
+    # How often a follower that polls the outbox without a round trip asks the server
+    # anything: those polls were its probe of the database, and readiness (503 while it
+    # cannot be reached) still needs one (a last leader with no alert change to commit
+    # touched the database no other way).
+    PROBE_EVERY = 5.0
 
     def __init__(
         self,
@@ -169,6 +174,7 @@ class PostgresStore:
         # back. (Ids are new per process; a caller that names its replica may repeat one.)
         self._may_hold_claims = True
         self._claimed_yet = False
+        self._probed_at = 0.0
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
         self.health = StoreHealth(self.path, clock=clock)
@@ -441,6 +447,11 @@ class PostgresStore:
             # trips a second on the event loop. What it claimed as leader goes back once.
             if self._may_hold_claims:
                 self._release_claims()
+                self._probed_at = time.monotonic()
+            elif time.monotonic() - self._probed_at >= self.PROBE_EVERY:
+                self._probed_at = time.monotonic()
+                with contextlib.suppress(StateStoreReadError):
+                    self._read("SELECT 1", ())  # records, or clears, the connection failure
             if not self._may_hold_claims:
                 # Nothing of this replica's is left to deliver: an outbox failure it
                 # recorded as leader is the leader's concern now, and with no outbox

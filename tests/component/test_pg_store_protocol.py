@@ -482,6 +482,29 @@ def test_a_former_leaders_outbox_failure_does_not_keep_it_unready(pg: PostgresSe
     store.close()
 
 
+def test_a_follower_that_polls_without_round_trips_still_sees_the_database_go(
+    pg: PostgresServer,
+) -> None:
+    """Its outbox polls no longer touch the server, but they were its probe of it: a
+    replica with nothing else to write (the last leader, no alert change to commit) is
+    still unready within a few polls once the database cannot be reached."""
+    store = _pgstore(pg.fresh_database(), "a")
+    store.fence = lambda: None
+    store.PROBE_EVERY = 0.2
+    assert store.due(NOW) == []  # hands its claims back: nothing held
+    assert store.health.not_ready_reasons() == []
+    store.dsn = "postgresql://sentinel@127.0.0.1:9/none?connect_timeout=1"  # unreachable
+    assert store._conn is not None
+    store._conn.close()
+    for _ in range(30):
+        assert store.due(NOW) == []
+        if store.health.not_ready_reasons():
+            break
+        time.sleep(0.1)
+    assert any("cannot save connection" in r for r in store.health.not_ready_reasons())
+    store.close()
+
+
 def _liveness(dsn: str, key: int) -> Any:
     import psycopg
 
