@@ -62,9 +62,10 @@ class Dispatcher:
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
         self.store = store
-        # The daemon's task supervisor: a worker that dies is logged, counted in
-        # sentinel_background_task_failures_total and shown in /health/detailed (then
-        # restarted by the next wake), not lost silently.
+        # The daemon's task supervisor. A worker catches what its passes raise, so it
+        # ends only when cancelled; should anything else end it, the supervisor logs it,
+        # counts it in sentinel_background_task_failures_total and shows it in
+        # /health/detailed (the next wake restarts it).
         self.spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
         self.notifiers = notifiers
         self.metrics = metrics
