@@ -30,6 +30,8 @@ from sentinel.sources.base import Sample
 from sentinel.units import format_duration
 
 Unusables = dict[InstanceKey, str]
+# Per instance of one SLO, each burn tier's labels and key (`Names` for the tier results).
+TierNames = dict[InstanceKey, list[tuple[Mapping[str, str], str]]]
 
 
 def window_ratios(
@@ -118,9 +120,11 @@ def apply_budgets(
     results: Sequence[SLOResult],
     answers: Mapping[float, Sequence[Sample] | None],
     queries: Mapping[float, str],
+    tier_names: TierNames | None = None,
 ) -> list[SLOResult]:
     """`answers[window]` is None when that query failed. Returns the SLO's results with
-    budgets attached, followed by the burn-tier results.
+    budgets attached, followed by the burn-tier results. `tier_names`, kept by the caller
+    for this SLO across cycles, lends each tier result its labels and key (`Names`).
 
     Everything constant for the SLO (window names, tier factors, the tiers judged) is
     computed once per call, not per instance: a cycle judges thousands of instances.
@@ -152,8 +156,15 @@ def apply_budgets(
         unusable = {w: bad[key] for w, bad in garbage_by_window if key in bad}
         report = budget_report(objective, period, windows.get(period), windows, names)
         out.append(with_budget(result, report))
-        for plan in plans:
-            tiers.append(_judge_tier(plan, slo, result, windows, unusable, failed))
+        named = tier_names.get(key) if tier_names is not None else None
+        if named is not None:
+            for plan, name in zip(plans, named, strict=True):
+                tiers.append(_judge_tier(plan, slo, result, windows, unusable, failed, name))
+        else:
+            made = [_judge_tier(plan, slo, result, windows, unusable, failed) for plan in plans]
+            if tier_names is not None:
+                tier_names[key] = [(r.labels, r.key) for r in made]
+            tiers.extend(made)
     return out + tiers
 
 
@@ -161,7 +172,7 @@ def with_budget(result: SLOResult, budget: Mapping[str, Any]) -> SLOResult:
     """`dataclasses.replace(result, budget=budget)`, at a fifth of its cost (thousands per
     cycle); tests/unit/test_eval_fastpath.py checks that every field is carried over."""
     r = result
-    return SLOResult(
+    out = SLOResult(
         r.service,
         r.slo,
         r.status,
@@ -179,6 +190,8 @@ def with_budget(result: SLOResult, budget: Mapping[str, Any]) -> SLOResult:
         budget,
         r.good_when,
     )
+    out._key = r._key  # the same instance: the key computed (or lent) stays valid
+    return out
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,7 @@ def _judge_tier(
     windows: Mapping[float, WindowRatio],
     unusable: Mapping[float, str],
     failed: set[float],
+    named: tuple[Mapping[str, str], str] | None = None,
 ) -> SLOResult:
     """`_tier_result` with `judge_tier` inlined for one instance (same verdicts, same
     reasons: tests/unit/test_eval_fastpath.py compares them on every shape of answer)."""
@@ -261,7 +275,7 @@ def _judge_tier(
         assert long_burn is not None and short_burn is not None
         firing = long_burn > plan.factor and short_burn > plan.factor
         status = Status.BREACH if firing else Status.OK
-    return SLOResult(
+    tiered = SLOResult(
         result.service,
         slo.name,
         status,
@@ -270,7 +284,7 @@ def _judge_tier(
         slo.objective,
         long_window,
         result.evaluated_at,
-        {**result.labels, "tier": plan.label},
+        named[0] if named is not None else {**result.labels, "tier": plan.label},
         long_w.total if long_w is not None else None,
         reason,
         plan.query,
@@ -285,3 +299,6 @@ def _judge_tier(
         },
         "below",
     )
+    if named is not None:
+        tiered._key = named[1]
+    return tiered

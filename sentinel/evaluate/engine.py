@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.errors import SentinelError, SourceError
-from sentinel.evaluate.budgets import apply_budgets
-from sentinel.evaluate.slo import InstanceKey, SLOResult, evaluate, evaluate_failure
+from sentinel.evaluate.budgets import TierNames, apply_budgets
+from sentinel.evaluate.slo import InstanceKey, Names, SLOResult, evaluate, evaluate_failure
 from sentinel.query.promql import exportable, recorded_ratio_query
 from sentinel.rules.model import SLO, Matcher
 from sentinel.sources.base import Sample, Source
@@ -88,6 +88,9 @@ class Engine:
         # Rendered queries: the same every cycle for the same SLO (rendering them was
         # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
         self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
+        # SLO key -> (the SLO they were built for, its instances' labels and keys, those of
+        # its burn tiers): lent to each cycle's results (`slo.Names`).
+        self._names: dict[str, tuple[SLO, Names, TierNames]] = {}
 
     def _render(self, slo: SLO, window: float | None, extra: Sequence[Matcher]) -> PlannedQuery:
         key = (slo, window, tuple(extra))
@@ -201,10 +204,11 @@ class Engine:
         answer = by_query[planned]
         effective_window = min(window, slo.window) if window is not None else None
         known = self._known.setdefault(slo.key, {}) if remember else {}
+        names, tier_names = self._names_of(slo, len(known)) if remember else (None, None)
         if isinstance(answer, SourceError):
             errors[slo.key] = answer
             reason = f"{answer.source} {answer.kind}: {answer.detail}"
-            out = evaluate_failure(slo, reason, at, planned.query, known, effective_window)
+            out = evaluate_failure(slo, reason, at, planned.query, known, effective_window, names)
             if remember and known:
                 # A source that cannot answer says nothing about absence: the absence
                 # clock of each instance (daemon/vanished.py) pauses for the failed cycle
@@ -215,7 +219,7 @@ class Engine:
                     known[instance] = last + paused
         else:
             seen: set[InstanceKey] = set()
-            out = evaluate(slo, answer, at, planned.query, known, effective_window, seen)
+            out = evaluate(slo, answer, at, planned.query, known, effective_window, seen, names)
             if remember:
                 known.update(dict.fromkeys(seen, at))
         if remember:
@@ -227,8 +231,16 @@ class Engine:
                 got = by_query[q]
                 window_answers[w] = None if isinstance(got, SourceError) else got
             queries = {w: q.query for w, q in windows.items()}
-            out = apply_budgets(slo, out, window_answers, queries)
+            out = apply_budgets(slo, out, window_answers, queries, tier_names)
         return out
+
+    def _names_of(self, slo: SLO, known: int) -> tuple[Names, TierNames]:
+        """The SLO's lent labels and keys; afresh for a changed SLO (a reload), and when
+        they outgrow the instances remembered (a key the answers no longer hold)."""
+        kept = self._names.get(slo.key)
+        if kept is None or kept[0] is not slo or len(kept[1]) > 2 * known + 1000:
+            kept = self._names[slo.key] = (slo, {}, {})
+        return kept[1], kept[2]
 
     async def _keep(self, planned: PlannedQuery, at: float, answer: list[Sample]) -> list[Sample]:
         """Keep a window's answer for reuse, its samples sharing one labels dict per label
@@ -295,8 +307,12 @@ class Engine:
     def forget_instances(self, slo_key: str, instances: Iterable[InstanceKey]) -> None:
         """Stop reporting instances that vanished (daemon/vanished.py decides which)."""
         known = self._known.get(slo_key, {})
+        kept = self._names.get(slo_key)
         for instance in instances:
             known.pop(instance, None)
+            if kept is not None:
+                kept[1].pop(instance, None)
+                kept[2].pop(instance, None)
 
     def forget(self, keep: Sequence[SLO]) -> None:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""
@@ -304,6 +320,7 @@ class Engine:
         self._reused.clear()  # the rules (and so the queries) may have changed
         self._label_sets = {}
         self._rendered.clear()
+        self._names.clear()
         for key in list(self._known):
             if key not in names:
                 del self._known[key]

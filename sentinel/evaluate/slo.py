@@ -23,6 +23,10 @@ from sentinel.sources.base import Sample
 from sentinel.units import comparison, format_measure
 
 InstanceKey = tuple[str, ...]
+# Per instance of one SLO, its result's labels and key, reused from cycle to cycle
+# (`evaluate(names=...)`): every cycle built them afresh for every instance, and the alert
+# manager, the status-change log and the UI history each read the key.
+Names = dict[InstanceKey, tuple[Mapping[str, str], str]]
 
 
 class Status(StrEnum):
@@ -129,12 +133,14 @@ def evaluate(
     known: Iterable[InstanceKey] = (),
     window: float | None = None,
     seen: set[InstanceKey] | None = None,
+    names: Names | None = None,
 ) -> list[SLOResult]:
     """Evaluate one SLO from the answer to its query.
 
     `known` lists instances seen in earlier cycles, so an instance whose series vanished
     is reported as no_data instead of silently disappearing; the instances of this
-    answer are added to `seen` when given.
+    answer are added to `seen` when given. `names`, kept by the caller for this SLO across
+    cycles, lends each instance's labels and key (and learns those of new instances).
     """
     parts = group_parts(slo, samples)
     if seen is not None:
@@ -142,7 +148,7 @@ def evaluate(
     keys = set(parts) | set(known)
     if not keys:
         keys = {()}  # nothing at all: one no_data result for the SLO as a whole
-    judge = _judge(slo, _maker(slo, at, query, window))
+    judge = _judge(slo, _maker(slo, at, query, window, names))
     empty: dict[str, list[float]] = {}
     return [judge(key, parts.get(key, empty)) for key in sorted(keys)]
 
@@ -154,10 +160,11 @@ def evaluate_failure(
     query: str = "",
     known: Iterable[InstanceKey] = (),
     window: float | None = None,
+    names: Names | None = None,
 ) -> list[SLOResult]:
     """The source could not answer: every known instance is no_data with the reason."""
     keys = sorted(set(known)) or [()]
-    make = _maker(slo, at, query, window)
+    make = _maker(slo, at, query, window, names)
     return [make(key, None, None, reason) for key in keys]
 
 
@@ -331,7 +338,9 @@ def _judge(slo: SLO, make: Maker) -> Callable[[InstanceKey, Mapping[str, list[fl
     return judge_value
 
 
-def _maker(slo: SLO, at: float, query: str, window: float | None) -> Maker:
+def _maker(
+    slo: SLO, at: float, query: str, window: float | None, names: Names | None = None
+) -> Maker:
     """A result constructor with everything constant for the SLO computed once (a cycle
     builds thousands of results)."""
     group_by = slo.group_by
@@ -344,8 +353,11 @@ def _maker(slo: SLO, at: float, query: str, window: float | None) -> Maker:
     no_data, breach, ok = Status.NO_DATA, Status.BREACH, Status.OK
 
     def make(key: InstanceKey, value: float | None, events: float | None, reason: str) -> SLOResult:
-        labels: dict[str, str]
-        if not key:
+        named = names.get(key) if names is not None else None
+        labels: Mapping[str, str]
+        if named is not None:
+            labels = named[0]
+        elif not key:
             labels = {}
         elif single is not None:
             labels = {single: key[0]}
@@ -360,7 +372,7 @@ def _maker(slo: SLO, at: float, query: str, window: float | None) -> Maker:
             else:
                 status = ok if value >= threshold else breach
         service = key[service_index] if service_index is not None and key else slo.service
-        return SLOResult(
+        result = SLOResult(
             service,
             slo.name,
             status,
@@ -378,5 +390,10 @@ def _maker(slo: SLO, at: float, query: str, window: float | None) -> Maker:
             None,
             good_when,
         )
+        if named is not None:
+            result._key = named[1]
+        elif names is not None:
+            names[key] = (labels, result.key)
+        return result
 
     return make
