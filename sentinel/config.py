@@ -186,6 +186,11 @@ class SlackNotifierConfig(_Strict):
     # The Slack app's signing secret (`${SLACK_SIGNING_SECRET}`): verifies the button
     # clicks Slack posts to /slack/interactions; without it that endpoint refuses them.
     signing_secret: SecretStr | None = None
+    # Which alerts that change the same way in one evaluation share one message: those of
+    # one service (`service`), or those of one SLO name across every service (`slo`: a
+    # platform-wide breach of 1,000 services is one message, not 1,000 posted at Slack's
+    # one message a second per channel, the last ~17 min late).
+    group_by: Literal["service", "slo"] = "service"
 
 
 class WebhookNotifierConfig(_Strict):

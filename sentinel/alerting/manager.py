@@ -82,6 +82,10 @@ def _notification(
     return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now)
 
 
+# The outbox queue of a notifier grouping by SLO is this and the SLO's name (`_queue`).
+SLO_QUEUE = "slo:"
+
+
 # How long a replica whose rules predate an SLO's removal leaves its retired alert be: a
 # rolling deploy's length. Bounded, because an old replica that is never replaced (a
 # rolled-back deploy) must page again once it is the one judging that SLO.
@@ -379,8 +383,14 @@ class AlertManager:
             for name, last in told.items():
                 if self.notifiers[name].kind == "webhook":
                     continue  # rollback webhooks get firings only, as in `_notifications`
-                resolved = {**last, "resolved_at_text": rfc3339(now), "resolved_because": because}
-                groups.setdefault((name, row["service"]), []).append(resolved)
+                resolved = {
+                    **last,
+                    "service": row["service"],
+                    "resolved_at_text": rfc3339(now),
+                    "resolved_because": because,
+                }
+                queue = self._queue(name, row["service"], row["slo"])
+                groups.setdefault((name, queue), []).append(resolved)
         for key, alert in changed.items():
             self.alerts[key] = alert
             self.unsaved.alerts[key] = alert
@@ -601,15 +611,26 @@ class AlertManager:
                     name, slo, tr, now, granted
                 ):
                     continue
-                groups.setdefault((name, r.service, tr.kind.value), []).append(
+                queue = self._queue(name, r.service, r.slo)
+                groups.setdefault((name, queue, tr.kind.value), []).append(
                     self._alert_payload(slo, tr, now)
                 )
         out = []
         for (name, service, kind), alerts in groups.items():
-            # A rollback webhook gets one request per incident; Slack one message per service.
+            # A rollback webhook gets one request per incident; Slack one message per
+            # service (or per SLO: `_queue`).
             batches = [[a] for a in alerts] if self.notifiers[name].kind == "webhook" else [alerts]
             out += [_notification(name, kind, service, batch, now) for batch in batches]
         return out
+
+    def _queue(self, name: str, service: str, slo: str) -> str:
+        """The outbox queue (an entry's `service`) of an alert's notifications to `name`,
+        the same for every notification of one incident, which is what keeps them in
+        order: the service; or, for a notifier grouping by SLO (Slack's `group_by: slo`),
+        the SLO's name, so one entry (one message) carries every service's alerts of it."""
+        if getattr(self.notifiers[name], "group_by", "service") == "slo":
+            return f"{SLO_QUEUE}{slo}"
+        return service
 
     def _told_of_silenced_resolves(
         self, transitions: Sequence[tuple[SLO, Transition]], silences: Sequence[Silence]
@@ -673,6 +694,7 @@ class AlertManager:
         return {
             "incident_id": a.incident_id,
             "repeat": a.repeats,
+            "service": r.service,
             "slo": r.slo,
             "description": slo.description,
             "severity": r.severity,

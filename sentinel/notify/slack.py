@@ -91,6 +91,9 @@ RETRY_AFTER_MAX = 3600.0
 EVENT_TYPE = "sentinel_alert"
 ICONS = {"firing": "🔴", "repeat": "🔁", "resolved": "✅"}
 MAX_CHARTS = 4  # per notification: a group of many alerts gets the first few charted
+# A message of several services' alerts (`group_by: slo`) lists each in one line, this many
+# at most (sections of SECTION_MAX characters), then how many more.
+MAX_SERVICE_LINES = 60
 
 log = logging.getLogger("sentinel.notify.slack")
 
@@ -170,14 +173,16 @@ def render_message(
     kind = "firing" if mixed else next(iter(kinds))
     alerts = [alert for alert, _ in members]
     firing = [a for a, k in members if k != "resolved"]
+    services = sorted({alert_service(a, service) for a in alerts})
+    if len(services) > 1:
+        return _render_services(services, env, members, notes, buttons)
+    service = services[0]
     title = f"{ICONS.get(kind, '')} {kind.upper()}: {service}"
     if mixed:
         title += f" — {len(firing)} of {len(alerts)} SLOs still firing"
     else:
         title += f" — {alerts[0]['slo']}" if len(alerts) == 1 else f" — {len(alerts)} SLOs"
-    severity = max(
-        (a["severity"] for a in firing or alerts), key=lambda s: ("info", "ticket", "page").index(s)
-    )
+    severity = _severity(firing or alerts)
     context = f"*Severity:* {severity}  *Service:* {service}  *Env:* {env or '-'}"
     if mixed:
         resolved = [alert_name(a) for a, k in members if k == "resolved"]
@@ -212,6 +217,105 @@ def render_message(
         for a, k in members[:5]
     ]
     return _cut(f"{title}: " + "; ".join(lines), 3000), blocks
+
+
+def alert_service(alert: dict[str, Any], service: str) -> str:
+    """The service an alert is of: its own (payloads since `group_by: slo`), else the
+    entry's (an entry grouped by service holds alerts of that service only)."""
+    own = alert.get("service")
+    return own if isinstance(own, str) and own else service
+
+
+def _severity(alerts: list[dict[str, Any]]) -> str:
+    return max((str(a["severity"]) for a in alerts), key=("info", "ticket", "page").index)
+
+
+def _render_services(
+    services: list[str],
+    env: str | None,
+    members: list[Member],
+    notes: Sequence[str],
+    buttons: bool,
+) -> tuple[str, list[dict[str, Any]]]:
+    """A message of several services' alerts (`group_by: slo`): the SLO's details once,
+    then one line per alert, firing ones first."""
+    kinds = {kind for _, kind in members}
+    mixed = len(kinds) > 1
+    kind = "firing" if mixed else next(iter(kinds))
+    alerts = [alert for alert, _ in members]
+    firing = [a for a, k in members if k != "resolved"]
+    slos = sorted({str(a["slo"]) for a in alerts})
+    what = slos[0] if len(slos) == 1 else f"{len(slos)} SLOs"
+    title = f"{ICONS.get(kind, '')} {kind.upper()}: {what} on {len(services)} services"
+    if mixed:
+        title += f" — {len(firing)} of {len(alerts)} alerts still firing"
+    context = (
+        f"*Severity:* {_severity(firing or alerts)}  *Services:* {len(services)}  "
+        f"*Env:* {env or '-'}"
+    )
+    first = firing[0] if firing else alerts[0]
+    about = [
+        f"*{first['slo']}*" + (f" — {first['description']}" if first.get("description") else "")
+    ]
+    if len(slos) == 1 and first.get("objective") is not None:
+        threshold = format_measure(first.get("sli_kind", ""), first["threshold"])
+        about.append(f"Objective: {first['objective'] * 100:g} % (threshold {threshold})")
+    if len(slos) == 1 and first.get("runbook_url"):
+        about.append(f"<{first['runbook_url']}|Runbook>")
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _cut(title, HEADER_MAX), "emoji": True},
+        },
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(context, SECTION_MAX)}]},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": _cut("\n".join(about), SECTION_MAX)},
+        },
+    ]
+    order = sorted(members, key=lambda m: (m[1] == "resolved", alert_service(m[0], "")))
+    lines = [
+        f"{ICONS.get(state, '')} *{alert_service(alert, '')}* · {summary_line(alert)}"
+        + (f" `{_instance(alert)}`" if _instance(alert) else "")
+        for alert, state in order[:MAX_SERVICE_LINES]
+    ]
+    chunk: list[str] = []
+    for line in lines:
+        line = _cut(line, 500)
+        if chunk and sum(len(c) + 1 for c in chunk) + len(line) > SECTION_MAX:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+    if len(members) > MAX_SERVICE_LINES:
+        more = len(members) - MAX_SERVICE_LINES
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more"}]}
+        )
+    if notes:
+        text = _cut("\n".join(notes), SECTION_MAX)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    if firing and buttons:
+        blocks.append(_buttons(firing))
+    summary = "; ".join(
+        f"{alert_service(a, '')}: {summary_line(a)}" + (" (resolved)" if k == "resolved" else "")
+        for a, k in order[:5]
+    )
+    return _cut(f"{title}: {summary}", 3000), blocks
+
+
+def _short_name(alert: dict[str, Any], service: str) -> str:
+    """An alert of a message of one SLO's alerts of several services: its service, and
+    its other instance labels if any."""
+    instance = _instance(alert)
+    return alert_service(alert, service) + (f" ({instance})" if instance else "")
+
+
+def _instance(alert: dict[str, Any]) -> str:
+    """The alert's instance labels other than its service (a region, a burn tier)."""
+    labels = alert.get("labels", {})
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "service")
 
 
 def _buttons(firing: list[dict[str, Any]]) -> dict[str, Any]:
@@ -333,6 +437,8 @@ class SlackNotifier:
         self._chart_tasks: set[asyncio.Task[None]] = set()
         self.config = config
         self.min_severity: str = config.min_severity
+        # Read by the alert manager: which alerts share a message (and an outbox queue).
+        self.group_by: str = config.group_by
         self.store = store
         target = "webhook" if config.webhook_url else f"{config.base_url} {config.channel or ''}"
         self.health = DependencyHealth(name=f"notifier:{name}", target=target.strip())
@@ -408,7 +514,9 @@ class SlackNotifier:
                 began = float(began) if isinstance(began, int | float) else now
                 ended = _timestamp(alert.get("resolved_at_text")) or now
                 shown = [s for s in silences if s.starts_at <= ended and s.ends_at > began]
-            labels = alert_labels(service, alert["slo"], alert["severity"], alert["labels"])
+            labels = alert_labels(
+                alert_service(alert, service), alert["slo"], alert["severity"], alert["labels"]
+            )
             for silence in shown:
                 if silence.matches(labels):
                     out.append(
@@ -460,23 +568,24 @@ class SlackNotifier:
         resolved = entry.kind == "resolved"
         for alert in alerts[:MAX_CHARTS]:
             name = alert_name(alert)
+            service = alert_service(alert, entry.service)
             try:
-                png = await self.charts.png(entry.service, alert, entry.created_at, resolved)
+                png = await self.charts.png(service, alert, entry.created_at, resolved)
                 await client.files_upload_v2(
                     channel=channel,
                     thread_ts=ts,
                     file=png,
                     filename=f"{alert['slo']}-{entry.kind}.png",
-                    title=f"{entry.service} {name} ({entry.kind})",
+                    title=f"{service} {name} ({entry.kind})",
                     alt_txt=_cut(f"{entry.kind}: {summary_line(alert)}", 1000),
                 )
             except ChartUnavailable as exc:
-                log.warning(f"no chart for {entry.service}/{name}: {exc}")
+                log.warning(f"no chart for {service}/{name}: {exc}")
             except Exception as exc:
                 # Best effort, never retried: any failure, including slack-sdk's own on an
                 # odd answer (an ok without upload_url raised TypeError), is one warning.
                 error = _error_code(exc.response) if isinstance(exc, SlackApiError) else exc
-                log.warning(f"chart of {entry.service}/{name} not uploaded to Slack: {error!r}")
+                log.warning(f"chart of {service}/{name} not uploaded to Slack: {error!r}")
 
     def _translate(self, exc: SlackApiError) -> NotifyRetryable | NotifyRejected:
         response = exc.response
@@ -589,23 +698,38 @@ class SlackNotifier:
         if uncertain and await self._find_sent(client, entry, channel, ts) is not None:
             return False
         verb = {"resolved": "Resolved", "repeat": "Still firing"}.get(entry.kind, entry.kind)
-        lines = [f"{ICONS.get(entry.kind, '')} {verb}: {summary_line(a)}" for a in mine]
+        # A message of several services' alerts names each line's service.
+        several = len({alert_service(a, entry.service) for a, _ in members} or {""}) > 1
+        lines = [
+            f"{ICONS.get(entry.kind, '')} {verb}: "
+            + (f"{alert_service(a, entry.service)}: " if several else "")
+            + summary_line(a)
+            for a in mine
+        ]
+        tail = ""
         if entry.kind == "resolved" and len(members) > 1:
             ids = {a["incident_id"] for a in mine}
             still = [
-                alert_name(a) for a, k in members if k != "resolved" and a["incident_id"] not in ids
+                _short_name(a, entry.service) if several else alert_name(a)
+                for a, k in members
+                if k != "resolved" and a["incident_id"] not in ids
             ]
             if still:
-                lines.append(
+                tail = _cut(
                     f"{ICONS['firing']} Still firing ({len(still)} of {len(members)}): "
-                    + ", ".join(still)
+                    + ", ".join(still),
+                    1000,
                 )
             else:
-                lines.append(f"All {len(members)} alerts of this message have resolved.")
+                tail = f"All {len(members)} alerts of this message have resolved."
+        # The closing line is kept whole when a storm's lines run past the message's length.
+        body = (
+            _cut("\n".join(lines), 3000 - len(tail) - 1) if tail else _cut("\n".join(lines), 3000)
+        )
         await client.chat_postMessage(
             channel=channel,
             thread_ts=ts,
-            text=_cut("\n".join(lines), 3000),
+            text=f"{body}\n{tail}" if tail else body,
             metadata=self._metadata(entry),
         )
         return True

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -120,8 +121,11 @@ def slack_routes(
         ]
         actor = _actor(payload)
         try:
-            for member in members:
-                _act(action, member, actor, now)
+            if action in SILENCE_ACTIONS and len({_service(m) for m in members}) > 1:
+                _silence_services(action, members, actor, now)
+            else:
+                for member in members:
+                    _act(action, member, actor, now)
         except StateStoreWriteError as exc:
             return _error(503, f"state store: {exc.error}")
         except ValueError as exc:
@@ -143,8 +147,7 @@ def slack_routes(
         if action == ACK_ACTION:
             manager.acknowledge(member.incident_id, actor, now)
             return
-        service = member.incident["service"] if member.incident else alert.get("service", "")
-        matchers = {**alert.get("labels", {}), "service": service, "slo": alert["slo"]}
+        matchers = {**alert.get("labels", {}), "service": _service(member), "slo": alert["slo"]}
         body = {
             "matchers": matchers,
             "duration": SILENCE_ACTIONS[action],
@@ -153,7 +156,37 @@ def slack_routes(
         }
         create_silence(store, body, now)
 
+    def _silence_services(action: str, members: list[SlackMember], actor: str, now: float) -> None:
+        """A message of several services' alerts (`group_by: slo`): one silence per SLO
+        of it, for exactly the services it shows (a silence per alert would be hundreds
+        after a platform-wide breach, each matched against every alert of every cycle)."""
+        by_slo: dict[str, set[str]] = {}
+        for member in members:
+            by_slo.setdefault(str((member.alert or {})["slo"]), set()).add(_service(member))
+        for slo, services in sorted(by_slo.items()):
+            body = {
+                "matchers": [
+                    {"name": "slo", "value": slo, "isRegex": False, "isEqual": True},
+                    {
+                        "name": "service",
+                        "value": "|".join(re.escape(s) for s in sorted(services)),
+                        "isRegex": True,
+                        "isEqual": True,
+                    },
+                ],
+                "duration": SILENCE_ACTIONS[action],
+                "author": actor,
+                "comment": f"from Slack ({len(services)} services of one message)",
+            }
+            create_silence(store, body, now)
+
     return [web.post("/slack/interactions", interactions)]
+
+
+def _service(member: SlackMember) -> str:
+    if member.incident:
+        return str(member.incident["service"])
+    return str((member.alert or {}).get("service", ""))
 
 
 async def _refresh(

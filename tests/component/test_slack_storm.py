@@ -1,0 +1,267 @@
+"""A platform-wide breach with Slack's `group_by: slo`: every service's alerts of one SLO
+that change together share one message, so on-call gets one message (not one per service,
+posted at Slack's one message a second per channel), the message follows the storm as it
+resolves, its alerts stay in order through a failed post, and its Silence button silences
+exactly the services it shows. Real alert manager, store, outbox, dispatcher, Slack
+notifier and interactions endpoint against the protocol-faithful Slack server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.silences import alert_labels
+from sentinel.alerting.store import Store
+from sentinel.config import SlackNotifierConfig, load_config
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.notify.dispatcher import Dispatcher
+from sentinel.notify.slack import MAX_SERVICE_LINES, SlackNotifier
+from sentinel.rules.model import SLO, RatioSLI, RuleGroup, Selector
+from sentinel.selfmetrics import SelfMetrics
+from sentinel.web.slack_api import slack_routes
+from support.fakeslack import (
+    CHANNEL,
+    SIGNING_SECRET,
+    TOKEN,
+    Failure,
+    FakeSlack,
+    Message,
+    block_actions,
+    signed,
+)
+
+SLO_NAME = "http-5xx-ratio"
+SERVICES = [f"svc-{n:04d}" for n in range(300)]
+ERRORS = SLO(
+    "platform",
+    SLO_NAME,
+    RatioSLI(Selector("bad"), Selector("total")),
+    0.005,
+    300,
+    group_by=("service",),
+)
+
+
+@dataclass
+class Stack:
+    manager: AlertManager
+    dispatcher: Dispatcher
+    store: Store
+    notifier: SlackNotifier
+    now: float
+
+    async def cycle(self, breaching: set[str], services: list[str] = SERVICES) -> None:
+        """One evaluation a minute later: the named services breach, the others are fine."""
+        self.now += 60
+        results = [
+            SLOResult(
+                service,
+                SLO_NAME,
+                Status.BREACH if service in breaching else Status.OK,
+                0.02 if service in breaching else 0.001,
+                0.005,
+                None,
+                300,
+                self.now,
+                {"service": service},
+                events=1000.0,
+                kind="ratio",
+            )
+            for service in services
+        ]
+        group = RuleGroup("platform", "platform.yaml", "platform", 60, (ERRORS,))
+        self.manager.observe_sync(group, results, self.now)
+        await self.deliver()
+
+    async def deliver(self) -> None:
+        while await self.dispatcher.deliver_due():  # a pass delivers a batch of the due
+            pass
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    server = FakeSlack().start()
+    yield server
+    server.stop()
+
+
+async def build(tmp_path: Path, slack: FakeSlack, group_by: str) -> Stack:
+    store = Store(tmp_path / "state.db")
+    config = SlackNotifierConfig(
+        type="slack",
+        token=SecretStr(TOKEN),
+        channel=CHANNEL,
+        base_url=f"{slack.url}/api/",
+        signing_secret=SecretStr(SIGNING_SECRET),
+        group_by=group_by,  # type: ignore[arg-type]
+    )
+    notifier = SlackNotifier("oncall", config, store)
+    stack = Stack(
+        AlertManager(store, {"oncall": notifier}, {}),
+        Dispatcher(store, {"oncall": notifier}, SelfMetrics(), lambda: stack.now),
+        store,
+        notifier,
+        float(int(time.time())),
+    )
+    return stack
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, slack: FakeSlack) -> AsyncIterator[Stack]:
+    built = await build(tmp_path, slack, "slo")
+    yield built
+    await built.notifier.close()
+    built.store.close()
+
+
+def text_of(message: Message) -> str:
+    return json.dumps(message.blocks, ensure_ascii=False)
+
+
+def title(message: Message) -> str:
+    return str(message.blocks[0]["text"]["text"])
+
+
+@pytest.mark.parametrize(("group_by", "roots"), [("service", 300), ("slo", 1)])
+async def test_a_breach_of_every_service_is_one_message_when_grouped_by_slo(
+    tmp_path: Path, slack: FakeSlack, group_by: str, roots: int
+) -> None:
+    stack = await build(tmp_path, slack, group_by)
+    try:
+        await stack.cycle(set())
+        await stack.cycle(set(SERVICES))
+        assert len(slack.roots()) == roots
+        if group_by == "service":
+            assert title(slack.roots()[0]) == f"🔴 FIRING: svc-0000 — {SLO_NAME}"
+            return
+        (root,) = slack.roots()
+        assert title(root) == f"🔴 FIRING: {SLO_NAME} on 300 services"
+        shown = text_of(root)
+        assert "*Services:* 300" in shown
+        assert f"*svc-0000* · {SLO_NAME} = 2 % > 0.5 % over 5m" in shown
+        assert f"*svc-{MAX_SERVICE_LINES - 1:04d}*" in shown
+        assert f"*svc-{MAX_SERVICE_LINES:04d}*" not in shown
+        assert f"…and {300 - MAX_SERVICE_LINES} more" in shown
+        assert len(root.blocks) <= 50  # Block Kit's limit per message
+        assert all(len(b["text"]["text"]) <= 3000 for b in root.blocks if b["type"] == "section")
+        # Every incident is tied to the one message (its resolve, its buttons).
+        threads = stack.store.slack_message_incidents(root.channel, root.ts)
+        assert len(threads) == 300
+    finally:
+        await stack.notifier.close()
+        stack.store.close()
+
+
+async def test_the_one_message_follows_the_storm_as_it_resolves(
+    stack: Stack, slack: FakeSlack
+) -> None:
+    await stack.cycle(set())
+    await stack.cycle(set(SERVICES))
+    half = set(SERVICES[:150])
+    await stack.cycle(half)  # svc-0150.. resolve: one update and one reply, not 150
+    (root,) = slack.roots()
+    assert root.updates == 1
+    assert title(root) == f"🔴 FIRING: {SLO_NAME} on 300 services — 150 of 300 alerts still firing"
+    (reply,) = slack.replies(root)
+    assert reply.text.startswith(f"✅ Resolved: svc-0150: {SLO_NAME} = 0.1 % <= 0.5 % over 5m")
+    assert reply.text.splitlines()[-1].startswith(
+        "🔴 Still firing (150 of 300): svc-0000, svc-0001, "
+    )
+    shown = text_of(root)
+    # Still firing ones are listed first: the lines shown are all of them.
+    assert shown.count("🔴 *svc-") == MAX_SERVICE_LINES and "✅ *svc-" not in shown
+    assert f"…and {300 - MAX_SERVICE_LINES} more" in shown
+    await stack.cycle(set())
+    (root,) = slack.roots()
+    assert title(root) == f"✅ RESOLVED: {SLO_NAME} on 300 services"
+    assert len(slack.replies(root)) == 2
+    assert slack.replies(root)[1].text.splitlines()[-1] == (
+        "All 300 alerts of this message have resolved."
+    )
+
+
+async def test_a_resolve_waits_for_its_firing_that_failed_to_post(
+    stack: Stack, slack: FakeSlack
+) -> None:
+    """The firing message is refused for now (429, Retry-After 300 s): the next cycle's
+    resolves of some of its services queue behind it, so Slack never sees the resolve
+    first (a RESOLVED message, then a FIRING one left firing for ever)."""
+    await stack.cycle(set())
+    slack.fail_next("chat.postMessage", Failure(status=429, retry_after=300))
+    await stack.cycle(set(SERVICES))
+    assert slack.roots() == []
+    await stack.cycle(set(SERVICES[:100]))  # 200 resolve while the firing waits to retry
+    assert slack.roots() == []
+    stack.now += 600  # past the retry's backoff
+    await stack.deliver()
+    (root,) = slack.roots()
+    assert title(root) == f"🔴 FIRING: {SLO_NAME} on 300 services — 100 of 300 alerts still firing"
+    (reply,) = slack.replies(root)
+    assert reply.text.startswith("✅ Resolved:")
+
+
+async def test_silence_on_the_message_silences_exactly_its_services(
+    stack: Stack, slack: FakeSlack, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    (tmp_path / "rules").mkdir()
+    config_file.write_text(
+        "prometheus: {url: 'http://127.0.0.1:9'}\n"
+        "notifiers:\n"
+        "  oncall:\n"
+        "    type: slack\n"
+        f"    token: {TOKEN}\n"
+        f"    channel: {CHANNEL}\n"
+        f"    signing_secret: {SIGNING_SECRET}\n"
+        "    group_by: slo\n"
+    )
+    config = load_config(config_file)
+    app = web.Application()
+    app.add_routes(
+        slack_routes(
+            stack.manager,
+            stack.store,
+            lambda: config,
+            lambda: {"oncall": stack.notifier},
+            lambda: stack.now,
+        )
+    )
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        await stack.cycle(set())
+        firing = set(SERVICES[:120])
+        await stack.cycle(firing)
+        (root,) = slack.roots()
+        body, headers = signed(block_actions(root, "sentinel_silence_1h"), stack.now)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(server.make_url("/slack/interactions"), data=body, headers=headers) as r,
+        ):
+            assert r.status == 200, await r.text()
+        (silence,) = stack.store.silences()  # one, not 120
+        assert silence.ends_at == pytest.approx(stack.now + 3600)
+
+        def silenced(service: str) -> bool:
+            return silence.matches(alert_labels(service, SLO_NAME, "page", {"service": service}))
+
+        assert all(silenced(s) for s in firing)
+        assert not silenced("svc-0120")  # fine when clicked: not silenced
+        assert not silenced("svc-00001")  # a prefix of a silenced name is another service
+        assert not silence.matches(alert_labels("svc-0001", "other-slo", "page", {}))
+        # The next breaches: silenced ones send nothing, a new one is a new message.
+        await stack.cycle(firing | {"svc-0200"})
+        assert len(slack.roots()) == 2
+        assert title(slack.roots()[1]) == f"🔴 FIRING: svc-0200 — {SLO_NAME}"
+    finally:
+        await server.close()
