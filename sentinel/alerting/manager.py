@@ -726,6 +726,17 @@ class AlertManager:
             log.info(f"incident acknowledged by {actor}", extra=fields(incident=incident_id))
         return acked
 
+    def acknowledge_many(self, incident_ids: Sequence[str], actor: str, now: float) -> int:
+        """`acknowledge` for every incident of a message in one write (a message grouped by
+        SLO shows hundreds). Returns how many were not acknowledged before."""
+        acked = self.store.acknowledge_many(incident_ids, actor, now)
+        if acked:
+            log.info(
+                f"{acked} incident(s) acknowledged by {actor}",
+                extra=fields(incidents=len(incident_ids)),
+            )
+        return acked
+
     def firing(self, service: str | None = None) -> list[tuple[Alert, SLO]]:
         services = [service] if service is not None else list(self._firing)
         out = []

@@ -682,6 +682,17 @@ class PostgresStore:
         )
         return changed > 0
 
+    def acknowledge_many(self, incident_ids: Sequence[str], actor: str, at: float) -> int:
+        ids = list(dict.fromkeys(incident_ids))
+        if not ids:
+            return 0
+        return self._write(
+            SILENCES,
+            "INSERT INTO incident_acks(incident_id, actor, at) "
+            "SELECT unnest(%s::text[]), %s, %s ON CONFLICT DO NOTHING",
+            (ids, actor, at),
+        )
+
     def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
         """The ones known while the server cannot be reached (see `silences`)."""
         ids = list(incident_ids)

@@ -721,6 +721,17 @@ class Store:
         )
         return changed > 0
 
+    def acknowledge_many(self, incident_ids: Sequence[str], actor: str, at: float) -> int:
+        """`acknowledge` for many incidents in one transaction; how many were new."""
+        rows = [(i, actor, at) for i in dict.fromkeys(incident_ids)]
+        if not rows:
+            return 0
+        with self._transaction(SILENCES) as db:
+            return db.executemany(
+                "INSERT OR IGNORE INTO incident_acks(incident_id, actor, at) VALUES (?, ?, ?)",
+                rows,
+            ).rowcount
+
     def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
         """incident id -> (who, when) for those acknowledged."""
         ids = list(incident_ids)

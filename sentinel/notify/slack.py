@@ -175,7 +175,7 @@ def render_message(
     firing = [a for a, k in members if k != "resolved"]
     services = sorted({alert_service(a, service) for a in alerts})
     if len(services) > 1:
-        return _render_services(services, env, members, notes, buttons)
+        return _render_services(service, services, members, notes, buttons)
     service = services[0]
     title = f"{ICONS.get(kind, '')} {kind.upper()}: {service}"
     if mixed:
@@ -211,7 +211,9 @@ def render_message(
         text = _cut("\n".join(notes), SECTION_MAX)
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
     if firing and buttons:
-        blocks.append(_buttons(firing))
+        blocks.append(
+            _buttons(next((a["dashboard_url"] for a in firing if a.get("dashboard_url")), None))
+        )
     lines = [
         summary_line(a) + (" (resolved)" if mixed and k == "resolved" else "")
         for a, k in members[:5]
@@ -231,36 +233,43 @@ def _severity(alerts: list[dict[str, Any]]) -> str:
 
 
 def _render_services(
+    fallback: str,
     services: list[str],
-    env: str | None,
     members: list[Member],
     notes: Sequence[str],
     buttons: bool,
 ) -> tuple[str, list[dict[str, Any]]]:
-    """A message of several services' alerts (`group_by: slo`): the SLO's details once,
-    then one line per alert, firing ones first."""
+    """A message of several services' alerts (`group_by: slo`): what they share once (the
+    SLO, and its description, objective, runbook and env where every alert agrees: SLOs of
+    one name in several rule files share a message), then one line per alert, firing ones
+    first."""
     kinds = {kind for _, kind in members}
     mixed = len(kinds) > 1
     kind = "firing" if mixed else next(iter(kinds))
     alerts = [alert for alert, _ in members]
     firing = [a for a, k in members if k != "resolved"]
+
+    def shared(*keys: str) -> bool:
+        return all(len({repr(a.get(k)) for a in alerts}) == 1 for k in keys)
+
     slos = sorted({str(a["slo"]) for a in alerts})
     what = slos[0] if len(slos) == 1 else f"{len(slos)} SLOs"
     title = f"{ICONS.get(kind, '')} {kind.upper()}: {what} on {len(services)} services"
     if mixed:
         title += f" — {len(firing)} of {len(alerts)} alerts still firing"
+    envs = sorted({str(e) for a in alerts if (e := a.get("labels", {}).get("env") or a.get("env"))})
     context = (
         f"*Severity:* {_severity(firing or alerts)}  *Services:* {len(services)}  "
-        f"*Env:* {env or '-'}"
+        f"*Env:* {', '.join(envs) or '-'}"
     )
-    first = firing[0] if firing else alerts[0]
-    about = [
-        f"*{first['slo']}*" + (f" — {first['description']}" if first.get("description") else "")
-    ]
-    if len(slos) == 1 and first.get("objective") is not None:
+    first = alerts[0]
+    about = [f"*{what}*"]
+    if shared("slo", "description") and first.get("description"):
+        about[0] += f" — {first['description']}"
+    if shared("slo", "objective", "threshold", "sli_kind") and first.get("objective") is not None:
         threshold = format_measure(first.get("sli_kind", ""), first["threshold"])
         about.append(f"Objective: {first['objective'] * 100:g} % (threshold {threshold})")
-    if len(slos) == 1 and first.get("runbook_url"):
+    if shared("runbook_url") and first.get("runbook_url"):
         about.append(f"<{first['runbook_url']}|Runbook>")
     blocks: list[dict[str, Any]] = [
         {
@@ -273,9 +282,9 @@ def _render_services(
             "text": {"type": "mrkdwn", "text": _cut("\n".join(about), SECTION_MAX)},
         },
     ]
-    order = sorted(members, key=lambda m: (m[1] == "resolved", alert_service(m[0], "")))
+    order = sorted(members, key=lambda m: (m[1] == "resolved", alert_service(m[0], fallback)))
     lines = [
-        f"{ICONS.get(state, '')} *{alert_service(alert, '')}* · {summary_line(alert)}"
+        f"{ICONS.get(state, '')} *{alert_service(alert, fallback)}* · {summary_line(alert)}"
         + (f" `{_instance(alert)}`" if _instance(alert) else "")
         for alert, state in order[:MAX_SERVICE_LINES]
     ]
@@ -297,9 +306,12 @@ def _render_services(
         text = _cut("\n".join(notes), SECTION_MAX)
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
     if firing and buttons:
-        blocks.append(_buttons(firing))
+        # A dashboard link only when every alert shown links the same one.
+        dashboard = firing[0].get("dashboard_url") if shared("dashboard_url") else None
+        blocks.append(_buttons(dashboard))
     summary = "; ".join(
-        f"{alert_service(a, '')}: {summary_line(a)}" + (" (resolved)" if k == "resolved" else "")
+        f"{alert_service(a, fallback)}: {summary_line(a)}"
+        + (" (resolved)" if k == "resolved" else "")
         for a, k in order[:5]
     )
     return _cut(f"{title}: {summary}", 3000), blocks
@@ -318,7 +330,7 @@ def _instance(alert: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "service")
 
 
-def _buttons(firing: list[dict[str, Any]]) -> dict[str, Any]:
+def _buttons(dashboard: str | None) -> dict[str, Any]:
     def button(action_id: str, text: str, **extra: Any) -> dict[str, Any]:
         label = {"type": "plain_text", "text": text}
         return {"type": "button", "action_id": action_id, "text": label, **extra}
@@ -328,7 +340,6 @@ def _buttons(firing: list[dict[str, Any]]) -> dict[str, Any]:
         button("sentinel_silence_4h", "Silence 4h"),
         button(ACK_ACTION, "Acknowledge", style="primary"),
     ]
-    dashboard = next((a["dashboard_url"] for a in firing if a.get("dashboard_url")), None)
     if dashboard:
         elements.append(button(OPEN_ACTION, "Open dashboard", url=dashboard))
     return {"type": "actions", "block_id": "sentinel_actions", "elements": elements}
@@ -350,6 +361,7 @@ def _member(m: SlackMember) -> Member | None:
         # A reference stored before payloads were kept (schema < 4): what the row knows.
         alert = {
             "incident_id": m.incident_id,
+            "service": incident["service"],
             "slo": incident["slo"],
             "severity": incident["severity"],
             "labels": incident["labels"],
@@ -358,6 +370,9 @@ def _member(m: SlackMember) -> Member | None:
             "started_at": incident["started_at"],
             "started_at_text": rfc3339(incident["started_at"]),
         }
+    if "service" not in alert and incident is not None:
+        # Stored before payloads named their service: the incident row does.
+        alert = {**alert, "service": incident["service"]}
     resolved_at = incident["resolved_at"] if incident else None
     if alert.get("resolved_at_text") is None and resolved_at is not None:
         alert = {**alert, "resolved_at_text": rfc3339(resolved_at)}
@@ -503,9 +518,10 @@ class SlackNotifier:
         silences = self.store.silences()
         active = [s for s in silences if s.active(now)]
         out = []
+        several = len({alert_service(a, service) for a, _ in members}) > 1
         for alert, state in members:
             who = acks.get(alert["incident_id"])
-            name = alert_name(alert)
+            name = _short_name(alert, service) if several else alert_name(alert)
             if who is not None:
                 out.append(f"✋ {name}: acknowledged by {who[0]} at {rfc3339(who[1])}")
             shown = active
@@ -699,7 +715,7 @@ class SlackNotifier:
             return False
         verb = {"resolved": "Resolved", "repeat": "Still firing"}.get(entry.kind, entry.kind)
         # A message of several services' alerts names each line's service.
-        several = len({alert_service(a, entry.service) for a, _ in members} or {""}) > 1
+        several = len({alert_service(a, entry.service) for a, _ in members}) > 1
         lines = [
             f"{ICONS.get(entry.kind, '')} {verb}: "
             + (f"{alert_service(a, entry.service)}: " if several else "")

@@ -9,8 +9,10 @@ answers 404.
 
 A verified click acts through the same code as the API: "Silence 1h/4h" makes one silence
 per firing alert of the message (`create_silence`, matchers `service`, `slo` and the
-instance labels, author the clicking user); "Acknowledge" goes to the alert manager
-(reminders stop, who and when recorded). "Open dashboard" is a link; its click changes
+instance labels, author the clicking user), or, on a message of several services' alerts
+(`group_by: slo`), one per SLO and instance labels with `service=~` the services shown;
+"Acknowledge" goes to the alert manager in one write (reminders stop, who and when
+recorded). "Open dashboard" is a link; its click changes
 nothing. Slack wants an answer within 3 s: the handler writes to the local store
 (milliseconds) and answers; the message update (`chat.update`) follows in a background
 task.
@@ -121,7 +123,10 @@ def slack_routes(
         ]
         actor = _actor(payload)
         try:
-            if action in SILENCE_ACTIONS and len({_service(m) for m in members}) > 1:
+            if action == ACK_ACTION:
+                # One write for every incident of the message (hundreds, grouped by SLO).
+                manager.acknowledge_many([m.incident_id for m in members], actor, now)
+            elif len({_service(m) for m in members}) > 1:
                 _silence_services(action, members, actor, now)
             else:
                 for member in members:
@@ -144,9 +149,6 @@ def slack_routes(
 
     def _act(action: str, member: SlackMember, actor: str, now: float) -> None:
         alert = member.alert or {}
-        if action == ACK_ACTION:
-            manager.acknowledge(member.incident_id, actor, now)
-            return
         matchers = {**alert.get("labels", {}), "service": _service(member), "slo": alert["slo"]}
         body = {
             "matchers": matchers,
@@ -157,15 +159,21 @@ def slack_routes(
         create_silence(store, body, now)
 
     def _silence_services(action: str, members: list[SlackMember], actor: str, now: float) -> None:
-        """A message of several services' alerts (`group_by: slo`): one silence per SLO
-        of it, for exactly the services it shows (a silence per alert would be hundreds
-        after a platform-wide breach, each matched against every alert of every cycle)."""
-        by_slo: dict[str, set[str]] = {}
+        """A message of several services' alerts (`group_by: slo`): one silence per SLO and
+        instance labels other than the service (a burn tier, a region) of it, for exactly
+        the services it shows with them, as the per-alert silences would match (a silence
+        per alert would be hundreds after a platform-wide breach, each matched against
+        every alert of every cycle)."""
+        groups: dict[tuple[str, tuple[tuple[str, str], ...]], set[str]] = {}
         for member in members:
-            by_slo.setdefault(str((member.alert or {})["slo"]), set()).add(_service(member))
-        for slo, services in sorted(by_slo.items()):
+            alert = member.alert or {}
+            labels = alert.get("labels", {})
+            rest = tuple(sorted((str(k), str(v)) for k, v in labels.items() if k != "service"))
+            groups.setdefault((str(alert["slo"]), rest), set()).add(_service(member))
+        for (slo, rest), services in sorted(groups.items()):
             body = {
                 "matchers": [
+                    *({"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in rest),
                     {"name": "slo", "value": slo, "isRegex": False, "isEqual": True},
                     {
                         "name": "service",

@@ -199,6 +199,14 @@ def test_acknowledgements_and_silences(store: StateStore) -> None:
     assert store.acknowledge("i1", "alice", NOW) is True
     assert store.acknowledge("i1", "bob", NOW + 1) is False  # the first one stands
     assert store.acknowledgements(["i1", "i2"]) == {"i1": ("alice", NOW)}
+    # A message's many incidents in one write: the first acknowledgement of each stands.
+    assert store.acknowledge_many(["i1", "i2", "i3", "i2"], "carol", NOW + 2) == 2
+    assert store.acknowledge_many([], "carol", NOW + 2) == 0
+    assert store.acknowledgements(["i1", "i2", "i3"]) == {
+        "i1": ("alice", NOW),
+        "i2": ("carol", NOW + 2),
+        "i3": ("carol", NOW + 2),
+    }
     made = store.add_silence(
         [SilenceMatcher("service", "svc"), SilenceMatcher("slo", "lat.*", "=~")],
         NOW,

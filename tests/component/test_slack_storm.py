@@ -26,6 +26,7 @@ from sentinel.config import SlackNotifierConfig, load_config
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.slack import MAX_SERVICE_LINES, SlackNotifier
+from sentinel.notify.slack_actions import ACK_ACTION
 from sentinel.rules.model import SLO, RatioSLI, RuleGroup, Selector
 from sentinel.selfmetrics import SelfMetrics
 from sentinel.web.slack_api import slack_routes
@@ -60,24 +61,33 @@ class Stack:
     notifier: SlackNotifier
     now: float
 
-    async def cycle(self, breaching: set[str], services: list[str] = SERVICES) -> None:
-        """One evaluation a minute later: the named services breach, the others are fine."""
+    async def cycle(
+        self, breaching: set[str], services: list[str] = SERVICES, tiers: tuple[str, ...] = ()
+    ) -> None:
+        """One evaluation a minute later: the named services breach, the others are fine;
+        with `tiers`, each service's result carries a `tier` label, one result per tier
+        (`service/tier` in `breaching`: only that tier breaches)."""
         self.now += 60
+
+        def breach(service: str, tier: str) -> bool:
+            return service in breaching or f"{service}/{tier}" in breaching
+
         results = [
             SLOResult(
                 service,
                 SLO_NAME,
-                Status.BREACH if service in breaching else Status.OK,
-                0.02 if service in breaching else 0.001,
+                Status.BREACH if breach(service, tier) else Status.OK,
+                0.02 if breach(service, tier) else 0.001,
                 0.005,
                 None,
                 300,
                 self.now,
-                {"service": service},
+                {"service": service, **({"tier": tier} if tier else {})},
                 events=1000.0,
                 kind="ratio",
             )
             for service in services
+            for tier in tiers or ("",)
         ]
         group = RuleGroup("platform", "platform.yaml", "platform", 60, (ERRORS,))
         self.manager.observe_sync(group, results, self.now)
@@ -210,11 +220,10 @@ async def test_a_resolve_waits_for_its_firing_that_failed_to_post(
     assert reply.text.startswith("✅ Resolved:")
 
 
-async def test_silence_on_the_message_silences_exactly_its_services(
-    stack: Stack, slack: FakeSlack, tmp_path: Path
-) -> None:
+@pytest.fixture
+async def interactions(stack: Stack, tmp_path: Path) -> AsyncIterator[TestServer]:
+    """The real `/slack/interactions` endpoint over loopback, signing secret configured."""
     config_file = tmp_path / "config.yaml"
-    (tmp_path / "rules").mkdir()
     config_file.write_text(
         "prometheus: {url: 'http://127.0.0.1:9'}\n"
         "notifiers:\n"
@@ -238,30 +247,101 @@ async def test_silence_on_the_message_silences_exactly_its_services(
     )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
+    yield server
+    await server.close()
+
+
+async def click(server: TestServer, root: Message, action: str, now: float) -> None:
+    body, headers = signed(block_actions(root, action), now)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.make_url("/slack/interactions"), data=body, headers=headers) as r,
+    ):
+        assert r.status == 200, await r.text()
+
+
+async def test_silence_on_the_message_silences_exactly_its_services(
+    stack: Stack, slack: FakeSlack, interactions: TestServer
+) -> None:
+    await stack.cycle(set())
+    firing = set(SERVICES[:120])
+    await stack.cycle(firing)
+    (root,) = slack.roots()
+    await click(interactions, root, "sentinel_silence_1h", stack.now)
+    (silence,) = stack.store.silences()  # one, not 120
+    assert silence.ends_at == pytest.approx(stack.now + 3600)
+
+    def silenced(service: str) -> bool:
+        return silence.matches(alert_labels(service, SLO_NAME, "page", {"service": service}))
+
+    assert all(silenced(s) for s in firing)
+    assert not silenced("svc-0120")  # fine when clicked: not silenced
+    assert not silenced("svc-00001")  # a prefix of a silenced name is another service
+    assert not silence.matches(alert_labels("svc-0001", "other-slo", "page", {}))
+    # The next breaches: silenced ones send nothing, a new one is a new message.
+    await stack.cycle(firing | {"svc-0200"})
+    assert len(slack.roots()) == 2
+    assert title(slack.roots()[1]) == f"🔴 FIRING: svc-0200 — {SLO_NAME}"
+
+
+async def test_silence_keeps_the_instance_labels_the_message_shows(
+    stack: Stack, slack: FakeSlack, interactions: TestServer
+) -> None:
+    """Burn tiers: a message of the ticket tier's alerts silences that tier of those
+    services, not their pages (as the per-alert silences of a one-service message do)."""
+    services = SERVICES[:40]
+    await stack.cycle(set(), services, tiers=("ticket-slow",))
+    await stack.cycle(set(services), services, tiers=("ticket-slow",))
+    (root,) = slack.roots()
+    assert "`tier=ticket-slow`" in text_of(root)
+    await click(interactions, root, "sentinel_silence_4h", stack.now)
+    (silence,) = stack.store.silences()
+
+    def silenced(service: str, tier: str) -> bool:
+        labels = {"service": service, "tier": tier}
+        return silence.matches(alert_labels(service, SLO_NAME, "page", labels))
+
+    assert all(silenced(s, "ticket-slow") for s in services)
+    assert not any(silenced(s, "page-quick") for s in services)
+
+
+async def test_acknowledge_on_the_message_acknowledges_every_incident_it_shows(
+    stack: Stack, slack: FakeSlack, interactions: TestServer
+) -> None:
+    await stack.cycle(set())
+    await stack.cycle(set(SERVICES))
+    (root,) = slack.roots()
+    await click(interactions, root, ACK_ACTION, stack.now)
+    incidents = [i for _, i in stack.store.slack_message_incidents(root.channel, root.ts)]
+    acked = stack.store.acknowledgements(incidents)
+    assert len(acked) == 300 and {who for who, _ in acked.values()} == {"alice"}
+
+
+async def test_a_message_posted_before_the_upgrade_still_names_its_service(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """A one-service message whose stored alerts predate payloads naming their service,
+    resolved after the notifier was switched to `group_by: slo`: still that service's
+    message (not "2 services", one of them the SLO's queue)."""
+    before = await build(tmp_path, slack, "service")
+    two = ("svc-a",)
+    await before.cycle(set(), list(two), tiers=("page-quick", "ticket-slow"))
+    await before.cycle(set(two), list(two), tiers=("page-quick", "ticket-slow"))
+    (root,) = slack.roots()
+    assert title(root) == "🔴 FIRING: svc-a — 2 SLOs"
+    with before.store.db:  # what an older release stored: alerts without their service
+        before.store.db.execute("UPDATE slack_messages SET alert = json_remove(alert, '$.service')")
+    await before.notifier.close()
+    after = await build(tmp_path, slack, "slo")
+    after.now = before.now
+    before.store.close()
     try:
-        await stack.cycle(set())
-        firing = set(SERVICES[:120])
-        await stack.cycle(firing)
+        # ticket-slow resolves
+        await after.cycle({"svc-a/page-quick"}, list(two), tiers=("page-quick", "ticket-slow"))
         (root,) = slack.roots()
-        body, headers = signed(block_actions(root, "sentinel_silence_1h"), stack.now)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(server.make_url("/slack/interactions"), data=body, headers=headers) as r,
-        ):
-            assert r.status == 200, await r.text()
-        (silence,) = stack.store.silences()  # one, not 120
-        assert silence.ends_at == pytest.approx(stack.now + 3600)
-
-        def silenced(service: str) -> bool:
-            return silence.matches(alert_labels(service, SLO_NAME, "page", {"service": service}))
-
-        assert all(silenced(s) for s in firing)
-        assert not silenced("svc-0120")  # fine when clicked: not silenced
-        assert not silenced("svc-00001")  # a prefix of a silenced name is another service
-        assert not silence.matches(alert_labels("svc-0001", "other-slo", "page", {}))
-        # The next breaches: silenced ones send nothing, a new one is a new message.
-        await stack.cycle(firing | {"svc-0200"})
-        assert len(slack.roots()) == 2
-        assert title(slack.roots()[1]) == f"🔴 FIRING: svc-0200 — {SLO_NAME}"
+        assert title(root) == "🔴 FIRING: svc-a — 1 of 2 SLOs still firing"
+        (reply,) = slack.replies(root)
+        assert "slo:" not in reply.text
     finally:
-        await server.close()
+        await after.notifier.close()
+        after.store.close()
