@@ -32,7 +32,10 @@ At one size (the largest up to 1,000, `--gate-at` to choose) also:
     Prometheus queries each gate request cost.
 Once: the alert latency of a live stack (simulator, Prometheus scraping it every second,
 `sentinel run` with a 1 s interval, the fake Slack): from the breach being visible in
-Prometheus (the SLO's own query, polled every 50 ms) to the Slack call.
+Prometheus (the SLO's own query, polled every 50 ms) to the Slack call; and a Slack storm
+(`--storm` services breaching in one cycle, the fake Slack holding posts to one a second
+per channel): the messages and the time until the last incident is shown, with
+`group_by: service` and `group_by: slo`.
 
 Timings are printed, never asserted; the machine is shared, so each timing is a ratio to
 a reference measured in the same run, and repeated measurements print their spread.
@@ -46,6 +49,7 @@ import argparse
 import gc
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -982,6 +986,102 @@ def alert_latency(root: Path, trials: int) -> list[Row]:
     ]
 
 
+def slack_storm(root: Path, services: int) -> list[Row]:
+    """A platform-wide breach: every service's alert of one SLO fires in the same cycle.
+    The real alert manager, store, dispatcher and Slack notifier against the fake Slack
+    holding chat.postMessage to one message a second per channel (Slack's documented
+    limit, answered with 429 and Retry-After): the messages it takes, and when the last
+    incident is shown, with `group_by: service` (the default) and `group_by: slo`."""
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from sentinel.alerting.manager import AlertManager
+    from sentinel.alerting.store import Store
+    from sentinel.config import SlackNotifierConfig
+    from sentinel.evaluate.slo import SLOResult, Status
+    from sentinel.notify.dispatcher import Dispatcher
+    from sentinel.notify.slack import SlackNotifier
+    from sentinel.rules.model import SLO, RatioSLI, RuleGroup, Selector
+    from sentinel.selfmetrics import SelfMetrics
+    from support.fakeslack import CHANNEL, TOKEN, FakeSlack
+
+    slo = SLO(
+        "platform",
+        "http-5xx-ratio",
+        RatioSLI(Selector("bad"), Selector("total")),
+        0.005,
+        300,
+        group_by=("service",),
+    )
+    group = RuleGroup("platform", "platform.yaml", "platform", 30, (slo,))
+    names = [f"svc-{n:04d}" for n in range(services)]
+
+    def results(status: Status, at: float) -> list[SLOResult]:
+        value = 0.02 if status is Status.BREACH else 0.001
+        return [
+            SLOResult(n, slo.name, status, value, 0.005, None, 300, at, {"service": n}, 1000.0)
+            for n in names
+        ]
+
+    async def storm(group_by: str) -> tuple[int, float]:
+        work = root / f"storm-{group_by}"
+        work.mkdir()
+        slack = FakeSlack(post_interval=1.0).start()
+        store = Store(work / "state.db")
+        config = SlackNotifierConfig(
+            type="slack",
+            token=SecretStr(TOKEN),
+            channel=CHANNEL,
+            base_url=f"{slack.url}/api/",
+            charts=False,
+            group_by=group_by,  # type: ignore[arg-type]
+        )
+        notifier = SlackNotifier("oncall", config, store)
+        manager = AlertManager(store, {"oncall": notifier}, {})
+        dispatcher = Dispatcher(store, {"oncall": notifier}, SelfMetrics())
+        try:
+            now = time.time()
+            manager.observe_sync(group, results(Status.OK, now - 30), now - 30)
+            started = time.monotonic()
+            manager.observe_sync(group, results(Status.BREACH, now), now)
+
+            def shown() -> int:
+                return sum(
+                    len(store.slack_message_incidents(m.channel, m.ts)) for m in slack.roots()
+                )
+
+            while shown() < services and time.monotonic() - started < 3 * services + 60:
+                await dispatcher.deliver_due()
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - started
+            if shown() < services:
+                raise RuntimeError(f"{shown()} of {services} incidents shown after {took:.0f} s")
+            return len(slack.roots()), took
+        finally:
+            await notifier.close()
+            store.close()
+            slack.stop()
+
+    quiet = logging.getLogger("sentinel")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # a line per alert fired, in this process
+    try:
+        per_service = asyncio.run(storm("service"))
+        per_slo = asyncio.run(storm("slo"))
+    finally:
+        quiet.setLevel(level)
+    return [
+        (
+            f"Slack storm, {services} services at once, group_by: {name}",
+            f"{took:.1f} s",
+            f"{posts} message(s) until the last incident is shown (Slack: ~1 message a "
+            f"second per channel)",
+        )
+        for name, (posts, took) in (("service", per_service), ("slo", per_slo))
+    ]
+
+
 def _posts(slack: Any) -> int:
     return sum(1 for m, _ in slack.calls if m == "chat.postMessage")
 
@@ -1049,6 +1149,9 @@ def main() -> int:
     parser.add_argument("--gate-at", type=int, default=0, help="size for gate/Prometheus CPU")
     parser.add_argument("--alert-trials", type=int, default=2)
     parser.add_argument(
+        "--storm", type=int, default=60, help="services breaching at once for the Slack rows"
+    )
+    parser.add_argument(
         "--gate-cycles",
         default="5s",
         help="the daemon's cycle interval during the gate rows ('1h': the gate alone, no cycle "
@@ -1080,6 +1183,9 @@ def main() -> int:
         if args.alert_trials > 0:
             log("alert latency with the live stack")
             rows += guarded("alert latency", lambda: alert_latency(Path(tmp), args.alert_trials))
+        if args.storm > 0:
+            log(f"Slack storm of {args.storm} services")
+            rows += guarded("Slack storm", lambda: slack_storm(Path(tmp), args.storm))
     print_table(rows, args, time.monotonic() - started)
     return 0
 

@@ -4,7 +4,10 @@ Speaks what Sentinel uses: `chat.postMessage`, `chat.update`, `conversations.his
 `conversations.replies`, `auth.test` — JSON or form bodies, Bearer-token auth, Slack's
 `{"ok": false, "error": ...}` answers with HTTP 200, HTTP 429 with `Retry-After`, 500s,
 and Block Kit limits (header 150 chars, section 3,000, 50 blocks → `invalid_blocks`).
-Failures are injected per method; every call is recorded.
+Failures are injected per method; every call is recorded. `post_interval` (seconds; 0,
+the default, is off) enforces chat.postMessage's documented limit of about one message a
+second per channel: a post sooner after the channel's last one answers HTTP 429,
+`ratelimited`, with `Retry-After` the whole seconds left.
 
 File uploads, Slack's current three-step flow (what slack-sdk's `files_upload_v2` does):
 `files.getUploadURLExternal` (filename and length required, else `invalid_arguments`)
@@ -26,6 +29,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -127,6 +131,8 @@ class FakeSlack(ThreadedServer):
     files: dict[str, UploadedFile] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    post_interval: float = 0.0
+    _posted_at: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ThreadedServer.__init__(self)
@@ -270,6 +276,17 @@ class FakeSlack(ThreadedServer):
     def _chat_postMessage(self, params: dict[str, Any]) -> web.Response:
         if params.get("channel") not in (CHANNEL, "#chatbot-runtime"):
             return self._error("channel_not_found")
+        if self.post_interval > 0:
+            now = time.monotonic()
+            with self._lock:
+                wait = self._posted_at.get(CHANNEL, -math.inf) + self.post_interval - now
+                if wait <= 0:
+                    self._posted_at[CHANNEL] = now
+            if wait > 0:
+                headers = {"Retry-After": str(math.ceil(wait))}
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=429, headers=headers
+                )
         blocks = self._blocks(params)
         if blocks is None:
             return self._error("invalid_blocks")
