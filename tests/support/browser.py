@@ -112,7 +112,19 @@ def click_and_wait(browser: Any, element: Any, timeout: float = 30.0) -> None:
                 time.sleep(0.2)
     else:
         element.click()
-    WebDriverWait(browser, timeout).until(expected_conditions.staleness_of(old))
+
+    def gone(_: object) -> bool:
+        """`staleness_of(old)`, also for the old page's node that chromedriver's inspector
+        reports as "does not belong to the document" instead of stale (seen with chromium
+        156 when the new page replaced it mid-check: the old page is gone either way)."""
+        try:
+            return bool(expected_conditions.staleness_of(old)(browser))
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+
+    WebDriverWait(browser, timeout).until(gone)
     WebDriverWait(browser, timeout).until(
         lambda b: b.execute_script("return document.readyState") == "complete"
     )
