@@ -718,17 +718,10 @@ class AlertManager:
             "resolved_because": tr.because or None,
         }
 
-    def acknowledge(self, incident_id: str, actor: str, now: float) -> bool:
-        """Someone is on this incident: record who and when, and stop its reminders (its
-        resolve is still sent). False when it was acknowledged already."""
-        acked = self.store.acknowledge(incident_id, actor, now)
-        if acked:
-            log.info(f"incident acknowledged by {actor}", extra=fields(incident=incident_id))
-        return acked
-
     def acknowledge_many(self, incident_ids: Sequence[str], actor: str, now: float) -> int:
-        """`acknowledge` for every incident of a message in one write (a message grouped by
-        SLO shows hundreds). Returns how many were not acknowledged before."""
+        """Someone is on these incidents (a message's, in one write: a message grouped by
+        SLO shows hundreds): record who and when, and stop their reminders (their resolves
+        are still sent). Returns how many were not acknowledged before."""
         acked = self.store.acknowledge_many(incident_ids, actor, now)
         if acked:
             log.info(

@@ -519,10 +519,16 @@ class SlackNotifier:
         active = [s for s in silences if s.active(now)]
         out = []
         several = len({alert_service(a, service) for a, _ in members}) > 1
+        # A message of several services' alerts (hundreds) says each acknowledgement and
+        # silence once, with how many of its alerts it covers.
+        counted: dict[str, int] = {}
         for alert, state in members:
             who = acks.get(alert["incident_id"])
             name = _short_name(alert, service) if several else alert_name(alert)
-            if who is not None:
+            if who is not None and several:
+                note = f"✋ acknowledged by {who[0]} at {rfc3339(who[1])}"
+                counted[note] = counted.get(note, 0) + 1
+            elif who is not None:
                 out.append(f"✋ {name}: acknowledged by {who[0]} at {rfc3339(who[1])}")
             shown = active
             if state == "resolved":
@@ -534,10 +540,15 @@ class SlackNotifier:
                 alert_service(alert, service), alert["slo"], alert["severity"], alert["labels"]
             )
             for silence in shown:
-                if silence.matches(labels):
-                    out.append(
-                        f"🔕 {name}: silenced by {silence.author} until {rfc3339(silence.ends_at)}"
-                    )
+                if not silence.matches(labels):
+                    continue
+                until = f"silenced by {silence.author} until {rfc3339(silence.ends_at)}"
+                if several:
+                    counted[f"🔕 {until}"] = counted.get(f"🔕 {until}", 0) + 1
+                else:
+                    out.append(f"🔕 {name}: {until}")
+        total = len(members)
+        out += [f"{note} ({n} of {total} alerts)" for note, n in counted.items()]
         return out
 
     async def refresh(

@@ -10,7 +10,8 @@ answers 404.
 A verified click acts through the same code as the API: "Silence 1h/4h" makes one silence
 per firing alert of the message (`create_silence`, matchers `service`, `slo` and the
 instance labels, author the clicking user), or, on a message of several services' alerts
-(`group_by: slo`), one per SLO and instance labels with `service=~` the services shown;
+(`group_by: slo`), one per SLO and set of its other instance labels (a burn tier) with
+`service=~` the services shown;
 "Acknowledge" goes to the alert manager in one write (reminders stop, who and when
 recorded). "Open dashboard" is a link; its click changes
 nothing. Slack wants an answer within 3 s: the handler writes to the local store
@@ -116,16 +117,19 @@ def slack_routes(
         if not incidents:
             return _error(400, "not a message of an alert Sentinel sent")
         name = incidents[0][0]
-        members = [
+        # The open incidents of the message: each is acknowledged; those whose alert was
+        # stored (all since schema 4) are what a silence is made from.
+        open_ = [
             m
             for m in store.slack_members(name, channel, ts)
-            if m.alert is not None and (m.incident is None or m.incident["resolved_at"] is None)
+            if m.incident is None or m.incident["resolved_at"] is None
         ]
+        members = [m for m in open_ if m.alert is not None]
         actor = _actor(payload)
         try:
             if action == ACK_ACTION:
                 # One write for every incident of the message (hundreds, grouped by SLO).
-                manager.acknowledge_many([m.incident_id for m in members], actor, now)
+                manager.acknowledge_many([m.incident_id for m in open_], actor, now)
             elif len({_service(m) for m in members}) > 1:
                 _silence_services(action, members, actor, now)
             else:
@@ -149,7 +153,7 @@ def slack_routes(
 
     def _act(action: str, member: SlackMember, actor: str, now: float) -> None:
         alert = member.alert or {}
-        matchers = {**alert.get("labels", {}), "service": _service(member), "slo": alert["slo"]}
+        matchers = {**_instance(alert), "service": _service(member), "slo": alert["slo"]}
         body = {
             "matchers": matchers,
             "duration": SILENCE_ACTIONS[action],
@@ -167,8 +171,7 @@ def slack_routes(
         groups: dict[tuple[str, tuple[tuple[str, str], ...]], set[str]] = {}
         for member in members:
             alert = member.alert or {}
-            labels = alert.get("labels", {})
-            rest = tuple(sorted((str(k), str(v)) for k, v in labels.items() if k != "service"))
+            rest = tuple(sorted((str(k), str(v)) for k, v in _instance(alert).items()))
             groups.setdefault((str(alert["slo"]), rest), set()).add(_service(member))
         for (slo, rest), services in sorted(groups.items()):
             body = {
@@ -189,6 +192,14 @@ def slack_routes(
             create_silence(store, body, now)
 
     return [web.post("/slack/interactions", interactions)]
+
+
+def _instance(alert: dict[str, Any]) -> dict[str, str]:
+    """An alert's instance labels a silence can match: not `service`, `slo` and `severity`,
+    which `alert_labels` sets from the alert itself over any label of those names (a
+    matcher on such a label's own value would never match, and silence nothing)."""
+    labels = alert.get("labels", {})
+    return {str(k): str(v) for k, v in labels.items() if k not in ("service", "slo", "severity")}
 
 
 def _service(member: SlackMember) -> str:

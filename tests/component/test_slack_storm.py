@@ -7,6 +7,7 @@ notifier and interactions endpoint against the protocol-faithful Slack server.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -62,7 +63,11 @@ class Stack:
     now: float
 
     async def cycle(
-        self, breaching: set[str], services: list[str] = SERVICES, tiers: tuple[str, ...] = ()
+        self,
+        breaching: set[str],
+        services: list[str] = SERVICES,
+        tiers: tuple[str, ...] = (),
+        extra: dict[str, str] | None = None,
     ) -> None:
         """One evaluation a minute later: the named services breach, the others are fine;
         with `tiers`, each service's result carries a `tier` label, one result per tier
@@ -82,7 +87,7 @@ class Stack:
                 None,
                 300,
                 self.now,
-                {"service": service, **({"tier": tier} if tier else {})},
+                {"service": service, **({"tier": tier} if tier else {}), **(extra or {})},
                 events=1000.0,
                 kind="ratio",
             )
@@ -287,22 +292,54 @@ async def test_silence_on_the_message_silences_exactly_its_services(
 async def test_silence_keeps_the_instance_labels_the_message_shows(
     stack: Stack, slack: FakeSlack, interactions: TestServer
 ) -> None:
-    """Burn tiers: a message of the ticket tier's alerts silences that tier of those
-    services, not their pages (as the per-alert silences of a one-service message do)."""
+    """Burn tiers: a message of both tiers' alerts silences each tier of exactly the
+    services it shows that tier firing for (as the per-alert silences of a one-service
+    message do), not the other tier of the others."""
     services = SERVICES[:40]
-    await stack.cycle(set(), services, tiers=("ticket-slow",))
-    await stack.cycle(set(services), services, tiers=("ticket-slow",))
+    tiers = ("page-quick", "ticket-slow")
+    await stack.cycle(set(), services, tiers=tiers)
+    breaching = {f"{s}/ticket-slow" for s in services} | {f"{s}/page-quick" for s in services[:10]}
+    await stack.cycle(breaching, services, tiers=tiers)
     (root,) = slack.roots()
-    assert "`tier=ticket-slow`" in text_of(root)
+    assert "`tier=ticket-slow`" in text_of(root) and "`tier=page-quick`" in text_of(root)
     await click(interactions, root, "sentinel_silence_4h", stack.now)
-    (silence,) = stack.store.silences()
+    assert len(stack.store.silences()) == 2  # one per tier, not 50
 
     def silenced(service: str, tier: str) -> bool:
         labels = {"service": service, "tier": tier}
-        return silence.matches(alert_labels(service, SLO_NAME, "page", labels))
+        return any(
+            s.matches(alert_labels(service, SLO_NAME, "page", labels))
+            for s in stack.store.silences()
+        )
 
     assert all(silenced(s, "ticket-slow") for s in services)
-    assert not any(silenced(s, "page-quick") for s in services)
+    assert all(silenced(s, "page-quick") for s in services[:10])
+    assert not any(silenced(s, "page-quick") for s in services[10:])
+
+
+@pytest.mark.parametrize("services", [SERVICES[:30], SERVICES[:1]])
+async def test_silence_of_an_alert_with_a_label_named_slo_or_severity_silences_it(
+    stack: Stack, slack: FakeSlack, interactions: TestServer, services: list[str]
+) -> None:
+    """`group_by: [service, slo]`: the alert's own SLO name and severity are what a
+    silence sees under those names, so the button must not match on the labels' values
+    (a silence that matches nothing answers 200 and silences nothing). Both the
+    multi-service message and a one-service message's per-alert silences."""
+    extra = {"slo": "checkout", "severity": "low"}
+    await stack.cycle(set(), services, extra=extra)
+    await stack.cycle(set(services), services, extra=extra)
+    (root,) = slack.roots()
+    await click(interactions, root, "sentinel_silence_1h", stack.now)
+    labels = {"service": services[0], **extra}
+    assert any(
+        s.matches(alert_labels(services[0], SLO_NAME, "page", labels))
+        for s in stack.store.silences()
+    )
+    # Silenced: the next reminder-free cycles stay quiet, a new breach of it sends nothing.
+    await stack.cycle(set(), services, extra=extra)
+    posted = len(slack.messages)
+    await stack.cycle(set(services), services, extra=extra)
+    assert len(slack.messages) == posted
 
 
 async def test_acknowledge_on_the_message_acknowledges_every_incident_it_shows(
@@ -315,6 +352,40 @@ async def test_acknowledge_on_the_message_acknowledges_every_incident_it_shows(
     incidents = [i for _, i in stack.store.slack_message_incidents(root.channel, root.ts)]
     acked = stack.store.acknowledgements(incidents)
     assert len(acked) == 300 and {who for who, _ in acked.values()} == {"alice"}
+    # The message says so once, with how many of its alerts (not 300 lines cut short).
+    for _ in range(100):
+        if root.updates:
+            break
+        await asyncio.sleep(0.05)
+    shown = text_of(root)
+    assert shown.count("✋") == 1 and "acknowledged by alice" in shown
+    assert "(300 of 300 alerts)" in shown
+
+
+async def test_rate_limited_posts_all_arrive_once_and_in_order(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """Slack holding posts to one a second per channel (429 + Retry-After): per-service
+    messages of a small storm each arrive once, none lost to the 429s."""
+    slack.post_interval = 1.0
+    stack = await build(tmp_path, slack, "service")
+    try:
+        services = SERVICES[:3]
+        await stack.cycle(set(), services)
+        await stack.cycle(set(services), services)
+        for _ in range(200):
+            if len(slack.roots()) == 3:
+                break
+            await asyncio.sleep(0.05)
+            await stack.deliver()
+        assert sorted(title(m) for m in slack.roots()) == [
+            f"🔴 FIRING: {s} — {SLO_NAME}" for s in services
+        ]
+        refused = [c for c in slack.calls if c[0] == "chat.postMessage"]
+        assert len(refused) > 3  # some were answered 429 and sent again
+    finally:
+        await stack.notifier.close()
+        stack.store.close()
 
 
 async def test_a_message_posted_before_the_upgrade_still_names_its_service(

@@ -6,8 +6,9 @@ Speaks what Sentinel uses: `chat.postMessage`, `chat.update`, `conversations.his
 and Block Kit limits (header 150 chars, section 3,000, 50 blocks → `invalid_blocks`).
 Failures are injected per method; every call is recorded. `post_interval` (seconds; 0,
 the default, is off) enforces chat.postMessage's documented limit of about one message a
-second per channel: a post sooner after the channel's last one answers HTTP 429,
-`ratelimited`, with `Retry-After` the whole seconds left.
+second per channel, strictly (Slack allows short bursts; this allows none): a post sooner
+after the channel's last one answers HTTP 429, `ratelimited`, with `Retry-After` the
+whole seconds left.
 
 File uploads, Slack's current three-step flow (what slack-sdk's `files_upload_v2` does):
 `files.getUploadURLExternal` (filename and length required, else `invalid_arguments`)
@@ -276,22 +277,22 @@ class FakeSlack(ThreadedServer):
     def _chat_postMessage(self, params: dict[str, Any]) -> web.Response:
         if params.get("channel") not in (CHANNEL, "#chatbot-runtime"):
             return self._error("channel_not_found")
-        if self.post_interval > 0:
-            now = time.monotonic()
-            with self._lock:
-                wait = self._posted_at.get(CHANNEL, -math.inf) + self.post_interval - now
-                if wait <= 0:
-                    self._posted_at[CHANNEL] = now
-            if wait > 0:
-                headers = {"Retry-After": str(math.ceil(wait))}
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"}, status=429, headers=headers
-                )
         blocks = self._blocks(params)
         if blocks is None:
             return self._error("invalid_blocks")
         if not params.get("text") and not blocks:
             return self._error("no_text")
+        if self.post_interval > 0:
+            channel, now = str(params["channel"]), time.monotonic()
+            with self._lock:
+                wait = self._posted_at.get(channel, -math.inf) + self.post_interval - now
+                if wait <= 0:
+                    self._posted_at[channel] = now
+            if wait > 0:
+                headers = {"Retry-After": str(math.ceil(wait))}
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=429, headers=headers
+                )
         metadata = params.get("metadata")
         if isinstance(metadata, str):
             metadata = json.loads(metadata)
