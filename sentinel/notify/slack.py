@@ -202,14 +202,7 @@ def render_message(
         blocks.append(
             {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_MAX)}}
         )
-    if len(members) > MAX_ALERT_SECTIONS:
-        more = len(members) - MAX_ALERT_SECTIONS
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more"}]}
-        )
-    if notes:
-        text = _cut("\n".join(notes), SECTION_MAX)
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    _more_and_notes(blocks, len(members) - MAX_ALERT_SECTIONS, notes)
     if firing and buttons:
         blocks.append(
             _buttons(next((a["dashboard_url"] for a in firing if a.get("dashboard_url")), None))
@@ -297,14 +290,7 @@ def _render_services(
         chunk.append(line)
     if chunk:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
-    if len(members) > MAX_SERVICE_LINES:
-        more = len(members) - MAX_SERVICE_LINES
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"…and {more} more"}]}
-        )
-    if notes:
-        text = _cut("\n".join(notes), SECTION_MAX)
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    _more_and_notes(blocks, len(members) - MAX_SERVICE_LINES, notes)
     if firing and buttons:
         # A dashboard link only when every alert shown links the same one.
         dashboard = firing[0].get("dashboard_url") if shared("dashboard_url") else None
@@ -315,6 +301,13 @@ def _render_services(
         for a, k in order[:5]
     )
     return _cut(f"{title}: {summary}", 3000), blocks
+
+
+def _more_and_notes(blocks: list[dict[str, Any]], more: int, notes: Sequence[str]) -> None:
+    """A message's closing context blocks: how many alerts it did not list, its notes."""
+    for text in ([f"…and {more} more"] if more > 0 else []) + (["\n".join(notes)] if notes else []):
+        element = {"type": "mrkdwn", "text": _cut(text, SECTION_MAX)}
+        blocks.append({"type": "context", "elements": [element]})
 
 
 def _short_name(alert: dict[str, Any], service: str) -> str:
