@@ -276,8 +276,15 @@ def _render_services(
         },
     ]
     order = sorted(members, key=lambda m: (m[1] == "resolved", alert_service(m[0], fallback)))
+
+    def measured(alert: dict[str, Any]) -> str:
+        """`2 % > 0.5 % over 5m`: the SLO's name, said once above, not on every line."""
+        line = summary_line(alert)
+        prefix = f"{alert['slo']} = "
+        return line[len(prefix) :] if len(slos) == 1 and line.startswith(prefix) else line
+
     lines = [
-        f"{ICONS.get(state, '')} *{alert_service(alert, fallback)}* · {summary_line(alert)}"
+        f"{ICONS.get(state, '')} *{alert_service(alert, fallback)}* · {measured(alert)}"
         + (f" `{_instance(alert)}`" if _instance(alert) else "")
         for alert, state in order[:MAX_SERVICE_LINES]
     ]
