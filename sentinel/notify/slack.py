@@ -521,13 +521,13 @@ class SlackNotifier:
         several = len({alert_service(a, service) for a, _ in members}) > 1
         # A message of several services' alerts (hundreds) says each acknowledgement and
         # silence once, with how many of its alerts it covers.
-        counted: dict[str, int] = {}
+        counted: dict[str, set[str]] = {}  # note -> the incidents it covers
         for alert, state in members:
             who = acks.get(alert["incident_id"])
             name = _short_name(alert, service) if several else alert_name(alert)
             if who is not None and several:
                 note = f"✋ acknowledged by {who[0]} at {rfc3339(who[1])}"
-                counted[note] = counted.get(note, 0) + 1
+                counted.setdefault(note, set()).add(alert["incident_id"])
             elif who is not None:
                 out.append(f"✋ {name}: acknowledged by {who[0]} at {rfc3339(who[1])}")
             shown = active
@@ -544,11 +544,12 @@ class SlackNotifier:
                     continue
                 until = f"silenced by {silence.author} until {rfc3339(silence.ends_at)}"
                 if several:
-                    counted[f"🔕 {until}"] = counted.get(f"🔕 {until}", 0) + 1
+                    # Once per alert: two silences alike (a double click) are one note.
+                    counted.setdefault(f"🔕 {until}", set()).add(alert["incident_id"])
                 else:
                     out.append(f"🔕 {name}: {until}")
         total = len(members)
-        out += [f"{note} ({n} of {total} alerts)" for note, n in counted.items()]
+        out += [f"{note} ({len(ids)} of {total} alerts)" for note, ids in counted.items()]
         return out
 
     async def refresh(

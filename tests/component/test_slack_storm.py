@@ -275,6 +275,14 @@ async def test_silence_on_the_message_silences_exactly_its_services(
     await click(interactions, root, "sentinel_silence_1h", stack.now)
     (silence,) = stack.store.silences()  # one, not 120
     assert silence.ends_at == pytest.approx(stack.now + 3600)
+    await click(interactions, root, "sentinel_silence_1h", stack.now)  # a double click
+    assert len(stack.store.silences()) == 2
+    for _ in range(100):  # the message is updated after the answer
+        if root.updates >= 2:
+            break
+        await asyncio.sleep(0.05)
+    shown = text_of(root)
+    assert shown.count("🔕") == 1 and "(120 of 120 alerts)" in shown
 
     def silenced(service: str) -> bool:
         return silence.matches(alert_labels(service, SLO_NAME, "page", {"service": service}))
