@@ -152,6 +152,12 @@ class Route(Protocol):
     def kind(self) -> str: ...
 
     @property
+    def group_by(self) -> str:
+        """Which alerts share a notification, and so an outbox queue (`_queue`):
+        `service`, or `slo` (Slack's `group_by`)."""
+        ...
+
+    @property
     def min_severity(self) -> str: ...
 
 
@@ -628,7 +634,7 @@ class AlertManager:
         the same for every notification of one incident, which is what keeps them in
         order: the service; or, for a notifier grouping by SLO (Slack's `group_by: slo`),
         the SLO's name, so one entry (one message) carries every service's alerts of it."""
-        if getattr(self.notifiers[name], "group_by", "service") == "slo":
+        if self.notifiers[name].group_by == "slo":
             return f"{SLO_QUEUE}{slo}"
         return service
 

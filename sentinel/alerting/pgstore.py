@@ -674,13 +674,7 @@ class PostgresStore:
     # -- acknowledgements ---------------------------------------------------------------
 
     def acknowledge(self, incident_id: str, actor: str, at: float) -> bool:
-        changed = self._write(
-            SILENCES,
-            "INSERT INTO incident_acks(incident_id, actor, at) VALUES (%s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (incident_id, actor, at),
-        )
-        return changed > 0
+        return self.acknowledge_many([incident_id], actor, at) == 1
 
     def acknowledge_many(self, incident_ids: Sequence[str], actor: str, at: float) -> int:
         ids = list(dict.fromkeys(incident_ids))

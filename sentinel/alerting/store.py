@@ -712,17 +712,12 @@ class Store:
 
     def acknowledge(self, incident_id: str, actor: str, at: float) -> bool:
         """Record who acknowledged an incident; the first acknowledgement stands."""
-        # Written like a silence: an operator's action, which a failure never blocks
-        # readiness for (it is not retried on its own).
-        changed = self._write(
-            SILENCES,
-            "INSERT OR IGNORE INTO incident_acks(incident_id, actor, at) VALUES (?, ?, ?)",
-            (incident_id, actor, at),
-        )
-        return changed > 0
+        return self.acknowledge_many([incident_id], actor, at) == 1
 
     def acknowledge_many(self, incident_ids: Sequence[str], actor: str, at: float) -> int:
         """`acknowledge` for many incidents in one transaction; how many were new."""
+        # Written like a silence: an operator's action, which a failure never blocks
+        # readiness for (it is not retried on its own).
         rows = [(i, actor, at) for i in dict.fromkeys(incident_ids)]
         if not rows:
             return 0

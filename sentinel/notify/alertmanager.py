@@ -115,6 +115,7 @@ def _state_payload(manager: AlertManager, result: SLOResult) -> dict[str, Any] |
 
 class AlertmanagerNotifier:
     kind = KIND
+    group_by = "service"  # Alertmanager groups by its own rules
 
     def __init__(
         self,

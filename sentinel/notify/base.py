@@ -18,6 +18,7 @@ class Notifier(Protocol):
     name: str
     kind: str
     min_severity: str
+    group_by: str  # which alerts share a notification: `service`, or `slo` (Slack only)
     health: DependencyHealth
 
     async def deliver(self, entry: OutboxEntry, uncertain: bool) -> None:

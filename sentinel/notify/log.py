@@ -14,6 +14,7 @@ log = logging.getLogger("sentinel.alerts")
 
 class LogNotifier:
     kind = "log"
+    group_by = "service"
 
     def __init__(self, name: str, min_severity: str = "info") -> None:
         self.name = name

@@ -168,12 +168,8 @@ def render_message(
     """(fallback text, blocks) for a message holding these alerts. When some resolved
     and others still fire, the message is FIRING and says which are which. `buttons`
     only where clicks can be verified and acted on (a bot with a signing secret)."""
-    kinds = {kind for _, kind in members}
-    mixed = len(kinds) > 1
-    kind = "firing" if mixed else next(iter(kinds))
-    alerts = [alert for alert, _ in members]
-    firing = [a for a, k in members if k != "resolved"]
-    services = sorted({alert_service(a, service) for a in alerts})
+    kind, mixed, alerts, firing = _shape(members)
+    services = services_of(members, service)
     if len(services) > 1:
         return _render_services(service, services, members, notes, buttons)
     service = services[0]
@@ -214,6 +210,23 @@ def render_message(
     return _cut(f"{title}: " + "; ".join(lines), 3000), blocks
 
 
+def _shape(
+    members: list[Member],
+) -> tuple[str, bool, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the message's state, whether its alerts are in several states, its alerts, those
+    still firing)."""
+    kinds = {kind for _, kind in members}
+    mixed = len(kinds) > 1
+    alerts = [alert for alert, _ in members]
+    firing = [a for a, k in members if k != "resolved"]
+    return "firing" if mixed else next(iter(kinds)), mixed, alerts, firing
+
+
+def services_of(members: list[Member], service: str) -> list[str]:
+    """The services a message's alerts are of (`alert_service`), sorted."""
+    return sorted({alert_service(a, service) for a, _ in members})
+
+
 def alert_service(alert: dict[str, Any], service: str) -> str:
     """The service an alert is of: its own (payloads since `group_by: slo`), else the
     entry's (an entry grouped by service holds alerts of that service only)."""
@@ -236,11 +249,7 @@ def _render_services(
     SLO, and its description, objective, runbook and env where every alert agrees: SLOs of
     one name in several rule files share a message), then one line per alert, firing ones
     first."""
-    kinds = {kind for _, kind in members}
-    mixed = len(kinds) > 1
-    kind = "firing" if mixed else next(iter(kinds))
-    alerts = [alert for alert, _ in members]
-    firing = [a for a, k in members if k != "resolved"]
+    kind, mixed, alerts, firing = _shape(members)
 
     def shared(*keys: str) -> bool:
         return all(len({repr(a.get(k)) for a in alerts}) == 1 for k in keys)
@@ -518,7 +527,7 @@ class SlackNotifier:
         silences = self.store.silences()
         active = [s for s in silences if s.active(now)]
         out = []
-        several = len({alert_service(a, service) for a, _ in members}) > 1
+        several = len(services_of(members, service)) > 1
         # A message of several services' alerts (hundreds) says each acknowledgement and
         # silence once, with how many of its alerts it covers.
         counted: dict[str, set[str]] = {}  # note -> the incidents it covers
@@ -727,7 +736,7 @@ class SlackNotifier:
             return False
         verb = {"resolved": "Resolved", "repeat": "Still firing"}.get(entry.kind, entry.kind)
         # A message of several services' alerts names each line's service.
-        several = len({alert_service(a, entry.service) for a, _ in members}) > 1
+        several = len(services_of(members, entry.service)) > 1
         lines = [
             f"{ICONS.get(entry.kind, '')} {verb}: "
             + (f"{alert_service(a, entry.service)}: " if several else "")

@@ -61,6 +61,7 @@ def default_body(entry: OutboxEntry) -> dict[str, Any]:
 
 class WebhookNotifier:
     kind = "webhook"
+    group_by = "service"  # a rollback is per service
 
     def __init__(self, name: str, config: WebhookNotifierConfig) -> None:
         self.name = name

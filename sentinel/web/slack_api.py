@@ -153,7 +153,7 @@ def slack_routes(
 
     def _act(action: str, member: SlackMember, actor: str, now: float) -> None:
         alert = member.alert or {}
-        matchers = {**_instance(alert), "service": _service(member), "slo": alert["slo"]}
+        matchers = {**_matchable(alert), "service": _service(member), "slo": alert["slo"]}
         body = {
             "matchers": matchers,
             "duration": SILENCE_ACTIONS[action],
@@ -171,7 +171,7 @@ def slack_routes(
         groups: dict[tuple[str, tuple[tuple[str, str], ...]], set[str]] = {}
         for member in members:
             alert = member.alert or {}
-            rest = tuple(sorted((str(k), str(v)) for k, v in _instance(alert).items()))
+            rest = tuple(sorted((str(k), str(v)) for k, v in _matchable(alert).items()))
             groups.setdefault((str(alert["slo"]), rest), set()).add(_service(member))
         for (slo, rest), services in sorted(groups.items()):
             body = {
@@ -194,7 +194,7 @@ def slack_routes(
     return [web.post("/slack/interactions", interactions)]
 
 
-def _instance(alert: dict[str, Any]) -> dict[str, str]:
+def _matchable(alert: dict[str, Any]) -> dict[str, str]:
     """An alert's instance labels a silence can match: not `service`, `slo` and `severity`,
     which `alert_labels` sets from the alert itself over any label of those names (a
     matcher on such a label's own value would never match, and silence nothing)."""

@@ -29,6 +29,7 @@ from support.webhookrx import SECRET, WebhookReceiver
 class Recording:
     kind = "log"
     min_severity = "info"
+    group_by = "service"
 
     def __init__(self, name: str, fail_with: Exception | None = None) -> None:
         self.name = name

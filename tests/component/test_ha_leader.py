@@ -112,6 +112,7 @@ class Follows:
 class _Route:
     kind = "slack"
     min_severity = "info"
+    group_by = "service"
 
 
 async def test_a_follower_adopts_the_leaders_states_and_a_new_leader_reloads_them(
