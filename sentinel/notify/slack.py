@@ -178,6 +178,11 @@ def render_message(
         title += f" — {len(firing)} of {len(alerts)} SLOs still firing"
     else:
         title += f" — {alerts[0]['slo']}" if len(alerts) == 1 else f" — {len(alerts)} SLOs"
+    # The header is plain text; everything below is mrkdwn, where what the alerts carry
+    # (labels, services, reasons, queries) is escaped: a label value `<!channel>` would
+    # otherwise notify the whole channel, and `<https://x|y>` would be a link.
+    members, service, env = _shown_members(members), _md(service), _md(env) if env else env
+    kind, mixed, alerts, firing = _shape(members)
     severity = _severity(firing or alerts)
     context = f"*Severity:* {severity}  *Service:* {service}  *Env:* {env or '-'}"
     if mixed:
@@ -207,7 +212,30 @@ def render_message(
         summary_line(a) + (" (resolved)" if mixed and k == "resolved" else "")
         for a, k in members[:5]
     ]
-    return _cut(f"{title}: " + "; ".join(lines), 3000), blocks
+    return _cut(f"{_md(title)}: " + "; ".join(lines), 3000), blocks
+
+
+def _md(text: str) -> str:
+    """Text for Slack mrkdwn: `&`, `<` and `>` escaped, as Slack's formatting docs ask of
+    anything not meant as a link, mention or date."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Payload fields that are links Sentinel writes as `<url|text>`: not escaped.
+_LINKS = frozenset({"runbook_url", "dashboard_url"})
+
+
+def _shown(alert: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an alert payload to show in mrkdwn: its strings and labels escaped."""
+    out = {k: _md(v) if isinstance(v, str) and k not in _LINKS else v for k, v in alert.items()}
+    labels = alert.get("labels")
+    if isinstance(labels, dict):
+        out["labels"] = {_md(str(k)): _md(str(v)) for k, v in labels.items()}
+    return out
+
+
+def _shown_members(members: list[Member]) -> list[Member]:
+    return [(_shown(alert), state) for alert, state in members]
 
 
 def _shape(
@@ -259,13 +287,15 @@ def _render_services(
     title = f"{ICONS.get(kind, '')} {kind.upper()}: {what} on {len(services)} services"
     if mixed:
         title += f" — {len(firing)} of {len(alerts)} alerts still firing"
+    members, fallback = _shown_members(members), _md(fallback)  # mrkdwn below (render_message)
+    kind, mixed, alerts, firing = _shape(members)
     envs = sorted({str(e) for a in alerts if (e := a.get("labels", {}).get("env") or a.get("env"))})
     context = (
         f"*Severity:* {_severity(firing or alerts)}  *Services:* {len(services)}  "
         f"*Env:* {', '.join(envs) or '-'}"
     )
     first = alerts[0]
-    about = [f"*{what}*"]
+    about = [f"*{_md(what)}*"]
     if shared("slo", "description") and first.get("description"):
         about[0] += f" — {first['description']}"
     if shared("slo", "objective", "threshold", "sli_kind") and first.get("objective") is not None:
@@ -316,7 +346,7 @@ def _render_services(
         + (" (resolved)" if k == "resolved" else "")
         for a, k in order[:5]
     )
-    return _cut(f"{title}: {summary}", 3000), blocks
+    return _cut(f"{_md(title)}: {summary}", 3000), blocks
 
 
 def _more_and_notes(blocks: list[dict[str, Any]], more: int, notes: Sequence[str]) -> None:
@@ -533,12 +563,13 @@ class SlackNotifier:
         counted: dict[str, set[str]] = {}  # note -> the incidents it covers
         for alert, state in members:
             who = acks.get(alert["incident_id"])
-            name = _short_name(alert, service) if several else alert_name(alert)
+            view = _shown(alert)
+            name = _short_name(view, _md(service)) if several else alert_name(view)
             if who is not None and several:
-                note = f"✋ acknowledged by {who[0]} at {rfc3339(who[1])}"
+                note = f"✋ acknowledged by {_md(who[0])} at {rfc3339(who[1])}"
                 counted.setdefault(note, set()).add(alert["incident_id"])
             elif who is not None:
-                out.append(f"✋ {name}: acknowledged by {who[0]} at {rfc3339(who[1])}")
+                out.append(f"✋ {name}: acknowledged by {_md(who[0])} at {rfc3339(who[1])}")
             shown = active
             if state == "resolved":
                 began = alert.get("started_at")
@@ -551,7 +582,7 @@ class SlackNotifier:
             for silence in shown:
                 if not silence.matches(labels):
                     continue
-                until = f"silenced by {silence.author} until {rfc3339(silence.ends_at)}"
+                until = f"silenced by {_md(silence.author)} until {rfc3339(silence.ends_at)}"
                 if several:
                     # Once per alert: two silences alike (a double click) are one note.
                     counted.setdefault(f"🔕 {until}", set()).add(alert["incident_id"])
@@ -735,11 +766,17 @@ class SlackNotifier:
         if uncertain and await self._find_sent(client, entry, channel, ts) is not None:
             return False
         verb = {"resolved": "Resolved", "repeat": "Still firing"}.get(entry.kind, entry.kind)
-        # A message of several services' alerts names each line's service.
+        # A message of several services' alerts names each line's service. What the
+        # alerts carry is escaped for mrkdwn (`render_message`).
         several = len(services_of(members, entry.service)) > 1
+        mine, members, service = (
+            [_shown(a) for a in mine],
+            _shown_members(members),
+            _md(entry.service),
+        )
         lines = [
             f"{ICONS.get(entry.kind, '')} {verb}: "
-            + (f"{alert_service(a, entry.service)}: " if several else "")
+            + (f"{alert_service(a, service)}: " if several else "")
             + summary_line(a)
             for a in mine
         ]
@@ -747,7 +784,7 @@ class SlackNotifier:
         if entry.kind == "resolved" and len(members) > 1:
             ids = {a["incident_id"] for a in mine}
             still = [
-                _short_name(a, entry.service) if several else alert_name(a)
+                _short_name(a, service) if several else alert_name(a)
                 for a, k in members
                 if k != "resolved" and a["incident_id"] not in ids
             ]

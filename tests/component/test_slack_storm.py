@@ -424,3 +424,35 @@ async def test_a_message_posted_before_the_upgrade_still_names_its_service(
     finally:
         await after.notifier.close()
         after.store.close()
+
+
+@pytest.mark.parametrize("group_by", ["service", "slo"])
+async def test_hostile_label_values_reach_slack_as_text_not_mentions_or_links(
+    tmp_path: Path, slack: FakeSlack, group_by: str
+) -> None:
+    """A service label `<!channel>` (any value a scrape target can set) must not notify the
+    whole channel, nor `<https://…|…>` become a link: Slack's mrkdwn takes `<…>` as a
+    control sequence unless `&`, `<` and `>` are escaped. Messages, updates and replies."""
+    hostile = ["<!channel>", "<https://evil.example|click here> & co"]
+    stack = await build(tmp_path, slack, group_by)
+    try:
+        await stack.cycle(set(), hostile, extra={"region": "<!here>"})
+        await stack.cycle(set(hostile), hostile, extra={"region": "<!here>"})
+        await stack.cycle({hostile[0]}, hostile, extra={"region": "<!here>"})  # one resolves
+        assert slack.roots() and any(slack.replies(m) for m in slack.roots())
+        shown: list[str] = []
+        for message in slack.messages:
+            mrkdwn = [message.text] + [
+                e["text"]
+                for b in message.blocks
+                for e in ([b["text"]] if "text" in b else b.get("elements", []))
+                if isinstance(e, dict) and e.get("type") == "mrkdwn"
+            ]
+            for text in mrkdwn:
+                assert "<!channel>" not in text and "<!here>" not in text, text
+                assert "<https://evil" not in text, text
+            shown.append(" ".join(mrkdwn))
+        assert any("&lt;!channel&gt;" in text for text in shown)  # still said, as text
+    finally:
+        await stack.notifier.close()
+        stack.store.close()
