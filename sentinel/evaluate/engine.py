@@ -15,20 +15,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.errors import SentinelError, SourceError
-from sentinel.evaluate.budgets import TierNames, apply_budgets
-from sentinel.evaluate.slo import InstanceKey, Names, SLOResult, evaluate, evaluate_failure
+from sentinel.evaluate.budgets import TierNames, budget_steps
+from sentinel.evaluate.slo import InstanceKey, Names, SLOResult, evaluate_failure, evaluate_steps
 from sentinel.query.promql import exportable, recorded_ratio_query
 from sentinel.rules.model import SLO, Matcher
+from sentinel.slicing import CHUNK, Slicer, Steps, finish
 from sentinel.sources.base import Sample, Source
 
 log = logging.getLogger(__name__)
 
 QueryRenderer = Callable[[SLO, float | None, Sequence[Matcher]], str]
-
-# An SLO whose answers hold this many samples is evaluated in a worker thread: about 5 ms
-# of evaluation, where the event loop would otherwise stall visibly (a thread hand-off
-# costs ~0.1 ms, not worth it below).
-OFF_LOOP_SAMPLES = 2000
 
 # The daemon reuses a budget or burn-rate window's answer for up to this fraction of the
 # window (30d: 1 h, 3d: 6 min, 1d: 2 min, 6h: 30 s, 1h: 5 s): within it the window's
@@ -39,12 +35,6 @@ WINDOW_REUSE = 1 / 720
 
 # Rendered queries kept (SLOs x windows x the gate's distinct matcher sets).
 RENDERED_KEPT = 10_000
-
-
-def _samples(
-    queries: set[PlannedQuery], by_query: Mapping[PlannedQuery, list[Sample] | SourceError]
-) -> int:
-    return sum(len(a) for q in queries if isinstance(a := by_query[q], list))
 
 
 @dataclass(frozen=True)
@@ -139,6 +129,7 @@ class Engine:
             if kept is not None and 0.0 <= at - kept[0] < bound:
                 by_query[planned] = kept[1]
         asked = [q for q in unique if q not in by_query]
+        slicer = Slicer()
         tasks = [asyncio.ensure_future(self._answer(q, at)) for q in asked]
         try:
             # Evaluate each SLO as soon as its answers are in, while other queries are
@@ -154,16 +145,16 @@ class Engine:
                 for slo in slos:
                     if slo.key in per_slo or not needs[slo.key] <= by_query.keys():
                         continue
-                    args = (slo, plan, budget_plan, by_query, at, window, remember, errors)
-                    if _samples(needs[slo.key], by_query) >= OFF_LOOP_SAMPLES:
-                        # Tens of ms of pure Python: in a worker thread, so the interpreter
-                        # switches back to the loop every few ms (sys.getswitchinterval)
-                        # and gate and health requests are answered meanwhile.
-                        per_slo[slo.key] = await asyncio.to_thread(self._evaluate_slo, *args)
-                    else:
-                        per_slo[slo.key] = self._evaluate_slo(*args)
-                        # Let gate and health requests in between SLOs.
-                        await asyncio.sleep(0)
+                    # Up to tens of ms of pure Python for an SLO of thousands of
+                    # instances: on the loop in slices, gate and health requests answered
+                    # between them (sentinel/slicing.py; not in a worker thread, which
+                    # took the interpreter whenever the loop made a system call).
+                    per_slo[slo.key] = await finish(
+                        self._evaluate_slo(
+                            slo, plan, budget_plan, by_query, at, window, remember, errors
+                        ),
+                        slicer,
+                    )
         finally:
             for task in tasks:  # a cycle cancelled at its deadline leaves nothing behind
                 task.cancel()
@@ -199,7 +190,9 @@ class Engine:
         window: float | None,
         remember: bool,
         errors: dict[str, SourceError],
-    ) -> list[SLOResult]:
+    ) -> Steps[list[SLOResult]]:
+        """One SLO's results (and its burn tiers'), as a step that yields every few
+        instances."""
         planned = plan[slo.key]
         answer = by_query[planned]
         effective_window = min(window, slo.window) if window is not None else None
@@ -219,7 +212,9 @@ class Engine:
                     known[instance] = last + paused
         else:
             seen: set[InstanceKey] = set()
-            out = evaluate(slo, answer, at, planned.query, known, effective_window, seen, names)
+            out = yield from evaluate_steps(
+                slo, answer, at, planned.query, known, effective_window, seen, names
+            )
             if remember:
                 known.update(dict.fromkeys(seen, at))
         if remember:
@@ -231,7 +226,7 @@ class Engine:
                 got = by_query[q]
                 window_answers[w] = None if isinstance(got, SourceError) else got
             queries = {w: q.query for w, q in windows.items()}
-            out = apply_budgets(slo, out, window_answers, queries, tier_names)
+            out = yield from budget_steps(slo, out, window_answers, queries, tier_names)
         return out
 
     def _names_of(self, slo: SLO, known: int) -> tuple[Names, TierNames]:
@@ -247,10 +242,7 @@ class Engine:
         set with the other kept answers: every window of an SLO answers the same instances,
         and each answer decoded its own copies. At 10,000 services x 3 SLIs the kept
         answers held 140,000 labels dicts and their strings, 54 MB of the daemon's memory."""
-        if len(answer) >= OFF_LOOP_SAMPLES:
-            answer = await asyncio.to_thread(self._share_labels, answer)
-        else:
-            answer = self._share_labels(answer)
+        answer = await finish(self._share_labels(answer))
         self._reused[planned] = (at, answer)
         kept = sum(len(samples) for _, samples in self._reused.values())
         if len(self._label_sets) > 2 * kept + 1000:
@@ -259,13 +251,15 @@ class Engine:
             self._label_sets = {}
         return answer
 
-    def _share_labels(self, answer: list[Sample]) -> list[Sample]:
+    def _share_labels(self, answer: list[Sample]) -> Steps[list[Sample]]:
         sets, new = self._label_sets, tuple.__new__
-        out = []
-        for sample in answer:
-            labels = sample.labels
-            shared = sets.setdefault(tuple(labels.items()), labels)
-            out.append(sample if shared is labels else new(Sample, (shared, sample.value)))
+        out: list[Sample] = []
+        for start in range(0, len(answer), CHUNK):
+            for sample in answer[start : start + CHUNK]:
+                labels = sample.labels
+                shared = sets.setdefault(tuple(labels.items()), labels)
+                out.append(sample if shared is labels else new(Sample, (shared, sample.value)))
+            yield
         return out
 
     def plan_budgets(

@@ -19,6 +19,7 @@ from typing import Any
 
 from sentinel.query.promql import PART_LABEL
 from sentinel.rules.model import RATIO_SLIS, SLO, GoodWhen, LatencySLI, SLIKind
+from sentinel.slicing import CHUNK, Steps, finish_now
 from sentinel.sources.base import Sample
 from sentinel.units import comparison, format_measure
 
@@ -142,6 +143,21 @@ def evaluate(
     answer are added to `seen` when given. `names`, kept by the caller for this SLO across
     cycles, lends each instance's labels and key (and learns those of new instances).
     """
+    return finish_now(evaluate_steps(slo, samples, at, query, known, window, seen, names))
+
+
+def evaluate_steps(
+    slo: SLO,
+    samples: Sequence[Sample],
+    at: float,
+    query: str = "",
+    known: Iterable[InstanceKey] = (),
+    window: float | None = None,
+    seen: set[InstanceKey] | None = None,
+    names: Names | None = None,
+) -> Steps[list[SLOResult]]:
+    """`evaluate` as a step that yields every few instances (sentinel/slicing.py): the
+    daemon runs it on the event loop in slices."""
     parts = group_parts(slo, samples)
     if seen is not None:
         seen.update(key for key in parts if key)
@@ -150,7 +166,14 @@ def evaluate(
         keys = {()}  # nothing at all: one no_data result for the SLO as a whole
     judge = _judge(slo, _maker(slo, at, query, window, names))
     empty: dict[str, list[float]] = {}
-    return [judge(key, parts.get(key, empty)) for key in sorted(keys)]
+    ordered = sorted(keys)
+    yield
+    out: list[SLOResult] = []
+    get = parts.get
+    for start in range(0, len(ordered), CHUNK):
+        out += [judge(key, get(key, empty)) for key in ordered[start : start + CHUNK]]
+        yield
+    return out
 
 
 def evaluate_failure(

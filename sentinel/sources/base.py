@@ -16,6 +16,12 @@ from typing import Any, NamedTuple, Protocol
 
 from sentinel.errors import BadResponse, TooManySeries
 from sentinel.health import DependencyHealth
+from sentinel.slicing import Steps, finish_now
+
+# Samples parsed between two yields of `vector_steps` (~0.6 µs each).
+PARSE_CHUNK = 512
+# Series of a range answer parsed between two yields (a series holds up to ~100 points).
+MATRIX_CHUNK = 16
 
 
 class Sample(NamedTuple):
@@ -76,6 +82,14 @@ def parse_value(source: str, query: str, raw: Any) -> float:
 
 def parse_vector(source: str, query: str, data: Any, max_series: int | None = None) -> list[Sample]:
     """Parse the `data` of a query answer: vector or scalar; anything else is an error."""
+    return finish_now(vector_steps(source, query, data, max_series))
+
+
+def vector_steps(
+    source: str, query: str, data: Any, max_series: int | None = None
+) -> Steps[list[Sample]]:
+    """`parse_vector` as a step that yields every few hundred samples (sentinel/slicing.py):
+    the daemon parses its cycles' answers on the event loop in slices."""
     if not isinstance(data, dict):
         raise BadResponse(source, query, "answer has no data object")
     kind, result = data.get("resultType"), data.get("result")
@@ -100,21 +114,30 @@ def parse_vector(source: str, query: str, data: Any, max_series: int | None = No
     item: Any = None
     try:
         while result:
-            item = pop()
-            metric, pair = item["metric"], item["value"]
-            if type(metric) is not dict or type(pair) is not list or len(pair) != 2:
-                raise TypeError
-            raw = pair[1]
-            if type(raw) is not str:
-                raise TypeError
-            join(metric.values())
-            append(new(Sample, (metric, float(raw))))
+            for _ in range(min(len(result), PARSE_CHUNK)):
+                item = pop()
+                metric, pair = item["metric"], item["value"]
+                if type(metric) is not dict or type(pair) is not list or len(pair) != 2:
+                    raise TypeError
+                raw = pair[1]
+                if type(raw) is not str:
+                    raise TypeError
+                join(metric.values())
+                append(new(Sample, (metric, float(raw))))
+            yield
     except (KeyError, IndexError, TypeError, ValueError):
         raise BadResponse(source, query, f"malformed vector element {item!r:.200}") from None
     return samples
 
 
 def parse_matrix(source: str, query: str, data: Any, max_series: int | None = None) -> list[Series]:
+    return finish_now(matrix_steps(source, query, data, max_series))
+
+
+def matrix_steps(
+    source: str, query: str, data: Any, max_series: int | None = None
+) -> Steps[list[Series]]:
+    """A range query's answer, yielding every few series (each holds its points)."""
     if not isinstance(data, dict) or data.get("resultType") != "matrix":
         raise BadResponse(source, query, "expected a range vector (matrix)")
     result = data.get("result") or []
@@ -123,7 +146,9 @@ def parse_matrix(source: str, query: str, data: Any, max_series: int | None = No
     if max_series is not None and len(result) > max_series:
         raise TooManySeries(source, query, len(result), max_series)
     out = []
-    for item in result:
+    for i, item in enumerate(result):
+        if i % MATRIX_CHUNK == MATRIX_CHUNK - 1:
+            yield
         try:
             metric = item["metric"]
             if type(metric) is not dict or any(type(v) is not str for v in metric.values()):

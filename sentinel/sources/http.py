@@ -23,17 +23,17 @@ from sentinel.config import HTTPSourceConfig
 from sentinel.errors import BadQuery, BadResponse, SourceError, SourceTimeout, SourceUnavailable
 from sentinel.health import DependencyHealth
 from sentinel.redact import redact_text, redact_url
+from sentinel.slicing import Slicer, Steps, finish
 from sentinel.sources.base import check_series_count
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
-# Answers at least this large are decoded and parsed in a worker thread (~0.5 ms of
-# orjson alone, and the parse loops in Python over every sample or point).
-OFF_LOOP_BYTES = 64 * 1024
 
 T = TypeVar("T")
 
 
-def _data(data: Any) -> Any:
+def _data(data: Any) -> Steps[Any]:
+    """The parse of `request_json`: the data as it is, in no step."""
+    yield from ()
     return data
 
 
@@ -95,17 +95,20 @@ class HTTPQueryClient:
         path: str,
         params: dict[str, str],
         query: str,
-        parse: Callable[[Any], T],
+        parse: Callable[[Any], Steps[T]],
         method: str = "POST",
     ) -> T:
         """Send one API call with retries; return `parse` of a success envelope's `data`.
 
-        The parse runs where the decode does, right after it: for a large answer both in
-        one worker thread, so the decoded envelope (every element's dicts, lists and
-        value strings) is dropped as soon as the samples are built, instead of waiting
-        for a second hand-off — at 10,000 series per answer, several envelopes waiting
-        made most of a cycle's peak memory. A parse that refuses the answer (a
-        BadResponse) marks the backend unhealthy like any failed request."""
+        The parse runs right after the decode, on the event loop in slices
+        (sentinel/slicing.py), consuming the decoded envelope as it goes: its elements'
+        dicts, lists and value strings are dropped as soon as their samples are built (at
+        10,000 series per answer, envelopes held whole made most of a cycle's peak
+        memory). Not in a worker thread: a thread running Python takes the interpreter
+        each time the loop thread gives it up for a system call (every socket read and
+        write), so a gate answer written while a cycle parsed waited for it several
+        times over. A parse that refuses the answer (a BadResponse) marks the backend
+        unhealthy like any failed request."""
         attempts = self.config.retries + 1
         started = time.monotonic()
         for attempt in range(attempts):
@@ -131,7 +134,12 @@ class HTTPQueryClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(
-        self, path: str, params: dict[str, str], query: str, method: str, parse: Callable[[Any], T]
+        self,
+        path: str,
+        params: dict[str, str],
+        query: str,
+        method: str,
+        parse: Callable[[Any], Steps[T]],
     ) -> tuple[T, float]:
         """`parse` of the answer, and the monotonic time its body had been read."""
         url = f"{self.base_url}{path}"
@@ -154,17 +162,16 @@ class HTTPQueryClient:
                 ) from None
             except aiohttp.ClientError as exc:
                 raise SourceUnavailable(self.name, query, _describe(exc)) from exc
-        if len(body) >= OFF_LOOP_BYTES:
-            # Decoding a 1,000-series answer is milliseconds of the GIL in one C call, and
-            # the parse a Python loop over every sample: in a worker thread the loop gets
-            # the interpreter back as soon as the decode returns, and every switch
-            # interval during the parse.
-            parsed = await asyncio.to_thread(self._interpret, status, body, query, parse)
-        else:
-            parsed = self._interpret(status, body, query, parse)
-        return parsed, answered
+        # The decode is one C call (0.5 ms for a 1,000-service answer) and counts towards
+        # the first slice; the parse, a Python loop over every sample, yields between
+        # slices.
+        slicer = Slicer()
+        data = self._payload(status, body, query)
+        del body
+        return await finish(parse(data), slicer), answered
 
-    def _interpret(self, status: int, body: bytes, query: str, parse: Callable[[Any], T]) -> T:
+    def _payload(self, status: int, body: bytes, query: str) -> Any:
+        """The `data` of a success envelope; a SourceError for anything else."""
         if status in RETRYABLE_STATUS:
             raise SourceUnavailable(self.name, query, f"HTTP {status}: {_text(body)}")
         if status in (400, 422):
@@ -183,9 +190,7 @@ class HTTPQueryClient:
         if not isinstance(payload, dict) or payload.get("status") != "success":
             detail = payload.get("error", "unknown error") if isinstance(payload, dict) else body
             raise BadResponse(self.name, query, f"query failed: {detail!s:.300}")
-        data = payload.get("data")
-        del payload  # the parse below may drop what it does not keep as it goes
-        return parse(data)
+        return payload.get("data")
 
 
 def _loopback(url: str) -> bool:

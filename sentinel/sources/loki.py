@@ -11,7 +11,7 @@ import time
 
 from sentinel.config import LokiConfig
 from sentinel.errors import BadQuery, TooManySeries
-from sentinel.sources.base import Sample, Series, parse_matrix, parse_vector
+from sentinel.sources.base import Sample, Series, matrix_steps, vector_steps
 from sentinel.sources.http import HTTPQueryClient
 
 
@@ -35,7 +35,7 @@ class LokiSource:
             "/loki/api/v1/query",
             params,
             query,
-            lambda data: parse_vector(self.name, query, data, limit),
+            lambda data: vector_steps(self.name, query, data, limit),
             "GET",
         )
 
@@ -51,7 +51,7 @@ class LokiSource:
             "/loki/api/v1/query_range",
             params,
             query,
-            lambda data: parse_matrix(self.name, query, data, limit),
+            lambda data: matrix_steps(self.name, query, data, limit),
             "GET",
         )
 

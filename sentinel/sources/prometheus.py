@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sentinel.config import PrometheusConfig
 from sentinel.errors import BadQuery
-from sentinel.sources.base import Sample, Series, parse_matrix, parse_vector
+from sentinel.sources.base import Sample, Series, matrix_steps, vector_steps
 from sentinel.sources.http import HTTPQueryClient
 
 
@@ -29,7 +29,7 @@ class PrometheusSource:
         params = {"query": query, "time": f"{at:.3f}"}
         limit = self._client.config.max_series
         return await self._client.request(
-            "/api/v1/query", params, query, lambda data: parse_vector(self.name, query, data, limit)
+            "/api/v1/query", params, query, lambda data: vector_steps(self.name, query, data, limit)
         )
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
@@ -39,7 +39,7 @@ class PrometheusSource:
             "/api/v1/query_range",
             params,
             query,
-            lambda data: parse_matrix(self.name, query, data, limit),
+            lambda data: matrix_steps(self.name, query, data, limit),
         )
 
     async def check_syntax(self, query: str) -> str | None:

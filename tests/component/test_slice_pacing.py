@@ -1,0 +1,60 @@
+"""A sliced step (a cycle's evaluation, its record step) takes at most about `SHARE` of an
+event loop that has other work (a loaded gate), and all of an idle one: with one loop
+turn between slices, a cycle took half the loop while pipelines polled the gate, and
+every request arriving then waited twice as long."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+from sentinel.slicing import Slicer, drain
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def work(items: int, each: float, spent: list[float]) -> Iterator[None]:
+    """A step of `items` items of `each` seconds of CPU, yielding after each."""
+    for _ in range(items):
+        started = time.perf_counter()
+        busy(each)
+        spent.append(time.perf_counter() - started)
+        yield
+
+
+async def test_a_sliced_step_takes_about_its_share_of_a_busy_loop() -> None:
+    other: list[float] = []  # the loop's other work: a request of 0.3 ms at every turn
+    stop = False
+
+    async def requests() -> None:
+        while not stop:
+            started = time.perf_counter()
+            busy(0.0003)
+            other.append(time.perf_counter() - started)
+            await asyncio.sleep(0)
+
+    spent: list[float] = []
+    task = asyncio.create_task(requests())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    await drain(work(200, 0.0002, spent), Slicer(0.001))  # 40 ms of work in 1 ms slices
+    took = time.perf_counter() - started
+    stop = True
+    await task
+    share = sum(spent) / took
+    # About SHARE (0.2) of the loop; with one turn between slices it took ~1 / 1.3 of it.
+    assert share < 0.35, f"the step took {share:.0%} of the loop"
+    assert sum(other) / took > 0.5
+
+
+async def test_a_sliced_step_on_an_idle_loop_is_not_slowed() -> None:
+    spent: list[float] = []
+    started = time.perf_counter()
+    await drain(work(200, 0.0002, spent), Slicer(0.001))
+    took = time.perf_counter() - started
+    assert took < 1.5 * sum(spent) + 0.01, f"{took * 1000:.0f} ms for {sum(spent) * 1000:.0f}"
