@@ -74,7 +74,10 @@ class Slicer:
         """Give the event loop one turn, and more while it is busy (`SHARE`); then start
         a new slice."""
         now = time.perf_counter()
-        resume = now + (now - self._started) * (1 - SHARE) / SHARE
+        # What the slice ran, at most a few budgets: a slicer kept across an await (the
+        # step waited for a query meanwhile) must not count the wait as its work.
+        ran = min(now - self._started, 4 * self.budget)
+        resume = now + ran * (1 - SHARE) / SHARE
         while True:
             before = now
             await asyncio.sleep(0)

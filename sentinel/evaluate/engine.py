@@ -19,7 +19,7 @@ from sentinel.evaluate.budgets import TierNames, budget_steps
 from sentinel.evaluate.slo import InstanceKey, Names, SLOResult, evaluate_failure, evaluate_steps
 from sentinel.query.promql import exportable, recorded_ratio_query
 from sentinel.rules.model import SLO, Matcher
-from sentinel.slicing import CHUNK, Slicer, Steps, finish
+from sentinel.slicing import CHUNK, Steps, finish
 from sentinel.sources.base import Sample, Source
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,6 @@ class Engine:
             if kept is not None and 0.0 <= at - kept[0] < bound:
                 by_query[planned] = kept[1]
         asked = [q for q in unique if q not in by_query]
-        slicer = Slicer()
         tasks = [asyncio.ensure_future(self._answer(q, at)) for q in asked]
         try:
             # Evaluate each SLO as soon as its answers are in, while other queries are
@@ -152,8 +151,7 @@ class Engine:
                     per_slo[slo.key] = await finish(
                         self._evaluate_slo(
                             slo, plan, budget_plan, by_query, at, window, remember, errors
-                        ),
-                        slicer,
+                        )
                     )
         finally:
             for task in tasks:  # a cycle cancelled at its deadline leaves nothing behind

@@ -58,3 +58,24 @@ async def test_a_sliced_step_on_an_idle_loop_is_not_slowed() -> None:
     await drain(work(200, 0.0002, spent), Slicer(0.001))
     took = time.perf_counter() - started
     assert took < 1.5 * sum(spent) + 0.01, f"{took * 1000:.0f} ms for {sum(spent) * 1000:.0f}"
+
+
+async def test_a_wait_for_io_is_not_counted_as_a_slices_work() -> None:
+    # The cycle keeps one slicer while it awaits its queries: 50 ms waiting for Prometheus
+    # is not 50 ms of work to make up for with 200 ms of pause while the gate is busy.
+    stop = False
+
+    async def requests() -> None:
+        while not stop:
+            busy(0.0003)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(requests())
+    slicer = Slicer(0.001)
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    await slicer.pause()
+    paused = time.perf_counter() - started
+    stop = True
+    await task
+    assert paused < 0.03, f"paused {paused * 1000:.0f} ms"
