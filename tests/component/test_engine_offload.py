@@ -124,7 +124,7 @@ def test_other_coroutines_run_while_a_large_slo_is_evaluated_on_the_loop() -> No
     assert len(results) == 8_000 * 5  # every instance and its four burn tiers
     # 8,000 instances and their tiers are ~100-200 ms of work here; the loop waited at most
     # a slice and a chunk at a time. A loose bound (machines vary); one piece fails it.
-    assert longest < 0.25 * whole, f"loop held {longest * 1000:.0f} of {whole * 1000:.0f} ms"
+    assert longest < 0.4 * whole, f"loop held {longest * 1000:.0f} of {whole * 1000:.0f} ms"
 
 
 def test_evaluating_in_slices_gives_the_results_of_evaluating_in_one_piece(
