@@ -21,12 +21,12 @@ from sentinel.evaluate.slo import (
     bad_total,
     count,
     error_ratio,
-    group_parts,
+    group_parts_steps,
 )
 from sentinel.query.promql import PART_LABEL
 from sentinel.rules.catalogues import BurnTier
 from sentinel.rules.model import SLO, SLIKind
-from sentinel.slicing import ITEMS_PER_YIELD, Steps, finish_now
+from sentinel.slicing import CHUNK, ITEMS_PER_YIELD, SAMPLES_CHUNK, Steps, finish_now
 from sentinel.sources.base import Sample
 from sentinel.units import format_duration
 
@@ -40,11 +40,18 @@ def window_ratios(
 ) -> tuple[dict[InstanceKey, WindowRatio], Unusables]:
     """Per instance, bad and total of one window; and, apart, the instances whose values
     cannot be judged (NaN, +-Inf, negative, bad > total) with the reason."""
+    return finish_now(window_ratio_steps(slo, samples))
+
+
+def window_ratio_steps(
+    slo: SLO, samples: Sequence[Sample]
+) -> Steps[tuple[dict[InstanceKey, WindowRatio], Unusables]]:
+    """`window_ratios` as a step that yields every few hundred samples."""
     if len(slo.group_by) == 1:
-        honest = _honest_window_ratios(slo.group_by[0], samples)
+        honest = yield from _honest_window_ratio_steps(slo.group_by[0], samples)
         if honest is not None:
             return honest, {}
-    return checked_window_ratios(slo, samples)
+    return (yield from checked_window_ratio_steps(slo, samples))
 
 
 def _honest_window_ratios(
@@ -55,20 +62,30 @@ def _honest_window_ratios(
     duplicate series, another part, a value no counter has) returns None and the whole
     window takes the checked path, so both always agree (tests/unit/test_eval_fastpath.py).
     A window holds thousands of instances and a cycle reads up to eight windows per SLO."""
+    return finish_now(_honest_window_ratio_steps(label, samples))
+
+
+def _honest_window_ratio_steps(
+    label: str, samples: Sequence[Sample]
+) -> Steps[dict[InstanceKey, WindowRatio] | None]:
     bad: dict[str, float] = {}
     total: dict[str, float] = {}
-    for labels, value in samples:
-        part = labels.get(PART_LABEL)
-        if part == "total":
-            total[labels.get(label, "")] = value
-        elif part == "bad":
-            bad[labels.get(label, "")] = value
-        else:
-            return None
+    for start in range(0, len(samples), SAMPLES_CHUNK):
+        for labels, value in samples[start : start + SAMPLES_CHUNK]:
+            part = labels.get(PART_LABEL)
+            if part == "total":
+                total[labels.get(label, "")] = value
+            elif part == "bad":
+                bad[labels.get(label, "")] = value
+            else:
+                return None
+        yield
     if len(bad) + len(total) != len(samples) or not bad.keys() <= total.keys():
         return None  # a duplicate (instance, part), or bad events without a total
     out: dict[InstanceKey, WindowRatio] = {}
-    for name, events in total.items():
+    for n, (name, events) in enumerate(total.items()):
+        if n % SAMPLES_CHUNK == SAMPLES_CHUNK - 1:
+            yield
         errors = bad.get(name, 0.0)
         if 0.0 < events <= _MAX and 0.0 <= errors <= events:
             out[(name,)] = WindowRatio(errors or 0.0, events)  # -0.0 is 0
@@ -83,9 +100,18 @@ def checked_window_ratios(
     slo: SLO, samples: Sequence[Sample]
 ) -> tuple[dict[InstanceKey, WindowRatio], Unusables]:
     """`window_ratios` for every shape of answer, each value checked and explained."""
+    return finish_now(checked_window_ratio_steps(slo, samples))
+
+
+def checked_window_ratio_steps(
+    slo: SLO, samples: Sequence[Sample]
+) -> Steps[tuple[dict[InstanceKey, WindowRatio], Unusables]]:
     out: dict[InstanceKey, WindowRatio] = {}
     unusable: Unusables = {}
-    for key, parts in group_parts(slo, samples).items():
+    grouped = yield from group_parts_steps(slo, samples)
+    for n, (key, parts) in enumerate(grouped.items()):
+        if n % CHUNK == CHUNK - 1:
+            yield
         totals, bads = parts.get("total"), parts.get("bad")
         if totals is not None and len(totals) == 1 and "ratio" not in parts:
             # The honest answer, measured inline (same result as the checked path below).
@@ -146,7 +172,7 @@ def budget_steps(
         return list(results)
     parsed: dict[float, tuple[dict[InstanceKey, WindowRatio], Unusables] | None] = {}
     for w, samples in answers.items():
-        parsed[w] = window_ratios(slo, samples) if samples is not None else None
+        parsed[w] = (yield from window_ratio_steps(slo, samples)) if samples is not None else None
         yield
     by_window = {w: p[0] if p is not None else None for w, p in parsed.items()}
     live = [(w, ratios) for w, ratios in by_window.items() if ratios is not None]

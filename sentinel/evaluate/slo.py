@@ -19,7 +19,7 @@ from typing import Any
 
 from sentinel.query.promql import PART_LABEL
 from sentinel.rules.model import RATIO_SLIS, SLO, GoodWhen, LatencySLI, SLIKind
-from sentinel.slicing import CHUNK, Steps, finish_now
+from sentinel.slicing import CHUNK, SAMPLES_CHUNK, Steps, finish_now
 from sentinel.sources.base import Sample
 from sentinel.units import comparison, format_measure
 
@@ -158,7 +158,7 @@ def evaluate_steps(
 ) -> Steps[list[SLOResult]]:
     """`evaluate` as a step that yields every few instances (sentinel/slicing.py): the
     daemon runs it on the event loop in slices."""
-    parts = group_parts(slo, samples)
+    parts = yield from group_parts_steps(slo, samples)
     if seen is not None:
         seen.update(key for key in parts if key)
     keys = set(parts) | set(known)
@@ -194,22 +194,31 @@ def evaluate_failure(
 def group_parts(slo: SLO, samples: Sequence[Sample]) -> dict[InstanceKey, dict[str, list[float]]]:
     """The answer's values per instance (the SLO's `group_by` labels) and per SLI part
     (`bad`, `total`, `value`, ...): what evaluation and the budget windows both judge."""
+    return finish_now(group_parts_steps(slo, samples))
+
+
+def group_parts_steps(
+    slo: SLO, samples: Sequence[Sample]
+) -> Steps[dict[InstanceKey, dict[str, list[float]]]]:
+    """`group_parts` as a step that yields every few hundred samples."""
     grouped: dict[InstanceKey, dict[str, list[float]]] = {}
     group_by = slo.group_by
     single = group_by[0] if len(group_by) == 1 else None  # the common case, made cheap
-    for labels, value in samples:
-        if single is not None:
-            key: InstanceKey = (labels.get(single, ""),)
-        else:
-            key = tuple(labels.get(label, "") for label in group_by)
-        part = labels.get(PART_LABEL, "value")
-        by_part = grouped.get(key)
-        if by_part is None:
-            grouped[key] = {part: [value]}
-        elif part in by_part:
-            by_part[part].append(value)
-        else:
-            by_part[part] = [value]
+    for start in range(0, len(samples), SAMPLES_CHUNK):
+        for labels, value in samples[start : start + SAMPLES_CHUNK]:
+            if single is not None:
+                key: InstanceKey = (labels.get(single, ""),)
+            else:
+                key = tuple(labels.get(label, "") for label in group_by)
+            part = labels.get(PART_LABEL, "value")
+            by_part = grouped.get(key)
+            if by_part is None:
+                grouped[key] = {part: [value]}
+            elif part in by_part:
+                by_part[part].append(value)
+            else:
+                by_part[part] = [value]
+        yield
     return grouped
 
 

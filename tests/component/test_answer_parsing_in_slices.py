@@ -23,6 +23,7 @@ from sentinel.daemon import collector
 from sentinel.daemon.runner import SWITCH_INTERVAL
 from sentinel.errors import BadResponse
 from sentinel.sources import prometheus
+from sentinel.sources.http import HTTPQueryClient
 from sentinel.sources.prometheus import PrometheusSource
 from support.fakeprom import FakePrometheus, element
 
@@ -162,3 +163,38 @@ async def test_the_backends_latency_in_health_excludes_sentinels_own_parse(
     assert source.health.status == "healthy"
     assert source.health.last_latency_ms is not None
     assert source.health.last_latency_ms < 500
+
+
+async def test_answers_arriving_together_are_decoded_two_at_a_time(
+    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each decoded envelope is ~10x its answer's size in Python objects: the answers that
+    # wait for a parse wait as bytes.
+    now, most = 0, 0
+    payload = HTTPQueryClient._payload
+    steps = prometheus.vector_steps
+
+    def decoded(*args: Any) -> Any:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        return payload(*args)
+
+    def parsed(*args: Any) -> Generator[None, None, Any]:
+        nonlocal now
+        try:
+            return (yield from steps(*args))
+        finally:
+            now -= 1
+
+    monkeypatch.setattr(HTTPQueryClient, "_payload", decoded)
+    monkeypatch.setattr(prometheus, "vector_steps", parsed)
+    prom.answer(big_answer())
+    config = PrometheusConfig(url=prom.url, max_series=100_000, max_in_flight=6)
+    source = PrometheusSource(config)
+    try:
+        got = await asyncio.gather(*(source.instant(f"q{i}", 1_700_000_000) for i in range(6)))
+    finally:
+        await source.close()
+    assert [len(g) for g in got] == [SERIES] * 6
+    assert most == 2

@@ -79,3 +79,25 @@ async def test_a_wait_for_io_is_not_counted_as_a_slices_work() -> None:
     stop = True
     await task
     assert paused < 0.03, f"paused {paused * 1000:.0f} ms"
+
+
+async def test_steps_running_at_once_share_one_share_of_a_busy_loop() -> None:
+    # A cycle parses several answers and evaluates at once: four steps together, not each,
+    # take about SHARE of the loop (each pacing itself alone, four took ~70 %).
+    stop = False
+
+    async def requests() -> None:
+        while not stop:
+            busy(0.0003)
+            await asyncio.sleep(0)
+
+    spent: list[float] = []
+    task = asyncio.create_task(requests())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    await asyncio.gather(*(drain(work(50, 0.0002, spent), Slicer(0.001)) for _ in range(4)))
+    took = time.perf_counter() - started
+    stop = True
+    await task
+    share = sum(spent) / took
+    assert share < 0.35, f"the steps took {share:.0%} of the loop"
