@@ -50,11 +50,12 @@ ResultHook = Callable[[RuleGroup, list[SLOResult], float], Awaitable[None]]
 # hung hook): `/health/ready` says so, naming the group.
 STALE_INTERVALS = 3
 
-# The GIL switch interval while the daemon runs (Python's default is 5 ms). Large SLO
-# answers are evaluated and `/metrics` is rendered in worker threads; each time the event
-# loop gives the GIL up for a system call (every socket read and write) such a thread
-# takes it, and the loop waited up to the whole interval to get it back, several times
-# per gate request. With one thread running it changes nothing.
+# The GIL switch interval while the daemon runs (Python's default is 5 ms). `/metrics`,
+# the API's large answers and the UI's pages are rendered in worker threads (a cycle's
+# own work stays on the loop: sentinel/slicing.py); each time the event loop gives the
+# GIL up for a system call (every socket read and write) such a thread takes it, and the
+# loop waited up to the whole interval to get it back, several times per gate request.
+# With one thread running it changes nothing.
 SWITCH_INTERVAL = 0.0005
 RELOAD_STOP_WAIT = 10.0  # seconds a stop waits for a reload being applied
 

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from sentinel import slicing
+from sentinel.evaluate import budgets
 from sentinel.evaluate import engine as engine_module
-from sentinel.evaluate.budgets import apply_budgets
+from sentinel.evaluate import slo as slo_module
 from sentinel.evaluate.engine import Engine
-from sentinel.evaluate.slo import SLOResult, evaluate
+from sentinel.evaluate.slo import SLOResult
 from sentinel.evaluate.wiring import renderers
 from sentinel.health import DependencyHealth
 from sentinel.query.promql import PART_LABEL
@@ -130,14 +131,24 @@ def test_other_coroutines_run_while_a_large_slo_is_evaluated_on_the_loop() -> No
 def test_evaluating_in_slices_gives_the_results_of_evaluating_in_one_piece(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The shortest slices: the loop gets a turn at every yield of every step.
+    # In one piece: every loop of the steps runs as a single chunk.
+    one_piece = {
+        (slo_module, "CHUNK"): 10**9,
+        (slo_module, "SAMPLES_CHUNK"): 10**9,
+        (budgets, "CHUNK"): 10**9,
+        (budgets, "SAMPLES_CHUNK"): 10**9,
+        (budgets, "ITEMS_PER_YIELD"): 10**9,
+        (engine_module, "CHUNK"): 10**9,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for (module, name), value in one_piece.items():
+            patch.setattr(module, name, value)
+        whole, _, _, _ = _cycle(700)
+    # In slices: small odd chunks (many boundaries) and a loop turn at every yield.
+    for n, (module, name) in enumerate(one_piece):
+        monkeypatch.setattr(module, name, (3, 5, 7)[n % 3])
     monkeypatch.setattr(slicing, "SLICE_SECONDS", 0.0)
     sliced, events, _, _ = _cycle(700)
-    assert events.count("tick") > 20
-    source = ManyInstances(700)
-    engine = Engine({"prometheus": source}, renderers())
-    plan, windows = engine.plan([BIG])[BIG.key], engine.plan_budgets([BIG])[BIG.key]
-    whole = evaluate(BIG, source.answer, 1000.0, plan.query, (), None)
-    answers = {w: source.answer for w in windows}
-    whole = apply_budgets(BIG, whole, answers, {w: q.query for w, q in windows.items()})
+    assert events.count("tick") > 100
+    assert len(whole) == 700 * 5
     assert [repr(r) for r in sliced] == [repr(r) for r in whole]
