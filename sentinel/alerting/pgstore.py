@@ -680,12 +680,19 @@ class PostgresStore:
         ids = list(dict.fromkeys(incident_ids))
         if not ids:
             return 0
-        return self._write(
+        written = self._write(
             SILENCES,
             "INSERT INTO incident_acks(incident_id, actor, at) "
             "SELECT unnest(%s::text[]), %s, %s ON CONFLICT DO NOTHING",
             (ids, actor, at),
         )
+        # Known during an outage that starts right after (`acknowledgements`): no reminder
+        # for what someone just acknowledged. An acknowledgement already read stays.
+        if len(self._acks) > 10_000:
+            self._acks.clear()
+        for incident_id in ids:
+            self._acks.setdefault(incident_id, (actor, at))
+        return written
 
     def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
         """The ones known while the server cannot be reached (see `silences`)."""

@@ -621,3 +621,19 @@ def test_an_unreachable_server_fails_fast_marks_the_store_unready_and_recovers(
         store.close()
     finally:
         server.close()
+
+
+def test_an_acknowledgement_made_just_before_an_outage_is_known_during_it() -> None:
+    # Reminders skip acknowledged incidents: one acknowledged a moment before the database
+    # went away must not be reminded of for as long as it is away.
+    require_postgres()
+    server = PostgresServer().start()
+    try:
+        store = _pgstore(server.fresh_database())
+        store.commit_cycle([], [_incident("i1"), _incident("i2")], [], [], NOW)
+        assert store.acknowledge_many(["i1"], "alice", NOW) == 1
+        server.stop()
+        assert store.acknowledgements(["i1", "i2"]) == {"i1": ("alice", NOW)}
+        store.close()
+    finally:
+        server.close()
