@@ -22,8 +22,11 @@ others must hold a lock for its whole length (the alert manager does).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -58,6 +61,23 @@ SHARE = 0.2
 IDLE_TURN = 0.0002
 
 
+# Until when (time.perf_counter) the steps of the current task pace themselves: a cycle
+# paces for half its timeout, then takes every other loop turn as before, so a loaded
+# gate cannot slow it into an overrun (`pacing_for`). Unset: no deadline.
+_PACED_UNTIL: ContextVar[float] = ContextVar("paced_until", default=math.inf)
+
+
+@contextmanager
+def pacing_for(seconds: float) -> Iterator[None]:
+    """Steps run in this context (and the tasks it starts) pace themselves for `seconds`
+    from now at most."""
+    token = _PACED_UNTIL.set(time.perf_counter() + seconds)
+    try:
+        yield
+    finally:
+        _PACED_UNTIL.reset(token)
+
+
 class _Pace:
     """When the next slice of any step may start while the loop is busy. Shared: the
     steps running at once (a cycle's answers being parsed, its evaluation, another
@@ -85,6 +105,12 @@ class Slicer:
         """Give the event loop one turn, and more while it is busy (`SHARE`); then start
         a new slice."""
         now = time.perf_counter()
+        if now >= _PACED_UNTIL.get():
+            await asyncio.sleep(0)  # past its pacing deadline: one turn
+            self.slices += 1
+            self._started = now = time.perf_counter()
+            self._until = now + self.budget
+            return
         # What the slice ran, at most a few budgets: a slicer kept across an await (the
         # step waited for a query meanwhile) must not count the wait as its work.
         ran = min(now - self._started, 4 * self.budget)

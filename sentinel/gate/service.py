@@ -40,6 +40,7 @@ from sentinel.gate.request import (
 from sentinel.health import DependencyHealth, health_changes
 from sentinel.rules.model import SLO, Matcher, MatchOp, RuleSet
 from sentinel.selfmetrics import SelfMetrics
+from sentinel.slicing import pacing_for
 from sentinel.sources.base import Source
 from sentinel.units import comparison, format_duration, format_measure
 
@@ -549,9 +550,11 @@ class Gate:
         async def work() -> Evaluated:
             engine = self.engine.engine(self.host.config)
             extra = self._extra(req, slos)
-            report = await engine.evaluate_once(
-                slos, now, window, extra, remember=False, budgets=False
-            )
+            # A pipeline waits for it: paced while the loop is busy for half its deadline.
+            with pacing_for(self.host.config.gate.deadline / 2):
+                report = await engine.evaluate_once(
+                    slos, now, window, extra, remember=False, budgets=False
+                )
             return Evaluated(now, report.results, self.host.clock())
 
         return await self._shared(key, now, deadline_at, work, sources)

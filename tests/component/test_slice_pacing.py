@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-from sentinel.slicing import Slicer, drain
+from sentinel.slicing import Slicer, drain, pacing_for
 
 
 def busy(seconds: float) -> None:
@@ -101,3 +101,26 @@ async def test_steps_running_at_once_share_one_share_of_a_busy_loop() -> None:
     await task
     share = sum(spent) / took
     assert share < 0.35, f"the steps took {share:.0%} of the loop"
+
+
+async def test_a_step_stops_pacing_at_its_deadline() -> None:
+    # A cycle paces for half its timeout, then takes every other turn: a loaded gate
+    # slows it, never into an overrun.
+    stop = False
+
+    async def requests() -> None:
+        while not stop:
+            busy(0.0003)
+            await asyncio.sleep(0)
+
+    spent: list[float] = []
+    task = asyncio.create_task(requests())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    with pacing_for(0.0):
+        await drain(work(200, 0.0002, spent), Slicer(0.001))
+    took = time.perf_counter() - started
+    stop = True
+    await task
+    share = sum(spent) / took
+    assert share > 0.5, f"the step took {share:.0%} of the loop"
