@@ -7,7 +7,8 @@ piece, every gate request that arrived meanwhile waited for all of it. They are 
 as generators that yield every few items; `drain` (or `finish`, for a step that returns
 a result) runs one on the event loop and, once a slice has used its time
 (`SLICE_SECONDS`), lets the loop answer what arrived meanwhile before the next slice: one
-turn when it is idle, more while it is busy (`SHARE`). `run` and `finish_now` run the same
+turn when it is idle, more while it is busy (`SHARE`, until a deadline: `pacing_for`).
+`run` and `finish_now` run the same
 generator to its end in one piece, for callers that are not on the loop or need it done
 at once (tests, the CLI, backtests, reloads).
 
@@ -57,23 +58,37 @@ SAMPLES_CHUNK = 1024
 # waited twice as long (the gate's p99 while cycles ran: +5-7 ms over bare aiohttp). An
 # idle loop gives the step all its time: a cycle without load is not slowed.
 SHARE = 0.2
-# A loop turn shorter than this had nothing else to do (one gate request is ~60 µs).
+# A loop turn shorter than this counts as idle: it answered at most two or three gate
+# requests (~60 µs each), and a step then takes as many turns as it likes.
 IDLE_TURN = 0.0002
 
 
-# Until when (time.perf_counter) the steps of the current task pace themselves: a cycle
-# paces for half its timeout, then takes every other loop turn as before, so a loaded
-# gate cannot slow it into an overrun (`pacing_for`). Unset: no deadline.
-_PACED_UNTIL: ContextVar[float] = ContextVar("paced_until", default=math.inf)
+class PaceDeadline:
+    """Until when (time.perf_counter) the steps of a task pace themselves (`pacing_for`);
+    `end` stops it at once (a daemon stopping)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def end(self) -> None:
+        self.at = -math.inf
+
+
+# The current task's deadline (inherited by the tasks it starts). Unset: no deadline.
+_PACED_UNTIL: ContextVar[PaceDeadline | None] = ContextVar("paced_until", default=None)
 
 
 @contextmanager
-def pacing_for(seconds: float) -> Iterator[None]:
+def pacing_for(seconds: float) -> Iterator[PaceDeadline]:
     """Steps run in this context (and the tasks it starts) pace themselves for `seconds`
-    from now at most."""
-    token = _PACED_UNTIL.set(time.perf_counter() + seconds)
+    from now at most, then take every other loop turn as without pacing: a cycle paces
+    for half its timeout, so a loaded gate slows it, never into an overrun."""
+    deadline = PaceDeadline(time.perf_counter() + seconds)
+    token = _PACED_UNTIL.set(deadline)
     try:
-        yield
+        yield deadline
     finally:
         _PACED_UNTIL.reset(token)
 
@@ -105,7 +120,8 @@ class Slicer:
         """Give the event loop one turn, and more while it is busy (`SHARE`); then start
         a new slice."""
         now = time.perf_counter()
-        if now >= _PACED_UNTIL.get():
+        deadline = _PACED_UNTIL.get()
+        if deadline is not None and now >= deadline.at:
             await asyncio.sleep(0)  # past its pacing deadline: one turn
             self.slices += 1
             self._started = now = time.perf_counter()

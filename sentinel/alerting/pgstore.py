@@ -686,12 +686,10 @@ class PostgresStore:
             "SELECT unnest(%s::text[]), %s, %s ON CONFLICT DO NOTHING",
             (ids, actor, at),
         )
-        # Known during an outage that starts right after (`acknowledgements`): no reminder
-        # for what someone just acknowledged. An acknowledgement already read stays.
-        if len(self._acks) > 10_000:
-            self._acks.clear()
-        for incident_id in ids:
-            self._acks.setdefault(incident_id, (actor, at))
+        # Known during an outage that starts right after (`acknowledgements` keeps what it
+        # reads): no reminder for what someone just acknowledged. Read back, not assumed:
+        # an incident acknowledged before keeps its first actor.
+        self.acknowledgements(ids)
         return written
 
     def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, float]]:

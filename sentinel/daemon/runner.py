@@ -38,7 +38,7 @@ from sentinel.logs import fields
 from sentinel.rules.loader import load_rules
 from sentinel.rules.model import RuleGroup, RuleSet
 from sentinel.selfmetrics import SelfMetrics
-from sentinel.slicing import ITEMS_PER_YIELD, Slicer, drain, pacing_for
+from sentinel.slicing import ITEMS_PER_YIELD, PaceDeadline, Slicer, drain, pacing_for
 from sentinel.sources.base import Source
 from sentinel.units import format_duration
 
@@ -122,6 +122,8 @@ class Daemon:
         self._loop_lag_task: asyncio.Task[None] | None = None
         self._switch_interval: float | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        # The pacing deadlines of the cycles running now (`stop` ends them).
+        self._pacing: set[PaceDeadline] = set()
         self._cycles: set[asyncio.Task[Any]] = set()
         self._scheduled_at: dict[str, float] = {}
         self._scheduler: GroupScheduler | None = None
@@ -155,16 +157,28 @@ class Daemon:
     async def _run_group_locked(
         self, group: RuleGroup, status: GroupStatus, now: float | None
     ) -> list[SLOResult]:
+        # The cycle's sliced steps (evaluation, record step, the alert manager's) give way
+        # to a busy loop for half the timeout at most (sentinel/slicing.py); not at all
+        # once the daemon is stopping.
+        stopping = self.state is RunState.STOPPING
+        with pacing_for(0.0 if stopping else self.cycle_timeout(group) / 2) as pacing:
+            self._pacing.add(pacing)
+            try:
+                return await self._cycle(group, status, now)
+            finally:
+                self._pacing.discard(pacing)
+
+    async def _cycle(
+        self, group: RuleGroup, status: GroupStatus, now: float | None
+    ) -> list[SLOResult]:
         at = self.clock() if now is None else now
         started = time.monotonic()
         status.last_started_at = at
         outcome, error = "ok", None
         try:
-            # Paced while the loop is busy (sentinel/slicing.py), for half the timeout.
-            with pacing_for(self.cycle_timeout(group) / 2):
-                report = await asyncio.wait_for(
-                    self.engine.evaluate_once(group.slos, at), self.cycle_timeout(group)
-                )
+            report = await asyncio.wait_for(
+                self.engine.evaluate_once(group.slos, at), self.cycle_timeout(group)
+            )
             results = report.results
             self._count_queries(report.queries, report.errors.values(), group)
             if report.errors:
@@ -558,6 +572,8 @@ class Daemon:
         """Stop scheduling, let running cycles finish and commit (up to
         `evaluation.shutdown_timeout`, or until a second signal), close the sources."""
         self.state = RunState.STOPPING
+        for pacing in self._pacing:  # running cycles finish at full speed
+            pacing.end()
         if self._scheduler is not None:
             self._scheduler.shutdown()
         # A reload being applied (its hooks swap notifiers, restart probes) ends first, or

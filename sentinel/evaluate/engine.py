@@ -19,7 +19,7 @@ from sentinel.evaluate.budgets import TierNames, budget_steps
 from sentinel.evaluate.slo import InstanceKey, Names, SLOResult, evaluate_failure, evaluate_steps
 from sentinel.query.promql import exportable, recorded_ratio_query
 from sentinel.rules.model import SLO, Matcher
-from sentinel.slicing import CHUNK, Steps, finish
+from sentinel.slicing import CHUNK, Slicer, Steps, finish
 from sentinel.sources.base import Sample, Source
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,10 @@ class Engine:
             # still in flight: the cycle then costs little more than the slowest query.
             for done in asyncio.as_completed(tasks):
                 planned, answer = await done
+                # One slicer for the SLOs this answer completes (the wait for it was not
+                # work): many small SLOs, none a slice long alone, still give the loop
+                # its turns between them.
+                slicer = Slicer()
                 if planned in reuse:
                     if isinstance(answer, list):
                         answer = await self._keep(planned, at, answer)
@@ -151,8 +155,11 @@ class Engine:
                     per_slo[slo.key] = await finish(
                         self._evaluate_slo(
                             slo, plan, budget_plan, by_query, at, window, remember, errors
-                        )
+                        ),
+                        slicer,
                     )
+                    if slicer.due():
+                        await slicer.pause()
         finally:
             for task in tasks:  # a cycle cancelled at its deadline leaves nothing behind
                 task.cancel()

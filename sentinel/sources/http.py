@@ -167,16 +167,19 @@ class HTTPQueryClient:
                 raise SourceUnavailable(self.name, query, _describe(exc)) from exc
         # The decode is one C call (0.5 ms for a 1,000-service answer) and counts towards
         # the first slice; the parse, a Python loop over every sample, yields between
-        # slices. Two answers at a time: the others wait as bytes, not as decoded
-        # envelopes (~10x their size in Python objects) while the parses share the loop.
+        # slices. Two answers of this client at a time: the others wait as bytes, not as
+        # decoded envelopes (~10x their size in Python objects) while the parses share
+        # the loop.
+        self._check_status(status, body, query)  # an error is retried without waiting
+        del resp, ctx  # they hold the body too: only `body` keeps it until decoded
         async with self._parsing:
             slicer = Slicer()
-            data = self._payload(status, body, query)
+            data = self._payload(body, query)
             del body
             return await finish(parse(data), slicer), answered
 
-    def _payload(self, status: int, body: bytes, query: str) -> Any:
-        """The `data` of a success envelope; a SourceError for anything else."""
+    def _check_status(self, status: int, body: bytes, query: str) -> None:
+        """A SourceError for an HTTP status other than 200."""
         if status in RETRYABLE_STATUS:
             raise SourceUnavailable(self.name, query, f"HTTP {status}: {_text(body)}")
         if status in (400, 422):
@@ -185,6 +188,9 @@ class HTTPQueryClient:
             raise SourceUnavailable(self.name, query, "HTTP 429: rate limited")
         if status >= 300 and status != 200:
             raise BadResponse(self.name, query, f"HTTP {status}: {_text(body)}")
+
+    def _payload(self, body: bytes, query: str) -> Any:
+        """The `data` of a success envelope; a SourceError for anything else."""
         check_series_count(self.name, query, body, self.config.max_series)  # before parsing
         try:
             # orjson: a 1,000-service answer parses 3-5x faster than with json, which is

@@ -7,6 +7,7 @@ cycle evaluated waited for it); and it gives the results of evaluating in one pi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 import time
@@ -152,3 +153,34 @@ def test_evaluating_in_slices_gives_the_results_of_evaluating_in_one_piece(
     assert events.count("tick") > 100
     assert len(whole) == 700 * 5
     assert [repr(r) for r in sliced] == [repr(r) for r in whole]
+
+
+def test_many_small_slos_give_the_loop_its_turns_between_them() -> None:
+    # 300 SLOs of 5 instances: none is a slice long alone, together ~100-300 ms of work.
+    slos = [dataclasses.replace(BIG, name=f"slo-{i:03d}") for i in range(300)]
+    ticks: list[float] = []
+
+    async def main() -> tuple[int, float, float]:
+        engine = Engine({"prometheus": ManyInstances(5)}, renderers())
+        done = False
+
+        async def ticker() -> None:
+            while not done:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        try:
+            started = time.perf_counter()
+            report = await engine.evaluate_once(slos, 1000.0)
+            ended = time.perf_counter()
+        finally:
+            done = True
+            await task
+        during = [started, *(t for t in ticks if started <= t <= ended), ended]
+        longest = max(b - a for a, b in itertools.pairwise(during))
+        return len(report.results), longest, ended - started
+
+    count, longest, whole = asyncio.run(main())
+    assert count == 300 * 5 * 5
+    assert longest < 0.3 * whole, f"loop held {longest * 1000:.0f} of {whole * 1000:.0f} ms"

@@ -630,10 +630,15 @@ def test_an_acknowledgement_made_just_before_an_outage_is_known_during_it() -> N
     server = PostgresServer().start()
     try:
         store = _pgstore(server.fresh_database())
-        store.commit_cycle([], [_incident("i1"), _incident("i2")], [], [], NOW)
-        assert store.acknowledge_many(["i1"], "alice", NOW) == 1
+        store.commit_cycle([], [_incident(i) for i in ("i1", "i2", "i3")], [], [], NOW)
+        assert store.acknowledge_many(["i1"], "bob", NOW - 60) == 1
+        assert store.acknowledge_many(["i1", "i2"], "alice", NOW) == 1
         server.stop()
-        assert store.acknowledgements(["i1", "i2"]) == {"i1": ("alice", NOW)}
+        # i1 keeps its first acknowledgement (the store's), not this click's.
+        assert store.acknowledgements(["i1", "i2", "i3"]) == {
+            "i1": ("bob", NOW - 60),
+            "i2": ("alice", NOW),
+        }
         store.close()
     finally:
         server.close()

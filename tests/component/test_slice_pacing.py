@@ -105,3 +105,20 @@ async def test_a_step_stops_pacing_at_its_deadline() -> None:
         with pacing_for(0.0):
             share, _ = await share_of(drain(work(200, 0.0002, spent), Slicer(0.001)), spent)
     assert share > 0.5, f"the step took {share:.0%} of the loop"
+
+
+async def test_ending_a_deadline_stops_the_pacing_of_steps_already_running() -> None:
+    # A daemon stopping ends its running cycles' pacing: they finish at full speed within
+    # shutdown_timeout instead of giving way to the gate for half their cycle_timeout.
+    spent: list[float] = []
+    async with loaded_loop():
+        with pacing_for(60.0) as deadline:
+            running = asyncio.ensure_future(drain(work(400, 0.0002, spent), Slicer(0.001)))
+        await asyncio.sleep(0.02)
+        deadline.end()
+        before = len(spent)
+        started = time.perf_counter()
+        await running
+        took = time.perf_counter() - started
+    share = sum(spent[before:]) / took
+    assert share > 0.5, f"the step took {share:.0%} of the loop after the end"
