@@ -686,22 +686,31 @@ class PostgresStore:
             "SELECT unnest(%s::text[]), %s, %s ON CONFLICT DO NOTHING",
             (ids, actor, at),
         )
-        # Known during an outage that starts right after (`acknowledgements` keeps what it
-        # reads): no reminder for what someone just acknowledged. Read back, not assumed:
-        # an incident acknowledged before keeps its first actor.
-        self.acknowledgements(ids)
+        # Known during an outage that starts right after: no reminder for what someone
+        # just acknowledged. Read back (an incident acknowledged before keeps its first
+        # actor); assumed only when the server went away right after the write.
+        if self._read_acks(ids) is None:
+            for incident_id in ids:
+                self._acks.setdefault(incident_id, (actor, at))
         return written
 
     def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
         """The ones known while the server cannot be reached (see `silences`)."""
         ids = list(incident_ids)
+        found = self._read_acks(ids)
+        if found is None:
+            return {i: self._acks[i] for i in ids if i in self._acks}
+        return found
+
+    def _read_acks(self, ids: list[str]) -> dict[str, tuple[str, float]] | None:
+        """The acknowledgements of `ids`, kept for an outage; None when unreadable."""
         try:
             rows = self._read(
                 "SELECT incident_id, actor, at FROM incident_acks WHERE incident_id = ANY(%s)",
                 (ids,),
             )
         except StateStoreReadError:
-            return {i: self._acks[i] for i in ids if i in self._acks}
+            return None
         found = {r["incident_id"]: (r["actor"], r["at"]) for r in rows}
         if len(self._acks) > 10_000:
             self._acks.clear()

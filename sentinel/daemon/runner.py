@@ -160,7 +160,7 @@ class Daemon:
         # The cycle's sliced steps (evaluation, record step, the alert manager's) give way
         # to a busy loop for half the timeout at most (sentinel/slicing.py); not at all
         # once the daemon is stopping.
-        stopping = self.state is RunState.STOPPING
+        stopping = self.state in (RunState.STOPPING, RunState.STOPPED)
         with pacing_for(0.0 if stopping else self.cycle_timeout(group) / 2) as pacing:
             self._pacing.add(pacing)
             try:

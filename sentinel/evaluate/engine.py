@@ -133,12 +133,13 @@ class Engine:
         try:
             # Evaluate each SLO as soon as its answers are in, while other queries are
             # still in flight: the cycle then costs little more than the slowest query.
+            # One slicer across the answers and SLOs (it counts at most a few slices of
+            # a wait as work): many small SLOs, none a slice long alone, give the loop its
+            # turns between them, also when their answers were all in already (`await
+            # done` then returns without a turn of the loop).
+            slicer = Slicer()
             for done in asyncio.as_completed(tasks):
                 planned, answer = await done
-                # One slicer for the SLOs this answer completes (the wait for it was not
-                # work): many small SLOs, none a slice long alone, still give the loop
-                # its turns between them.
-                slicer = Slicer()
                 if planned in reuse:
                     if isinstance(answer, list):
                         answer = await self._keep(planned, at, answer)

@@ -155,9 +155,20 @@ def test_evaluating_in_slices_gives_the_results_of_evaluating_in_one_piece(
     assert [repr(r) for r in sliced] == [repr(r) for r in whole]
 
 
-def test_many_small_slos_give_the_loop_its_turns_between_them() -> None:
-    # 300 SLOs of 5 instances: none is a slice long alone, together ~100-300 ms of work.
-    slos = [dataclasses.replace(BIG, name=f"slo-{i:03d}") for i in range(300)]
+@pytest.mark.parametrize("queries", ["one shared", "one each"])
+def test_many_small_slos_give_the_loop_its_turns_between_them(queries: str) -> None:
+    # 300 SLOs of 5 instances: none is a slice long alone, together ~100-300 ms of work;
+    # their answers are all in at once.
+    slos = [
+        dataclasses.replace(
+            BIG,
+            name=f"slo-{i:03d}",
+            sli=BIG.sli
+            if queries == "one shared"
+            else RatioSLI(Selector(f"errors_{i}_total"), Selector(f"requests_{i}_total")),
+        )
+        for i in range(300)
+    ]
     ticks: list[float] = []
 
     async def main() -> tuple[int, float, float]:

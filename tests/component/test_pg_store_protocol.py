@@ -623,7 +623,9 @@ def test_an_unreachable_server_fails_fast_marks_the_store_unready_and_recovers(
         server.close()
 
 
-def test_an_acknowledgement_made_just_before_an_outage_is_known_during_it() -> None:
+def test_an_acknowledgement_made_just_before_an_outage_is_known_during_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Reminders skip acknowledged incidents: one acknowledged a moment before the database
     # went away must not be reminded of for as long as it is away.
     require_postgres()
@@ -633,11 +635,20 @@ def test_an_acknowledgement_made_just_before_an_outage_is_known_during_it() -> N
         store.commit_cycle([], [_incident(i) for i in ("i1", "i2", "i3")], [], [], NOW)
         assert store.acknowledge_many(["i1"], "bob", NOW - 60) == 1
         assert store.acknowledge_many(["i1", "i2"], "alice", NOW) == 1
+        # The server goes away between the write and its read-back.
+        with monkeypatch.context() as patch:
+
+            def gone(*args: Any) -> Any:
+                raise StateStoreReadError("state store", "server closed the connection")
+
+            patch.setattr(store, "_read", gone)
+            assert store.acknowledge_many(["i3"], "carol", NOW + 1) == 1
         server.stop()
         # i1 keeps its first acknowledgement (the store's), not this click's.
         assert store.acknowledgements(["i1", "i2", "i3"]) == {
             "i1": ("bob", NOW - 60),
             "i2": ("alice", NOW),
+            "i3": ("carol", NOW + 1),
         }
         store.close()
     finally:
