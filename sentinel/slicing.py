@@ -116,6 +116,11 @@ class Slicer:
     def due(self) -> bool:
         return time.perf_counter() >= self._until
 
+    def skip(self, seconds: float) -> None:
+        """Leave `seconds` out of the current slice (the step waited meanwhile)."""
+        self._started += seconds
+        self._until += seconds
+
     async def pause(self) -> None:
         """Give the event loop one turn, and more while it is busy (`SHARE`); then start
         a new slice."""
