@@ -204,3 +204,13 @@ def test_many_small_slos_give_the_loop_its_turns_between_them(queries: str) -> N
     assert events.count("slo") == 300
     # In one piece all 300 were evaluated between two turns; in ~1 ms slices, a few each.
     assert max(len(run) for run in runs) < 100, max(len(run) for run in runs)
+
+
+def test_an_slo_listed_twice_is_evaluated_once_and_reported_for_each_listing() -> None:
+    async def main() -> list[SLOResult]:
+        engine = Engine({"prometheus": ManyInstances(3)}, renderers())
+        return (await engine.evaluate_once([BIG, BIG], 1000.0)).results
+
+    results = asyncio.run(main())
+    assert len(results) == 2 * 3 * 5
+    assert [repr(r) for r in results[:15]] == [repr(r) for r in results[15:]]
