@@ -28,7 +28,7 @@ import time
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ ITEMS_PER_YIELD = 32
 # The same for the evaluation's inner loops (an SLO's instances, an answer's samples),
 # whose items cost 1-12 µs: a chunk is a list comprehension between two yields.
 CHUNK = 128
-# An answer's samples grouped or counted between two yields (~0.5 µs each).
+# An answer's samples parsed, grouped or counted between two yields (~0.5 µs each).
 SAMPLES_CHUNK = 1024
 
 
@@ -122,16 +122,21 @@ class Slicer:
         self._until += seconds
 
     async def pause(self) -> None:
-        """Give the event loop one turn, and more while it is busy (`SHARE`); then start
-        a new slice."""
+        """Give the event loop one turn, and more while it is busy (`SHARE`, until the
+        task's pacing deadline); then start a new slice."""
         now = time.perf_counter()
         deadline = _PACED_UNTIL.get()
         if deadline is not None and now >= deadline.at:
             await asyncio.sleep(0)  # past its pacing deadline: one turn
-            self.slices += 1
-            self._started = now = time.perf_counter()
-            self._until = now + self.budget
-            return
+            now = time.perf_counter()
+        else:
+            now = await self._paced(now)
+        self.slices += 1
+        self._started = now
+        self._until = now + self.budget
+
+    async def _paced(self, now: float) -> float:
+        """Let a busy loop run its share after this slice; returns the time it resumed."""
         # What the slice ran, at most a few budgets: a slicer kept across an await (the
         # step waited for a query meanwhile) must not count the wait as its work.
         ran = min(now - self._started, 4 * self.budget)
@@ -141,34 +146,26 @@ class Slicer:
             await asyncio.sleep(0)
             now = time.perf_counter()
             if now - before < IDLE_TURN:
-                break
+                return now
             if now >= _Pace.resume:
                 # This step's turn: the others waiting wait for its slice too (woken in
                 # the same loop turn, they would all run theirs back to back).
                 _Pace.resume = now + self.budget * (1 - SHARE) / SHARE
-                break
-        self.slices += 1
-        self._started = now
-        self._until = now + self.budget
+                return now
 
 
 async def drain(steps: Iterable[object], slicer: Slicer | None = None) -> None:
     """Run a step written as a generator, pausing between slices."""
-    slicer = slicer or Slicer()
-    for _ in steps:
-        if slicer.due():
-            await slicer.pause()
+    await finish(cast(Steps[None], iter(steps)), slicer)
 
 
 def run(steps: Iterable[object]) -> None:
     """Run a step written as a generator in one piece."""
-    for _ in steps:
-        pass
+    finish_now(cast(Steps[None], iter(steps)))
 
 
 async def finish(steps: Steps[T], slicer: Slicer | None = None) -> T:
-    """`drain` for a step that returns a result: runs it on the loop in slices, returns
-    what it returned."""
+    """Run a step on the loop in slices; returns what it returned."""
     slicer = slicer or Slicer()
     while True:
         try:
@@ -180,7 +177,7 @@ async def finish(steps: Steps[T], slicer: Slicer | None = None) -> T:
 
 
 def finish_now(steps: Steps[T]) -> T:
-    """`run` for a step that returns a result: runs it to its end in one piece."""
+    """Run a step to its end in one piece; returns what it returned."""
     while True:
         try:
             next(steps)

@@ -16,10 +16,8 @@ from typing import Any, NamedTuple, Protocol
 
 from sentinel.errors import BadResponse, TooManySeries
 from sentinel.health import DependencyHealth
-from sentinel.slicing import Steps, finish_now
+from sentinel.slicing import SAMPLES_CHUNK, Steps, finish_now
 
-# Samples parsed between two yields of `vector_steps` (~0.6 µs each).
-PARSE_CHUNK = 512
 # Series of a range answer parsed between two yields (a series holds up to ~100 points).
 MATRIX_CHUNK = 16
 
@@ -114,7 +112,7 @@ def vector_steps(
     item: Any = None
     try:
         while result:
-            for _ in range(min(len(result), PARSE_CHUNK)):
+            for _ in range(min(len(result), SAMPLES_CHUNK)):
                 item = pop()
                 metric, pair = item["metric"], item["value"]
                 if type(metric) is not dict or type(pair) is not list or len(pair) != 2:
