@@ -28,8 +28,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from sentinel import jsonenc
 from sentinel.alerting.silences import Silence, alert_labels
-from sentinel.alerting.state import Alert, AlertState, Transition, TransitionKind, step
+from sentinel.alerting.state import (
+    Alert,
+    AlertState,
+    Transition,
+    TransitionKind,
+    alert_data,
+    step,
+)
 from sentinel.alerting.store import NewNotification
 from sentinel.alerting.store_api import StateStore
 from sentinel.errors import StateStoreError, StateStoreWriteError
@@ -43,7 +51,7 @@ from sentinel.rules.model import (
     SLIKind,
     severity_at_least,
 )
-from sentinel.slicing import ITEMS_PER_YIELD, drain, run
+from sentinel.slicing import ITEMS_PER_YIELD, Steps, drain, finish, finish_now, run
 from sentinel.units import format_duration
 
 log = logging.getLogger("sentinel.alerts")
@@ -73,13 +81,21 @@ def _incident_row(tr: Transition) -> dict[str, Any]:
 
 def _notification(
     name: str, kind: str, service: str, batch: list[dict[str, Any]], now: float
-) -> NewNotification:
-    """One outbox entry; its key names the incidents and reminder counts it carries, so a
-    commit retried after a failure cannot enqueue it twice."""
+) -> Steps[NewNotification]:
+    """One outbox entry (a step: its payload is encoded a few alerts at a time); its key
+    names the incidents and reminder counts it carries, so a commit retried after a
+    failure cannot enqueue it twice."""
     ids = ",".join(sorted(f"{a['incident_id']}#{a.get('repeat', 0)}" for a in batch))
     digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
-    payload = {"alerts": batch, "env": batch[0]["labels"].get("env") or batch[0].get("env")}
-    return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now)
+    env = batch[0]["labels"].get("env") or batch[0].get("env")
+    payload = {"alerts": batch, "env": env}
+    alerts: list[str] = []
+    for start in range(0, len(batch), ITEMS_PER_YIELD):
+        alerts += [jsonenc.dumps(a) for a in batch[start : start + ITEMS_PER_YIELD]]
+        yield
+    # The text `jsonenc.dumps(payload)` gives, element by element (json's separators).
+    text = f'{{"alerts": [{", ".join(alerts)}], "env": {jsonenc.dumps(env)}}}'
+    return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now, text)
 
 
 # The outbox queue of a notifier grouping by SLO is this and the SLO's name (`_queue`).
@@ -224,9 +240,16 @@ class AlertManager:
         if len(quiet) <= QUIET_CHUNK:
             quiet = []
         if changed:
-            self._stage(changed, transitions, now)
-        if self.unsaved and self._commit(now, {a.key for a in quiet}):
-            await self._commit_quiet(quiet, now)
+            # In slices too: a storm (7,000 alerts firing at once) built its notifications,
+            # logged its transitions and staged its states in one ~80 ms piece.
+            await drain(self._stage(changed, transitions, now))
+        if self.unsaved:
+            later = {a.key for a in quiet}
+            # The rows are encoded in slices first: the commit, one transaction, is then
+            # only the database's work (7,000 new alerts after a start: 41 -> ~11 ms).
+            prepared = await finish(self._encoded(later))
+            if self._commit(now, later, prepared):
+                await self._commit_quiet(quiet, now)
 
     def observe_sync(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         """Step every instance, then commit the changes (after any a failed commit left),
@@ -299,7 +322,7 @@ class AlertManager:
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float
     ) -> None:
         if changed:
-            self._stage(changed, transitions, now)
+            run(self._stage(changed, transitions, now))
         if self.unsaved:
             self._commit(now)
 
@@ -402,7 +425,8 @@ class AlertManager:
             self.unsaved.alerts[key] = alert
             self._firing.get(key.split("/", 1)[0], set()).discard(key)
         for (name, service), batch in groups.items():
-            self.unsaved.notifications.append(_notification(name, "resolved", service, batch, now))
+            notification = finish_now(_notification(name, "resolved", service, batch, now))
+            self.unsaved.notifications.append(notification)
         self._commit(now)
         return len(rows)
 
@@ -479,10 +503,15 @@ class AlertManager:
 
     def _stage(
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float
-    ) -> None:
-        notifications = self._notifications(transitions, now)
+    ) -> Iterator[None]:
+        """Stage a step's changes for the commit (a generator: yields every few alerts).
+        The notifications are built first: if a store read they need fails, nothing has
+        changed and the next cycle makes the same steps."""
+        notifications = yield from self._notifications(transitions, now)
         unsaved = self.unsaved
-        for key, alert in changed.items():
+        for n, (key, alert) in enumerate(changed.items(), 1):
+            if n % ITEMS_PER_YIELD == 0:
+                yield
             self.alerts[key] = alert
             unsaved.alerts[key] = alert
             firing = self._firing.setdefault(key.split("/", 1)[0], set())
@@ -490,7 +519,9 @@ class AlertManager:
                 firing.add(key)
             else:
                 firing.discard(key)
-        for _, tr in transitions:
+        for n, (_, tr) in enumerate(transitions, 1):
+            if n % ITEMS_PER_YIELD == 0:
+                yield
             self._log(tr)
             if tr.kind is TransitionKind.FIRING:
                 unsaved.opened.append(_incident_row(tr))
@@ -498,11 +529,29 @@ class AlertManager:
                 unsaved.resolved.append((tr.alert.incident_id, now))
         unsaved.notifications += notifications
 
-    def _commit(self, now: float, later: set[str] | frozenset[str] = frozenset()) -> bool:
+    def _encoded(self, later: set[str]) -> Steps[tuple[list[Alert], list[str]]]:
+        """The unsaved alerts but those of `later`, and their rows (`alert_data`), as a
+        step. An Alert is frozen and the step holds `lock`: the rows stay theirs."""
+        alerts = [a for k, a in self.unsaved.alerts.items() if k not in later]
+        rows: list[str] = []
+        for start in range(0, len(alerts), ITEMS_PER_YIELD):
+            rows += [alert_data(a) for a in alerts[start : start + ITEMS_PER_YIELD]]
+            yield
+        return alerts, rows
+
+    def _commit(
+        self,
+        now: float,
+        later: set[str] | frozenset[str] = frozenset(),
+        prepared: tuple[list[Alert], list[str]] | None = None,
+    ) -> bool:
         """Commit what is unsaved except the alert rows of `later` (they stay unsaved, for
-        `_commit_quiet`); True when it was saved."""
+        `_commit_quiet`); True when it was saved. `prepared` is `_encoded(later)`'s."""
         pending = self.unsaved
-        alerts = [a for k, a in pending.alerts.items() if k not in later]
+        if prepared is None:
+            alerts, rows = [a for k, a in pending.alerts.items() if k not in later], None
+        else:
+            alerts, rows = prepared
         if not (alerts or pending.opened or pending.resolved or pending.notifications):
             return True  # only quiet rows: `_commit_quiet` saves them
         try:
@@ -512,6 +561,7 @@ class AlertManager:
                 pending.resolved,
                 pending.notifications,
                 now,
+                rows,
             )
         except StateStoreWriteError as exc:
             pending.failed_commits += 1
@@ -581,7 +631,7 @@ class AlertManager:
 
     def _notifications(
         self, transitions: Sequence[tuple[SLO, Transition]], now: float
-    ) -> list[NewNotification]:
+    ) -> Steps[list[NewNotification]]:
         silences = [s for s in self.store.silences() if s.active(now)]
         repeats = [
             tr.alert.incident_id for _, tr in transitions if tr.kind is TransitionKind.REPEAT
@@ -590,7 +640,9 @@ class AlertManager:
         told = self._told_of_silenced_resolves(transitions, silences)
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         granted: dict[tuple[str, str], float] = {}  # rollbacks allowed in this cycle
-        for slo, tr in transitions:
+        for n, (slo, tr) in enumerate(transitions, 1):
+            if n % ITEMS_PER_YIELD == 0:
+                yield
             r = tr.result
             routes = self._routes(slo)
             labels = alert_labels(r.service, r.slo, r.severity, r.labels)
@@ -626,7 +678,8 @@ class AlertManager:
             # A rollback webhook gets one request per incident; Slack one message per
             # service (or per SLO: `_queue`).
             batches = [[a] for a in alerts] if self.notifiers[name].kind == "webhook" else [alerts]
-            out += [_notification(name, kind, service, batch, now) for batch in batches]
+            for batch in batches:
+                out.append((yield from _notification(name, kind, service, batch, now)))
         return out
 
     def _queue(self, name: str, service: str, slo: str) -> str:

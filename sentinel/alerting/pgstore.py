@@ -44,7 +44,7 @@ from psycopg.rows import dict_row
 
 from sentinel import jsonenc
 from sentinel.alerting.silences import Silence, SilenceMatcher
-from sentinel.alerting.state import Alert, AlertState, alert_fields
+from sentinel.alerting.state import Alert, AlertState, alerts_data
 from sentinel.alerting.store import (
     ALERT_STATE,
     BEHIND_WAITING,
@@ -363,9 +363,10 @@ class PostgresStore:
         incidents_resolved: Iterable[tuple[str, float]],
         notifications: Sequence[NewNotification],
         now: float,
+        alert_rows: Sequence[str] | None = None,
     ) -> None:
         """State changes and their notifications, atomically (or StateStoreWriteError);
-        refused unless this replica leads."""
+        refused unless this replica leads. `alert_rows` as in Store.commit_cycle."""
         opened, resolved = list(incidents_opened), list(incidents_resolved)
         with self._transaction(ALERT_STATE) as conn:
             self._check_leader(conn)
@@ -375,7 +376,10 @@ class PostgresStore:
                     "INSERT INTO alerts(key, data, updated_at) VALUES (%s, %s, %s) "
                     "ON CONFLICT(key) DO UPDATE SET data=excluded.data, "
                     "updated_at=excluded.updated_at",
-                    [(a.key, jsonenc.dumps(alert_fields(a)), now) for a in alerts],
+                    [
+                        (a.key, data, now)
+                        for a, data in zip(alerts, alerts_data(alerts, alert_rows), strict=True)
+                    ],
                 )
             if opened:
                 cur.executemany(
@@ -401,7 +405,7 @@ class PostgresStore:
                             n.notifier,
                             n.kind,
                             n.service,
-                            jsonenc.dumps(n.payload),
+                            n.payload_text(),
                             now if n.created_at is None else n.created_at,
                             now,
                         )

@@ -13,11 +13,13 @@ stable id derived from the instance key and the time it fired.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from operator import attrgetter
 from typing import Any
 
+from sentinel import jsonenc
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import AlertPolicy, NoDataPolicy
 
@@ -63,6 +65,22 @@ def alert_fields(alert: Alert) -> dict[str, Any]:
 
 ALERT_FIELDS = tuple(f.name for f in fields(Alert))
 _alert_values = attrgetter(*ALERT_FIELDS)
+
+
+def alert_data(alert: Alert) -> str:
+    """An Alert as its store row's `data` (JSON): a function of its fields alone, since an
+    Alert is frozen, so it may be encoded ahead of the write that saves it."""
+    return jsonenc.dumps(alert_fields(alert))
+
+
+def alerts_data(alerts: Sequence[Alert], given: Sequence[str] | None = None) -> Sequence[str]:
+    """Each alert's `alert_data`: `given` when the caller encoded them already (one per
+    alert, in order), else encoded here."""
+    if given is None:
+        return [alert_data(a) for a in alerts]
+    if len(given) != len(alerts):
+        raise ValueError(f"{len(given)} encoded rows for {len(alerts)} alerts")
+    return given
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class StateStore(Protocol):
         incidents_resolved: Iterable[tuple[str, float]],
         notifications: Sequence[NewNotification],
         now: float,
+        alert_rows: Sequence[str] | None = None,
     ) -> None: ...
 
     def delete_alerts(self, keys: Sequence[str]) -> None:
