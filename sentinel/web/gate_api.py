@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sentinel import jsonenc
 from sentinel.config import GateConfig
-from sentinel.errors import GateInputError, GateOverloaded
+from sentinel.errors import GateInputError, GateOverloaded, StateStoreError
 from sentinel.gate.request import (
     GateRequest,
     audit_inputs,
@@ -20,7 +20,7 @@ from sentinel.gate.request import (
     parse_query,
 )
 from sentinel.gate.service import HISTORY_LIMIT, MAX_BODY, STATUS_CODE, Gate
-from sentinel.web.app import json_response, require_token
+from sentinel.web.app import answers_store_errors, json_response, require_token, store_unavailable
 
 
 def gate_routes(gate: Gate) -> list[web.RouteDef]:
@@ -44,6 +44,7 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
             parsed[key] = found
         return found
 
+    @answers_store_errors
     async def handle(request: web.Request) -> web.Response:
         started = gate.monotonic()
         config = gate.host.config.gate
@@ -71,6 +72,8 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
                 status=429,
                 headers={"Retry-After": str(exc.retry_after)},
             )
+        except StateStoreError as exc:  # the gate answers from memory; should one need it
+            return store_unavailable(exc)
         gate.audit(req, now, answer.decision, answer.body, inputs)
         return web.Response(
             text=answer.body,

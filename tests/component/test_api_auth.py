@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sentinel.errors import StateStoreReadError
 from sentinel.web.app import BadRequestLogFilter, install_bad_request_filter
 from support.gatestack import TOKEN, GateClient, make_client
 from support.scenario import at
@@ -152,3 +153,30 @@ def test_other_aiohttp_server_errors_keep_their_traceback() -> None:
         record.exc_info = (type(exc), exc, exc.__traceback__)
     assert BadRequestLogFilter().filter(record) is True
     assert record.exc_info is not None and record.msg == "Error handling request"
+
+
+async def test_a_state_store_that_cannot_be_read_is_a_503_naming_it_on_every_route(
+    api: GateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared PostgreSQL that is down: what needs it answers 503 with the reason and a
+    Retry-After (answered per route, and by the gate itself, since there is no app-wide
+    middleware), never a 500 or a gate decision."""
+
+    def unreadable(*args: object, **kwargs: object) -> object:
+        raise StateStoreReadError("postgresql://db", "server closed the connection")
+
+    monkeypatch.setattr(api.built.store, "incidents", unreadable)
+    monkeypatch.setattr(api.built.gate, "check", unreadable)
+    for path in ("/api/v1/alerts", "/api/v1/gate?service=chatbot-backend"):
+        async with api.session.get(
+            api.server.make_url(path), headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as r:
+            body = await r.json()
+            assert r.status == 503, (path, body)
+            assert r.headers["Retry-After"] == "5"
+            assert body["error"] == (
+                "state store unavailable: postgresql://db: server closed the connection"
+            )
+    # Everything else still answers.
+    async with api.session.get(api.server.make_url("/health/live")) as r:
+        assert r.status == 200
