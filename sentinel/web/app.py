@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator
@@ -337,6 +338,7 @@ def _store_errors_answered(route: web.RouteDef) -> web.RouteDef:
     if getattr(handler, "answers_store_errors", False):
         return route
 
+    @functools.wraps(handler)
     async def answered(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)

@@ -379,9 +379,12 @@ def incidents(
 ) -> list[Incident]:
     """Incident rows with each notifier's delivery state; silenced when a silence that
     matched the alert was active when it fired (it then sent nothing)."""
-    by_incident: dict[str, list[Delivery]] = {}
+    by_incident: dict[str, list[Delivery]] = {str(i["id"]): [] for i in raw}
     for d in deliveries:
-        by_incident.setdefault(str(d.get("incident_id")), []).append(
+        shown = by_incident.get(str(d.get("incident_id")))
+        if shown is None:
+            continue  # an incident not on the page (deliveries cover the whole period)
+        shown.append(
             Delivery(
                 notifier=str(d["notifier"]),
                 kind=str(d["kind"]),

@@ -6,6 +6,7 @@ forms against forged and cross-site posts."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +34,7 @@ async def ui(
 
 def status_ui(client: GateClient) -> StatusUI:
     for route in client.server.app.router.routes():
-        owner = getattr(route.handler, "__self__", None)
+        owner = getattr(inspect.unwrap(route.handler), "__self__", None)
         if isinstance(owner, StatusUI):
             return owner
     raise AssertionError("the status UI is not served")
