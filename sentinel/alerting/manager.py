@@ -11,10 +11,12 @@ while the store is unwritable is still announced, with the time it fired, and it
 FIRING always reaches the outbox before its RESOLVED.
 
 On the daemon's event loop (`observe`) the instances are stepped in slices that let the
-loop answer requests in between (sentinel/slicing.py); staging and committing stay one
-piece. Rule groups and probes share one manager, so each step holds `lock` from its first
-instance to its commit: steps never interleave, and a commit holds exactly the changes
-of the steps before it.
+loop answer requests in between (sentinel/slicing.py), and what a commit needs (the
+notifications, incident rows, log lines, the rows' JSON) is built in slices too; the
+changes are applied to memory in one piece, then committed, so a step stopped at a pause
+leaves nothing half staged. Rule groups and probes share one manager, so each step holds
+`lock` from its first instance to its commit: steps never interleave, and a commit holds
+exactly the changes of the steps before it.
 """
 
 from __future__ import annotations
@@ -100,6 +102,16 @@ def _notification(
 
 # The outbox queue of a notifier grouping by SLO is this and the SLO's name (`_queue`).
 SLO_QUEUE = "slo:"
+
+
+def _queue(notifier: Route, service: str, slo: str) -> str:
+    """The outbox queue (an entry's `service`) of an alert's notifications to `notifier`,
+    the same for every notification of one incident, which is what keeps them in order:
+    the service; or, for a notifier grouping by SLO (Slack's `group_by: slo`), the SLO's
+    name, so one entry (one message) carries every service's alerts of it."""
+    if notifier.group_by == "slo":
+        return f"{SLO_QUEUE}{slo}"
+    return service
 
 
 # How long a replica whose rules predate an SLO's removal leaves its retired alert be: a
@@ -418,7 +430,7 @@ class AlertManager:
                     "resolved_at_text": rfc3339(now),
                     "resolved_because": because,
                 }
-                queue = self._queue(name, row["service"], row["slo"])
+                queue = _queue(self.notifiers[name], row["service"], row["slo"])
                 groups.setdefault((name, queue), []).append(resolved)
         for key, alert in changed.items():
             self.alerts[key] = alert
@@ -504,14 +516,26 @@ class AlertManager:
     def _stage(
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float
     ) -> Iterator[None]:
-        """Stage a step's changes for the commit (a generator: yields every few alerts).
-        The notifications are built first: if a store read they need fails, nothing has
-        changed and the next cycle makes the same steps."""
+        """Stage a step's changes for the commit (a generator). What takes time is built
+        first, in slices, into locals: the notifications (if a store read they need fails,
+        nothing has changed and the next cycle makes the same steps), the incident rows
+        and the transitions' log lines. The changes are then applied in one piece: a step
+        cancelled at a pause (a forced stop) leaves no alert FIRING without its incident
+        and notification for a later commit to save (at worst its log lines, written
+        again when the next run makes the same transitions)."""
         notifications = yield from self._notifications(transitions, now)
-        unsaved = self.unsaved
-        for n, (key, alert) in enumerate(changed.items(), 1):
+        opened: list[dict[str, Any]] = []
+        resolved: list[tuple[str, float]] = []
+        for n, (_, tr) in enumerate(transitions, 1):
             if n % ITEMS_PER_YIELD == 0:
                 yield
+            self._log(tr)
+            if tr.kind is TransitionKind.FIRING:
+                opened.append(_incident_row(tr))
+            elif tr.kind is TransitionKind.RESOLVED and tr.alert.incident_id:
+                resolved.append((tr.alert.incident_id, now))
+        unsaved = self.unsaved
+        for key, alert in changed.items():
             self.alerts[key] = alert
             unsaved.alerts[key] = alert
             firing = self._firing.setdefault(key.split("/", 1)[0], set())
@@ -519,14 +543,8 @@ class AlertManager:
                 firing.add(key)
             else:
                 firing.discard(key)
-        for n, (_, tr) in enumerate(transitions, 1):
-            if n % ITEMS_PER_YIELD == 0:
-                yield
-            self._log(tr)
-            if tr.kind is TransitionKind.FIRING:
-                unsaved.opened.append(_incident_row(tr))
-            elif tr.kind is TransitionKind.RESOLVED and tr.alert.incident_id:
-                unsaved.resolved.append((tr.alert.incident_id, now))
+        unsaved.opened += opened
+        unsaved.resolved += resolved
         unsaved.notifications += notifications
 
     def _encoded(self, later: set[str]) -> Steps[tuple[list[Alert], list[str]]]:
@@ -623,11 +641,11 @@ class AlertManager:
             ),
         )
 
-    def _routes(self, slo: SLO) -> list[str]:
+    @staticmethod
+    def _routes(slo: SLO, notifiers: Mapping[str, Route]) -> list[str]:
         if slo.notify:
-            return [n for n in slo.notify if n in self.notifiers]
-        defaults = [n for n, notifier in self.notifiers.items() if notifier.kind != "webhook"]
-        return defaults
+            return [n for n in slo.notify if n in notifiers]
+        return [n for n, notifier in notifiers.items() if notifier.kind != "webhook"]
 
     def _notifications(
         self, transitions: Sequence[tuple[SLO, Transition]], now: float
@@ -638,13 +656,15 @@ class AlertManager:
         ]
         acked = self.store.acknowledgements(i for i in repeats if i) if repeats else {}
         told = self._told_of_silenced_resolves(transitions, silences)
+        # As they are now: a reload may swap them in place while this step pauses.
+        notifiers, guards = dict(self.notifiers), self.guards
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         granted: dict[tuple[str, str], float] = {}  # rollbacks allowed in this cycle
         for n, (slo, tr) in enumerate(transitions, 1):
             if n % ITEMS_PER_YIELD == 0:
                 yield
             r = tr.result
-            routes = self._routes(slo)
+            routes = self._routes(slo, notifiers)
             labels = alert_labels(r.service, r.slo, r.severity, r.labels)
             silence = next((s for s in silences if s.matches(labels)), None)
             if silence is not None:
@@ -662,14 +682,14 @@ class AlertManager:
             if tr.kind is TransitionKind.REPEAT and tr.alert.incident_id in acked:
                 continue  # acknowledged: someone is on it, no more reminders
             for name in routes:
-                notifier = self.notifiers[name]
+                notifier = notifiers[name]
                 if not severity_at_least(r.severity, notifier.min_severity):
                     continue
                 if notifier.kind == "webhook" and not self._rollback_allowed(
-                    name, slo, tr, now, granted
+                    name, slo, tr, now, granted, guards
                 ):
                     continue
-                queue = self._queue(name, r.service, r.slo)
+                queue = _queue(notifier, r.service, r.slo)
                 groups.setdefault((name, queue, tr.kind.value), []).append(
                     self._alert_payload(slo, tr, now)
                 )
@@ -677,19 +697,10 @@ class AlertManager:
         for (name, service, kind), alerts in groups.items():
             # A rollback webhook gets one request per incident; Slack one message per
             # service (or per SLO: `_queue`).
-            batches = [[a] for a in alerts] if self.notifiers[name].kind == "webhook" else [alerts]
+            batches = [[a] for a in alerts] if notifiers[name].kind == "webhook" else [alerts]
             for batch in batches:
                 out.append((yield from _notification(name, kind, service, batch, now)))
         return out
-
-    def _queue(self, name: str, service: str, slo: str) -> str:
-        """The outbox queue (an entry's `service`) of an alert's notifications to `name`,
-        the same for every notification of one incident, which is what keeps them in
-        order: the service; or, for a notifier grouping by SLO (Slack's `group_by: slo`),
-        the SLO's name, so one entry (one message) carries every service's alerts of it."""
-        if self.notifiers[name].group_by == "slo":
-            return f"{SLO_QUEUE}{slo}"
-        return service
 
     def _told_of_silenced_resolves(
         self, transitions: Sequence[tuple[SLO, Transition]], silences: Sequence[Silence]
@@ -719,10 +730,11 @@ class AlertManager:
         tr: Transition,
         now: float,
         granted: dict[tuple[str, str], float],
+        guards: Mapping[str, RollbackGuard],
     ) -> bool:
         if tr.kind is not TransitionKind.FIRING or not policy_for(slo, tr.result).rollback:
             return False
-        guard = self.guards.get(name, RollbackGuard(1800.0, 0.0))
+        guard = guards.get(name, RollbackGuard(1800.0, 0.0))
         events = tr.result.events
         if guard.min_events and (events is None or events < guard.min_events):
             log.warning(

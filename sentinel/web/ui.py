@@ -33,6 +33,7 @@ from sentinel.errors import GateInputError, GateOverloaded, StateStoreWriteError
 from sentinel.evaluate.slo import rfc3339
 from sentinel.gate.request import parse_query
 from sentinel.outputs.links import dashboard_url
+from sentinel.rules.model import SLIKind
 from sentinel.units import format_duration
 from sentinel.web import ui_data, ui_service
 from sentinel.web.alerts_api import create_silence
@@ -350,9 +351,13 @@ class StatusUI:
         slos = self.daemon.rules.slos
         kinds = {slo.key: slo.sli.kind for slo in slos}
         # The SLOs of the incidents shown, by their alerts, else by name among the SLOs
-        # grouped by service (an instance gone since): not a walk over every alert, 7,000
-        # at 1,000 services, on the loop at each view.
-        by_name = {slo.name: slo.sli.kind for slo in slos if "service" in slo.group_by}
+        # grouped by service when that name is theirs alone (an instance gone since):
+        # not a walk over every alert, 7,000 at 1,000 services, on the loop at each view.
+        named: dict[str, set[SLIKind]] = {}
+        for grouped in slos:
+            if "service" in grouped.group_by:
+                named.setdefault(grouped.name, set()).add(grouped.sli.kind)
+        by_name = {name: found.pop() for name, found in named.items() if len(found) == 1}
         slo_of = self.manager.slo_of
         for i in raw:
             slo = slo_of.get(str(i.get("alert_key")))

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -371,5 +372,79 @@ async def test_a_commit_of_thousands_of_new_alerts_is_only_the_database_work(
         assert store.load_alerts() == manager.alerts
         assert all(a.state is AlertState.RESOLVED for a in manager.alerts.values())
         assert [e.kind for e in store.due(now=300.0)] == ["firing", "resolved"]
+    finally:
+        store.close()
+
+
+async def test_a_step_stopped_while_staging_a_storm_leaves_nothing_half_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forced stop cancels a cycle wherever it pauses. Stopped while a storm's changes
+    were being staged, the step must leave no alert FIRING without its incident row and
+    notification (a later commit would save them: no page ever, then a RESOLVED for an
+    incident never announced): the next step makes the same transitions, once."""
+    manager, store, shop, _ = manager_and_groups(tmp_path)
+    logged = 0
+    midway = asyncio.Event()  # well inside the staging of 2,000 transitions
+    log_transition = manager._log
+
+    def counting(tr: object) -> None:
+        nonlocal logged
+        logged += 1
+        if logged == 500:
+            midway.set()
+        log_transition(tr)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(manager, "_log", counting)
+    try:
+        step = asyncio.ensure_future(manager.observe(shop, pods(2000, Status.BREACH, 100.0), 100.0))
+        await midway.wait()
+        step.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await step
+        assert manager.alerts == {} and not manager.unsaved
+        assert manager.firing("shop") == []
+        # The same results again: every alert fires once, with its incident and one message.
+        await manager.observe(shop, pods(2000, Status.BREACH, 160.0), 160.0)
+        assert sum(a.state is AlertState.FIRING for a in manager.alerts.values()) == 2000
+        assert store.load_alerts() == manager.alerts
+        assert len(store.incidents(open_only=True, limit=5000)) == 2000
+        assert [e.kind for e in store.due(now=200.0)] == ["firing"]
+    finally:
+        store.close()
+
+
+async def test_notifiers_reloaded_during_a_step_leave_its_notifications_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload swaps the notifiers in place while a storm's notifications are built in
+    slices: the step routes all of them by the notifiers it started with."""
+    manager, store, shop, _ = manager_and_groups(tmp_path)
+    built = 0
+    midway = asyncio.Event()  # inside the building of 2,000 alerts' notifications
+    payload = manager._alert_payload
+
+    def counting(*args: Any) -> dict[str, Any]:
+        nonlocal built
+        built += 1
+        if built == 500:
+            midway.set()
+        return payload(*args)
+
+    monkeypatch.setattr(manager, "_alert_payload", counting)
+
+    async def reload() -> None:
+        await midway.wait()
+        notifiers = cast(dict[str, Any], manager.notifiers)  # swapped in place, as a reload does
+        notifiers.clear()
+        notifiers["pager"] = LogNotifier("pager")
+
+    try:
+        await asyncio.gather(
+            manager.observe(shop, pods(2000, Status.BREACH, 100.0), 100.0), reload()
+        )
+        entries = store.due(now=200.0)
+        assert [(e.notifier, e.kind) for e in entries] == [("log", "firing")]
+        assert len(entries[0].payload["alerts"]) == 2000
     finally:
         store.close()

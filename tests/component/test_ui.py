@@ -194,3 +194,60 @@ async def test_a_wrong_token_signs_nobody_in_and_the_gate_page_stays_closed(
         )
         async with browser.get(ui.server.make_url("/gate"), allow_redirects=False) as r:
             assert r.status == 303
+
+
+async def test_incidents_of_instances_gone_show_their_slos_unit_when_the_name_says_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/incidents finds an incident's SLO by its alert, else (the instance is gone) by
+    name among the SLOs grouped by service: with its unit when the name is theirs alone,
+    without one when two such SLOs of different kinds share it."""
+    latency = (
+        "  - name: {name}\n"
+        "    sli: {{latency: {{histogram: h_seconds, quantile: 0.95}}}}\n"
+        "    threshold: 1.5s\n"
+        "    window: 5m\n"
+        "    group_by: [service]\n"
+    )
+    ratio = (
+        "  - name: errors\n"
+        "    sli: {ratio: {bad: {metric: r_total, matchers: {code: '=~5..'}}, "
+        "total: {metric: r_total}}}\n"
+        "    objective: 99.5%\n"
+        "    window: 5m\n"
+        "    group_by: [service]\n"
+    )
+    rules = {
+        "a.yaml": "version: sentinel/v1\nservice: platform\nslos:\n"
+        + latency.format(name="slow")
+        + latency.format(name="errors"),
+        "b.yaml": "version: sentinel/v1\nservice: other\nslos:\n" + ratio,
+    }
+    async for client in make_client(tmp_path, "http://127.0.0.1:9", monkeypatch, rules=rules):
+        now = client.clock.now
+        client.built.store.commit_cycle(
+            [],
+            [
+                {
+                    "id": f"inc-{slo}",
+                    "alert_key": f"svc-gone/{slo}{{service=svc-gone}}",
+                    "service": "svc-gone",
+                    "slo": slo,
+                    "severity": "page",
+                    "labels": '{"service": "svc-gone"}',
+                    "started_at": now - 60,
+                    "last_value": 1.83,
+                    "threshold": 1.5,
+                }
+                for slo in ("slow", "errors")
+            ],
+            [],
+            [],
+            now,
+        )
+        status, html = await page(client, "/incidents")
+        assert status == 200
+        rows = {slo: html[html.index(f'id="i-inc-{slo}"') :][:1500] for slo in ("slow", "errors")}
+        assert "1.83 s" in rows["slow"]
+        assert "1.83" in rows["errors"] and "1.83 s" not in rows["errors"]
+        assert "183 %" not in rows["errors"]
