@@ -100,6 +100,9 @@ def _notification(
     return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now, text)
 
 
+# A step's measurements of its firing alerts, for `last_firing` (None: no longer firing).
+LastFiring = dict[str, SLOResult | None]
+
 # The outbox queue of a notifier grouping by SLO is this and the SLO's name (`_queue`).
 SLO_QUEUE = "slo:"
 
@@ -246,7 +249,8 @@ class AlertManager:
         held = set(self.unsaved.alerts)
         changed: dict[str, Alert] = {}
         transitions: list[tuple[SLO, Transition]] = []
-        await drain(self._steps(group, results, now, changed, transitions))
+        last: LastFiring = {}
+        await drain(self._steps(group, results, now, changed, transitions, last))
         moved = {tr.alert.key for _, tr in transitions}
         quiet = [a for k, a in changed.items() if k not in moved and k not in held]
         if len(quiet) <= QUIET_CHUNK:
@@ -255,6 +259,7 @@ class AlertManager:
             # In slices too: a storm (7,000 alerts firing at once) built its notifications,
             # logged its transitions and staged its states in one ~80 ms piece.
             await drain(self._stage(changed, transitions, now))
+        self._keep_last(last)  # with the changes, in the same piece
         if self.unsaved:
             later = {a.key for a in quiet}
             # The rows are encoded in slices first: the commit, one transaction, is then
@@ -268,8 +273,10 @@ class AlertManager:
         in one piece."""
         changed: dict[str, Alert] = {}
         transitions: list[tuple[SLO, Transition]] = []
-        run(self._steps(group, results, now, changed, transitions))
+        last: LastFiring = {}
+        run(self._steps(group, results, now, changed, transitions, last))
         self._finish(changed, transitions, now)
+        self._keep_last(last)
 
     def _steps(
         self,
@@ -278,11 +285,12 @@ class AlertManager:
         now: float,
         changed: dict[str, Alert],
         transitions: list[tuple[SLO, Transition]],
+        last: LastFiring,
     ) -> Iterator[None]:
-        """Step every instance's state machine into `changed` and `transitions` (a
-        generator: yields every few results). New states go into this scratch dict first:
-        if building the notifications fails (a store read), nothing has changed and the
-        next cycle makes the same steps."""
+        """Step every instance's state machine into `changed`, `transitions` and `last`
+        (a generator: yields every few results). New states go into these scratch maps
+        first: if building the notifications fails (a store read), or the step is
+        stopped at a pause, nothing has changed and the next cycle makes the same steps."""
         slos = {slo.name: slo for slo in group.slos}
         alerts, slo_of = self.alerts, self.slo_of
         ok, quiet = Status.OK, (AlertState.INACTIVE, AlertState.RESOLVED)
@@ -312,13 +320,21 @@ class AlertManager:
                 continue
             alert, transition = step(prev, result, policy_for(slo, result), now)
             if alert.state is AlertState.FIRING:
-                self.last_firing[key] = result
+                last[key] = result
             elif key in self.last_firing:
-                del self.last_firing[key]
+                last[key] = None
             if alert != prev:
                 changed[key] = alert
             if transition is not None:
                 transitions.append((slo, transition))
+
+    def _keep_last(self, last: LastFiring) -> None:
+        """The measurements of the step's firing alerts (None: no longer firing)."""
+        for key, result in last.items():
+            if result is None:
+                self.last_firing.pop(key, None)
+            else:
+                self.last_firing[key] = result
 
     def _leave_be(self, key: str) -> None:
         if key not in self._left_be:  # once per process, not every cycle

@@ -13,7 +13,7 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Coroutine, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -80,6 +80,18 @@ async def ask_while_ticking(source: PrometheusSource, query: str) -> tuple[objec
     return got, longest, ended - started
 
 
+async def big_answer_beside(prom: FakePrometheus, other: Coroutine[Any, Any, None]) -> Any:
+    """The big answer asked through the real client while `other` runs on the loop."""
+    prom.answer(big_answer())
+    source = PrometheusSource(PrometheusConfig(url=prom.url, max_series=100_000))
+    beside = asyncio.ensure_future(other)
+    try:
+        return await source.instant("errors_total", 1_700_000_000)
+    finally:
+        beside.cancel()
+        await source.close()
+
+
 async def test_a_large_answer_leaves_the_loop_free_while_it_is_parsed(
     prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,14 +114,7 @@ async def test_a_large_answer_leaves_the_loop_free_while_it_is_parsed(
             await asyncio.sleep(0)
 
     monkeypatch.setattr(prometheus, "vector_steps", recorded)
-    prom.answer(big_answer())
-    source = PrometheusSource(PrometheusConfig(url=prom.url, max_series=100_000))
-    ticking = asyncio.ensure_future(ticker())
-    try:
-        got = await source.instant("errors_total", 1_700_000_000)
-    finally:
-        ticking.cancel()
-        await source.close()
+    got = await big_answer_beside(prom, ticker())
     assert isinstance(got, list) and len(got) == SERIES
     assert got[-1].labels == {"service": f"svc-{SERIES - 1:05d}", "code": "500"}
     assert got[-1].value == (SERIES - 1) * 0.25
@@ -225,14 +230,7 @@ async def test_the_loop_gets_a_turn_between_a_large_answers_decode_and_its_parse
 
     monkeypatch.setattr(HTTPQueryClient, "_payload", decoded)
     monkeypatch.setattr(prometheus, "vector_steps", parsed)
-    prom.answer(big_answer())
-    source = PrometheusSource(PrometheusConfig(url=prom.url, max_series=100_000))
-    ticking = asyncio.ensure_future(ticker())
-    try:
-        got = await source.instant("errors_total", 1_700_000_000)
-    finally:
-        ticking.cancel()
-        await source.close()
+    got = await big_answer_beside(prom, ticker())
     assert len(got) == SERIES
     decode = events.index("decoded")
     assert "tick" in events[decode : events.index("parsing", decode)]
