@@ -275,8 +275,11 @@ class AlertManager:
         transitions: list[tuple[SLO, Transition]] = []
         last: LastFiring = {}
         run(self._steps(group, results, now, changed, transitions, last))
-        self._finish(changed, transitions, now)
-        self._keep_last(last)
+        if changed:
+            run(self._stage(changed, transitions, now))
+        self._keep_last(last)  # with the changes, before the commit (as `observe`)
+        if self.unsaved:
+            self._commit(now)
 
     def _steps(
         self,
@@ -321,7 +324,7 @@ class AlertManager:
             alert, transition = step(prev, result, policy_for(slo, result), now)
             if alert.state is AlertState.FIRING:
                 last[key] = result
-            elif key in self.last_firing:
+            elif key in self.last_firing or key in last:
                 last[key] = None
             if alert != prev:
                 changed[key] = alert

@@ -407,6 +407,7 @@ async def test_a_step_stopped_while_staging_a_storm_leaves_nothing_half_staged(
         # The same results again: every alert fires once, with its incident and one message.
         await manager.observe(shop, pods(2000, Status.BREACH, 160.0), 160.0)
         assert sum(a.state is AlertState.FIRING for a in manager.alerts.values()) == 2000
+        assert len(manager.last_firing) == 2000
         assert store.load_alerts() == manager.alerts
         assert len(store.incidents(open_only=True, limit=5000)) == 2000
         assert [e.kind for e in store.due(now=200.0)] == ["firing"]
