@@ -53,7 +53,7 @@ from sentinel.rules.model import (
     SLIKind,
     severity_at_least,
 )
-from sentinel.slicing import ITEMS_PER_YIELD, Steps, drain, finish, finish_now, run
+from sentinel.slicing import ITEMS_PER_YIELD, Steps, drain, finish, finish_now, mapped, run
 from sentinel.units import format_duration
 
 log = logging.getLogger("sentinel.alerts")
@@ -91,10 +91,7 @@ def _notification(
     digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
     env = batch[0]["labels"].get("env") or batch[0].get("env")
     payload = {"alerts": batch, "env": env}
-    alerts: list[str] = []
-    for start in range(0, len(batch), ITEMS_PER_YIELD):
-        alerts += [jsonenc.dumps(a) for a in batch[start : start + ITEMS_PER_YIELD]]
-        yield
+    alerts = yield from mapped(jsonenc.dumps, batch)
     # The text `jsonenc.dumps(payload)` gives, element by element (json's separators).
     text = f'{{"alerts": [{", ".join(alerts)}], "env": {jsonenc.dumps(env)}}}'
     return NewNotification(f"{name}:{kind}:{digest}", name, kind, service, payload, now, text)
@@ -275,11 +272,7 @@ class AlertManager:
         transitions: list[tuple[SLO, Transition]] = []
         last: LastFiring = {}
         run(self._steps(group, results, now, changed, transitions, last))
-        if changed:
-            run(self._stage(changed, transitions, now))
-        self._keep_last(last)  # with the changes, before the commit (as `observe`)
-        if self.unsaved:
-            self._commit(now)
+        self._finish(changed, transitions, now, last)
 
     def _steps(
         self,
@@ -350,10 +343,17 @@ class AlertManager:
             )
 
     def _finish(
-        self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float
+        self,
+        changed: dict[str, Alert],
+        transitions: list[tuple[SLO, Transition]],
+        now: float,
+        last: LastFiring | None = None,
     ) -> None:
+        """Stage the changes, keep the last measurements with them (as `observe`), then
+        commit, in one piece."""
         if changed:
             run(self._stage(changed, transitions, now))
+        self._keep_last(last or {})
         if self.unsaved:
             self._commit(now)
 
@@ -570,11 +570,7 @@ class AlertManager:
         """The unsaved alerts but those of `later`, and their rows (`alert_data`), as a
         step. An Alert is frozen and the step holds `lock`: the rows stay theirs."""
         alerts = [a for k, a in self.unsaved.alerts.items() if k not in later]
-        rows: list[str] = []
-        for start in range(0, len(alerts), ITEMS_PER_YIELD):
-            rows += [alert_data(a) for a in alerts[start : start + ITEMS_PER_YIELD]]
-            yield
-        return alerts, rows
+        return alerts, (yield from mapped(alert_data, alerts))
 
     def _commit(
         self,

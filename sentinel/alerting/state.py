@@ -75,12 +75,8 @@ def alert_data(alert: Alert) -> str:
 
 def alerts_data(alerts: Sequence[Alert], given: Sequence[str] | None = None) -> Sequence[str]:
     """Each alert's `alert_data`: `given` when the caller encoded them already (one per
-    alert, in order), else encoded here."""
-    if given is None:
-        return [alert_data(a) for a in alerts]
-    if len(given) != len(alerts):
-        raise ValueError(f"{len(given)} encoded rows for {len(alerts)} alerts")
-    return given
+    alert, in order: the stores zip them with `strict=True`), else encoded here."""
+    return [alert_data(a) for a in alerts] if given is None else given
 
 
 @dataclass(frozen=True)
