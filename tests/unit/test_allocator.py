@@ -90,7 +90,7 @@ def test_a_large_block_gets_pages_of_its_own_however_large_blocks_freed_before()
 
 def test_a_socket_reads_buffer_costs_no_system_call() -> None:
     # The threshold stays above asyncio's read size, or every read is mapped on its own.
-    assert allocator.MMAP_THRESHOLD > asyncio.selector_events._SelectorTransport.max_size
+    assert asyncio.selector_events._SelectorTransport.max_size < allocator.MMAP_THRESHOLD
     assert run("tune", program=READS) == [BOTH, "0", "0"]
     # The setting before: glibc's initial 128 KiB, fixed, and its trim threshold with it.
     old = {"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}
