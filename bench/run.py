@@ -771,7 +771,11 @@ def gate_load(
         bare_url = f"http://127.0.0.1:{bare_port}/api/v1/gate"
         wait_for(lambda: http("GET", bare_url)[0] == 200, 10, "bare")
         gate_url = f"{url}/api/v1/gate?service=svc-0001"
-        http("GET", gate_url, headers=auth)
+        # A 404 or 401 is answered as fast as a verdict, or faster: a throughput of those
+        # would say nothing of the gate.
+        status, warm, _ = http("GET", gate_url, headers=auth)
+        if status != 200 or warm.get("decision") != "pass":
+            raise RuntimeError(f"the gate's warm-up answer is not a pass: HTTP {status} {warm}")
         log(f"gate load: {args.connections} connections, {args.seconds:g} s per run")
         ours: list[LoadResult] = []
         floor: list[LoadResult] = []
@@ -809,6 +813,9 @@ def gate_load(
     finally:
         bare.terminate()
         daemon.stop()
+    refused = sum(sum(o.statuses.values()) for o in ours)
+    if refused:  # the pass turned into something else under the load
+        raise RuntimeError(f"{refused:,} answers of the one-request load were not 200 passes")
     rps = [o.rps / f.rps for o, f in zip(ours, floor, strict=True)]
     p99 = [o.p99_ms - f.p99_ms for o, f in zip(ours, floor, strict=True)]
     best = min(range(2), key=lambda i: p99[i])
