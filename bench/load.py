@@ -36,6 +36,12 @@ class LoadResult:
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
+    @property
+    def non_2xx(self) -> int:
+        """Answers with a status outside 2xx (wrk counts them without their codes: key 0;
+        the aiohttp fallback counts every status)."""
+        return sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
+
 
 def run_load(
     url: str,

@@ -9,8 +9,9 @@ Two settings:
   buffers a cycle builds (an answer's body is megabytes at 10,000 series) came from the
   heap instead, and its free space, held in place by long-lived blocks, stayed resident:
   87-108 MB free in the main arena after nine cycles at 10,000 services x 3 SLIs. Setting
-  the threshold explicitly turns the raising off (whole daemon, nine cycles: RSS 355-379
-  -> 323-333 MB at 10,000 services, 98 -> 91-93 MB at 1,000).
+  the threshold explicitly turns the raising off (whole daemon, nine cycles, measured with
+  the threshold at 128 KiB: RSS 355-379 -> 323-333 MB at 10,000 services, 98 -> 91-93 MB
+  at 1,000).
 - **A trim threshold of 4 MiB.** Setting the mmap threshold also stops glibc moving its
   trim threshold with it, which then stays at 128 KiB: free space at the heap's top
   beyond that is given back to the system at once, and asked for again by the next
@@ -22,11 +23,13 @@ shrinks it to what arrived. Above the threshold every read - every gate request 
 mmap, a page fault and an mremap or munmap, all under the GIL; below it but with the
 128 KiB trim threshold, a read's buffer freed at the heap's top was trimmed away and the
 next read grew the heap again. With both settings the buffer is carved from the heap and
-its free space reused. Measured with wrk (50 connections, 8 s runs, cycles every 5 s, 50
-services): the gate at 0.71-0.78 x the bare aiohttp server's throughput before, 0.85-0.87
-x after; its p99 +1.5-1.8 ms over the bare server's before, +0.6-0.8 ms after. RSS is
-unchanged within the runs' spread: 87.2-87.3 -> 88.0-88.8 MB at 1,000 services,
-302-304 -> 304-312 MB at 10,000.
+its free space reused. Measured with wrk (50 connections, cycles every 5 s, 50 services):
+the gate at 0.71-0.78 x the bare aiohttp server's throughput before, 0.85-0.89 x after;
+its p99 +1.5-2.1 ms over the bare server's before, +0.6-0.8 ms after. At 1,000 services
+neither moved (a heap grown by larger cycles has free blocks of that size). RSS, whole
+daemon after nine cycles: 87.2-87.3 -> 88.0-88.8 MB at 1,000 services (+1-1.5 MB),
+302-304 -> 304-312 MB at 10,000 (up to +8 MB, ~3 %); a 30,000-cycle soak ended at 58.9 MB
+with either setting.
 
 Capping glibc's arenas (`MALLOC_ARENA_MAX=2`, the usual advice for threaded Python
 services) was measured too and left out: it saved a few MB at 1,000 services, but the
@@ -37,8 +40,9 @@ holds).
 `sentinel run` calls `tune()` at start; so do the benchmarks and the soak that build the
 daemon as it does. An operator's own setting of either wins, as `MALLOC_MMAP_THRESHOLD_`
 or `MALLOC_TRIM_THRESHOLD_`, or in `GLIBC_TUNABLES` (`glibc.malloc.mmap_threshold`,
-`glibc.malloc.trim_threshold`); on a C library other than glibc (musl, macOS) nothing is
-done.
+`glibc.malloc.trim_threshold`), and the other is still made (an operator who set only
+the mmap threshold had glibc's 128 KiB trim threshold before 2026-11-27, 4 MiB since);
+on a C library other than glibc (musl, macOS) nothing is done.
 """
 
 from __future__ import annotations
