@@ -118,7 +118,10 @@ def step(
         if result.status is Status.NO_DATA
         else None
     )
-    alert = replace(alert, no_data_since=no_data_since)
+    # replace() costs microseconds: every firing alert is stepped every cycle, and its
+    # no_data_since rarely changes.
+    if no_data_since != alert.no_data_since:
+        alert = replace(alert, no_data_since=no_data_since)
     breaching = _breaching(alert, result, policy, now)
     if breaching is None:
         return alert, None
@@ -139,7 +142,9 @@ def step(
     # FIRING
     if breaching:
         alert = replace(alert, last_breach_at=now)
-        last = next((t for t in (alert.last_notified_at, alert.fired_at) if t is not None), now)
+        last = alert.last_notified_at
+        if last is None:
+            last = alert.fired_at if alert.fired_at is not None else now
         if now - last >= policy.repeat_interval:
             alert = replace(alert, last_notified_at=now, repeats=alert.repeats + 1)
             return alert, Transition(TransitionKind.REPEAT, alert, result)
