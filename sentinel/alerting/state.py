@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from operator import attrgetter
 from typing import Any
 
-from sentinel import jsonenc
+import orjson
+
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import AlertPolicy, NoDataPolicy
 
@@ -69,8 +70,24 @@ _alert_values = attrgetter(*ALERT_FIELDS)
 
 def alert_data(alert: Alert) -> str:
     """An Alert as its store row's `data` (JSON): a function of its fields alone, since an
-    Alert is frozen, so it may be encoded ahead of the write that saves it."""
-    return jsonenc.dumps(alert_fields(alert))
+    Alert is frozen, so it may be encoded ahead of the write that saves it.
+
+    orjson, not `jsonenc`: a firing alert's row is written every cycle (its last breach),
+    3.7 -> 1.3 us a row. The fields are flat (strings, an enum, numbers, None), and orjson
+    writes a non-finite float as null too, so the rule `jsonenc` keeps holds."""
+    return orjson.dumps(alert_fields(alert)).decode()
+
+
+_FIELD_AT = {name: i for i, name in enumerate(ALERT_FIELDS)}
+
+
+def evolve(alert: Alert, **changes: Any) -> Alert:
+    """`dataclasses.replace` for the state machine's hot path, at half its cost (it walks
+    the class's fields on every call); the same Alert (tested field by field)."""
+    values = list(_alert_values(alert))
+    for name, value in changes.items():
+        values[_FIELD_AT[name]] = value
+    return Alert(*values)
 
 
 def alerts_data(alerts: Sequence[Alert], given: Sequence[str] | None = None) -> Sequence[str]:
@@ -118,46 +135,46 @@ def step(
         if result.status is Status.NO_DATA
         else None
     )
-    # replace() costs microseconds: every firing alert is stepped every cycle, and its
+    # A new Alert costs microseconds: every firing alert is stepped every cycle, and its
     # no_data_since rarely changes.
     if no_data_since != alert.no_data_since:
-        alert = replace(alert, no_data_since=no_data_since)
+        alert = evolve(alert, no_data_since=no_data_since)
     breaching = _breaching(alert, result, policy, now)
     if breaching is None:
         return alert, None
     if alert.state in (AlertState.INACTIVE, AlertState.RESOLVED):
         if not breaching:
             return alert, None
-        pending = replace(alert, state=AlertState.PENDING, since=now, pending_since=now)
+        pending = evolve(alert, state=AlertState.PENDING, since=now, pending_since=now)
         if policy.for_ <= 0:
             return _fire(pending, result, now)
         return pending, None
     if alert.state is AlertState.PENDING:
         if not breaching:
-            return replace(alert, state=AlertState.INACTIVE, since=now, pending_since=None), None
+            return evolve(alert, state=AlertState.INACTIVE, since=now, pending_since=None), None
         assert alert.pending_since is not None
         if now - alert.pending_since >= policy.for_:
             return _fire(alert, result, now)
         return alert, None
     # FIRING
     if breaching:
-        alert = replace(alert, last_breach_at=now)
+        alert = evolve(alert, last_breach_at=now)
         last = alert.last_notified_at
         if last is None:
             last = alert.fired_at if alert.fired_at is not None else now
         if now - last >= policy.repeat_interval:
-            alert = replace(alert, last_notified_at=now, repeats=alert.repeats + 1)
+            alert = evolve(alert, last_notified_at=now, repeats=alert.repeats + 1)
             return alert, Transition(TransitionKind.REPEAT, alert, result)
         return alert, None
     last_breach = alert.last_breach_at if alert.last_breach_at is not None else now
     if now - last_breach >= policy.keep_firing_for:
-        resolved = replace(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
+        resolved = evolve(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
         return resolved, Transition(TransitionKind.RESOLVED, resolved, result)
     return alert, None
 
 
 def _fire(alert: Alert, result: SLOResult, now: float) -> tuple[Alert, Transition]:
-    fired = replace(
+    fired = evolve(
         alert,
         state=AlertState.FIRING,
         since=now,

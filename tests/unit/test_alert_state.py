@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import fields, replace
+
 import pytest
 
-from sentinel.alerting.state import AlertState, TransitionKind, step
+from sentinel.alerting.state import Alert, AlertState, TransitionKind, alert_data, evolve, step
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import AlertPolicy, NoDataPolicy
 
@@ -83,3 +87,42 @@ def test_each_firing_episode_is_a_new_incident_with_a_stable_id() -> None:
     assert a3.state is AlertState.FIRING
     again, _ = step(None, result("breach"), policy, 0)
     assert again.incident_id == a1.incident_id  # derived, not random
+
+
+def test_an_alert_changed_in_the_hot_path_is_the_one_replace_would_make() -> None:
+    # `evolve` builds the Alert from its fields by position: a field added, removed or
+    # reordered in Alert must not shift a value into the wrong one.
+    base = Alert(
+        key="svc/p95",
+        state=AlertState.FIRING,
+        since=1.0,
+        pending_since=2.0,
+        last_breach_at=3.0,
+        no_data_since=4.0,
+        incident_id="i-1",
+        fired_at=5.0,
+        last_notified_at=6.0,
+        repeats=7,
+        retired_at=8.0,
+    )
+    other: dict[str, object] = {
+        "key": "other/p95",
+        "state": AlertState.RESOLVED,
+        "incident_id": "i-2",
+        "repeats": 9,
+    }
+    for field in fields(Alert):
+        value = other.get(field.name, 100.0)
+        assert evolve(base, **{field.name: value}) == replace(base, **{field.name: value})
+    assert evolve(base) == base
+    assert evolve(base, since=0.5, repeats=1) == replace(base, since=0.5, repeats=1)
+
+
+def test_a_stored_alert_row_reads_back_as_the_alert() -> None:
+    alert = Alert(key='svc/p95{path="/ä"}', state=AlertState.FIRING, since=1.5, repeats=2)
+    data = json.loads(alert_data(alert))
+    data["state"] = AlertState(data["state"])
+    assert Alert(**data) == alert
+    # Never NaN or Infinity in a stored document (RFC 8259 has neither).
+    odd = json.loads(alert_data(evolve(alert, since=math.nan, last_breach_at=math.inf)))
+    assert odd["since"] is None and odd["last_breach_at"] is None
