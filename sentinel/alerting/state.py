@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from sentinel import jsonenc
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.rules.model import AlertPolicy, NoDataPolicy
 
@@ -72,10 +73,16 @@ def alert_data(alert: Alert) -> str:
     """An Alert as its store row's `data` (JSON): a function of its fields alone, since an
     Alert is frozen, so it may be encoded ahead of the write that saves it.
 
-    orjson, not `jsonenc`: a firing alert's row is written every cycle (its last breach),
-    3.7 -> 1.3 us a row. The fields are flat (strings, an enum, numbers, None), and orjson
-    writes a non-finite float as null too, so the rule `jsonenc` keeps holds."""
-    return orjson.dumps(alert_fields(alert)).decode()
+    orjson first, not `jsonenc`: a firing alert's row is written every cycle (its last
+    breach), 3.7 -> 1.3 us a row. The fields are flat (strings, an enum, numbers, None),
+    and orjson writes a non-finite float as null too, so the rule `jsonenc` keeps holds.
+    It refuses what is not UTF-8 (a lone surrogate, which YAML's "\ud800" can put in a
+    rule's label, or a huge integer): `jsonenc` writes those as before."""
+    row = alert_fields(alert)
+    try:
+        return orjson.dumps(row).decode()
+    except TypeError:
+        return jsonenc.dumps(row)
 
 
 _FIELD_AT = {name: i for i, name in enumerate(ALERT_FIELDS)}
