@@ -76,8 +76,9 @@ def alert_data(alert: Alert) -> str:
     orjson first, not `jsonenc`: a firing alert's row is written every cycle (its last
     breach), 3.7 -> 1.3 us a row. The fields are flat (strings, an enum, numbers, None),
     and orjson writes a non-finite float as null too, so the rule `jsonenc` keeps holds.
-    It refuses what is not UTF-8 (a lone surrogate, which YAML's "\ud800" can put in a
-    rule's label, or a huge integer): `jsonenc` writes those as before."""
+    It refuses a str that is not UTF-8 (a lone surrogate) and an integer beyond 64 bits.
+    Neither reaches an Alert today (label values come from answers orjson decoded, names
+    from rules pydantic checked); should one, `jsonenc` writes the row as before."""
     row = alert_fields(alert)
     try:
         return orjson.dumps(row).decode()
@@ -93,7 +94,10 @@ def evolve(alert: Alert, **changes: Any) -> Alert:
     the class's fields on every call); the same Alert (tested field by field)."""
     values = list(_alert_values(alert))
     for name, value in changes.items():
-        values[_FIELD_AT[name]] = value
+        at = _FIELD_AT.get(name)
+        if at is None:
+            raise TypeError(f"Alert has no field {name!r}")  # as replace() says it
+        values[at] = value
     return Alert(*values)
 
 
