@@ -169,14 +169,15 @@ def step(
         return alert, None
     # FIRING
     if breaching:
-        alert = evolve(alert, last_breach_at=now)
         last = alert.last_notified_at
         if last is None:
             last = alert.fired_at if alert.fired_at is not None else now
         if now - last >= policy.repeat_interval:
-            alert = evolve(alert, last_notified_at=now, repeats=alert.repeats + 1)
+            alert = evolve(
+                alert, last_breach_at=now, last_notified_at=now, repeats=alert.repeats + 1
+            )
             return alert, Transition(TransitionKind.REPEAT, alert, result)
-        return alert, None
+        return evolve(alert, last_breach_at=now), None
     last_breach = alert.last_breach_at if alert.last_breach_at is not None else now
     if now - last_breach >= policy.keep_firing_for:
         resolved = evolve(alert, state=AlertState.RESOLVED, since=now, pending_since=None)

@@ -23,32 +23,8 @@ pytestmark = pytest.mark.skipif(
 
 BOTH = "MALLOC_MMAP_THRESHOLD_,MALLOC_TRIM_THRESHOLD_"
 
-# A 1 MiB block freed and asked for again (outside pymalloc: Python's own large objects
-# take the same path), then whether the second one got pages of its own.
-PROGRAM = """
-import ctypes, sys
-from sentinel.daemon.allocator import tune
-done = tune() if sys.argv[1] == "tune" else []
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc.mallinfo2.restype = Info
-libc.free(libc.malloc(1 << 20))  # glibc raises its mmap threshold past this size...
-before = libc.mallinfo2().hblks
-block = libc.malloc(1 << 20)  # ...so this one comes from the heap, unless fixed
-print(",".join(done) or "-", libc.mallinfo2().hblks - before)
-"""
-
-
-# What asyncio does for every read from a socket (a gate request): a bytes object of the
-# transport's `max_size` (plus the object's header), shrunk to what arrived, freed once
-# handled. Counted over 100 reads after a first one: reads whose buffer was mapped on its
-# own (an mmap, and an munmap or mremap), and reads for which the heap had to grow again
-# (a brk, after the previous read's free trimmed it).
-READS = """
+# Both programs: tune() or not (argv[1]), then glibc's malloc, realloc, free and mallinfo2.
+PREAMBLE = """
 import ctypes, sys
 from sentinel.daemon.allocator import tune
 done = tune() if sys.argv[1] == "tune" else []
@@ -61,6 +37,24 @@ class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc.mallinfo2.restype = Info
+"""
+
+# A 1 MiB block freed and asked for again (outside pymalloc: Python's own large objects
+# take the same path), then whether the second one got pages of its own.
+PROGRAM = (
+    PREAMBLE
+    + """
+libc.free(libc.malloc(1 << 20))  # glibc raises its mmap threshold past this size...
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)  # ...so this one comes from the heap, unless fixed
+print(",".join(done) or "-", libc.mallinfo2().hblks - before)
+"""
+)
+
+
+READS = (
+    PREAMBLE
+    + """
 size = int(sys.argv[2]) + 64
 def read():
     before = libc.mallinfo2()
@@ -77,6 +71,7 @@ for _ in range(100):
     resized += heap_grew
 print(",".join(done) or "-", mapped, resized)
 """
+)
 
 
 def run(mode: str, env: dict[str, str] | None = None, program: str = PROGRAM) -> list[str]:
