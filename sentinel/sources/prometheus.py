@@ -11,6 +11,7 @@ from __future__ import annotations
 from sentinel.config import PrometheusConfig
 from sentinel.errors import BadQuery
 from sentinel.sources.base import Sample, Series, matrix_steps, vector_steps
+from sentinel.sources.compact_vector import VectorScanner
 from sentinel.sources.http import HTTPQueryClient
 
 
@@ -20,6 +21,7 @@ class PrometheusSource:
     def __init__(self, config: PrometheusConfig) -> None:
         self._client = HTTPQueryClient(self.name, config)
         self.health = self._client.health
+        self._vectors = VectorScanner()
 
     @property
     def requests_total(self) -> int:
@@ -29,7 +31,11 @@ class PrometheusSource:
         params = {"query": query, "time": f"{at:.3f}"}
         limit = self._client.config.max_series
         return await self._client.request(
-            "/api/v1/query", params, query, lambda data: vector_steps(self.name, query, data, limit)
+            "/api/v1/query",
+            params,
+            query,
+            lambda data: vector_steps(self.name, query, data, limit),
+            scan=self._vectors.scan,
         )
 
     async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:

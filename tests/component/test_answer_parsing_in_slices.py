@@ -3,7 +3,9 @@ requests share the loop with the cycles, and at 1,000 services each answer's dec
 parse held it for 10-40 ms in one piece (the gate's p99 while cycles run). It is parsed on
 the loop in slices, not in a worker thread (a thread running Python took the interpreter
 each time the loop made a system call). Spoken to through the real HTTP source client
-over loopback."""
+over loopback, on both of its paths: an answer in the compact layout Prometheus writes is
+read from its bytes (sentinel/sources/compact_vector.py), any other is decoded and parsed
+in full."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +24,8 @@ from sentinel.config import PrometheusConfig
 from sentinel.daemon import collector
 from sentinel.daemon.runner import SWITCH_INTERVAL
 from sentinel.errors import BadResponse
-from sentinel.sources import prometheus
+from sentinel.sources import compact_vector, prometheus
+from sentinel.sources.compact_vector import VectorScanner
 from sentinel.sources.http import HTTPQueryClient
 from sentinel.sources.prometheus import PrometheusSource
 from support.fakeprom import FakePrometheus, element
@@ -35,6 +38,30 @@ def prom() -> Iterator[FakePrometheus]:
     server = FakePrometheus().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["compact", "warnings"])
+def layout(request: pytest.FixtureRequest) -> str:
+    """The answers' layout: compact JSON as Prometheus writes it (the fast path), or the
+    same with warnings after the data, which the fast path leaves to the full decode and
+    parse."""
+    return str(request.param)
+
+
+def scripted(prom: FakePrometheus, result: list[object], layout: str) -> None:
+    prom.answer(result, warnings=["partial answer"] if layout == "warnings" else None)
+
+
+def wrap_parse(
+    monkeypatch: pytest.MonkeyPatch,
+    layout: str,
+    wrapper: Callable[[Callable[..., Generator[None, None, Any]]], Callable[..., Any]],
+) -> None:
+    """Wraps the step that reads the answers of `layout` (a generator function)."""
+    if layout == "compact":
+        monkeypatch.setattr(VectorScanner, "scan", wrapper(VectorScanner.scan))
+    else:
+        monkeypatch.setattr(prometheus, "vector_steps", wrapper(prometheus.vector_steps))
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +107,11 @@ async def ask_while_ticking(source: PrometheusSource, query: str) -> tuple[objec
     return got, longest, ended - started
 
 
-async def big_answer_beside(prom: FakePrometheus, other: Coroutine[Any, Any, None]) -> Any:
+async def big_answer_beside(
+    prom: FakePrometheus, other: Coroutine[Any, Any, None], layout: str = "compact"
+) -> Any:
     """The big answer asked through the real client while `other` runs on the loop."""
-    prom.answer(big_answer())
+    scripted(prom, big_answer(), layout)
     source = PrometheusSource(PrometheusConfig(url=prom.url, max_series=100_000))
     beside = asyncio.ensure_future(other)
     try:
@@ -93,18 +122,20 @@ async def big_answer_beside(prom: FakePrometheus, other: Coroutine[Any, Any, Non
 
 
 async def test_a_large_answer_leaves_the_loop_free_while_it_is_parsed(
-    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
+    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
     threads: set[int] = set()
     parsing: list[tuple[float, float]] = []
-    steps = prometheus.vector_steps
 
-    def recorded(*args: Any) -> Generator[None, None, Any]:
-        threads.add(threading.get_ident())
-        started = time.perf_counter()
-        out = yield from steps(*args)
-        parsing.append((started, time.perf_counter()))
-        return out
+    def recording(steps: Callable[..., Generator[None, None, Any]]) -> Callable[..., Any]:
+        def recorded(*args: Any) -> Generator[None, None, Any]:
+            threads.add(threading.get_ident())
+            started = time.perf_counter()
+            out = yield from steps(*args)
+            parsing.append((started, time.perf_counter()))
+            return out
+
+        return recorded
 
     ticks: list[float] = []
 
@@ -113,8 +144,8 @@ async def test_a_large_answer_leaves_the_loop_free_while_it_is_parsed(
             ticks.append(time.perf_counter())
             await asyncio.sleep(0)
 
-    monkeypatch.setattr(prometheus, "vector_steps", recorded)
-    got = await big_answer_beside(prom, ticker())
+    wrap_parse(monkeypatch, layout, recording)
+    got = await big_answer_beside(prom, ticker(), layout)
     assert isinstance(got, list) and len(got) == SERIES
     assert got[-1].labels == {"service": f"svc-{SERIES - 1:05d}", "code": "500"}
     assert got[-1].value == (SERIES - 1) * 0.25
@@ -131,9 +162,11 @@ async def test_a_large_answer_leaves_the_loop_free_while_it_is_parsed(
 
 
 async def test_a_malformed_large_answer_is_still_refused_and_marks_the_source_unhealthy(
-    prom: FakePrometheus,
+    prom: FakePrometheus, layout: str
 ) -> None:
-    prom.answer(big_answer(bad_last=True))
+    # In the compact layout the last label set is read only when its turn comes: the
+    # answer then goes to the full decode, whose error it is.
+    scripted(prom, big_answer(bad_last=True), layout)
     source = PrometheusSource(PrometheusConfig(url=prom.url, max_series=100_000))
     try:
         got, _, _ = await ask_while_ticking(source, "errors_total")
@@ -146,17 +179,19 @@ async def test_a_malformed_large_answer_is_still_refused_and_marks_the_source_un
 
 
 async def test_the_backends_latency_in_health_excludes_sentinels_own_parse(
-    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
+    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
     # /health/detailed and the status UI show it as Prometheus' latency: Sentinel's parse
     # (and its wait for the interpreter under load) is not the backend being slow.
-    def slow_parse(*args: Any) -> Generator[None, None, Any]:
-        time.sleep(0.5)
-        return (yield from steps(*args))
+    def slowed(steps: Callable[..., Generator[None, None, Any]]) -> Callable[..., Any]:
+        def slow_parse(*args: Any) -> Generator[None, None, Any]:
+            time.sleep(0.5)
+            return (yield from steps(*args))
 
-    steps = prometheus.vector_steps
-    monkeypatch.setattr(prometheus, "vector_steps", slow_parse)
-    prom.answer(big_answer())
+        return slow_parse
+
+    wrap_parse(monkeypatch, layout, slowed)
+    scripted(prom, big_answer(), layout)
     source = PrometheusSource(PrometheusConfig(url=prom.url, max_series=100_000))
     try:
         started = time.perf_counter()
@@ -170,31 +205,40 @@ async def test_the_backends_latency_in_health_excludes_sentinels_own_parse(
     assert source.health.last_latency_ms < 500
 
 
-async def test_answers_arriving_together_are_decoded_two_at_a_time(
-    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
+async def test_answers_arriving_together_are_read_two_at_a_time(
+    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
-    # Each decoded envelope is ~10x its answer's size in Python objects: the answers that
-    # wait for a parse wait as bytes.
+    # Each decoded envelope is ~10x its answer's size in Python objects, a compact
+    # answer's elements ~3x: the answers that wait for a parse wait as bytes.
     now, most = 0, 0
-    payload = HTTPQueryClient._payload
-    steps = prometheus.vector_steps
 
-    def decoded(*args: Any) -> Any:
+    def count_in() -> None:
         nonlocal now, most
         now += 1
         most = max(most, now)
-        return payload(*args)
 
-    def parsed(*args: Any) -> Generator[None, None, Any]:
-        nonlocal now
-        try:
-            return (yield from steps(*args))
-        finally:
-            now -= 1
+    def counting(steps: Callable[..., Generator[None, None, Any]]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Generator[None, None, Any]:
+            nonlocal now
+            if layout == "compact":
+                count_in()
+            try:
+                return (yield from steps(*args))
+            finally:
+                now -= 1
 
-    monkeypatch.setattr(HTTPQueryClient, "_payload", decoded)
-    monkeypatch.setattr(prometheus, "vector_steps", parsed)
-    prom.answer(big_answer())
+        return counted
+
+    if layout == "warnings":
+        payload = HTTPQueryClient._payload
+
+        def decoded(*args: Any) -> Any:
+            count_in()
+            return payload(*args)
+
+        monkeypatch.setattr(HTTPQueryClient, "_payload", decoded)
+    wrap_parse(monkeypatch, layout, counting)
+    scripted(prom, big_answer(), layout)
     config = PrometheusConfig(url=prom.url, max_series=100_000, max_in_flight=6)
     source = PrometheusSource(config)
     try:
@@ -230,7 +274,53 @@ async def test_the_loop_gets_a_turn_between_a_large_answers_decode_and_its_parse
 
     monkeypatch.setattr(HTTPQueryClient, "_payload", decoded)
     monkeypatch.setattr(prometheus, "vector_steps", parsed)
-    got = await big_answer_beside(prom, ticker())
+    got = await big_answer_beside(prom, ticker(), "warnings")
     assert len(got) == SERIES
     decode = events.index("decoded")
     assert "tick" in events[decode : events.index("parsing", decode)]
+
+
+class Recorded:
+    """A compiled pattern whose calls are logged in `events`."""
+
+    def __init__(self, pattern: Any, events: list[str]) -> None:
+        self.pattern, self.events = pattern, events
+
+    def fullmatch(self, body: bytes) -> Any:
+        out = self.pattern.fullmatch(body)
+        self.events.append("matched")
+        return out
+
+    def findall(self, body: bytes) -> Any:
+        out = self.pattern.findall(body)
+        self.events.append("found")
+        return out
+
+
+async def test_the_loop_gets_a_turn_after_each_pass_over_a_compact_answer(
+    prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path passes over the whole answer twice in C (~5 ms each at 20,000
+    series): the check of its layout and the split into elements. Each is a slice of its
+    own, and so is the first chunk of samples."""
+    events: list[str] = []
+    labels = compact_vector._labels
+
+    def first_labels(raw: bytes) -> Any:
+        events.append("labels")
+        return labels(raw)
+
+    async def ticker() -> None:
+        while True:
+            events.append("tick")
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(compact_vector, "_ANSWER", Recorded(compact_vector._ANSWER, events))
+    monkeypatch.setattr(compact_vector, "_ELEMENTS", Recorded(compact_vector._ELEMENTS, events))
+    monkeypatch.setattr(compact_vector, "_labels", first_labels)
+    got = await big_answer_beside(prom, ticker(), "compact")
+    assert len(got) == SERIES
+    matched, found = events.index("matched"), events.index("found")
+    assert "tick" in events[matched:found]
+    assert "tick" in events[found : events.index("labels")]
+    assert events.count("labels") == SERIES  # every label set of this answer is new

@@ -26,8 +26,15 @@ def element(labels: Any, value: Any, at: float = 1_700_000_000.0) -> dict[str, A
     return {"metric": labels, "value": [at, value]}
 
 
-def vector_body(result: list[Any], pretty: bool = False) -> bytes:
-    envelope = {"status": "success", "data": {"resultType": "vector", "result": result}}
+def vector_body(
+    result: list[Any], pretty: bool = False, warnings: list[str] | None = None
+) -> bytes:
+    envelope: dict[str, Any] = {
+        "status": "success",
+        "data": {"resultType": "vector", "result": result},
+    }
+    if warnings is not None:  # Prometheus adds them after `data`, e.g. for a partial answer
+        envelope["warnings"] = warnings
     if pretty:
         return json.dumps(envelope, indent=2).encode()
     return json.dumps(envelope, separators=(",", ":")).encode()
@@ -45,8 +52,14 @@ class FakePrometheus(ThreadedServer):
     def __post_init__(self) -> None:
         ThreadedServer.__init__(self)
 
-    def answer(self, result: list[Any] | bytes, when: str = "", pretty: bool = False) -> None:
-        body = result if isinstance(result, bytes) else vector_body(result, pretty)
+    def answer(
+        self,
+        result: list[Any] | bytes,
+        when: str = "",
+        pretty: bool = False,
+        warnings: list[str] | None = None,
+    ) -> None:
+        body = result if isinstance(result, bytes) else vector_body(result, pretty, warnings)
         with self._lock:
             self._scripts.insert(0, (when, body))
 

@@ -1,0 +1,190 @@
+"""The fast path for compact vector answers (sentinel/sources/compact_vector.py) reads
+exactly what the full decode and parse read, or hands the answer to them.
+
+What must hold, for every answer: the samples read from the bytes equal, label for label
+and value for value (NaN included), those of `orjson.loads` + `vector_steps`; where the
+full path refuses an answer, the client refuses it with the same error. Checked on
+generated answers (labels and values of any text), on single-byte corruptions of a valid
+answer (the attacker's edits: the fast path must never accept what JSON refuses), and on
+the answers of the real Prometheus server, which must take the fast path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from sentinel.config import PrometheusConfig
+from sentinel.errors import SourceError
+from sentinel.slicing import finish_now
+from sentinel.sources.base import Sample, check_series_count, vector_steps
+from sentinel.sources.compact_vector import VectorScanner
+from sentinel.sources.http import HTTPQueryClient
+from sentinel.sources.prometheus import PrometheusSource
+from support.fuzzing import counted, fuzz_settings
+from support.promserver import PrometheusServer
+from support.scenario import at
+
+CLIENT = HTTPQueryClient("prometheus", PrometheusConfig(url="http://127.0.0.1:9"))
+QUERY = "q"
+
+
+def full(body: bytes) -> Any:
+    return vector_steps("prometheus", QUERY, CLIENT._payload(body, QUERY))
+
+
+def read(body: bytes, scanner: VectorScanner | None) -> list[Sample] | str:
+    """The samples, or the error as the client reports it; through the fast path when a
+    scanner is given, else as the full path alone reads the answer."""
+    try:
+        check_series_count("prometheus", QUERY, body, 100_000)
+        return finish_now(scanner.scan(body, full) if scanner is not None else full(body))
+    except SourceError as exc:
+        return f"{type(exc).__name__}: {exc.detail}"
+
+
+def same(a: list[Sample] | str, b: list[Sample] | str) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return len(a) == len(b) and all(
+        x.labels == y.labels
+        and (x.value == y.value or (math.isnan(x.value) and math.isnan(y.value)))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def compact(result: list[Any], ensure_ascii: bool = False) -> bytes:
+    envelope = {"status": "success", "data": {"resultType": "vector", "result": result}}
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=ensure_ascii).encode()
+
+
+NUMBERS = st.sampled_from(
+    ["0", "1", "1.5", "-2.25", "1e-05", "6.02e+23", "NaN", "+Inf", "-Inf", "0.1"]
+)
+ODD_VALUES = st.sampled_from(["", "abc", " 1", "1_0", "0x10", "Infinity", "nan", "1.5\n"])
+LABEL_TEXT = st.text(max_size=12)
+ELEMENT = st.fixed_dictionaries(
+    {
+        "metric": st.one_of(
+            st.dictionaries(LABEL_TEXT, LABEL_TEXT, max_size=4),
+            st.dictionaries(LABEL_TEXT, st.one_of(st.integers(), st.lists(LABEL_TEXT)), max_size=2),
+        ),
+        "value": st.tuples(
+            st.one_of(
+                st.integers(0, 2_000_000_000), st.floats(0, 2e9, allow_nan=False), st.just(-1)
+            ),
+            st.one_of(NUMBERS, NUMBERS, NUMBERS, ODD_VALUES, st.integers()),
+        ).map(list),
+    }
+)
+
+
+@given(st.lists(ELEMENT, max_size=12), st.booleans())
+@example([{"metric": {"a": "}"}, "value": [1, "1"]}], False)
+@example([{"metric": {"a": '"},"value":[1,"2"]},{"metric":{'}, "value": [1, "1"]}], False)
+@example([{"metric": {"a": "\\"}, "value": [1, "1"]}], True)
+@fuzz_settings(weight=2)
+@counted("compact vector answers")
+def test_a_generated_answer_reads_as_the_full_decode_reads_it(
+    result: list[Any], ascii_only: bool
+) -> None:
+    body = compact(result, ascii_only)
+    scanner = VectorScanner()
+    assert same(read(body, scanner), read(body, None))
+    assert same(read(body, scanner), read(body, None)), "a second read, from the label cache"
+
+
+VALID = compact(
+    [
+        {"metric": {"service": "svc-1", "sentinel_part": "bad"}, "value": [1795176000, "39.6"]},
+        {"metric": {"service": "ünï", "code": "5xx"}, "value": [1795176000.5, "NaN"]},
+        {"metric": {}, "value": [1795176000, "+Inf"]},
+    ]
+)
+BYTES = st.sampled_from(list(b'{}[]",:.0123456789-+eE\\ \n\x00aNIf\xff\xc3'))
+
+
+@given(st.integers(0, len(VALID) - 1), st.sampled_from(["replace", "insert", "delete"]), BYTES)
+@example(VALID.index(b"1795176000"), "insert", ord("0"))  # a leading zero: not JSON
+@example(VALID.index(b"39.6") + 4, "insert", ord("\n"))  # a raw newline in a string
+@fuzz_settings(weight=5)
+@counted("compact vector corruptions")
+def test_a_corrupted_answer_is_read_or_refused_as_the_full_decode_does(
+    position: int, edit: str, byte: int
+) -> None:
+    body = bytearray(VALID)
+    if edit == "replace":
+        body[position] = byte
+    elif edit == "insert":
+        body.insert(position, byte)
+    else:
+        del body[position]
+    assert same(read(bytes(body), VectorScanner()), read(bytes(body), None))
+
+
+def test_answers_holding_the_same_label_set_share_one_dict_and_old_sets_are_forgotten() -> None:
+    scanner = VectorScanner()
+
+    def answer(names: range) -> list[Sample]:
+        body = compact([{"metric": {"service": f"s{i}"}, "value": [1, "1"]} for i in names])
+        got = read(body, scanner)
+        assert isinstance(got, list)
+        return got
+
+    first, second = answer(range(100)), answer(range(100))
+    assert all(a.labels is b.labels for a, b in zip(first, second, strict=True))
+    assert len(scanner) == 100
+    # Another 100 label sets, read over and over: the first 100 are forgotten within two
+    # passes over what the answers hold (counted in samples), so the cache never holds
+    # more than both sets, and then only the sets in use.
+    sizes = [len(scanner) for _ in range(40) if answer(range(100, 200))]
+    assert max(sizes) == 200 and sizes[-1] == 100
+    again = answer(range(100))
+    assert again[0].labels == first[0].labels and again[0].labels is not first[0].labels
+
+
+@pytest.fixture(scope="module")
+def platform(prometheus: PrometheusServer) -> str:
+    return prometheus.url
+
+
+QUERIES = [
+    'sum by (service) (increase(platform_requests_total{code=~"5.."}[5m]))',
+    "sum by (service, code) (increase(platform_requests_total[5m]))",
+    'label_replace(sum by (service) (rate(platform_requests_total[5m])), "part", "x", "", "")',
+    "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[5m])))",
+    "sum(rate(platform_requests_total[5m])) / 0",  # NaN or +Inf, as Prometheus writes them
+    "vector(1) > 2",  # an empty vector
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+async def test_the_real_prometheus_answers_take_the_fast_path_and_read_the_same(
+    platform: str, query: str
+) -> None:
+    when = at(60)
+    source = PrometheusSource(PrometheusConfig(url=platform))
+    try:
+        got = await source.instant(query, when)
+        async with aiohttp.ClientSession() as session:
+            params = {"query": query, "time": f"{when:.3f}"}
+            async with session.post(f"{platform}/api/v1/query", data=params) as resp:
+                body = await resp.read()
+    finally:
+        await source.close()
+    scanner = VectorScanner()
+    by_full = read(body, None)
+    assert same(read(body, scanner), by_full) and same(got, by_full)
+    assert isinstance(by_full, list)
+    # Read from the bytes, not handed to the full decode: each label set was cached.
+    assert len(scanner) == len({json.dumps(s.labels, sort_keys=True) for s in by_full})
+    if "/ 0" in query:
+        assert len(by_full) == 1 and not math.isfinite(by_full[0].value)
+    if "> 2" in query:
+        assert by_full == []
