@@ -75,6 +75,7 @@ class Engine:
         self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
         # One labels dict per label set across the kept answers (`_keep`).
         self._label_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+        self._shared: dict[int, Mapping[str, str]] = {}  # id -> each dict of _label_sets
         # Rendered queries: the same every cycle for the same SLO (rendering them was
         # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
         self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
@@ -269,16 +270,24 @@ class Engine:
         if len(self._label_sets) > 2 * kept + 1000:
             # Label sets of instances gone from every answer: start afresh (answers kept
             # already keep their dicts; only sharing with them is lost until they refresh).
-            self._label_sets = {}
+            self._label_sets, self._shared = {}, {}
         return answer
 
     def _share_labels(self, answer: list[Sample]) -> Steps[list[Sample]]:
-        sets, new = self._label_sets, tuple.__new__
+        # A source may share its answers' labels dicts itself (a compact Prometheus answer
+        # does, sentinel/sources/compact_vector.py): a dict already shared here is known
+        # by identity, without building and hashing its items. `_shared` holds each dict
+        # it names, so an id cannot be reused while it is there.
+        sets, shared_ids, new = self._label_sets, self._shared, tuple.__new__
         out: list[Sample] = []
         for start in range(0, len(answer), CHUNK):
             for sample in answer[start : start + CHUNK]:
                 labels = sample.labels
+                if shared_ids.get(id(labels)) is labels:
+                    out.append(sample)
+                    continue
                 shared = sets.setdefault(tuple(labels.items()), labels)
+                shared_ids[id(shared)] = shared
                 out.append(sample if shared is labels else new(Sample, (shared, sample.value)))
             yield
         return out
@@ -333,7 +342,7 @@ class Engine:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""
         names = {slo.key for slo in keep}
         self._reused.clear()  # the rules (and so the queries) may have changed
-        self._label_sets = {}
+        self._label_sets, self._shared = {}, {}
         self._rendered.clear()
         self._names.clear()
         for key in list(self._known):

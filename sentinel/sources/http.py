@@ -100,7 +100,7 @@ class HTTPQueryClient:
         query: str,
         parse: Callable[[Any], Steps[T]],
         method: str = "POST",
-        scan: Callable[[bytes, Callable[[bytes], Steps[T]]], Steps[T]] | None = None,
+        scan: Callable[[str, bytes, Callable[[bytes], Steps[T]]], Steps[T]] | None = None,
     ) -> T:
         """Send one API call with retries; return `parse` of a success envelope's `data`.
 
@@ -147,7 +147,7 @@ class HTTPQueryClient:
         query: str,
         method: str,
         parse: Callable[[Any], Steps[T]],
-        scan: Callable[[bytes, Callable[[bytes], Steps[T]]], Steps[T]] | None,
+        scan: Callable[[str, bytes, Callable[[bytes], Steps[T]]], Steps[T]] | None,
     ) -> tuple[T, float]:
         """`parse` of the answer, and the monotonic time its body had been read."""
         url = f"{self.base_url}{path}"
@@ -184,7 +184,7 @@ class HTTPQueryClient:
         async with self._parsing:
             slicer = Slicer()
             check_series_count(self.name, query, body, self.config.max_series)  # before parsing
-            steps = scan(body, full) if scan is not None else full(body)
+            steps = scan(query, body, full) if scan is not None else full(body)
             del body
             if slicer.due():  # a large answer's decode is a slice of its own
                 await slicer.pause()

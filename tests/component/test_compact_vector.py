@@ -39,12 +39,14 @@ def full(body: bytes) -> Any:
     return vector_steps("prometheus", QUERY, CLIENT._payload(body, QUERY))
 
 
-def read(body: bytes, scanner: VectorScanner | None) -> list[Sample] | str:
+def read(body: bytes, scanner: VectorScanner | None, query: str = QUERY) -> list[Sample] | str:
     """The samples, or the error as the client reports it; through the fast path when a
     scanner is given, else as the full path alone reads the answer."""
     try:
         check_series_count("prometheus", QUERY, body, 100_000)
-        return finish_now(scanner.scan(body, full) if scanner is not None else full(body))
+        if scanner is None:
+            return finish_now(full(body))
+        return finish_now(scanner.scan(query, body, full))
     except SourceError as exc:
         return f"{type(exc).__name__}: {exc.detail}"
 
@@ -113,6 +115,9 @@ BYTES = st.sampled_from(list(b'{}[]",:.0123456789-+eE\\ \n\x00aNIf\xff\xc3'))
 @given(st.integers(0, len(VALID) - 1), st.sampled_from(["replace", "insert", "delete"]), BYTES)
 @example(VALID.index(b"1795176000"), "insert", ord("0"))  # a leading zero: not JSON
 @example(VALID.index(b"39.6") + 4, "insert", ord("\n"))  # a raw newline in a string
+@example(len(VALID) - 3, "insert", ord(","))  # [e,e,e,]
+@example(VALID.index(b'},{"metric"') + 1, "delete", 0)  # [e,ee]
+@example(VALID.index(b'},{"metric"') + 1, "replace", ord(" "))  # [e ee]
 @fuzz_settings(weight=5)
 @counted("compact vector corruptions")
 def test_a_corrupted_answer_is_read_or_refused_as_the_full_decode_does(
@@ -131,22 +136,33 @@ def test_a_corrupted_answer_is_read_or_refused_as_the_full_decode_does(
 def test_answers_holding_the_same_label_set_share_one_dict_and_old_sets_are_forgotten() -> None:
     scanner = VectorScanner()
 
-    def answer(names: range) -> list[Sample]:
+    def answer(query: str, names: range) -> list[Sample]:
         body = compact([{"metric": {"service": f"s{i}"}, "value": [1, "1"]} for i in names])
-        got = read(body, scanner)
-        assert isinstance(got, list)
+        got = read(body, scanner, query)
+        assert isinstance(got, list) and len(got) == len(names)
         return got
 
-    first, second = answer(range(100)), answer(range(100))
-    assert all(a.labels is b.labels for a, b in zip(first, second, strict=True))
+    stable = answer("stable 5m", range(100))
+    assert all(
+        a.labels is b.labels for a, b in zip(stable, answer("stable 1h", range(100)), strict=True)
+    )
     assert len(scanner) == 100
-    # Another 100 label sets, read over and over: the first 100 are forgotten within two
-    # passes over what the answers hold (counted in samples), so the cache never holds
-    # more than both sets, and then only the sets in use.
-    sizes = [len(scanner) for _ in range(40) if answer(range(100, 200))]
-    assert max(sizes) == 200 and sizes[-1] == 100
-    again = answer(range(100))
-    assert again[0].labels == first[0].labels and again[0].labels is not first[0].labels
+    # Rounds of queries (a query asked again starts the next): the stable one, and one
+    # whose 100 label sets are new each time. The churn is forgotten after two rounds;
+    # the stable sets are decoded once.
+    sizes = []
+    for n in range(1, 50):
+        again = answer("stable 5m", range(100))
+        assert all(a.labels is b.labels for a, b in zip(stable, again, strict=True))
+        answer("churning", range(100 * n, 100 * n + 100))
+        sizes.append(len(scanner))
+    assert max(sizes) == 100 + 2 * 100
+    # Rounds without the stable sets: they are forgotten too, and decoded afresh.
+    for n in range(50, 53):
+        answer("churning", range(100 * n, 100 * n + 100))
+    assert len(scanner) == 2 * 100
+    fresh = answer("stable 5m", range(100))
+    assert fresh[0].labels == stable[0].labels and fresh[0].labels is not stable[0].labels
 
 
 @pytest.fixture(scope="module")
