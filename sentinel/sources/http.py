@@ -172,11 +172,11 @@ class HTTPQueryClient:
                 raise SourceUnavailable(self.name, query, _describe(exc)) from exc
         # The decode is one C call (~1 ms for a 1,000-service answer), a slice of its own
         # when it took one; the parse, a Python loop over every sample, yields between
-        # slices. Two answers of this client at a time: the others wait as bytes, not as
-        # decoded envelopes (~10x their size in Python objects) while the parses share
-        # the loop.
+        # slices (a `scan` cuts its own slices the same way). Two answers of this client
+        # at a time: the others wait as bytes, not as decoded envelopes (~10x their size
+        # in Python objects) while the parses share the loop.
         self._check_status(status, body, query)  # an error is retried without waiting
-        del resp, ctx  # they hold the body too: only `body` keeps it until decoded
+        del resp, ctx  # they hold the body too: only `body` (or the scan) keeps it
 
         def full(body: bytes) -> Steps[T]:
             return parse(self._payload(body, query))
@@ -186,7 +186,7 @@ class HTTPQueryClient:
             check_series_count(self.name, query, body, self.config.max_series)  # before parsing
             steps = scan(query, body, full) if scan is not None else full(body)
             del body
-            if slicer.due():  # a large answer's decode is a slice of its own
+            if slicer.due():  # a large answer's decode (not a scan's) is a slice of its own
                 await slicer.pause()
             return await finish(steps, slicer), answered
 

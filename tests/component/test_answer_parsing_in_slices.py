@@ -216,6 +216,9 @@ async def test_answers_arriving_together_are_read_two_at_a_time(
         nonlocal now, most
         now += 1
         most = max(most, now)
+        # The server thread sends the other answers meanwhile: without this, whether the
+        # next one had arrived when this one first gave up the loop was a race.
+        time.sleep(0.05)
 
     def counting(steps: Callable[..., Generator[None, None, Any]]) -> Callable[..., Any]:
         def counted(*args: Any) -> Generator[None, None, Any]:
@@ -223,7 +226,11 @@ async def test_answers_arriving_together_are_read_two_at_a_time(
             if layout == "compact":
                 count_in()
             try:
-                return (yield from steps(*args))
+                out = yield from steps(*args)
+                for _ in range(5):  # a longer parse, in slices: the others pile up behind
+                    time.sleep(0.01)
+                    yield
+                return out
             finally:
                 now -= 1
 

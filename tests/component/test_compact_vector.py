@@ -116,6 +116,7 @@ BYTES = st.sampled_from(list(b'{}[]",:.0123456789-+eE\\ \n\x00aNIf\xff\xc3'))
 @example(VALID.index(b"1795176000"), "insert", ord("0"))  # a leading zero: not JSON
 @example(VALID.index(b"39.6") + 4, "insert", ord("\n"))  # a raw newline in a string
 @example(len(VALID) - 3, "insert", ord(","))  # [e,e,e,]
+@example(VALID.index(b"1795176000"), "insert", ord("9"))  # still a timestamp
 @example(VALID.index(b'},{"metric"') + 1, "delete", 0)  # [e,ee]
 @example(VALID.index(b'},{"metric"') + 1, "replace", ord(" "))  # [e ee]
 @fuzz_settings(weight=5)
@@ -131,6 +132,25 @@ def test_a_corrupted_answer_is_read_or_refused_as_the_full_decode_does(
     else:
         del body[position]
     assert same(read(bytes(body), VectorScanner()), read(bytes(body), None))
+
+
+@pytest.mark.parametrize("digits", [16, 17, 308, 309, 400])
+def test_a_timestamp_of_any_length_is_read_or_refused_as_the_full_decode_does(
+    digits: int,
+) -> None:
+    # orjson refuses a number too large for a double (10^309): the fast path may not
+    # read past it.
+    body = VALID.replace(b"1795176000.5", b"1" + b"0" * (digits - 1), 1)
+    assert same(read(body, VectorScanner()), read(body, None))
+    if digits >= 310:
+        assert "not JSON" in str(read(body, None))
+
+
+def test_the_empty_label_set_is_decoded_once() -> None:
+    scanner = VectorScanner()
+    first, again = read(VALID, scanner, "a"), read(VALID, scanner, "a")
+    assert isinstance(first, list) and isinstance(again, list)
+    assert first[2].labels == {} and again[2].labels is first[2].labels
 
 
 def test_answers_holding_the_same_label_set_share_one_dict_and_old_sets_are_forgotten() -> None:
