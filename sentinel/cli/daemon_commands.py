@@ -111,7 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.daemon.scheduling import schedule_jobs
 
     setup_logging(args.log_format, args.log_level)
-    allocator.tune()
+    tuned = allocator.tune()
+    if tuned:  # an operator's own setting is left alone, and not logged as ours
+        made = " ".join(f"{name}={allocator.VALUES[name]}" for name in tuned)
+        log.info(f"malloc: {made}", extra=fields(malloc=made))
     try:
         config = load_config(args.config)
         rules = load_rules(config)

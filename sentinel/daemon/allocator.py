@@ -63,6 +63,7 @@ SETTINGS = (
     (M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"),
     (M_TRIM_THRESHOLD, TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold"),
 )
+VALUES = {name: value for _, value, name, _ in SETTINGS}
 
 
 def tune() -> list[str]:
