@@ -256,32 +256,41 @@ async def test_answers_arriving_together_are_read_two_at_a_time(
     assert most == 2
 
 
+def logged(events: list[str], name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, logging `name` in `events` once each call returns."""
+
+    def call(*args: Any) -> Any:
+        out = function(*args)
+        events.append(name)
+        return out
+
+    return call
+
+
+async def ticking(events: list[str]) -> None:
+    """Logs each turn of the loop it gets."""
+    while True:
+        events.append("tick")
+        await asyncio.sleep(0)
+
+
 async def test_the_loop_gets_a_turn_between_a_large_answers_decode_and_its_parse(
     prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The decode is one C call (~10 ms at 20,000 series): a slice of its own, not the
     start of one the parse's first chunk then adds to."""
     events: list[str] = []
-    payload = HTTPQueryClient._payload
     steps = prometheus.vector_steps
 
-    def decoded(*args: Any) -> Any:
-        out = payload(*args)
-        events.append("decoded")
-        return out
-
     def parsed(*args: Any) -> Generator[None, None, Any]:
-        events.append("parsing")
+        events.append("parsing")  # when the parse starts, not when it is made
         return (yield from steps(*args))
 
-    async def ticker() -> None:
-        while True:
-            events.append("tick")
-            await asyncio.sleep(0)
-
-    monkeypatch.setattr(HTTPQueryClient, "_payload", decoded)
+    monkeypatch.setattr(
+        HTTPQueryClient, "_payload", logged(events, "decoded", HTTPQueryClient._payload)
+    )
     monkeypatch.setattr(prometheus, "vector_steps", parsed)
-    got = await big_answer_beside(prom, ticker(), "warnings")
+    got = await big_answer_beside(prom, ticking(events), "warnings")
     assert len(got) == SERIES
     decode = events.index("decoded")
     assert "tick" in events[decode : events.index("parsing", decode)]
@@ -294,25 +303,11 @@ async def test_the_loop_gets_a_turn_after_the_pass_over_a_compact_answer(
     20,000 series): a slice of its own, as the decode is, and so is each chunk of
     samples after it."""
     events: list[str] = []
-    elements, labels = compact_vector.elements, compact_vector._labels
-
-    def split(body: bytes) -> Any:
-        out = elements(body)
-        events.append("split")
-        return out
-
-    def first_labels(raw: bytes) -> Any:
-        events.append("labels")
-        return labels(raw)
-
-    async def ticker() -> None:
-        while True:
-            events.append("tick")
-            await asyncio.sleep(0)
-
-    monkeypatch.setattr(compact_vector, "elements", split)
-    monkeypatch.setattr(compact_vector, "_labels", first_labels)
-    got = await big_answer_beside(prom, ticker(), "compact")
+    monkeypatch.setattr(
+        compact_vector, "elements", logged(events, "split", compact_vector.elements)
+    )
+    monkeypatch.setattr(compact_vector, "_labels", logged(events, "labels", compact_vector._labels))
+    got = await big_answer_beside(prom, ticking(events), "compact")
     assert len(got) == SERIES
     assert events.count("labels") == SERIES  # every label set of this answer is new
     labelled = [i for i, event in enumerate(events) if event == "labels"]
