@@ -75,7 +75,8 @@ class Engine:
         self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
         # One labels dict per label set across the kept answers (`_keep`).
         self._label_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
-        self._shared: dict[int, Mapping[str, str]] = {}  # id -> each dict of _label_sets
+        # id of a labels dict seen in an answer -> (that dict, its set's dict in _label_sets)
+        self._seen: dict[int, tuple[Mapping[str, str], Mapping[str, str]]] = {}
         # Rendered queries: the same every cycle for the same SLO (rendering them was
         # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
         self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
@@ -270,24 +271,27 @@ class Engine:
         if len(self._label_sets) > 2 * kept + 1000:
             # Label sets of instances gone from every answer: start afresh (answers kept
             # already keep their dicts; only sharing with them is lost until they refresh).
-            self._label_sets, self._shared = {}, {}
+            self._label_sets, self._seen = {}, {}
+        elif len(self._seen) > 2 * len(self._label_sets) + 1000:
+            self._seen = {}  # dicts of answers decoded in full: new ones every cycle
         return answer
 
     def _share_labels(self, answer: list[Sample]) -> Steps[list[Sample]]:
-        # A source may share its answers' labels dicts itself (a compact Prometheus answer
-        # does, sentinel/sources/compact_vector.py): a dict already shared here is known
-        # by identity, without building and hashing its items. `_shared` holds each dict
-        # it names, so an id cannot be reused while it is there.
-        sets, shared_ids, new = self._label_sets, self._shared, tuple.__new__
+        # A source may keep its answers' labels dicts from cycle to cycle itself (a
+        # compact Prometheus answer does, sentinel/sources/compact_vector.py): a dict seen
+        # here before is known by identity, without building and hashing its items.
+        # `_seen` holds each dict it names, so an id cannot be reused while it is there.
+        sets, seen, new = self._label_sets, self._seen, tuple.__new__
         out: list[Sample] = []
         for start in range(0, len(answer), CHUNK):
             for sample in answer[start : start + CHUNK]:
                 labels = sample.labels
-                if shared_ids.get(id(labels)) is labels:
-                    out.append(sample)
-                    continue
-                shared = sets.setdefault(tuple(labels.items()), labels)
-                shared_ids[id(shared)] = shared
+                known = seen.get(id(labels))
+                if known is not None:
+                    shared = known[1]
+                else:
+                    shared = sets.setdefault(tuple(labels.items()), labels)
+                    seen[id(labels)] = (labels, shared)
                 out.append(sample if shared is labels else new(Sample, (shared, sample.value)))
             yield
         return out
@@ -342,7 +346,7 @@ class Engine:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""
         names = {slo.key for slo in keep}
         self._reused.clear()  # the rules (and so the queries) may have changed
-        self._label_sets, self._shared = {}, {}
+        self._label_sets, self._seen = {}, {}
         self._rendered.clear()
         self._names.clear()
         for key in list(self._known):

@@ -67,18 +67,19 @@ FullParse = Callable[[bytes], Steps[list[Sample]]]
 class VectorScanner:
     """Reads compact vector answers of one source, remembering its label sets.
 
-    The label sets live in two generations, turned over at each round of queries (a query
-    asked again starts the next round): a set that no answer of a whole round held is
-    forgotten. So the memory follows what one round of answers holds, whatever the
-    answers' churn (a query whose label sets are new each time), and a set that every
-    round holds is decoded once. Samples share their labels dict with every other answer
-    of the source that holds the same set (what the engine's `_share_labels` does for all
-    answers)."""
+    Samples share their labels dict with every other answer of the source that holds the
+    same set (what the engine's `_share_labels` does for all answers). The label sets live
+    in two generations, bounded by what the latest answer of each query holds (`volume`):
+    once the young one outgrows twice that, it becomes the old one, and sets the answers
+    still hold move back as they are read. So a set is kept however rarely its query is
+    asked (a group every 5 minutes beside one every 15 s), and the memory stays a few
+    times the answers' own however much they churn (label sets new at every answer)."""
 
     def __init__(self) -> None:
         self._young: dict[bytes, Mapping[str, str]] = {}
         self._old: dict[bytes, Mapping[str, str]] = {}
-        self._asked: set[str] = set()  # the queries of this round
+        self._sizes: dict[str, int] = {}  # query -> the samples of its latest answer
+        self.volume = 0  # their sum
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
@@ -91,14 +92,12 @@ class VectorScanner:
         `vector_steps` refuses (so that the error, too, is the full path's); its decode
         is a slice of its own too. The body is held until the answer is read, for that
         hand-over."""
-        if query in self._asked:
-            self._old, self._young, self._asked = self._young, {}, set()
-        self._asked.add(query)
         split = elements(body)
         yield
         if split is not None:
             samples = yield from self._samples(*split)
             if samples is not None:
+                self._remember(query, len(samples))
                 return samples
             yield  # the chunk that met what it cannot read was a slice
         steps = full(body)  # the decode: one C call, a slice of its own too
@@ -106,11 +105,13 @@ class VectorScanner:
         return (yield from steps)
 
     def _samples(self, keys: list[bytes], values: list[bytes]) -> Steps[list[Sample] | None]:
-        """The elements' samples; None for a label set or value it cannot read."""
+        """The elements' samples; None for a label set or value it cannot read. The label
+        sets neither generation holds are decoded together, in one call, at the end."""
         samples: list[Sample] = []
         append, new = samples.append, tuple.__new__
         young, old = self._young, self._old
         get = young.get
+        unknown: list[tuple[int, bytes]] = []  # (sample, label set) decoded at the end
         pairs = zip(keys, values, strict=True)
         try:
             for _ in range(0, len(keys), SAMPLES_CHUNK):
@@ -119,18 +120,49 @@ class VectorScanner:
                     if labels is None:
                         labels = old.pop(key, None)
                         if labels is None:
-                            labels = _labels(key)
-                        young[key] = labels
+                            unknown.append((len(samples), key))
+                            labels = _UNKNOWN
+                        else:
+                            young[key] = labels
                     append(new(Sample, (labels, float(raw))))
                 yield
+            if unknown:
+                decoded = _labels(list(dict.fromkeys(key for _, key in unknown)))
+                yield  # one C call over every new label set: a slice of its own
+                young.update(decoded)
+                for i, key in unknown:
+                    samples[i] = new(Sample, (decoded[key], samples[i].value))
         except ValueError:
             return None
         return samples
 
+    def _remember(self, query: str, size: int) -> None:
+        sizes = self._sizes
+        if len(sizes) >= MAX_QUERIES and query not in sizes:  # ad hoc queries (the gate's)
+            sizes.clear()
+            self.volume = 0
+        self.volume += size - sizes.get(query, 0)
+        sizes[query] = size
+        if len(self._young) > 2 * self.volume + 1000:
+            self._old, self._young = self._young, {}
 
-def _labels(raw: bytes) -> Mapping[str, str]:
-    """A label set's dict; ValueError unless it is one `vector_steps` takes."""
-    labels = orjson.loads(raw)  # orjson.JSONDecodeError is a ValueError
-    if type(labels) is not dict or any(type(v) is not str for v in labels.values()):
-        raise ValueError(raw)
-    return labels
+
+# Queries whose latest answer's size counts in `volume`: far more than a configuration
+# plans; the gate's ad hoc queries (a `since` in each) start the count afresh.
+MAX_QUERIES = 10_000
+_UNKNOWN: Mapping[str, str] = {}
+
+
+def _labels(raw: list[bytes]) -> dict[bytes, Mapping[str, str]]:
+    """Label sets' dicts, by their bytes; ValueError unless each is one `vector_steps`
+    takes. One orjson call for all: each set is a brace-free `{...}` (the split's
+    pattern), so a text that parses to exactly as many objects as sets holds no string
+    running from one set into the next (that would merge two into one), and each object
+    is what its set's bytes alone decode to."""
+    decoded = orjson.loads(b"[" + b",".join(raw) + b"]")  # JSONDecodeError is a ValueError
+    if len(decoded) != len(raw):
+        raise ValueError("label sets run into each other")
+    for labels in decoded:
+        if type(labels) is not dict or any(type(v) is not str for v in labels.values()):
+            raise ValueError(labels)
+    return dict(zip(raw, decoded, strict=True))

@@ -24,7 +24,7 @@ from sentinel.config import PrometheusConfig
 from sentinel.errors import SourceError
 from sentinel.slicing import finish_now
 from sentinel.sources.base import Sample, check_series_count, vector_steps
-from sentinel.sources.compact_vector import VectorScanner
+from sentinel.sources.compact_vector import MAX_QUERIES, VectorScanner
 from sentinel.sources.http import HTTPQueryClient
 from sentinel.sources.prometheus import PrometheusSource
 from support.fuzzing import counted, fuzz_settings
@@ -134,6 +134,17 @@ def test_a_corrupted_answer_is_read_or_refused_as_the_full_decode_does(
     assert same(read(bytes(body), VectorScanner()), read(bytes(body), None))
 
 
+def test_label_sets_decoded_together_cannot_run_into_each_other() -> None:
+    # Each set alone is not JSON (a string left open), but together they would decode to
+    # one object: the fast path must see two sets and refuse, as the full decode does.
+    body = (
+        b'{"status":"success","data":{"resultType":"vector","result":['
+        b'{"metric":{"a":"x},"value":[1,"1"]},{"metric":{","c":"d"},"value":[1,"2"]}]}}'
+    )
+    assert read(body, None).startswith("BadResponse: answer is not JSON")  # type: ignore[union-attr]
+    assert same(read(body, VectorScanner()), read(body, None))
+
+
 @pytest.mark.parametrize("digits", [16, 17, 308, 309, 400])
 def test_a_timestamp_of_any_length_is_read_or_refused_as_the_full_decode_does(
     digits: int,
@@ -153,7 +164,7 @@ def test_the_empty_label_set_is_decoded_once() -> None:
     assert first[2].labels == {} and again[2].labels is first[2].labels
 
 
-def test_answers_holding_the_same_label_set_share_one_dict_and_old_sets_are_forgotten() -> None:
+def test_answers_holding_the_same_label_set_share_one_dict_however_rarely_asked() -> None:
     scanner = VectorScanner()
 
     def answer(query: str, names: range) -> list[Sample]:
@@ -162,27 +173,40 @@ def test_answers_holding_the_same_label_set_share_one_dict_and_old_sets_are_forg
         assert isinstance(got, list) and len(got) == len(names)
         return got
 
-    stable = answer("stable 5m", range(100))
-    assert all(
-        a.labels is b.labels for a, b in zip(stable, answer("stable 1h", range(100)), strict=True)
-    )
-    assert len(scanner) == 100
-    # Rounds of queries (a query asked again starts the next): the stable one, and one
-    # whose 100 label sets are new each time. The churn is forgotten after two rounds;
-    # the stable sets are decoded once.
+    slow = answer("every 5m", range(100))
+    assert all(a.labels is b.labels for a, b in zip(slow, answer("1h", range(100)), strict=True))
+    assert len(scanner) == 100 and scanner.volume == 200
+    # A group every 15 s beside it: its sets are kept between its rare answers.
+    for _ in range(100):
+        answer("every 15s", range(100, 300))
+    again = answer("every 5m", range(100))
+    assert all(a.labels is b.labels for a, b in zip(slow, again, strict=True))
+
+
+def test_label_sets_that_churn_are_forgotten() -> None:
+    # A query whose 100 label sets are new at every answer: the sets stay a few times what
+    # the latest answers hold, not everything ever read; the stable ones stay shared.
+    scanner = VectorScanner()
+
+    def answer(query: str, names: range) -> list[Sample]:
+        body = compact([{"metric": {"service": f"s{i}"}, "value": [1, "1"]} for i in names])
+        got = read(body, scanner, query)
+        assert isinstance(got, list)
+        return got
+
+    stable = answer("stable", range(100))
     sizes = []
-    for n in range(1, 50):
-        again = answer("stable 5m", range(100))
+    for n in range(1, 200):
+        answer("churning", range(100 * n, 100 * n + 100))
+        again = answer("stable", range(100))
         assert all(a.labels is b.labels for a, b in zip(stable, again, strict=True))
-        answer("churning", range(100 * n, 100 * n + 100))
         sizes.append(len(scanner))
-    assert max(sizes) == 100 + 2 * 100
-    # Rounds without the stable sets: they are forgotten too, and decoded afresh.
-    for n in range(50, 53):
-        answer("churning", range(100 * n, 100 * n + 100))
-    assert len(scanner) == 2 * 100
-    fresh = answer("stable 5m", range(100))
-    assert fresh[0].labels == stable[0].labels and fresh[0].labels is not stable[0].labels
+    assert scanner.volume == 200
+    assert max(sizes) <= 2 * (2 * scanner.volume + 1000) + 100  # 19,900 sets were read
+    # Queries that never repeat (the gate's, with a `since` in each): bounded too.
+    for n in range(25_000):
+        answer(f"since {n}", range(10**6 + n, 10**6 + n + 1))
+    assert len(scanner) <= 2 * MAX_QUERIES + 1000
 
 
 @pytest.fixture(scope="module")

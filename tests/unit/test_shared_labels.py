@@ -1,0 +1,49 @@
+"""The engine keeps one labels dict per label set across the answers it keeps for reuse
+(`Engine._keep`): every window of an SLO answers the same instances, and each answer
+brought its own copies. A dict seen before is recognised by identity (the compact
+Prometheus path hands the same dicts every cycle); what it remembers stays bounded and
+starts afresh after a reload."""
+
+from __future__ import annotations
+
+from sentinel.evaluate.engine import Engine, PlannedQuery
+from sentinel.evaluate.wiring import renderers
+from sentinel.slicing import Slicer, finish_now
+from sentinel.sources.base import Sample
+
+AT = 1_700_000_000.0
+
+
+def answer(count: int, dicts: list[dict[str, str]] | None = None) -> list[Sample]:
+    labels = dicts or [{"service": f"s{i}", "sentinel_part": "bad"} for i in range(count)]
+    return [Sample(d, float(i)) for i, d in enumerate(labels)]
+
+
+def test_equal_label_sets_share_the_first_dict_every_time() -> None:
+    engine = Engine({}, renderers())
+    first = finish_now(engine._share_labels(answer(100)))
+    again = answer(100)  # equal contents, other dicts (a full decode, another window)
+    for _ in range(3):
+        shared = finish_now(engine._share_labels(again))
+        assert all(a.labels is b.labels for a, b in zip(first, shared, strict=True))
+        assert [s.value for s in shared] == [s.value for s in again]
+    # The first answer's own dicts, handed again (the compact path's): kept as they are.
+    kept = finish_now(engine._share_labels(first))
+    assert all(a is b for a, b in zip(first, kept, strict=True))
+
+
+async def test_what_it_remembers_stays_bounded_and_a_reload_starts_afresh() -> None:
+    engine = Engine({}, renderers())
+    planned = PlannedQuery("prometheus", "q")
+    first = await engine._keep(planned, AT, answer(100), Slicer())
+    for _ in range(50):  # fresh dicts every cycle (answers decoded in full)
+        await engine._keep(planned, AT, answer(100), Slicer())
+        assert len(engine._seen) <= 2 * len(engine._label_sets) + 1000
+    assert len(engine._label_sets) == 100
+    engine.forget([])
+    fresh = answer(100)
+    after = await engine._keep(planned, AT, fresh, Slicer())
+    assert len(engine._seen) == 100  # nothing from before the reload is held
+    # Not tied to the dicts from before the reload: the new ones are the shared ones.
+    assert all(a.labels is b.labels for a, b in zip(fresh, after, strict=True))
+    assert all(a.labels is not b.labels for a, b in zip(first, after, strict=True))
