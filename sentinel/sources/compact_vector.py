@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from itertools import islice
+from itertools import chain, islice
 
 import orjson
 
@@ -162,7 +162,9 @@ def _labels(raw: list[bytes]) -> dict[bytes, Mapping[str, str]]:
     decoded = orjson.loads(b"[" + b",".join(raw) + b"]")  # JSONDecodeError is a ValueError
     if len(decoded) != len(raw):
         raise ValueError("label sets run into each other")
-    for labels in decoded:
-        if type(labels) is not dict or any(type(v) is not str for v in labels.values()):
-            raise ValueError(labels)
+    try:
+        # In C: dict.values refuses what is not a dict, join a value that is not a str.
+        "".join(chain.from_iterable(map(dict.values, decoded)))
+    except TypeError:
+        raise ValueError("a label set that is not an object of strings") from None
     return dict(zip(raw, decoded, strict=True))
