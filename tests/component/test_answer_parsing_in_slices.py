@@ -299,7 +299,7 @@ async def test_the_loop_gets_a_turn_between_a_large_answers_decode_and_its_parse
 async def test_the_loop_gets_a_turn_after_the_pass_over_a_compact_answer(
     prom: FakePrometheus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fast path splits the whole answer into its elements in one C call (~4 ms at
+    """The fast path splits the whole answer into its elements in one C call (~7 ms at
     20,000 series): a slice of its own, as the decode is; so is each chunk of samples
     after it, and the one call that decodes the label sets it had not seen."""
     events: list[str] = []
