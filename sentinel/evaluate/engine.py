@@ -75,8 +75,7 @@ class Engine:
         self._reused: dict[PlannedQuery, tuple[float, list[Sample]]] = {}
         # One labels dict per label set across the kept answers (`_keep`).
         self._label_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
-        # id of a labels dict seen in an answer -> (that dict, its set's dict in _label_sets)
-        self._seen: dict[int, tuple[Mapping[str, str], Mapping[str, str]]] = {}
+        self._seen: dict[int, Mapping[str, str]] = {}  # id -> each dict of _label_sets
         # Rendered queries: the same every cycle for the same SLO (rendering them was
         # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
         self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
@@ -272,26 +271,25 @@ class Engine:
             # Label sets of instances gone from every answer: start afresh (answers kept
             # already keep their dicts; only sharing with them is lost until they refresh).
             self._label_sets, self._seen = {}, {}
-        elif len(self._seen) > 2 * len(self._label_sets) + 1000:
-            self._seen = {}  # dicts of answers decoded in full: new ones every cycle
         return answer
 
     def _share_labels(self, answer: list[Sample]) -> Steps[list[Sample]]:
         # A source may keep its answers' labels dicts from cycle to cycle itself (a
-        # compact Prometheus answer does, sentinel/sources/compact_vector.py): a dict seen
-        # here before is known by identity, without building and hashing its items.
-        # `_seen` holds each dict it names, so an id cannot be reused while it is there.
+        # compact Prometheus answer does, sentinel/sources/compact_vector.py): a dict that
+        # is the shared one is known by identity, without building and hashing its items.
+        # `_seen` names only dicts `_label_sets` holds (no memory of its own beyond the
+        # map), so an id cannot be reused while it is there.
         sets, seen, new = self._label_sets, self._seen, tuple.__new__
         out: list[Sample] = []
         for start in range(0, len(answer), CHUNK):
             for sample in answer[start : start + CHUNK]:
                 labels = sample.labels
-                known = seen.get(id(labels))
-                if known is not None:
-                    shared = known[1]
-                else:
-                    shared = sets.setdefault(tuple(labels.items()), labels)
-                    seen[id(labels)] = (labels, shared)
+                if seen.get(id(labels)) is labels:
+                    out.append(sample)
+                    continue
+                shared = sets.setdefault(tuple(labels.items()), labels)
+                if shared is labels:
+                    seen[id(labels)] = labels
                 out.append(sample if shared is labels else new(Sample, (shared, sample.value)))
             yield
         return out

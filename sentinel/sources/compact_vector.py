@@ -19,6 +19,7 @@ means on its own: it only skips building what it would drop.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from itertools import chain, islice
 
@@ -70,17 +71,23 @@ class VectorScanner:
 
     Samples share their labels dict with every other answer of the source that holds the
     same set (what the engine's `_share_labels` does for all answers). The label sets live
-    in two generations, bounded by what the latest answer of each query holds (`volume`):
-    once the young one outgrows twice that, it becomes the old one, and sets the answers
-    still hold move back as they are read. So a set is kept however rarely its query is
-    asked (a group every 5 minutes beside one every 15 s), and the memory stays a few
-    times the answers' own however much they churn (label sets new at every answer)."""
+    in two generations, bounded by what the latest answers of the queries asked again
+    hold (`volume`): once the young one outgrows twice that, it becomes the old one, and
+    sets the answers still hold move back as they are read. So the memory stays a few
+    times the answers' own however much they churn (label sets new at every answer), and
+    a set is kept between its query's answers, however rare (a group every 5 minutes
+    beside one every 15 s), as long as the other answers do not churn through more than
+    that in the meantime. A query counts from its second answer (the gate's, with a
+    `since` in each, are asked once) and stops counting once not asked for
+    `FORGET_AFTER` (the queries of rules a reload replaced)."""
 
     def __init__(self) -> None:
         self._young: dict[bytes, Mapping[str, str]] = {}
         self._old: dict[bytes, Mapping[str, str]] = {}
-        self._sizes: dict[str, int] = {}  # query -> the samples of its latest answer
-        self.volume = 0  # their sum
+        # query -> (its latest answer's samples, what of them counts in `volume`, when)
+        self._sizes: dict[str, tuple[int, int, float]] = {}
+        self.volume = 0
+        self._swept = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
@@ -138,19 +145,36 @@ class VectorScanner:
         return samples
 
     def _remember(self, query: str, size: int) -> None:
-        sizes = self._sizes
-        if len(sizes) >= MAX_QUERIES and query not in sizes:  # ad hoc queries (the gate's)
+        sizes, now = self._sizes, time.monotonic()
+        if now - self._swept > SWEEP_EVERY or len(sizes) >= MAX_QUERIES:
+            self._sweep(now)
+        prev = sizes.get(query)
+        counted = 0 if prev is None else size  # from its second answer
+        self.volume += counted - (0 if prev is None else prev[1])
+        sizes[query] = (size, counted, now)
+        limit = 2 * self.volume + 1000
+        if len(self._young) > limit:
+            self._old, self._young = self._young, {}
+        elif len(self._old) > 2 * limit:  # from before `volume` fell (a reload): what
+            self._old = {}  # is left there was not read since
+
+    def _sweep(self, now: float) -> None:
+        """Forget the queries not asked for FORGET_AFTER; all of them, at MAX_QUERIES."""
+        sizes, self._swept = self._sizes, now
+        if len(sizes) >= MAX_QUERIES:
             sizes.clear()
             self.volume = 0
-        self.volume += size - sizes.get(query, 0)
-        sizes[query] = size
-        if len(self._young) > 2 * self.volume + 1000:
-            self._old, self._young = self._young, {}
+            return
+        for query in [q for q, (_, _, at) in sizes.items() if now - at > FORGET_AFTER]:
+            self.volume -= sizes.pop(query)[1]
 
 
-# Queries whose latest answer's size counts in `volume`: far more than a configuration
-# plans; the gate's ad hoc queries (a `since` in each) start the count afresh.
+# Queries whose latest answer's size is kept: far more than a configuration plans (the
+# gate's one-off queries start the count afresh), each for as long as a long window's
+# answer is reused (1/720 of 30 days is an hour), then forgotten, looked at every minute.
 MAX_QUERIES = 10_000
+FORGET_AFTER = 6 * 3600.0
+SWEEP_EVERY = 60.0
 _UNKNOWN: Mapping[str, str] = {}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -23,8 +24,9 @@ from hypothesis import strategies as st
 from sentinel.config import PrometheusConfig
 from sentinel.errors import SourceError
 from sentinel.slicing import finish_now
+from sentinel.sources import compact_vector
 from sentinel.sources.base import Sample, check_series_count, vector_steps
-from sentinel.sources.compact_vector import MAX_QUERIES, VectorScanner
+from sentinel.sources.compact_vector import VectorScanner
 from sentinel.sources.http import HTTPQueryClient
 from sentinel.sources.prometheus import PrometheusSource
 from support.fuzzing import counted, fuzz_settings
@@ -164,49 +166,66 @@ def test_the_empty_label_set_is_decoded_once() -> None:
     assert first[2].labels == {} and again[2].labels is first[2].labels
 
 
-def test_answers_holding_the_same_label_set_share_one_dict_however_rarely_asked() -> None:
+def scanned(scanner: VectorScanner, query: str, names: Iterable[int]) -> list[Sample]:
+    body = compact([{"metric": {"service": f"s{i}"}, "value": [1, "1"]} for i in names])
+    got = read(body, scanner, query)
+    assert isinstance(got, list)
+    return got
+
+
+def test_a_rarely_asked_querys_label_sets_are_kept_beside_a_frequent_one_that_churns() -> None:
     scanner = VectorScanner()
-
-    def answer(query: str, names: range) -> list[Sample]:
-        body = compact([{"metric": {"service": f"s{i}"}, "value": [1, "1"]} for i in names])
-        got = read(body, scanner, query)
-        assert isinstance(got, list) and len(got) == len(names)
-        return got
-
-    slow = answer("every 5m", range(100))
-    assert all(a.labels is b.labels for a, b in zip(slow, answer("1h", range(100)), strict=True))
-    assert len(scanner) == 100 and scanner.volume == 200
-    # A group every 15 s beside it: its sets are kept between its rare answers.
-    for _ in range(100):
-        answer("every 15s", range(100, 300))
-    again = answer("every 5m", range(100))
+    slow = scanned(scanner, "every 5m", range(100))
+    again = scanned(scanner, "every 5m 1h window", range(100))
     assert all(a.labels is b.labels for a, b in zip(slow, again, strict=True))
+    # A group every 15 s beside it, 1,000 sets of which 50 are new at each answer: the
+    # rare query's sets stay shared (never decoded again) between its answers.
+    for n in range(1, 201):
+        scanned(scanner, "every 15s", range(10**6 + 50 * n, 10**6 + 50 * n + 1000))
+        if n % 20 == 0:
+            again = scanned(scanner, "every 5m", range(100))
+            assert all(a.labels is b.labels for a, b in zip(slow, again, strict=True))
+    assert scanner.volume == 1100
+    assert len(scanner) <= 2 * (2 * scanner.volume + 1000)  # 11,000 sets were read
 
 
 def test_label_sets_that_churn_are_forgotten() -> None:
     # A query whose 100 label sets are new at every answer: the sets stay a few times what
     # the latest answers hold, not everything ever read; the stable ones stay shared.
     scanner = VectorScanner()
-
-    def answer(query: str, names: range) -> list[Sample]:
-        body = compact([{"metric": {"service": f"s{i}"}, "value": [1, "1"]} for i in names])
-        got = read(body, scanner, query)
-        assert isinstance(got, list)
-        return got
-
-    stable = answer("stable", range(100))
+    stable = scanned(scanner, "stable", range(100))
     sizes = []
     for n in range(1, 200):
-        answer("churning", range(100 * n, 100 * n + 100))
-        again = answer("stable", range(100))
+        scanned(scanner, "churning", range(100 * n, 100 * n + 100))
+        again = scanned(scanner, "stable", range(100))
         assert all(a.labels is b.labels for a, b in zip(stable, again, strict=True))
         sizes.append(len(scanner))
     assert scanner.volume == 200
-    assert max(sizes) <= 2 * (2 * scanner.volume + 1000) + 100  # 19,900 sets were read
-    # Queries that never repeat (the gate's, with a `since` in each): bounded too.
-    for n in range(25_000):
-        answer(f"since {n}", range(10**6 + n, 10**6 + n + 1))
-    assert len(scanner) <= 2 * MAX_QUERIES + 1000
+    assert max(sizes) <= 2 * (2 * scanner.volume + 1000)  # 19,900 sets were read
+    # Queries asked once (the gate's, with a `since` in each), 5 new sets each: they do
+    # not count, so they cannot hold the sets they bring.
+    for n in range(5_000):
+        scanned(scanner, f"since {n}", range(10**6 + 5 * n, 10**6 + 5 * n + 5))
+    assert scanner.volume == 200
+    assert len(scanner) <= 2 * (2 * scanner.volume + 1000)  # 25,000 sets were read
+
+
+def test_queries_not_asked_for_hours_stop_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reload replaced every rule: the old queries' answers no longer bound the memory.
+    clock = [1000.0]
+    monkeypatch.setattr(compact_vector.time, "monotonic", lambda: clock[0])
+    scanner = VectorScanner()
+    for _ in range(2):
+        scanned(scanner, "old rules", range(3000))
+    assert scanner.volume == 3000
+    clock[0] += compact_vector.FORGET_AFTER + compact_vector.SWEEP_EVERY
+    for _ in range(2):
+        scanned(scanner, "new rules", range(5000, 5100))
+    assert scanner.volume == 100
+    # The old rules' 3,000 sets go within two answers, not at some later reload.
+    for _ in range(2):
+        scanned(scanner, "new rules", range(5000, 5100))
+    assert len(scanner) == 100
 
 
 @pytest.fixture(scope="module")
