@@ -84,8 +84,8 @@ class VectorScanner:
     def __init__(self) -> None:
         self._young: dict[bytes, Mapping[str, str]] = {}
         self._old: dict[bytes, Mapping[str, str]] = {}
-        # query -> (its latest answer's samples, what of them counts in `volume`, when)
-        self._sizes: dict[str, tuple[int, int, float]] = {}
+        # query -> (what its latest answer counts in `volume`, when it was asked)
+        self._sizes: dict[str, tuple[int, float]] = {}
         self.volume = 0
         self._swept = time.monotonic()
 
@@ -150,8 +150,8 @@ class VectorScanner:
             self._sweep(now)
         prev = sizes.get(query)
         counted = 0 if prev is None else size  # from its second answer
-        self.volume += counted - (0 if prev is None else prev[1])
-        sizes[query] = (size, counted, now)
+        self.volume += counted - (0 if prev is None else prev[0])
+        sizes[query] = (counted, now)
         limit = 2 * self.volume + 1000
         if len(self._young) > limit:
             self._old, self._young = self._young, {}
@@ -165,8 +165,8 @@ class VectorScanner:
             sizes.clear()
             self.volume = 0
             return
-        for query in [q for q, (_, _, at) in sizes.items() if now - at > FORGET_AFTER]:
-            self.volume -= sizes.pop(query)[1]
+        for query in [q for q, (_, at) in sizes.items() if now - at > FORGET_AFTER]:
+            self.volume -= sizes.pop(query)[0]
 
 
 # Queries whose latest answer's size is kept: far more than a configuration plans (the

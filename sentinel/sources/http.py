@@ -31,6 +31,8 @@ RETRYABLE_STATUS = frozenset({502, 503, 504})
 PARSING = 2
 
 T = TypeVar("T")
+# A reader of an answer's bytes (query, body, the full decode and parse to hand it to).
+Scan = Callable[[str, bytes, Callable[[bytes], Steps[T]]], Steps[T]]
 
 
 def _data(data: Any) -> Steps[Any]:
@@ -100,7 +102,7 @@ class HTTPQueryClient:
         query: str,
         parse: Callable[[Any], Steps[T]],
         method: str = "POST",
-        scan: Callable[[str, bytes, Callable[[bytes], Steps[T]]], Steps[T]] | None = None,
+        scan: Scan[T] | None = None,
     ) -> T:
         """Send one API call with retries; return `parse` of a success envelope's `data`.
 
@@ -147,7 +149,7 @@ class HTTPQueryClient:
         query: str,
         method: str,
         parse: Callable[[Any], Steps[T]],
-        scan: Callable[[str, bytes, Callable[[bytes], Steps[T]]], Steps[T]] | None,
+        scan: Scan[T] | None,
     ) -> tuple[T, float]:
         """`parse` of the answer, and the monotonic time its body had been read."""
         url = f"{self.base_url}{path}"
