@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from itertools import chain, islice
+from itertools import chain, repeat
 
 import orjson
 
@@ -113,36 +113,54 @@ class VectorScanner:
         return (yield from steps)
 
     def _samples(self, keys: list[bytes], values: list[bytes]) -> Steps[list[Sample] | None]:
-        """The elements' samples; None for a label set or value it cannot read. The label
-        sets neither generation holds are decoded together, in one call, at the end."""
+        """The elements' samples; None for a label set or value it cannot read. Each
+        chunk is built by C loops (`map`, `zip`): a Python loop over the elements was a
+        fifth of the daemon's CPU per cycle. The label sets neither generation holds are
+        decoded together, in one call, at the end."""
         samples: list[Sample] = []
-        append, new = samples.append, tuple.__new__
-        young, old = self._young, self._old
-        get = young.get
+        known = self._young.__getitem__
         unknown: list[tuple[int, bytes]] = []  # (sample, label set) decoded at the end
-        pairs = zip(keys, values, strict=True)
+        if len(keys) != len(values):
+            return None
         try:
-            for _ in range(0, len(keys), SAMPLES_CHUNK):
-                for key, raw in islice(pairs, SAMPLES_CHUNK):
-                    labels = get(key)
-                    if labels is None:
-                        labels = old.pop(key, None)
-                        if labels is None:
-                            unknown.append((len(samples), key))
-                            labels = _UNKNOWN
-                        else:
-                            young[key] = labels
-                    append(new(Sample, (labels, float(raw))))
+            for start in range(0, len(keys), SAMPLES_CHUNK):
+                chunk = keys[start : start + SAMPLES_CHUNK]
+                try:
+                    labels = list(map(known, chunk))
+                except KeyError:  # a set not read lately: the slow path, for this chunk
+                    labels = self._recall(chunk, start, unknown)
+                floats = _floats(values[start : start + SAMPLES_CHUNK])
+                samples += map(_new, repeat(Sample), zip(labels, floats, strict=True))
                 yield
             if unknown:
                 decoded = _labels(list(dict.fromkeys(key for _, key in unknown)))
                 yield  # one C call over every new label set: a slice of its own
-                young.update(decoded)
+                self._young.update(decoded)
                 for i, key in unknown:
-                    samples[i] = new(Sample, (decoded[key], samples[i].value))
+                    samples[i] = _new(Sample, (decoded[key], samples[i].value))
         except ValueError:
             return None
         return samples
+
+    def _recall(
+        self, chunk: list[bytes], start: int, unknown: list[tuple[int, bytes]]
+    ) -> list[Mapping[str, str]]:
+        """The chunk's labels dicts, moving those of the old generation back to the young
+        one; a set neither holds is noted in `unknown` (by its sample's index) and stands
+        as `_UNKNOWN` until decoded."""
+        young, old = self._young, self._old
+        out: list[Mapping[str, str]] = []
+        for i, key in enumerate(chunk, start):
+            labels = young.get(key)
+            if labels is None:
+                labels = old.pop(key, None)
+                if labels is None:
+                    unknown.append((i, key))
+                    labels = _UNKNOWN
+                else:
+                    young[key] = labels
+            out.append(labels)
+        return out
 
     def _remember(self, query: str, size: int) -> None:
         sizes, now = self._sizes, time.monotonic()
@@ -176,6 +194,34 @@ MAX_QUERIES = 10_000
 FORGET_AFTER = 6 * 3600.0
 SWEEP_EVERY = 60.0
 _UNKNOWN: Mapping[str, str] = {}
+
+
+def _floats(raw: list[bytes]) -> list[float]:
+    """The values, as `float` reads each (ValueError for one it refuses). Numbers the way
+    JSON writes them, nearly all of an answer's values, are read by one orjson call over
+    them all (~30 ns each, against ~170 for `float` on each): it rounds as `float` does
+    (tests/component/test_compact_vector.py compares them). An integer is returned as
+    orjson reads it, an int, and made a float here; `-0` is the one integer text whose
+    float differs from its int's, so a chunk holding it is read by `float`. Anything
+    orjson does not read as numbers only (NaN, +Inf, `true`) is read by `float`. A value
+    holds no comma (the split's pattern), so the joined text has one item per value
+    unless a value is empty."""
+    try:
+        got = orjson.loads(b"[" + b",".join(raw) + b"]")
+    except orjson.JSONDecodeError:
+        return list(map(float, raw))
+    if len(got) == len(raw):
+        types = set(map(type, got))
+        if types <= _FLOAT:
+            return got  # type: ignore[no-any-return]
+        if types <= _NUMBER and b"-0" not in raw:
+            return list(map(float, got))
+    return list(map(float, raw))
+
+
+_FLOAT = frozenset({float})
+_NUMBER = frozenset({float, int})
+_new = tuple.__new__
 
 
 def _labels(raw: list[bytes]) -> dict[bytes, Mapping[str, str]]:

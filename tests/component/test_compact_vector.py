@@ -11,6 +11,7 @@ the answers of the real Prometheus server, which must take the fast path.
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 from collections.abc import Iterable
@@ -57,10 +58,17 @@ def same(a: list[Sample] | str, b: list[Sample] | str) -> bool:
     if isinstance(a, str) or isinstance(b, str):
         return a == b
     return len(a) == len(b) and all(
-        x.labels == y.labels
-        and (x.value == y.value or (math.isnan(x.value) and math.isnan(y.value)))
-        for x, y in zip(a, b, strict=True)
+        x.labels == y.labels and same_float(x.value, y.value) for x, y in zip(a, b, strict=True)
     )
+
+
+def same_float(x: float, y: float) -> bool:
+    """The same float: NaN as NaN, -0.0 apart from 0.0, and a float, not an int."""
+    if type(x) is not float or type(y) is not float:
+        return False
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    return x == y and math.copysign(1.0, x) == math.copysign(1.0, y)
 
 
 def compact(result: list[Any], ensure_ascii: bool = False) -> bytes:
@@ -69,9 +77,48 @@ def compact(result: list[Any], ensure_ascii: bool = False) -> bytes:
 
 
 NUMBERS = st.sampled_from(
-    ["0", "1", "1.5", "-2.25", "1e-05", "6.02e+23", "NaN", "+Inf", "-Inf", "0.1"]
+    [
+        "0",
+        "1",
+        "1.5",
+        "-2.25",
+        "1e-05",
+        "6.02e+23",
+        "NaN",
+        "+Inf",
+        "-Inf",
+        "0.1",
+        "-0",
+        "-0.0",
+        "12345678901234567890123",
+        "1e400",
+        "-1e400",
+        "5e-324",
+        "1e-400",
+        "7",
+        "1E5",
+    ]
 )
-ODD_VALUES = st.sampled_from(["", "abc", " 1", "1_0", "0x10", "Infinity", "nan", "1.5\n"])
+ODD_VALUES = st.sampled_from(
+    [
+        "",
+        "abc",
+        " 1",
+        "1_0",
+        "0x10",
+        "Infinity",
+        "nan",
+        "1.5\n",
+        "true",
+        "null",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "+1",
+        "inf",
+    ]
+)
 LABEL_TEXT = st.text(max_size=12)
 ELEMENT = st.fixed_dictionaries(
     {
@@ -102,6 +149,40 @@ def test_a_generated_answer_reads_as_the_full_decode_reads_it(
     scanner = VectorScanner()
     assert same(read(body, scanner), read(body, None))
     assert same(read(body, scanner), read(body, None)), "a second read, from the label cache"
+
+
+# Values as Prometheus writes them (Go's strconv.FormatFloat(v, 'f', -1, 64): the shortest
+# digits that read back, never an exponent), as JSON numbers write them, and any text.
+PROMETHEUS_FLOATS = st.floats(allow_nan=False, allow_infinity=False).map(
+    lambda v: format(decimal.Decimal(repr(v)), "f")
+)
+
+
+@given(st.lists(st.one_of(PROMETHEUS_FLOATS, st.floats().map(repr), NUMBERS, ODD_VALUES)))
+@example(["-0"])  # an int to orjson, whose float has lost the sign
+@example(["1.5", "-0", "7"])
+@example(["7", "12345678901234567890123"])  # ints, one beyond 64 bits
+@example(["1.5", "1e400"])  # +Inf to float, refused by orjson
+@example(["1", "true"])  # a number to JSON, not to float
+@example(["1", ""])  # [1,] is not JSON
+@example([""])  # [] is JSON: no values for one
+@fuzz_settings(weight=2)
+@counted("compact vector values")
+def test_values_read_together_are_the_floats_float_reads(texts: list[str]) -> None:
+    raw = [t.encode() for t in texts]
+    try:
+        expected: list[float] | str = [float(t) for t in raw]
+    except ValueError:
+        expected = "refused"
+    try:
+        got: list[float] | str = compact_vector._floats(raw)
+    except ValueError:
+        got = "refused"
+    if isinstance(expected, str) or isinstance(got, str):
+        assert got == expected
+    else:
+        assert len(got) == len(expected)
+        assert all(same_float(g, e) for g, e in zip(got, expected, strict=True)), texts
 
 
 VALID = compact(
