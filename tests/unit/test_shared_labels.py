@@ -22,14 +22,33 @@ def answer(count: int, dicts: list[dict[str, str]] | None = None) -> list[Sample
 def test_equal_label_sets_share_the_first_dict_every_time() -> None:
     engine = Engine({}, renderers())
     first = finish_now(engine._share_labels(answer(100)))
-    again = answer(100)  # equal contents, other dicts (a full decode, another window)
     for _ in range(3):
+        again = answer(100)  # equal contents, other dicts each time (decoded in full)
         shared = finish_now(engine._share_labels(again))
         assert all(a.labels is b.labels for a, b in zip(first, shared, strict=True))
         assert [s.value for s in shared] == [s.value for s in again]
     # The first answer's own dicts, handed again (the compact path's): kept as they are.
     kept = finish_now(engine._share_labels(first))
     assert all(a is b for a, b in zip(first, kept, strict=True))
+
+
+def test_new_dicts_a_source_hands_again_become_the_shared_ones() -> None:
+    """The compact path's cache may drop a set and decode it anew (its bound, or at
+    start-up): from then on it hands the new dict, which must become the shared one, or
+    every sample of it is hashed and rebuilt each cycle."""
+    engine = Engine({}, renderers())
+    first = finish_now(engine._share_labels(answer(100)))
+    redecoded = answer(100)  # the source's new dicts, handed from now on
+    once = finish_now(engine._share_labels(redecoded))
+    assert all(a.labels is b.labels for a, b in zip(first, once, strict=True))
+    twice = finish_now(engine._share_labels(redecoded))
+    assert all(a is b for a, b in zip(redecoded, twice, strict=True)), "kept as they are"
+    assert len(engine._label_sets) == 100
+    assert len(engine._seen) == 100  # the dicts before them no longer named
+    assert all(engine._seen[id(s.labels)] is s.labels for s in redecoded)
+    # From then on known by identity: a third answer with them is not rebuilt either.
+    third = finish_now(engine._share_labels(redecoded))
+    assert all(a is b for a, b in zip(redecoded, third, strict=True))
 
 
 async def test_what_it_remembers_stays_bounded_and_a_reload_starts_afresh() -> None:
