@@ -7,7 +7,7 @@ it is its own alert in the state machine (and its own row in /api/v1/slos).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,11 @@ from sentinel.sources.base import Sample
 from sentinel.units import format_duration
 
 Unusables = dict[InstanceKey, str]
+# One window's answer judged per instance (`window_ratios`).
+WindowParse = tuple[dict["InstanceKey", WindowRatio], Unusables]
+# Per window of one SLO, an answer reused from an earlier cycle and what it was judged to
+# (`budget_steps(kept=...)`).
+KeptParses = dict[float, tuple[Sequence[Sample], WindowParse]]
 # Per instance of one SLO, each burn tier's labels and key (`Names` for the tier results).
 TierNames = dict[InstanceKey, list[tuple[Mapping[str, str], str]]]
 
@@ -165,14 +170,32 @@ def budget_steps(
     answers: Mapping[float, Sequence[Sample] | None],
     queries: Mapping[float, str],
     tier_names: TierNames | None = None,
+    kept: KeptParses | None = None,
+    reused: Collection[float] = (),
 ) -> Steps[list[SLOResult]]:
     """`apply_budgets` as a step that yields after each window's answer and every few
-    instances (sentinel/slicing.py): ~12 µs an instance, the largest piece of a cycle."""
+    instances (sentinel/slicing.py): ~12 µs an instance, the largest piece of a cycle.
+
+    `reused` names the windows whose answer is one reused from an earlier cycle (the
+    daemon asks a long window again only every 1/720 of it); `kept`, kept by the caller
+    for this SLO, holds what those answers were judged to, so the same answer object is
+    not judged again (only while it is reused: an answer asked every cycle is not kept)."""
     if slo.period is None or slo.objective is None:
         return list(results)
-    parsed: dict[float, tuple[dict[InstanceKey, WindowRatio], Unusables] | None] = {}
+    parsed: dict[float, WindowParse | None] = {}
     for w, samples in answers.items():
-        parsed[w] = (yield from window_ratio_steps(slo, samples)) if samples is not None else None
+        hit = kept.get(w) if kept is not None else None
+        if hit is not None and hit[0] is samples:
+            parsed[w] = hit[1]
+            continue
+        judged = parsed[w] = (
+            (yield from window_ratio_steps(slo, samples)) if samples is not None else None
+        )
+        if kept is not None:
+            if judged is not None and samples is not None and w in reused:
+                kept[w] = (samples, judged)
+            else:
+                kept.pop(w, None)
         yield
     by_window = {w: p[0] if p is not None else None for w, p in parsed.items()}
     live = [(w, ratios) for w, ratios in by_window.items() if ratios is not None]

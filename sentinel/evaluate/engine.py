@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.errors import SentinelError, SourceError
-from sentinel.evaluate.budgets import TierNames, budget_steps
+from sentinel.evaluate.budgets import KeptParses, TierNames, budget_steps
 from sentinel.evaluate.slo import InstanceKey, Names, SLOResult, evaluate_failure, evaluate_steps
 from sentinel.query.promql import exportable, recorded_ratio_query
 from sentinel.rules.model import SLO, Matcher
@@ -82,8 +82,9 @@ class Engine:
         # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
         self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
         # SLO key -> (the SLO they were built for, its instances' labels and keys, those of
-        # its burn tiers): lent to each cycle's results (`slo.Names`).
-        self._names: dict[str, tuple[SLO, Names, TierNames]] = {}
+        # its burn tiers): lent to each cycle's results (`slo.Names`); and what its reused
+        # window answers were judged to (`budget_steps(kept=...)`).
+        self._names: dict[str, tuple[SLO, Names, TierNames, KeptParses]] = {}
 
     def _render(self, slo: SLO, window: float | None, extra: Sequence[Matcher]) -> PlannedQuery:
         key = (slo, window, tuple(extra))
@@ -131,6 +132,7 @@ class Engine:
             kept = self._reused.get(planned)
             if kept is not None and 0.0 <= at - kept[0] < bound:
                 by_query[planned] = kept[1]
+        reused = set(by_query)
         asked = [q for q in unique if q not in by_query]
         # Which SLOs each answer may complete, and how many answers each still waits for
         # (one scan of the SLOs per answer was 300 x 2,400 checks for 300 SLOs). One per
@@ -171,7 +173,7 @@ class Engine:
                     # took the interpreter whenever the loop made a system call).
                     per_slo[slo.key] = await finish(
                         self._evaluate_slo(
-                            slo, plan, budget_plan, by_query, at, window, remember, errors
+                            slo, plan, budget_plan, by_query, reused, at, window, remember, errors
                         ),
                         slicer,
                     )
@@ -208,6 +210,7 @@ class Engine:
         plan: Mapping[str, PlannedQuery],
         budget_plan: Mapping[str, Mapping[float, PlannedQuery]],
         by_query: Mapping[PlannedQuery, list[Sample] | SourceError],
+        reused: set[PlannedQuery],
         at: float,
         window: float | None,
         remember: bool,
@@ -219,7 +222,7 @@ class Engine:
         answer = by_query[planned]
         effective_window = min(window, slo.window) if window is not None else None
         known = self._known.setdefault(slo.key, {}) if remember else {}
-        names, tier_names = self._names_of(slo, len(known)) if remember else (None, None)
+        names, tier_names, kept = self._names_of(slo, len(known)) if remember else (None,) * 3
         if isinstance(answer, SourceError):
             errors[slo.key] = answer
             reason = f"{answer.source} {answer.kind}: {answer.detail}"
@@ -248,16 +251,20 @@ class Engine:
                 got = by_query[q]
                 window_answers[w] = None if isinstance(got, SourceError) else got
             queries = {w: q.query for w, q in windows.items()}
-            out = yield from budget_steps(slo, out, window_answers, queries, tier_names)
+            again = {w for w, q in windows.items() if q in reused}
+            out = yield from budget_steps(
+                slo, out, window_answers, queries, tier_names, kept, again
+            )
         return out
 
-    def _names_of(self, slo: SLO, known: int) -> tuple[Names, TierNames]:
-        """The SLO's lent labels and keys; afresh for a changed SLO (a reload), and when
-        they outgrow the instances remembered (a key the answers no longer hold)."""
+    def _names_of(self, slo: SLO, known: int) -> tuple[Names, TierNames, KeptParses]:
+        """The SLO's lent labels and keys, and its reused answers' judgements; afresh for
+        a changed SLO (a reload), and when they outgrow the instances remembered (a key
+        the answers no longer hold)."""
         kept = self._names.get(slo.key)
         if kept is None or kept[0] is not slo or len(kept[1]) > 2 * known + 1000:
-            kept = self._names[slo.key] = (slo, {}, {})
-        return kept[1], kept[2]
+            kept = self._names[slo.key] = (slo, {}, {}, {})
+        return kept[1], kept[2], kept[3]
 
     async def _keep(
         self, planned: PlannedQuery, at: float, answer: list[Sample], slicer: Slicer
