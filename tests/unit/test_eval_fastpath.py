@@ -193,6 +193,19 @@ def test_a_window_is_judged_in_one_pass_exactly_as_the_checked_path_judges_it() 
     assert 0 < honest < 12 * 12  # both paths were taken
 
 
+def test_a_window_of_thousands_of_instances_is_judged_as_the_checked_path_judges_it() -> None:
+    """Read in slices, an instance's bad and total series may fall in different ones."""
+    pairs: list[tuple[float | None, float | None]] = [
+        (float(i % 7), 100.0 + i) if i % 5 else (None, 50.0) for i in range(3000)
+    ]
+    samples = _ratio_window(pairs)
+    samples = samples[1::2] + samples[::2]  # totals and bads far apart
+    assert _honest_window_ratios("service", samples) is not None
+    assert window_ratios(RATIO, samples) == checked_window_ratios(RATIO, samples)  # no NaN
+    samples.append(samples[10])  # one duplicate series among thousands
+    assert _honest_window_ratios("service", samples) is None
+
+
 @pytest.mark.parametrize(
     "samples",
     [
