@@ -184,7 +184,7 @@ def budget_steps(
         return list(results)
     parsed: dict[float, WindowParse | None] = {}
     for w, samples in answers.items():
-        hit = kept.get(w) if kept is not None else None
+        hit = kept.get(w) if kept is not None and w in reused else None
         if hit is not None and hit[0] is samples:
             parsed[w] = hit[1]
             continue

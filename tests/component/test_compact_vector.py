@@ -163,6 +163,7 @@ PROMETHEUS_FLOATS = st.floats(allow_nan=False, allow_infinity=False).map(
 @example(["1.5", "-0", "7"])
 @example(["7", "12345678901234567890123"])  # ints, one beyond 64 bits
 @example(["1.5", "1e400"])  # +Inf to float, refused by orjson
+@example(["-1e-400", "1"])  # underflows to -0.0 in both
 @example(["1", "true"])  # a number to JSON, not to float
 @example(["1", ""])  # [1,] is not JSON
 @example([""])  # [] is JSON: no values for one
@@ -238,6 +239,31 @@ def test_a_timestamp_of_any_length_is_read_or_refused_as_the_full_decode_does(
     assert same(read(body, VectorScanner()), read(body, None))
     if digits >= 310:
         assert "not JSON" in str(read(body, None))
+
+
+def test_label_sets_known_and_new_across_many_slices_read_as_the_full_decode_does() -> None:
+    """An answer of several thousand series is read a slice at a time; a slice that holds
+    both label sets read before and new ones, or sets only the older generation holds,
+    must still give each sample its own labels, in order."""
+    element = '{{"metric":{{"sentinel_part":"{part}","service":"svc-{n}"}},"value":[1,"{n}.5"]}}'
+
+    def body(names: Iterable[int]) -> bytes:
+        items = ",".join(element.format(part=p, n=n) for n in names for p in ("bad", "total"))
+        return (
+            b'{"status":"success","data":{"resultType":"vector","result":['
+            + items.encode()
+            + b"]}}"
+        )
+
+    scanner = VectorScanner()
+    known = body(range(0, 3000, 2))  # every other service: 3,000 series
+    assert same(read(known, scanner, "a"), read(known, None))
+    mixed = body(range(3000))  # 6,000 series, half of them new, interleaved in every slice
+    assert same(read(mixed, scanner, "b"), read(mixed, None))
+    assert same(read(mixed, scanner, "b"), read(mixed, None)), "every set known now"
+    scanner._old, scanner._young = scanner._young, {}  # as its bound does to the sets
+    assert same(read(mixed, scanner, "b"), read(mixed, None)), "sets of the old generation"
+    assert len(scanner._young) == 6000 and not scanner._old
 
 
 def test_the_empty_label_set_is_decoded_once() -> None:

@@ -12,12 +12,15 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
 from sentinel.evaluate.budgets import (
+    KeptParses,
     _honest_window_ratios,
     apply_budgets,
+    budget_steps,
     checked_window_ratios,
     window_ratios,
     with_budget,
@@ -36,6 +39,7 @@ from sentinel.rules.model import (
     Selector,
     SLIKind,
 )
+from sentinel.slicing import finish_now
 from sentinel.sources.base import Sample
 from sentinel.units import format_duration
 
@@ -169,6 +173,43 @@ def test_budgets_judge_every_shape_of_window_answer_as_the_checked_path_does(
     for got, want in zip(out, reference, strict=True):
         assert _same(got, want)
     assert {r.status for r in out if r.kind == SLIKind.BURN_RATE} >= {Status.NO_DATA, Status.OK}
+
+
+def test_a_reused_window_answer_keeps_its_judgement_and_a_new_answer_is_judged_afresh() -> None:
+    """The daemon reuses a long window's answer for cycles (`kept`, `reused`): the same
+    answer object gives the same budgets every cycle, and an answer asked again, a failed
+    window, or a window no longer reused is judged from what it says now."""
+    assert BURN.burn is not None
+    windows = sorted({MONTH, *BURN.burn.catalogue.windows()})
+    queries = {w: f"q{w}" for w in windows}
+
+    def answer(bad: float) -> list[Sample]:
+        return _ratio_window([(bad, 1000.0), (1.0, 1000.0)])
+
+    def budgets(answers: Mapping[float, list[Sample] | None], **reuse: Any) -> list[Any]:
+        results = evaluate(BURN, answer(1.0), 1000.0)
+        out = finish_now(budget_steps(BURN, results, answers, queries, **reuse))
+        return [(r.key, r.status, r.value, r.budget) for r in out]
+
+    month = answer(10.0)
+    answers: dict[float, list[Sample] | None] = {w: answer(10.0) for w in windows}
+    answers[MONTH] = month
+    kept: KeptParses = {}
+    first = budgets(answers, kept=kept, reused={MONTH})
+    assert first == budgets(answers) and set(kept) == {MONTH}
+    assert budgets(answers, kept=kept, reused={MONTH}) == first  # the kept judgement
+    # Asked again (a new answer object, other values): judged afresh, kept anew.
+    answers[MONTH] = month = answer(400.0)
+    again = budgets(answers, kept=kept, reused={MONTH})
+    assert again == budgets(answers) and again != first
+    assert kept[MONTH][0] is month
+    # Not reused any more (asked every cycle): judged afresh and no longer kept.
+    assert budgets(answers, kept=kept, reused=()) == again and not kept
+    # A failed window forgets what its earlier answer said.
+    budgets(answers, kept=kept, reused={MONTH})
+    answers[MONTH] = None
+    failed = budgets(answers, kept=kept, reused={MONTH})
+    assert failed == budgets(answers) and not kept
 
 
 def _ratio_window(pairs: list[tuple[float | None, float | None]]) -> list[Sample]:
