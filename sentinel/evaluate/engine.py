@@ -20,7 +20,7 @@ from sentinel.evaluate.slo import InstanceKey, Names, SLOResult, evaluate_failur
 from sentinel.query.promql import exportable, recorded_ratio_query
 from sentinel.rules.model import SLO, Matcher
 from sentinel.slicing import CHUNK, Slicer, Steps, finish
-from sentinel.sources.base import Sample, Source
+from sentinel.sources.base import KeptLabels, Sample, Source
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ class Engine:
         # One labels dict per label set across the kept answers (`_keep`).
         self._label_sets: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
         self._seen: dict[int, Mapping[str, str]] = {}  # id -> each dict of _label_sets
-        # id -> the dicts of the latest kept answer that were not the shared ones.
-        self._unshared: dict[int, Mapping[str, str]] = {}
         # Rendered queries: the same every cycle for the same SLO (rendering them was
         # ~1.6 ms a cycle for three SLOs, most of a small cycle's fixed cost).
         self._rendered: dict[tuple[SLO, float | None, tuple[Matcher, ...]], PlannedQuery] = {}
@@ -279,7 +277,7 @@ class Engine:
         if len(self._label_sets) > 2 * kept + 1000:
             # Label sets of instances gone from every answer: start afresh (answers kept
             # already keep their dicts; only sharing with them is lost until they refresh).
-            self._label_sets, self._seen, self._unshared = {}, {}, {}
+            self._label_sets, self._seen = {}, {}
         return answer
 
     def _share_labels(self, answer: list[Sample]) -> Steps[list[Sample]]:
@@ -292,12 +290,10 @@ class Engine:
         # Such a source may also hand a new dict for a set it dropped and read again
         # (its cache's bound, at start-up before it knows the answers' size): the
         # shared one would then never be met by identity again, and every sample of it
-        # would be hashed and rebuilt each cycle. A dict that is not the shared one and
-        # was met in the previous kept answer too is one the source hands again: it
-        # becomes the shared one (answers decoded in full bring new dicts each time
-        # and keep sharing the first).
+        # would be hashed and rebuilt each cycle. A dict the source keeps (`KeptLabels`)
+        # becomes the shared one; a dict decoded for one answer alone does not (each
+        # answer decoded in full brings new ones: they keep sharing the first).
         sets, seen, new = self._label_sets, self._seen, tuple.__new__
-        earlier, unshared = self._unshared, {}
         out: list[Sample] = []
         for start in range(0, len(answer), CHUNK):
             for sample in answer[start : start + CHUNK]:
@@ -308,8 +304,7 @@ class Engine:
                 items = tuple(labels.items())
                 shared = sets.setdefault(items, labels)
                 if shared is not labels:
-                    if earlier.get(id(labels)) is not labels:
-                        unshared[id(labels)] = labels
+                    if type(labels) is not KeptLabels:
                         out.append(new(Sample, (shared, sample.value)))
                         continue
                     sets[items] = labels
@@ -318,7 +313,6 @@ class Engine:
                 seen[id(labels)] = labels
                 out.append(sample)
             yield
-        self._unshared = unshared
         return out
 
     def plan_budgets(
@@ -371,7 +365,7 @@ class Engine:
         """Drop remembered instances of SLOs that no longer exist (after a reload)."""
         names = {slo.key for slo in keep}
         self._reused.clear()  # the rules (and so the queries) may have changed
-        self._label_sets, self._seen, self._unshared = {}, {}, {}
+        self._label_sets, self._seen = {}, {}
         self._rendered.clear()
         self._names.clear()
         for key in list(self._known):

@@ -22,6 +22,15 @@ from sentinel.slicing import SAMPLES_CHUNK, Steps, finish_now
 MATRIX_CHUNK = 16
 
 
+class KeptLabels(dict[str, str]):
+    """A labels dict its source keeps and hands again in every answer that holds its label
+    set (the compact Prometheus path, sentinel/sources/compact_vector.py): whoever shares
+    labels dicts across answers can make it the shared one (`Engine._share_labels`),
+    where a dict decoded for one answer alone would be dropped after it."""
+
+    __slots__ = ()
+
+
 class Sample(NamedTuple):
     """One element of an instant vector (a tuple: thousands are built per cycle)."""
 

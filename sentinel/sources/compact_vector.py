@@ -26,7 +26,7 @@ from itertools import chain, repeat
 import orjson
 
 from sentinel.slicing import SAMPLES_CHUNK, Steps
-from sentinel.sources.base import Sample
+from sentinel.sources.base import KeptLabels, Sample
 
 _HEAD = b'{"status":"success","data":{"resultType":"vector","result":['
 _TAIL = b"]}}"
@@ -225,11 +225,11 @@ _new = tuple.__new__
 
 
 def _labels(raw: list[bytes]) -> dict[bytes, Mapping[str, str]]:
-    """Label sets' dicts, by their bytes; ValueError unless each is one `vector_steps`
-    takes. One orjson call for all: each set is a brace-free `{...}` (the split's
-    pattern), so a text that parses to exactly as many objects as sets holds no string
-    running from one set into the next (that would merge two into one), and each object
-    is what its set's bytes alone decode to."""
+    """Label sets' dicts (`KeptLabels`: this scanner hands them again), by their bytes;
+    ValueError unless each is one `vector_steps` takes. One orjson call for all: each
+    set is a brace-free `{...}` (the split's pattern), so a text that parses to exactly
+    as many objects as sets holds no string running from one set into the next (that
+    would merge two into one), and each object is what its set's bytes alone decode to."""
     decoded = orjson.loads(b"[" + b",".join(raw) + b"]")  # JSONDecodeError is a ValueError
     if len(decoded) != len(raw):
         raise ValueError("label sets run into each other")
@@ -238,4 +238,4 @@ def _labels(raw: list[bytes]) -> dict[bytes, Mapping[str, str]]:
         "".join(chain.from_iterable(map(dict.values, decoded)))
     except TypeError:
         raise ValueError("a label set that is not an object of strings") from None
-    return dict(zip(raw, decoded, strict=True))
+    return dict(zip(raw, map(KeptLabels, decoded), strict=True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sentinel.evaluate.engine import Engine, PlannedQuery
 from sentinel.evaluate.wiring import renderers
 from sentinel.slicing import Slicer, finish_now
-from sentinel.sources.base import Sample
+from sentinel.sources.base import KeptLabels, Sample
 
 AT = 1_700_000_000.0
 
@@ -32,23 +32,29 @@ def test_equal_label_sets_share_the_first_dict_every_time() -> None:
     assert all(a is b for a, b in zip(first, kept, strict=True))
 
 
-def test_new_dicts_a_source_hands_again_become_the_shared_ones() -> None:
+def test_a_new_dict_the_source_keeps_becomes_the_shared_one() -> None:
     """The compact path's cache may drop a set and decode it anew (its bound, or at
     start-up): from then on it hands the new dict, which must become the shared one, or
-    every sample of it is hashed and rebuilt each cycle."""
+    every sample of it is hashed and rebuilt each cycle. Whatever answers come between."""
     engine = Engine({}, renderers())
-    first = finish_now(engine._share_labels(answer(100)))
-    redecoded = answer(100)  # the source's new dicts, handed from now on
+
+    def kept(count: int) -> list[Sample]:
+        return answer(count, [KeptLabels(s.labels) for s in answer(count)])
+
+    first = finish_now(engine._share_labels(kept(100)))
+    other = [{"service": f"s{i}", "sentinel_part": "bad", "route": "/"} for i in range(50)]
+    redecoded = kept(100)  # the source's new dicts, handed from now on
+    for between in (answer(100), answer(50, other)):  # another query's answer in between
+        finish_now(engine._share_labels(between))
     once = finish_now(engine._share_labels(redecoded))
-    assert all(a.labels is b.labels for a, b in zip(first, once, strict=True))
-    twice = finish_now(engine._share_labels(redecoded))
-    assert all(a is b for a, b in zip(redecoded, twice, strict=True)), "kept as they are"
-    assert len(engine._label_sets) == 100
-    assert len(engine._seen) == 100  # the dicts before them no longer named
+    assert all(a is b for a, b in zip(redecoded, once, strict=True)), "kept as they are"
+    assert all(a.labels is not b.labels for a, b in zip(first, once, strict=True))
+    assert len(engine._label_sets) == 150
     assert all(engine._seen[id(s.labels)] is s.labels for s in redecoded)
-    # From then on known by identity: a third answer with them is not rebuilt either.
-    third = finish_now(engine._share_labels(redecoded))
-    assert all(a is b for a, b in zip(redecoded, third, strict=True))
+    assert not any(id(s.labels) in engine._seen for s in first), "no longer named"
+    # Answers decoded in full share the source's dicts now.
+    full = finish_now(engine._share_labels(answer(100)))
+    assert all(a.labels is b.labels for a, b in zip(redecoded, full, strict=True))
 
 
 async def test_what_it_remembers_stays_bounded_and_a_reload_starts_afresh() -> None:
