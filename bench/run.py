@@ -775,9 +775,19 @@ def gate_load(
         # what is not a verdict (a 404, 401, 429) is not. Those are answered as fast as a
         # verdict or faster: a throughput of them would say nothing of the gate.
         gate_url = f"{url}/api/v1/gate?service=svc-0001&decision_in=body"
-        status, warm, _ = http("GET", gate_url, headers=auth)
-        if status != 200 or not isinstance(warm, dict) or "decision" not in warm:
-            raise RuntimeError(f"the gate's warm-up answer is not a verdict: HTTP {status} {warm}")
+        warm: list[Any] = []
+
+        def verdict() -> bool:
+            status, body, _ = http("GET", gate_url, headers=auth)
+            warm[:] = [status, body]
+            return status == 200 and isinstance(body, dict) and "decision" in body
+
+        # Ready is not evaluated: until the first cycle has answered for the service (4 s
+        # at 10,000 services) the gate does not know it (404).
+        try:
+            wait_for(verdict, 120, "the gate's first verdict")
+        except AssertionError:
+            raise RuntimeError(f"the gate's warm-up answer is not a verdict: {warm}") from None
         log(f"gate load: {args.connections} connections, {args.seconds:g} s per run")
         ours: list[LoadResult] = []
         floor: list[LoadResult] = []
