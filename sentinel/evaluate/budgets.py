@@ -32,7 +32,7 @@ from sentinel.units import format_duration
 
 Unusables = dict[InstanceKey, str]
 # One window's answer judged per instance (`window_ratios`).
-WindowParse = tuple[dict["InstanceKey", WindowRatio], Unusables]
+WindowParse = tuple[dict[InstanceKey, WindowRatio], Unusables]
 # Per window of one SLO, an answer reused from an earlier cycle and what it was judged to
 # (`budget_steps(kept=...)`).
 KeptParses = dict[float, tuple[Sequence[Sample], WindowParse]]
@@ -40,17 +40,13 @@ KeptParses = dict[float, tuple[Sequence[Sample], WindowParse]]
 TierNames = dict[InstanceKey, list[tuple[Mapping[str, str], str]]]
 
 
-def window_ratios(
-    slo: SLO, samples: Sequence[Sample]
-) -> tuple[dict[InstanceKey, WindowRatio], Unusables]:
+def window_ratios(slo: SLO, samples: Sequence[Sample]) -> WindowParse:
     """Per instance, bad and total of one window; and, apart, the instances whose values
     cannot be judged (NaN, +-Inf, negative, bad > total) with the reason."""
     return finish_now(window_ratio_steps(slo, samples))
 
 
-def window_ratio_steps(
-    slo: SLO, samples: Sequence[Sample]
-) -> Steps[tuple[dict[InstanceKey, WindowRatio], Unusables]]:
+def window_ratio_steps(slo: SLO, samples: Sequence[Sample]) -> Steps[WindowParse]:
     """`window_ratios` as a step that yields every few hundred samples."""
     if len(slo.group_by) == 1:
         honest = yield from _honest_window_ratio_steps(slo.group_by[0], samples)
@@ -101,16 +97,12 @@ def _honest_window_ratio_steps(
     return out
 
 
-def checked_window_ratios(
-    slo: SLO, samples: Sequence[Sample]
-) -> tuple[dict[InstanceKey, WindowRatio], Unusables]:
+def checked_window_ratios(slo: SLO, samples: Sequence[Sample]) -> WindowParse:
     """`window_ratios` for every shape of answer, each value checked and explained."""
     return finish_now(checked_window_ratio_steps(slo, samples))
 
 
-def checked_window_ratio_steps(
-    slo: SLO, samples: Sequence[Sample]
-) -> Steps[tuple[dict[InstanceKey, WindowRatio], Unusables]]:
+def checked_window_ratio_steps(slo: SLO, samples: Sequence[Sample]) -> Steps[WindowParse]:
     out: dict[InstanceKey, WindowRatio] = {}
     unusable: Unusables = {}
     grouped = yield from group_parts_steps(slo, samples)

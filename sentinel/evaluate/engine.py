@@ -220,7 +220,9 @@ class Engine:
         answer = by_query[planned]
         effective_window = min(window, slo.window) if window is not None else None
         known = self._known.setdefault(slo.key, {}) if remember else {}
-        names, tier_names, kept = self._names_of(slo, len(known)) if remember else (None,) * 3
+        names, tier_names, kept = (
+            self._names_of(slo, len(known)) if remember else (None, None, None)
+        )
         if isinstance(answer, SourceError):
             errors[slo.key] = answer
             reason = f"{answer.source} {answer.kind}: {answer.detail}"
