@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -128,9 +128,26 @@ def _resolved(alert: Alert, now: float) -> Alert:
 def _produced_by(slos: Sequence[SLO], service: str, name: str) -> bool:
     """Whether an SLO of `slos` can still produce results of `service` named `name` (its
     own service, or any service when it groups by the `service` label)."""
-    return any(
-        slo.name == name and (slo.service == service or "service" in slo.group_by) for slo in slos
-    )
+    return producer(slos, service, name) is not None
+
+
+def producer(slos: Iterable[SLO], service: str, name: str) -> SLO | None:
+    """The SLO of `slos` that can produce results of `service` named `name`: its own
+    service's first, else one that groups by the `service` label."""
+    grouping = None
+    for slo in slos:
+        if slo.name == name:
+            if slo.service == service:
+                return slo
+            if grouping is None and "service" in slo.group_by:
+                grouping = slo
+    return grouping
+
+
+def _named(key: str) -> tuple[str, str]:
+    """(service, SLO name) of a result key: `service/slo` or `service/slo{labels}`."""
+    service, _, rest = key.partition("/")
+    return service, rest.partition("{")[0]
 
 
 def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:
@@ -230,6 +247,11 @@ class AlertManager:
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
                 self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
+        # Firing alerts loaded from the store that no result has stepped yet (no SLO in
+        # `slo_of`): the gate counts them by their key's SLO name until their group's first
+        # step. Without this a page alert held by `keep_firing_for` over a restart was
+        # invisible to the gate until the first cycle, and a release could pass meanwhile.
+        self._restored = {k for k in self._firing_keys() if k not in self.slo_of}
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         """`observe_sync` on the event loop: the instances are stepped in slices, and the
@@ -323,6 +345,21 @@ class AlertManager:
                 changed[key] = alert
             if transition is not None:
                 transitions.append((slo, transition))
+        self._settle_restored(group)
+
+    def _settle_restored(self, group: RuleGroup) -> None:
+        """After `group`'s step (or a follower's adopt of it): its restored alerts were
+        stepped (now in `slo_of`) or are not produced any more; counted as others are."""
+        if self._restored:
+            self._restored = {
+                key
+                for key in self._restored
+                if key not in self.slo_of and producer(group.slos, *_named(key)) is None
+            }
+
+    def _firing_keys(self) -> Iterator[str]:
+        for keys in self._firing.values():
+            yield from keys
 
     def _keep_last(self, last: LastFiring) -> None:
         """The measurements of the step's firing alerts (None: no longer firing)."""
@@ -531,6 +568,7 @@ class AlertManager:
                 slo = slos.get(result.slo)
                 if slo is not None:
                     self.slo_of[result.key] = slo
+            self._settle_restored(group)
 
     def _stage(
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float
@@ -816,12 +854,18 @@ class AlertManager:
             )
         return acked
 
-    def firing(self, service: str | None = None) -> list[tuple[Alert, SLO]]:
+    def firing(
+        self, service: str | None = None, slos: Sequence[SLO] = ()
+    ) -> list[tuple[Alert, SLO]]:
+        """The firing alerts (of `service`) with their SLO. A firing alert loaded at start
+        and not yet stepped counts when an SLO of `slos` (the current rules) produces it."""
         services = [service] if service is not None else list(self._firing)
         out = []
         for name in services:
             for key in sorted(self._firing.get(name, ())):
                 slo = self.slo_of.get(key)
+                if slo is None and key in self._restored:
+                    slo = producer(slos, *_named(key))
                 if slo is not None and key not in self._retired:
                     out.append((self.alerts[key], slo))
         return out

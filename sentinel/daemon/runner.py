@@ -34,6 +34,7 @@ from sentinel.daemon.tasks import TaskSupervisor, wait_done
 from sentinel.errors import ConfigError
 from sentinel.evaluate.engine import Engine
 from sentinel.evaluate.slo import SLOResult, Status, evaluate_failure
+from sentinel.gate.service import Unsettled
 from sentinel.logs import fields
 from sentinel.rules.loader import load_rules
 from sentinel.rules.model import RuleGroup, RuleSet
@@ -131,6 +132,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._services: set[str] | None = None
+        self._unsettled: list[Unsettled] | None = None
         self._signals = 0
 
     # -- evaluation ---------------------------------------------------------------------
@@ -234,7 +236,7 @@ class Daemon:
         answer gate requests in between: in one piece they held it ~100 ms a cycle at
         1,000 services, which every request arriving meanwhile waited for."""
         self.results[group.name] = results
-        self._services = None
+        self._services = self._unsettled = None
         status.last_finished_at = at
         status.last_duration = round(duration, 4)
         status.last_outcome = outcome
@@ -308,6 +310,36 @@ class Daemon:
                 | {probe.service for probe in self.config.probes.values()}
             )
         return self._services
+
+    def unsettled_services(self) -> list[Unsettled]:
+        """The SLOs that name their services by `group_by: [service]` and have named none
+        yet: their group has not finished a cycle since the start or the reload that added
+        them, or the cycle's answer held no instance (the source down, no data). While there
+        are any, a service the gate does not know may be one of theirs. Cached with
+        `known_services`: a flood of unknown names costs one walk per cycle."""
+        if self._unsettled is None:
+            self._unsettled = []
+            for group in self.rules.groups:
+                slos = [slo for slo in group.slos if "service" in slo.group_by]
+                if not slos:
+                    continue
+                results = self.results.get(group.name)
+                if results is None:
+                    self._unsettled += [Unsettled(group, slo, None) for slo in slos]
+                    continue
+                named: set[str] = set()
+                first: dict[str, SLOResult] = {}
+                for r in results:
+                    if r.labels:
+                        named.add(r.slo)
+                    else:
+                        first.setdefault(r.slo, r)
+                self._unsettled += [
+                    Unsettled(group, slo, first.get(slo.name))
+                    for slo in slos
+                    if slo.name not in named
+                ]
+        return self._unsettled
 
     def latest(self) -> list[SLOResult]:
         return [r for part in self.latest_parts() for r in part]
@@ -490,7 +522,7 @@ class Daemon:
             self.engine.sources = sources
         self.engine.recorded_budgets = new.config.evaluation.budget_source == "recorded"
         self.engine.reuse_windows = new.config.evaluation.long_window_refresh == "auto"
-        self._services = None
+        self._services = self._unsettled = None
         if self._scheduler is not None:
             self._schedule(new.jobs)
 

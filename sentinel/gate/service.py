@@ -38,7 +38,7 @@ from sentinel.gate.request import (
     check_narrowing,
 )
 from sentinel.health import DependencyHealth, health_changes
-from sentinel.rules.model import SLO, Matcher, MatchOp, RuleSet
+from sentinel.rules.model import SLO, Matcher, MatchOp, RuleGroup, RuleSet
 from sentinel.selfmetrics import SelfMetrics
 from sentinel.slicing import pacing_for
 from sentinel.sources.base import Source
@@ -48,6 +48,7 @@ log = logging.getLogger("sentinel.gate")
 
 STATUS_CODE = {"pass": 200, "fail": 412, "pending": 503, "marginal": 503}
 RETRY_AFTER = "30"
+FIRST_CYCLE_RETRY = 5.0  # seconds; Retry-After for a service unknown until a first cycle
 MAX_BODY = 64 * 1024  # a Flagger payload is a few hundred bytes
 HISTORY_LIMIT = 1000
 PRUNE_BATCH = 500
@@ -131,6 +132,26 @@ class HasSources(Protocol):
     def sources(self) -> Mapping[str, Source]: ...
 
 
+@dataclass(frozen=True)
+class Unsettled:
+    """An SLO whose instances name services (`group_by: [service]`) that has named none
+    yet, and its latest result without instances (None: its group has not finished a cycle
+    since the start or reload)."""
+
+    group: RuleGroup
+    slo: SLO
+    result: SLOResult | None
+
+    def reason(self) -> str:
+        if self.result is None:
+            return (
+                f"rule group {self.group.name!r} has not finished its first evaluation since "
+                f"Sentinel (re)started; SLO {self.slo.name!r} names services by group_by"
+            )
+        why = self.result.reason or "no data"
+        return f"SLO {self.slo.name!r} names services by group_by and its answer held none ({why})"
+
+
 class GateHost(Protocol):
     """What the gate reads of the running daemon: the live config and rules (both
     replaced on reload), the clock, self-metrics, the sources of the scheduled cycles
@@ -155,6 +176,8 @@ class GateHost(Protocol):
     def engine(self) -> HasSources: ...
 
     def known_services(self) -> set[str]: ...
+
+    def unsettled_services(self) -> Sequence[Unsettled]: ...
 
 
 class Gate:
@@ -279,6 +302,24 @@ class Gate:
 
     def known_services(self) -> set[str]:
         return self.host.known_services()
+
+    def unknown_service(self, req: GateRequest, now: float) -> GateAnswer | None:
+        """The answer for a service no rule, result or probe names. None (the caller answers
+        404) unless an SLO that names services by `group_by: [service]` has named none yet:
+        after a (re)start or a reload until its group's first cycle, or while its answer
+        holds no instance (its source down). The service may be one of theirs, so the
+        answer is pending (fail on a page alert restored for it), not "unknown": a pipeline
+        reads 404 as its own mistake. Not cached or audited, as 404 is not: it costs no query."""
+        unsettled = self.host.unsettled_services()
+        if not unsettled:
+            return None
+        shown = "; ".join(u.reason() for u in unsettled[:3])
+        more = f"; and {len(unsettled) - 3} more SLOs" if len(unsettled) > 3 else ""
+        reason = f"service {req.service!r} not known yet: {shown}{more}"
+        # The first cycle is under way (seconds); otherwise the next is an interval away.
+        wait = min(FIRST_CYCLE_RETRY if u.result is None else u.group.interval for u in unsettled)
+        retry_after = str(max(1, math.ceil(wait)))
+        return self._unevaluated(req, self._firing(req.service), now, reason, retry_after)
 
     def gate_slos(self, req: GateRequest) -> list[SLO]:
         return list(self._gate_slos(req)[0])
@@ -635,7 +676,10 @@ class Gate:
     def _firing(self, service: str) -> list[tuple[str, str]]:
         if self.alerts is None:
             return []
-        return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
+        return [
+            (slo.name, slo.severity.value)
+            for _, slo in self.alerts.firing(service, self.host.rules.slos)
+        ]
 
     def _health_of(self, used: frozenset[str]) -> _HealthReading:
         """The health of the sources in `used`, as both the scheduled cycles' clients and

@@ -58,12 +58,17 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
             else:
                 require_token(request)
                 req, inputs = parse_get(request, now, config)
-            if req.service not in gate.known_services():
-                return json_response(
-                    {"error": f"service: unknown service {req.service!r}", "decision": None},
-                    status=404,
-                )
-            answer = await gate.check(req, now, started + config.deadline)
+            known = req.service in gate.known_services()
+            if known:
+                answer = await gate.check(req, now, started + config.deadline)
+            else:
+                unknown = gate.unknown_service(req, now)  # pending while it may be known soon
+                if unknown is None:
+                    return json_response(
+                        {"error": f"service: unknown service {req.service!r}", "decision": None},
+                        status=404,
+                    )
+                answer = unknown
         except GateInputError as exc:
             return json_response({"error": str(exc), "parameter": exc.param}, status=400)
         except GateOverloaded as exc:
@@ -74,7 +79,8 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
             )
         except StateStoreError as exc:  # the gate answers from memory; should one need it
             return store_unavailable(exc)
-        gate.audit(req, now, answer.decision, answer.body, inputs)
+        if known:  # an unknown service's answer is not audited, as a 404 is not
+            gate.audit(req, now, answer.decision, answer.body, inputs)
         return web.Response(
             text=answer.body,
             status=200 if req.decision_in_body else STATUS_CODE[answer.decision],

@@ -425,7 +425,11 @@ class StatusUI:
         try:
             req = parse_query(params, now, self.daemon.config.gate.request_labels)
             if req.service not in gate.known_services():
-                return {"error": f"service: unknown service {req.service!r}"}
+                unknown = gate.unknown_service(req, now)
+                if unknown is None:
+                    return {"error": f"service: unknown service {req.service!r}"}
+                shown: dict[str, Any] = json.loads(unknown.body)
+                return shown
             answer = await gate.check(req, now, started + self.daemon.config.gate.deadline)
         except GateInputError as exc:
             return {"error": str(exc)}
