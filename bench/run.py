@@ -572,6 +572,12 @@ def measure_size(
         if full:  # first: the gate judges at the wall clock, the dataset ends now
             rows += guarded("gate", lambda: gate_load(args, work, prom, rules, services))
         recorded_ok = record_rules(work, prom, rules, end, args.hours)
+        # Prometheus compacts the backfilled blocks from a minute after it starts: seconds
+        # at 100 services, minutes at 10,000. Everything below is measured after it: the
+        # rule groups' reference, and Sentinel's cycles: until 2026-11-27 the recorded
+        # path's cycles began about a minute after the restart below, when the compactor
+        # starts, and at 10,000 services could share the 2 cores with it.
+        compacted = settle_blocks(prom)
         paths = {"raw": work / "raw.yaml"}
         if recorded_ok:
             paths["recorded"] = work / "recorded.yaml"
@@ -635,7 +641,10 @@ def measure_size(
         log(f"{services:,}: the whole daemon's cycles")
         rows += guarded("daemon", lambda: daemon_rows(paths["raw"], end, args.cycles, services))
         if full:
-            rows += guarded("Prometheus CPU", lambda: prometheus_cpu(args, work, prom, end, label))
+            rows += guarded(
+                "Prometheus CPU",
+                lambda: prometheus_cpu(args, work, prom, end, label, compacted),
+            )
     finally:
         prom.stop()
         shutil.rmtree(work / "prom", ignore_errors=True)
@@ -643,7 +652,12 @@ def measure_size(
 
 
 def prometheus_cpu(
-    args: argparse.Namespace, work: Path, prom: PrometheusServer, end: int, label: str
+    args: argparse.Namespace,
+    work: Path,
+    prom: PrometheusServer,
+    end: int,
+    label: str,
+    compacted: str,
 ) -> list[Row]:
     """Prometheus' CPU per Sentinel cycle for the 30-day budget of the 5xx SLO (all its
     instances): raw, and recorded = the read plus every rule that exists only for the
@@ -670,7 +684,6 @@ def prometheus_cpu(
     ]
     month, hour = parse_duration("30d"), parse_duration("1h")
     log(f"{label}: Prometheus CPU, raw and recorded 30d budget (after compaction)")
-    compacted = settle_blocks(prom)
 
     def cpu_per_query(query: str) -> float:
         data = urllib.parse.urlencode({"query": query, "time": str(end)}).encode()
