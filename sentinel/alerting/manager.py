@@ -247,11 +247,14 @@ class AlertManager:
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
                 self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
-        # Firing alerts loaded from the store that no result has stepped yet (no SLO in
-        # `slo_of`): the gate counts them by their key's SLO name until their group's first
-        # step. Without this a page alert held by `keep_firing_for` over a restart was
-        # invisible to the gate until the first cycle, and a release could pass meanwhile.
-        self._restored = {k for k in self._firing_keys() if k not in self.slo_of}
+        # Firing alerts loaded from the store that no result has stepped yet, by the SLO
+        # name in their key: the gate counts them (`firing(service, slos)`) until their
+        # SLO answers. Without this a page alert held by `keep_firing_for` over a restart
+        # was invisible to the gate until a cycle stepped it, and a release could pass.
+        self._restored: dict[str, set[str]] = {}
+        for keys in self._firing.values():
+            for key in keys:
+                self._restored.setdefault(_named(key)[1], set()).add(key)
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         """`observe_sync` on the event loop: the instances are stepped in slices, and the
@@ -345,21 +348,34 @@ class AlertManager:
                 changed[key] = alert
             if transition is not None:
                 transitions.append((slo, transition))
-        self._settle_restored(group)
-
-    def _settle_restored(self, group: RuleGroup) -> None:
-        """After `group`'s step (or a follower's adopt of it): its restored alerts were
-        stepped (now in `slo_of`) or are not produced any more; counted as others are."""
         if self._restored:
-            self._restored = {
-                key
-                for key in self._restored
-                if key not in self.slo_of and producer(group.slos, *_named(key)) is None
-            }
+            self._settle_restored(group, results)
 
-    def _firing_keys(self) -> Iterator[str]:
-        for keys in self._firing.values():
-            yield from keys
+    @property
+    def restoring(self) -> bool:
+        """Whether firing alerts loaded at start still wait for their SLO's answer."""
+        return bool(self._restored)
+
+    def _settle_restored(self, group: RuleGroup, results: Sequence[SLOResult]) -> None:
+        """After a step of `group` (or a follower's adopt of it): the restored alerts its
+        results stepped count as any other from now on (through `slo_of`). Those of an SLO
+        that answered with instances but not theirs are settled too: the instance is gone
+        (a pod replaced while Sentinel was stopped), and counting it would block its
+        service's releases for ever. An SLO whose answer named no instance (its source
+        down) keeps its restored alerts counted: nothing has decided them yet."""
+        names = {slo.name for slo in group.slos} & self._restored.keys()
+        if not names:
+            return
+        answered = {
+            r.slo
+            for r in results
+            if r.slo in names and len(r.labels) > ("tier" in r.labels)  # a tier alone: none
+        }
+        for name in names:
+            keys = self._restored[name]
+            keys -= self.slo_of.keys()
+            if not keys or name in answered:
+                del self._restored[name]
 
     def _keep_last(self, last: LastFiring) -> None:
         """The measurements of the step's firing alerts (None: no longer firing)."""
@@ -568,7 +584,8 @@ class AlertManager:
                 slo = slos.get(result.slo)
                 if slo is not None:
                     self.slo_of[result.key] = slo
-            self._settle_restored(group)
+            if self._restored:
+                self._settle_restored(group, results)
 
     def _stage(
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float
@@ -864,8 +881,10 @@ class AlertManager:
         for name in services:
             for key in sorted(self._firing.get(name, ())):
                 slo = self.slo_of.get(key)
-                if slo is None and key in self._restored:
-                    slo = producer(slos, *_named(key))
+                if slo is None and self._restored:
+                    owner, name = _named(key)
+                    if key in self._restored.get(name, ()):
+                        slo = producer(slos, owner, name)
                 if slo is not None and key not in self._retired:
                     out.append((self.alerts[key], slo))
         return out

@@ -314,9 +314,11 @@ class Daemon:
     def unsettled_services(self) -> list[Unsettled]:
         """The SLOs that name their services by `group_by: [service]` and have named none
         yet: their group has not finished a cycle since the start or the reload that added
-        them, or the cycle's answer held no instance (the source down, no data). While there
-        are any, a service the gate does not know may be one of theirs. Cached with
-        `known_services`: a flood of unknown names costs one walk per cycle."""
+        them, or the cycle's answer held no instance while their source is unhealthy. While
+        there are any, a service the gate does not know may be one of theirs. (An answer
+        that held none from a healthy source names no service: a name nothing else knows
+        is unknown.) Walked once per cycle and kept with `known_services`; the sources'
+        health is read at each call."""
         if self._unsettled is None:
             self._unsettled = []
             for group in self.rules.groups:
@@ -327,10 +329,13 @@ class Daemon:
                 if results is None:
                     self._unsettled += [Unsettled(group, slo, None) for slo in slos]
                     continue
+                names = {slo.name for slo in slos}
                 named: set[str] = set()
                 first: dict[str, SLOResult] = {}
                 for r in results:
-                    if r.labels:
+                    if r.slo not in names:
+                        continue
+                    if "service" in r.labels:  # a burn tier's alone ({tier: ...}) is none
                         named.add(r.slo)
                     else:
                         first.setdefault(r.slo, r)
@@ -339,7 +344,15 @@ class Daemon:
                     for slo in slos
                     if slo.name not in named
                 ]
-        return self._unsettled
+        if not self._unsettled:
+            return self._unsettled
+        sources = self.engine.sources
+        return [
+            u
+            for u in self._unsettled
+            if u.result is None
+            or (u.slo.source in sources and sources[u.slo.source].health.status != "healthy")
+        ]
 
     def latest(self) -> list[SLOResult]:
         return [r for part in self.latest_parts() for r in part]

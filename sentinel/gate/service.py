@@ -146,10 +146,14 @@ class Unsettled:
         if self.result is None:
             return (
                 f"rule group {self.group.name!r} has not finished its first evaluation since "
-                f"Sentinel (re)started; SLO {self.slo.name!r} names services by group_by"
+                f"Sentinel started or the reload that added it; SLO {self.slo.name!r} names "
+                "services by group_by"
             )
         why = self.result.reason or "no data"
-        return f"SLO {self.slo.name!r} names services by group_by and its answer held none ({why})"
+        return (
+            f"SLO {self.slo.name!r} names services by group_by and its answer held none, "
+            f"its source {self.slo.source!r} unhealthy ({why})"
+        )
 
 
 class GateHost(Protocol):
@@ -307,9 +311,9 @@ class Gate:
         """The answer for a service no rule, result or probe names. None (the caller answers
         404) unless an SLO that names services by `group_by: [service]` has named none yet:
         after a (re)start or a reload until its group's first cycle, or while its answer
-        holds no instance (its source down). The service may be one of theirs, so the
-        answer is pending (fail on a page alert restored for it), not "unknown": a pipeline
-        reads 404 as its own mistake. Not cached or audited, as 404 is not: it costs no query."""
+        holds no instance while its source is unhealthy. The service may be one of theirs,
+        so the answer is pending (fail on a page alert restored for it), not "unknown": a
+        pipeline reads 404 as its own mistake. Not cached: it costs no query."""
         unsettled = self.host.unsettled_services()
         if not unsettled:
             return None
@@ -678,8 +682,15 @@ class Gate:
             return []
         return [
             (slo.name, slo.severity.value)
-            for _, slo in self.alerts.firing(service, self.host.rules.slos)
+            for _, slo in self.alerts.firing(service, self._restoring_slos())
         ]
+
+    def _restoring_slos(self) -> Sequence[SLO]:
+        """The rules' SLOs while alerts loaded at start wait for their SLO's answer (the
+        alert manager matches them by name); none after, so as not to walk the rules on
+        every request."""
+        assert self.alerts is not None
+        return self.host.rules.slos if self.alerts.restoring else ()
 
     def _health_of(self, used: frozenset[str]) -> _HealthReading:
         """The health of the sources in `used`, as both the scheduled cycles' clients and

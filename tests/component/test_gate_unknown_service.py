@@ -6,11 +6,12 @@ it would read as its own mistake. Real Prometheus, real HTTP."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
-from support.gatestack import running_gate
+from support.gatestack import GateClient, running_gate
 from support.promserver import PrometheusServer
 from support.scenario import at
 
@@ -71,28 +72,51 @@ async def test_a_group_by_service_is_pending_until_the_first_cycle_names_it(
 async def test_a_source_down_that_named_no_service_keeps_unknown_services_pending(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With a budget: the burn tiers' results carry a `tier` label and no service, and do
+    not count as the SLO having named one."""
+    budgeted = PLATFORM + "    period: 30d\n    burn_rate: {min_events: 100}\n"
     async with running_gate(
-        tmp_path, "http://127.0.0.1:9", monkeypatch, rules={"platform.yaml": PLATFORM}
+        tmp_path, "http://127.0.0.1:9", monkeypatch, rules={"platform.yaml": budgeted}
     ) as gate:
         gate.clock.now = at(40)
-        await gate.built.daemon.evaluate_once(at(40))
+        results = await gate.built.daemon.evaluate_once(at(40))
+        assert any(r.labels.get("tier") for r in results)
         status, body, headers = await gate.get(service="svc-0003")
         assert status == 503, body
         assert body["decision"] == "pending"
         assert headers["Retry-After"] == "45"  # the group's interval: the next cycle's answer
         (reason,) = body["reasons"]
-        assert "SLO 'errors' names services by group_by and its answer held none (" in reason
-        assert "prometheus" in reason
+        assert "SLO 'errors' names services by group_by and its answer held none, " in reason
+        assert "its source 'prometheus' unhealthy (" in reason
         # The service the rule file names is known and judged as before.
         status, body, _ = await gate.get(service="platform")
         assert status == 503 and "source temporarily unavailable" in str(body["reasons"])
 
 
-async def test_a_page_alert_restored_for_a_service_fails_it_before_the_first_cycle(
+async def test_an_answer_that_names_no_service_from_a_healthy_source_leaves_names_unknown(
+    tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A metric nobody exports (a typo, a service not deployed yet): the SLO names no
+    service, but nothing is down, so a name nothing else knows is a 404, not a pending
+    that a pipeline would retry until its own timeout."""
+    absent = PLATFORM.replace("platform_requests_total", "platform_nothing_total")
+    async with running_gate(
+        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": absent}
+    ) as gate:
+        gate.clock.now = at(40)
+        assert (await gate.get(service="svc-0003"))[0] == 503  # before the first cycle
+        await gate.built.daemon.evaluate_once(at(40))
+        status, body, _ = await gate.get(service="svc-0003")
+        assert (status, body["error"]) == (404, "service: unknown service 'svc-0003'")
+
+
+async def test_a_page_alert_restored_for_a_service_counts_until_its_slo_answers(
     tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After a restart the alert states come back from the state file before any cycle:
-    a firing page alert on the service is a fail, as for a known service."""
+    a firing page alert on a service of a group_by SLO is a fail, as for a known service,
+    and stays one while its source is down. Once the SLO answers without that instance (it
+    is gone), the alert no longer blocks its service's releases."""
     async with running_gate(
         tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM}
     ) as gate:
@@ -101,18 +125,44 @@ async def test_a_page_alert_restored_for_a_service_fails_it_before_the_first_cyc
         assert gate.built.manager.firing("svc-0009")
         assert not gate.built.manager.firing("svc-0003")
 
-    (tmp_path / "rules" / "platform.yaml").unlink()  # running_gate writes it again
-    (tmp_path / "rules").rmdir()
-    async with running_gate(
-        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM}
-    ) as gate:
+    def restart(url: str, rules: str) -> AbstractAsyncContextManager[GateClient]:
+        (tmp_path / "rules" / "platform.yaml").unlink()  # running_gate writes it again
+        (tmp_path / "rules").rmdir()
+        return running_gate(tmp_path, url, monkeypatch, rules={"platform.yaml": rules})
+
+    async with restart("http://127.0.0.1:9", PLATFORM) as gate:
         gate.clock.now = at(41)
+        for cycled in (False, True):  # before the first cycle, and after it found no source
+            status, body, _ = await gate.get(service="svc-0009")
+            assert (status, body["decision"]) == (412, "fail"), (cycled, body)
+            assert body["reasons"] == ["alert firing for errors (severity page)"]
+            assert body["firing_alerts"] == [{"slo": "errors", "severity": "page"}]
+            status, body, _ = await gate.get(service="svc-0003")
+            assert (status, body["decision"]) == (503, "pending")
+            await gate.built.daemon.evaluate_once(at(41))
+        _, history, _ = await gate.get("/api/v1/gate/history")
+        # Audited (it blocked a deploy); repeats may be folded into one row with a count.
+        assert {(r["service"], r["decision"]) for r in history} == {("svc-0009", "fail")}
+        assert sum(r["count"] for r in history) == 2
+
+    gone = PLATFORM.replace(
+        "{metric: platform_requests_total}",
+        '{metric: platform_requests_total, matchers: {service: "!=svc-0009"}}',
+    ).replace('matchers: {code: "=~5.."}', 'matchers: {code: "=~5..", service: "!=svc-0009"}')
+    # svc-0009 stays known through a second SLO; the first no longer has its instance.
+    gone += (
+        PLATFORM.split("slos:\n")[1]
+        .replace("name: errors", "name: availability")
+        .replace("objective: 99.5%", "objective: 90%")
+    )
+    async with restart(prometheus.url, gone) as gate:
+        gate.clock.now = at(41)
+        assert (await gate.get(service="svc-0009"))[0] == 412
+        await gate.built.daemon.evaluate_once(at(41))
         status, body, _ = await gate.get(service="svc-0009")
-        assert (status, body["decision"]) == (412, "fail"), body
-        assert body["reasons"] == ["alert firing for errors (severity page)"]
-        assert body["firing_alerts"] == [{"slo": "errors", "severity": "page"}]
-        status, body, _ = await gate.get(service="svc-0003")
-        assert (status, body["decision"]) == (503, "pending")
+        assert (status, body["decision"], body["firing_alerts"]) == (200, "pass", []), body
+        assert [s["slo"] for s in body["slos"]] == ["availability"]
+        assert (await gate.get(service="svc-0003"))[1]["decision"] == "pass"
 
 
 async def test_a_page_alert_restored_for_a_known_service_counts_before_the_first_cycle(
