@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -144,10 +145,25 @@ def producer(slos: Iterable[SLO], service: str, name: str) -> SLO | None:
     return grouping
 
 
+# In a result key, `service/slo` or `service/slo{labels}`: the first `/` followed by an SLO
+# name (no `/`, `{` or `}` in one, see rules/spec.py) and then `{` or the end. A service may
+# hold `/` (a `service` label `team/api`; the labels may too): splitting at the first `/`
+# filed such a service's alerts under `team`, and the gate, asked about `team/api`, passed
+# while they fired.
+_KEY = re.compile(r"/([a-zA-Z0-9][a-zA-Z0-9_.-]*)(?=\{|\Z)")
+
+
 def _named(key: str) -> tuple[str, str]:
-    """(service, SLO name) of a result key: `service/slo` or `service/slo{labels}`."""
-    service, _, rest = key.partition("/")
-    return service, rest.partition("{")[0]
+    """(service, SLO name) of a result key."""
+    found = _KEY.search(key)
+    if found is None:  # not a result key; filed whole
+        return key, ""
+    return key[: found.start()], found.group(1)
+
+
+def service_of(key: str) -> str:
+    """The service of a result key (`SLOResult.key`)."""
+    return _named(key)[0]
 
 
 def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:
@@ -246,7 +262,7 @@ class AlertManager:
         self._left_be: set[str] = set()
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
-                self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
+                self._firing.setdefault(service_of(key), set()).add(key)
         # Firing alerts loaded from the store that no result has stepped yet, by the SLO
         # name in their key: the gate counts them (`firing(service, slos)`) until their
         # SLO answers. Without this a page alert held by `keep_firing_for` over a restart
@@ -507,7 +523,7 @@ class AlertManager:
         for key, alert in changed.items():
             self.alerts[key] = alert
             self.unsaved.alerts[key] = alert
-            self._firing.get(key.split("/", 1)[0], set()).discard(key)
+            self._firing.get(service_of(key), set()).discard(key)
         for (name, service), batch in groups.items():
             notification = finish_now(_notification(name, "resolved", service, batch, now))
             self.unsaved.notifications.append(notification)
@@ -577,7 +593,7 @@ class AlertManager:
         self._firing = {}
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
-                self._firing.setdefault(key.split("/", 1)[0], set()).add(key)
+                self._firing.setdefault(service_of(key), set()).add(key)
         if group is not None:
             slos = {slo.name: slo for slo in group.slos}
             for result in results:
@@ -612,7 +628,7 @@ class AlertManager:
         for key, alert in changed.items():
             self.alerts[key] = alert
             unsaved.alerts[key] = alert
-            firing = self._firing.setdefault(key.split("/", 1)[0], set())
+            firing = self._firing.setdefault(service_of(key), set())
             if alert.state is AlertState.FIRING:
                 firing.add(key)
             else:
@@ -919,7 +935,7 @@ def alerts_json(snapshot: AlertsSnapshot) -> Iterator[dict[str, Any]]:
         slo = slo_of.get(key)
         yield {
             "key": key,
-            "service": key.split("/", 1)[0],
+            "service": service_of(key),
             "slo": slo.name if slo else None,
             "severity": slo.severity.value if slo else None,
             "state": alert.state.value,

@@ -165,15 +165,19 @@ async def test_a_page_alert_restored_for_a_service_counts_until_its_slo_answers(
         assert (await gate.get(service="svc-0003"))[1]["decision"] == "pass"
 
 
+@pytest.mark.parametrize("service", ["platform", "team/platform"])
 async def test_a_page_alert_restored_for_a_known_service_counts_before_the_first_cycle(
-    tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch, service: str
 ) -> None:
     """The platform SLO over all services (0.45 % errors > 0.1 %) fires at minute 40. After
     a restart at minute 70 its data has ended: judged afresh it is only pending (no data),
     but the alert the state file holds is still firing, and the gate says so until the
-    group's first step decides it. A restored alert whose SLO left the rules is not counted."""
-    whole = PLATFORM.replace("objective: 99.5%", "objective: 99.9%").replace(
-        "    group_by: [service]\n", ""
+    group's first step decides it. A restored alert whose SLO left the rules is not counted.
+    A service holding `/` is one service (its alerts were filed under `team`)."""
+    whole = (
+        PLATFORM.replace("objective: 99.5%", "objective: 99.9%")
+        .replace("    group_by: [service]\n", "")
+        .replace("service: platform", f"service: {service}")
     )
 
     async def restart(rules: str) -> None:
@@ -183,7 +187,7 @@ async def test_a_page_alert_restored_for_a_known_service_counts_before_the_first
             tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": rules}
         ) as gate:
             gate.clock.now = at(70)
-            status, body, _ = await gate.get(service="platform")
+            status, body, _ = await gate.get(service=service)
             if "name: errors" in rules:
                 assert (status, body["decision"]) == (412, "fail"), body
                 assert "alert firing for errors (severity page)" in body["reasons"]
@@ -196,6 +200,9 @@ async def test_a_page_alert_restored_for_a_known_service_counts_before_the_first
     ) as gate:
         gate.clock.now = at(40)
         await gate.built.daemon.evaluate_once(at(40))
-        assert gate.built.manager.firing("platform")
+        assert [slo.name for _, slo in gate.built.manager.firing(service)] == ["errors"]
+        _, alerts, _ = await gate.get("/api/v1/alerts")
+        firing = [a for a in alerts["alerts"] if a["state"] == "firing"]
+        assert [(a["service"], a["slo"]) for a in firing] == [(service, "errors")]
     await restart(whole)
     await restart(whole.replace("name: errors", "name: renamed"))
