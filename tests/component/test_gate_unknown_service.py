@@ -69,6 +69,35 @@ async def test_a_group_by_service_is_pending_until_the_first_cycle_names_it(
         assert sorted(row["service"] for row in history) == ["svc-0003", "svc-0007"]
 
 
+async def test_a_reload_that_adds_a_group_by_slo_keeps_names_pending_until_it_answers(
+    tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_gate(
+        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM}
+    ) as gate:
+        gate.clock.now = at(40)
+        await gate.built.daemon.evaluate_once(at(40))
+        assert (await gate.get(service="svc-9999"))[0] == 404
+
+        added = PLATFORM.replace("service: platform", "service: answers").replace(
+            "name: errors", "name: availability"
+        )
+        (tmp_path / "rules" / "answers.yaml").write_text(added)
+        assert await gate.built.daemon.reload()
+        status, body, headers = await gate.get(service="svc-9999")
+        assert (status, body["decision"], headers["Retry-After"]) == (503, "pending", "5")
+        (reason,) = body["reasons"]
+        assert "has not finished its first evaluation since Sentinel started or the reload" in (
+            reason
+        )
+        assert "SLO 'availability'" in reason
+        # Services the first group named are judged meanwhile.
+        assert (await gate.get(service="svc-0003"))[1]["decision"] == "pass"
+
+        await gate.built.daemon.evaluate_once(at(40))
+        assert (await gate.get(service="svc-9999"))[0] == 404
+
+
 async def test_a_source_down_that_named_no_service_keeps_unknown_services_pending(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
