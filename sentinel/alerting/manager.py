@@ -155,6 +155,9 @@ _KEY = re.compile(r"/([a-zA-Z0-9][a-zA-Z0-9_.-]*)(?=\{|\Z)")
 
 def _named(key: str) -> tuple[str, str]:
     """(service, SLO name) of a result key."""
+    slash = key.find("/")
+    if slash >= 0 and key.find("/", slash + 1) < 0:  # the one `/`: most keys, no regex
+        return key[:slash], key[slash + 1 :].partition("{")[0]
     found = _KEY.search(key)
     if found is None:  # not a result key; filed whole
         return key, ""
@@ -163,6 +166,9 @@ def _named(key: str) -> tuple[str, str]:
 
 def service_of(key: str) -> str:
     """The service of a result key (`SLOResult.key`)."""
+    slash = key.find("/")
+    if slash >= 0 and key.find("/", slash + 1) < 0:
+        return key[:slash]
     return _named(key)[0]
 
 
