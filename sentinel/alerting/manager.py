@@ -47,6 +47,7 @@ from sentinel.errors import StateStoreError, StateStoreWriteError
 from sentinel.evaluate.slo import SLOResult, Status, rfc3339
 from sentinel.logs import fields
 from sentinel.rules.model import (
+    SEVERITY_ORDER,
     SLO,
     AlertPolicy,
     NoDataPolicy,
@@ -129,20 +130,16 @@ def _resolved(alert: Alert, now: float) -> Alert:
 def _produced_by(slos: Sequence[SLO], service: str, name: str) -> bool:
     """Whether an SLO of `slos` can still produce results of `service` named `name` (its
     own service, or any service when it groups by the `service` label)."""
-    return producer(slos, service, name) is not None
+    return bool(producers(slos, service, name))
 
 
-def producer(slos: Iterable[SLO], service: str, name: str) -> SLO | None:
-    """The SLO of `slos` that can produce results of `service` named `name`: its own
-    service's first, else one that groups by the `service` label."""
-    grouping = None
-    for slo in slos:
-        if slo.name == name:
-            if slo.service == service:
-                return slo
-            if grouping is None and "service" in slo.group_by:
-                grouping = slo
-    return grouping
+def producers(slos: Iterable[SLO], service: str, name: str) -> list[SLO]:
+    """The SLOs of `slos` that can produce results of `service` named `name`."""
+    return [
+        slo
+        for slo in slos
+        if slo.name == name and (slo.service == service or "service" in slo.group_by)
+    ]
 
 
 # In a result key, `service/slo` or `service/slo{labels}`: the first `/` followed by an SLO
@@ -232,6 +229,15 @@ def _no_link(service: str) -> str | None:
     return None
 
 
+@dataclass
+class Restored:
+    """A firing alert loaded at start, not stepped yet: the SLO it counts as for the gate,
+    and the SLOs that may produce it and have not answered since."""
+
+    slo: SLO
+    candidates: list[SLO]
+
+
 class AlertManager:
     def __init__(
         self,
@@ -269,14 +275,13 @@ class AlertManager:
         for key, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
                 self._firing.setdefault(service_of(key), set()).add(key)
-        # Firing alerts loaded from the store that no result has stepped yet, by the SLO
-        # name in their key: the gate counts them (`firing(service, slos)`) until their
-        # SLO answers. Without this a page alert held by `keep_firing_for` over a restart
-        # was invisible to the gate until a cycle stepped it, and a release could pass.
-        self._restored: dict[str, set[str]] = {}
-        for keys in self._firing.values():
-            for key in keys:
-                self._restored.setdefault(_named(key)[1], set()).add(key)
+        # Firing alerts loaded from the store that no result has stepped yet. Once the
+        # rules are known (`recognise`), each is matched to the SLO that produces it, by
+        # the SLO name in its key, and counts for the gate until that SLO answers. Without
+        # this a page alert held by `keep_firing_for` over a restart was invisible to the
+        # gate until a cycle stepped it, and a release could pass meanwhile.
+        self._unstepped = set(self._firing_keys())
+        self._restored: dict[str, dict[str, Restored]] = {}
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         """`observe_sync` on the event loop: the instances are stepped in slices, and the
@@ -373,31 +378,54 @@ class AlertManager:
         if self._restored:
             self._settle_restored(group, results)
 
-    @property
-    def restoring(self) -> bool:
-        """Whether firing alerts loaded at start still wait for their SLO's answer."""
-        return bool(self._restored)
+    def recognise(self, slos: Sequence[SLO]) -> None:
+        """Match the restored firing alerts not stepped yet to the SLOs of `slos` (the
+        rules' and the probes', at start and after each reload). A key names its service
+        and SLO, not its rule file, and SLO names repeat across files: every SLO that may
+        produce it is a candidate, the alert counts as the most severe of them (counted as
+        a ticket when it may be a page, it could let a release pass), and it waits for all
+        of them. Alerts no SLO produces, or no longer firing, wait for nothing
+        (`retire_orphans` resolves them)."""
+        self._restored = {}
+        for key in list(self._unstepped):
+            alert = self.alerts.get(key)
+            service, name = _named(key)
+            candidates = producers(slos, service, name)
+            if alert is None or alert.state is not AlertState.FIRING or not candidates:
+                self._unstepped.discard(key)
+                continue
+            worst = max(candidates, key=lambda slo: SEVERITY_ORDER[slo.severity.value])
+            self._restored.setdefault(name, {})[key] = Restored(worst, candidates)
 
     def _settle_restored(self, group: RuleGroup, results: Sequence[SLOResult]) -> None:
         """After a step of `group` (or a follower's adopt of it): the restored alerts its
-        results stepped count as any other from now on (through `slo_of`). Those of an SLO
-        that answered with instances but not theirs are settled too: the instance is gone
-        (a pod replaced while Sentinel was stopped), and counting it would block its
-        service's releases for ever. An SLO whose answer named no instance (its source
-        down) keeps its restored alerts counted: nothing has decided them yet."""
-        names = {slo.name for slo in group.slos} & self._restored.keys()
-        if not names:
+        results stepped count as any other from now on (through `slo_of`). An SLO of the
+        group that answered with instances but not a restored alert's is no longer waited
+        for by it; one that waits for none is settled: its instance is gone (a pod replaced
+        while Sentinel was stopped), and counting it would block its service's releases for
+        ever. An SLO whose answer named no instance (its source down) decided nothing."""
+        slos = {slo.name: slo for slo in group.slos if slo.name in self._restored}
+        if not slos:
             return
         answered = {
             r.slo
             for r in results
-            if r.slo in names and len(r.labels) > ("tier" in r.labels)  # a tier alone: none
+            if r.slo in slos and len(r.labels) > ("tier" in r.labels)  # a tier alone: none
         }
-        for name in names:
-            keys = self._restored[name]
-            keys -= self.slo_of.keys()
-            if not keys or name in answered:
+        for name, slo in slos.items():
+            restored = self._restored[name]
+            for key, waiting in list(restored.items()):
+                if name in answered:
+                    waiting.candidates = [c for c in waiting.candidates if c is not slo]
+                if key in self.slo_of or not waiting.candidates:
+                    del restored[key]
+                    self._unstepped.discard(key)
+            if not restored:
                 del self._restored[name]
+
+    def _firing_keys(self) -> Iterator[str]:
+        for keys in self._firing.values():
+            yield from keys
 
     def _keep_last(self, last: LastFiring) -> None:
         """The measurements of the step's firing alerts (None: no longer firing)."""
@@ -893,20 +921,17 @@ class AlertManager:
             )
         return acked
 
-    def firing(
-        self, service: str | None = None, slos: Sequence[SLO] = ()
-    ) -> list[tuple[Alert, SLO]]:
-        """The firing alerts (of `service`) with their SLO. A firing alert loaded at start
-        and not yet stepped counts when an SLO of `slos` (the current rules) produces it."""
+    def firing(self, service: str | None = None) -> list[tuple[Alert, SLO]]:
+        """The firing alerts (of `service`) with their SLO; those loaded at start count
+        from `recognise` on, before any step."""
         services = [service] if service is not None else list(self._firing)
         out = []
         for name in services:
             for key in sorted(self._firing.get(name, ())):
                 slo = self.slo_of.get(key)
                 if slo is None and self._restored:
-                    owner, name = _named(key)
-                    if key in self._restored.get(name, ()):
-                        slo = producer(slos, owner, name)
+                    waiting = self._restored.get(_named(key)[1], {}).get(key)
+                    slo = waiting.slo if waiting is not None else None
                 if slo is not None and key not in self._retired:
                     out.append((self.alerts[key], slo))
         return out

@@ -148,6 +148,15 @@ async def build_daemon(
         probes = daemon.config.probes.items()
         return [*daemon.rules.slos, *(probe_slo(name, probe) for name, probe in probes)]
 
+    # Firing alerts loaded from the store count for the gate from now on, before any cycle
+    # has stepped them; matched again to the SLOs of each reload (every replica: each
+    # answers the gate).
+    manager.recognise(current_slos())
+
+    async def recognise_restored() -> None:
+        manager.recognise(current_slos())
+
+    daemon.reload_hooks.append(recognise_restored)
     cycle = LeaderCycle(leader, manager, store, dispatcher.wake, current_slos)
     daemon.result_hooks.append(cycle.observe)
     # Alertmanager wants firing alerts re-sent every cycle (notify/alertmanager.py): after

@@ -133,6 +133,9 @@ class Daemon:
         self._force = asyncio.Event()
         self._services: set[str] | None = None
         self._unsettled: list[Unsettled] | None = None
+        # Group -> keys of its SLOs whose answer failed in its latest cycle (all of them for
+        # an overrun or a crash): what the gate's pending for unknown names rests on.
+        self._failed_slos: dict[str, set[str]] = {}
         self._signals = 0
 
     # -- evaluation ---------------------------------------------------------------------
@@ -186,14 +189,18 @@ class Daemon:
             if report.errors:
                 outcome = "source_error"
                 error = str(next(iter(report.errors.values())))
+            failed = set(report.errors)
         except TimeoutError:
             outcome, error = "overrun", f"cycle exceeded {self.cycle_timeout(group):g}s"
             status.overruns += 1
             results = self._failed(group, at, error)
+            failed = {slo.key for slo in group.slos}
         except Exception as exc:  # a bug or bad data must never kill the daemon
             log.exception("evaluation crashed", extra=fields(group=group.name))
             outcome, error = "crash", f"internal error: {type(exc).__name__}: {exc}"
             results = self._failed(group, at, error)
+            failed = {slo.key for slo in group.slos}
+        self._failed_slos[group.name] = failed  # with the results, in `_record`
         duration = time.monotonic() - started
         await self._record(group, status, results, at, duration, outcome, error)
         for hook in self.result_hooks:
@@ -314,11 +321,10 @@ class Daemon:
     def unsettled_services(self) -> list[Unsettled]:
         """The SLOs that name their services by `group_by: [service]` and have named none
         yet: their group has not finished a cycle since the start or the reload that added
-        them, or the cycle's answer held no instance while their source is unhealthy. While
-        there are any, a service the gate does not know may be one of theirs. (An answer
-        that held none from a healthy source names no service: a name nothing else knows
-        is unknown.) Walked once per cycle and kept with `known_services`; the sources'
-        health is read at each call."""
+        them, or their answer failed in its latest cycle (the source down, an overrun).
+        While there are any, a service the gate does not know may be one of theirs. (An
+        answer that held no instance, without error, names no service: a name nothing else
+        knows is unknown.) Walked once per cycle, kept with `known_services`."""
         if self._unsettled is None:
             self._unsettled = []
             for group in self.rules.groups:
@@ -329,7 +335,8 @@ class Daemon:
                 if results is None:
                     self._unsettled += [Unsettled(group, slo, None) for slo in slos]
                     continue
-                names = {slo.name for slo in slos}
+                failed = self._failed_slos.get(group.name, set())
+                names = {slo.name for slo in slos if slo.key in failed}
                 named: set[str] = set()
                 first: dict[str, SLOResult] = {}
                 for r in results:
@@ -340,19 +347,11 @@ class Daemon:
                     else:
                         first.setdefault(r.slo, r)
                 self._unsettled += [
-                    Unsettled(group, slo, first.get(slo.name))
+                    Unsettled(group, slo, first[slo.name])
                     for slo in slos
-                    if slo.name not in named
+                    if slo.name in first and slo.name not in named
                 ]
-        if not self._unsettled:
-            return self._unsettled
-        sources = self.engine.sources
-        return [
-            u
-            for u in self._unsettled
-            if u.result is None
-            or (u.slo.source in sources and sources[u.slo.source].health.status != "healthy")
-        ]
+        return self._unsettled
 
     def latest(self) -> list[SLOResult]:
         return [r for part in self.latest_parts() for r in part]

@@ -149,10 +149,9 @@ class Unsettled:
                 f"Sentinel started or the reload that added it; SLO {self.slo.name!r} names "
                 "services by group_by"
             )
-        why = self.result.reason or "no data"
+        why = self.result.reason or "no answer"
         return (
-            f"SLO {self.slo.name!r} names services by group_by and its answer held none, "
-            f"its source {self.slo.source!r} unhealthy ({why})"
+            f"SLO {self.slo.name!r} names services by group_by and its latest answer failed ({why})"
         )
 
 
@@ -680,17 +679,7 @@ class Gate:
     def _firing(self, service: str) -> list[tuple[str, str]]:
         if self.alerts is None:
             return []
-        return [
-            (slo.name, slo.severity.value)
-            for _, slo in self.alerts.firing(service, self._restoring_slos())
-        ]
-
-    def _restoring_slos(self) -> Sequence[SLO]:
-        """The rules' SLOs while alerts loaded at start wait for their SLO's answer (the
-        alert manager matches them by name); none after, so as not to walk the rules on
-        every request."""
-        assert self.alerts is not None
-        return self.host.rules.slos if self.alerts.restoring else ()
+        return [(slo.name, slo.severity.value) for _, slo in self.alerts.firing(service)]
 
     def _health_of(self, used: frozenset[str]) -> _HealthReading:
         """The health of the sources in `used`, as both the scheduled cycles' clients and

@@ -1,0 +1,112 @@
+"""Firing alerts loaded from the state file at a restart, before any cycle has stepped
+them: what the gate counts (`AlertManager.firing`). A real SQLite state file; results
+made by hand, as a cycle would hand them to the alert manager."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.store import Store
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.notify.log import LogNotifier
+from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector, Severity
+
+AT = 1_795_176_000.0
+
+
+def slo(service: str, severity: Severity = Severity.PAGE) -> SLO:
+    """An SLO named `errors` in each team's rule file, grouping by service."""
+    return SLO(
+        service=service,
+        name="errors",
+        sli=LatencySLI(Selector("h"), 0.95),
+        threshold=1.5,
+        window=300,
+        group_by=("service",),
+        severity=severity,
+    )
+
+
+def result(owner: SLO, service: str | None, status: Status, at: float) -> SLOResult:
+    """One instance's result (`service` None: an answer that named no instance)."""
+    labels = {"service": service} if service else {}
+    value = 2.0 if status is Status.BREACH else (1.0 if status is Status.OK else None)
+    return SLOResult(
+        service or owner.service,
+        owner.name,
+        status,
+        value,
+        owner.threshold,
+        None,
+        owner.window,
+        at,
+        labels,
+        reason="" if service else "prometheus unavailable: connection refused",
+        severity=owner.severity.value,
+    )
+
+
+def firing(manager: AlertManager, service: str) -> list[tuple[str, str]]:
+    """What the gate reads: the firing alerts' SLO names and severities."""
+    return [(s.name, s.severity.value) for _, s in manager.firing(service)]
+
+
+def test_restored_alerts_count_until_their_own_slo_answers(tmp_path: Path) -> None:
+    """Two rule files each have an SLO named `errors`. After a restart both teams' firing
+    alerts count. A key does not say which file's SLO made it: team A's SLO answering
+    without `a-1` does not settle it while B's (its source down) may still produce it;
+    `b-1`, stepped by B, counts as any other alert; `a-1` settles once B answers too."""
+    a, b = slo("team-a"), slo("team-b")
+    group_a = RuleGroup("a", "a.yaml", "team-a", 60, (a,))
+    group_b = RuleGroup("b", "b.yaml", "team-b", 60, (b,))
+    store = Store(tmp_path / "state.db")
+    first = AlertManager(store, {"log": LogNotifier("log")}, {})
+    first.observe_sync(group_a, [result(a, "a-1", Status.BREACH, AT)], AT)
+    first.observe_sync(group_b, [result(b, "b-1", Status.BREACH, AT)], AT)
+    assert firing(first, "a-1") == [("errors", "page")]
+    store.close()
+
+    store = Store(tmp_path / "state.db")
+    restarted = AlertManager(store, {"log": LogNotifier("log")}, {})
+    assert firing(restarted, "a-1") == []  # the rules not known yet: as before
+    restarted.recognise([a, b])
+    assert firing(restarted, "a-1") == [("errors", "page")]
+    assert firing(restarted, "b-1") == [("errors", "page")]
+
+    later = AT + 60
+    restarted.observe_sync(group_b, [result(b, None, Status.NO_DATA, later)], later)
+    assert firing(restarted, "b-1") == [("errors", "page")]  # B's source down: undecided
+    restarted.observe_sync(group_a, [result(a, "a-2", Status.OK, later)], later)
+    assert firing(restarted, "a-1") == [("errors", "page")]  # B may still produce it
+    assert firing(restarted, "b-1") == [("errors", "page")]
+
+    then = later + 60
+    restarted.observe_sync(group_b, [result(b, "b-1", Status.BREACH, then)], then)
+    assert firing(restarted, "b-1") == [("errors", "page")]  # stepped: counts as any other
+    assert firing(restarted, "a-1") == []  # neither SLO produces it any more: gone
+    assert restarted._restored == {}
+    store.close()
+
+
+def test_a_restored_alert_of_an_ambiguous_slo_counts_as_the_most_severe(tmp_path: Path) -> None:
+    """Which of two SLOs named `errors` (one a ticket, one a page) produced a restored key
+    of a service neither file names cannot be told from the key: the page one, so the
+    gate does not let a release pass on what may be a page."""
+    ticket, page = slo("team-a", Severity.TICKET), slo("team-b")
+    store = Store(tmp_path / "state.db")
+    first = AlertManager(store, {"log": LogNotifier("log")}, {})
+    group = RuleGroup("a", "a.yaml", "team-a", 60, (ticket,))
+    first.observe_sync(group, [result(ticket, "shared", Status.BREACH, AT)], AT)
+    assert firing(first, "shared") == [("errors", "ticket")]
+    store.close()
+
+    store = Store(tmp_path / "state.db")
+    restarted = AlertManager(store, {"log": LogNotifier("log")}, {})
+    restarted.recognise([ticket, page])
+    assert firing(restarted, "shared") == [("errors", "page")]
+    # A reload that removed both SLOs: the alert waits for no answer any more.
+    restarted.recognise([])
+    assert firing(restarted, "shared") == []
+    assert restarted._restored == {}
+    store.close()
