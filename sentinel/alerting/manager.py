@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -282,6 +282,7 @@ class AlertManager:
         # gate until a cycle stepped it, and a release could pass meanwhile.
         self._unstepped = set(self._firing_keys())
         self._restored: dict[str, dict[str, Restored]] = {}
+        self._answered: set[tuple[str, str]] = set()  # (service, name) of SLOs that answered
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         """`observe_sync` on the event loop: the instances are stepped in slices, and the
@@ -375,48 +376,56 @@ class AlertManager:
                 changed[key] = alert
             if transition is not None:
                 transitions.append((slo, transition))
-        if self._restored:
-            self._settle_restored(group, results)
 
     def recognise(self, slos: Sequence[SLO]) -> None:
         """Match the restored firing alerts not stepped yet to the SLOs of `slos` (the
         rules' and the probes', at start and after each reload). A key names its service
         and SLO, not its rule file, and SLO names repeat across files: every SLO that may
         produce it is a candidate, the alert counts as the most severe of them (counted as
-        a ticket when it may be a page, it could let a release pass), and it waits for all
-        of them. Alerts no SLO produces, or no longer firing, wait for nothing
-        (`retire_orphans` resolves them)."""
+        a ticket when it may be a page, it could let a release pass), and it waits for each
+        to answer (`settle_restored`). Alerts no SLO produces, or no longer firing, wait
+        for nothing (`retire_orphans` resolves them)."""
+        by_name: dict[str, list[SLO]] = {}
+        for slo in slos:
+            by_name.setdefault(slo.name, []).append(slo)
         self._restored = {}
         for key in list(self._unstepped):
             alert = self.alerts.get(key)
             service, name = _named(key)
-            candidates = producers(slos, service, name)
+            labelled = key.endswith("}") and f"/{name}{{" in key
+            candidates = [
+                slo
+                for slo in by_name.get(name, ())
+                if (slo.service, slo.name) not in self._answered
+                and (
+                    (slo.group_by and (slo.service == service or "service" in slo.group_by))
+                    if labelled
+                    else slo.service == service
+                )
+            ]
             if alert is None or alert.state is not AlertState.FIRING or not candidates:
                 self._unstepped.discard(key)
                 continue
             worst = max(candidates, key=lambda slo: SEVERITY_ORDER[slo.severity.value])
             self._restored.setdefault(name, {})[key] = Restored(worst, candidates)
 
-    def _settle_restored(self, group: RuleGroup, results: Sequence[SLOResult]) -> None:
-        """After a step of `group` (or a follower's adopt of it): the restored alerts its
-        results stepped count as any other from now on (through `slo_of`). An SLO of the
-        group that answered with instances but not a restored alert's is no longer waited
-        for by it; one that waits for none is settled: its instance is gone (a pod replaced
-        while Sentinel was stopped), and counting it would block its service's releases for
-        ever. An SLO whose answer named no instance (its source down) decided nothing."""
-        slos = {slo.name: slo for slo in group.slos if slo.name in self._restored}
-        if not slos:
+    def settle_restored(self, group: RuleGroup, failed: Collection[str] = ()) -> None:
+        """After a cycle of `group` (rules or probes; `failed`: keys of its SLOs whose
+        answer failed): a restored alert stepped since counts as any other (through
+        `slo_of`); an SLO that answered, whatever it held, is no longer waited for; an
+        alert that waits for none is settled: its instance is gone (a pod replaced while
+        Sentinel was stopped), and counting it would block its service's releases for
+        ever. An SLO whose answer failed (its source down) decided nothing."""
+        if not self._restored:
             return
-        answered = {
-            r.slo
-            for r in results
-            if r.slo in slos and len(r.labels) > ("tier" in r.labels)  # a tier alone: none
-        }
-        for name, slo in slos.items():
+        answered = {(slo.service, slo.name) for slo in group.slos if slo.key not in failed}
+        self._answered |= answered  # a reload's `recognise` does not wait for them again
+        for name in list(self._restored):
             restored = self._restored[name]
             for key, waiting in list(restored.items()):
-                if name in answered:
-                    waiting.candidates = [c for c in waiting.candidates if c is not slo]
+                waiting.candidates = [
+                    c for c in waiting.candidates if (c.service, c.name) not in answered
+                ]
                 if key in self.slo_of or not waiting.candidates:
                     del restored[key]
                     self._unstepped.discard(key)
@@ -634,8 +643,6 @@ class AlertManager:
                 slo = slos.get(result.slo)
                 if slo is not None:
                     self.slo_of[result.key] = slo
-            if self._restored:
-                self._settle_restored(group, results)
 
     def _stage(
         self, changed: dict[str, Alert], transitions: list[tuple[SLO, Transition]], now: float

@@ -318,25 +318,26 @@ class Daemon:
             )
         return self._services
 
+    def failed_slos(self, group: str) -> set[str]:
+        """Keys of the group's SLOs whose answer failed in its latest cycle."""
+        return self._failed_slos.get(group, set())
+
     def unsettled_services(self) -> list[Unsettled]:
         """The SLOs that name their services by `group_by: [service]` and have named none
-        yet: their group has not finished a cycle since the start or the reload that added
-        them, or their answer failed in its latest cycle (the source down, an overrun).
-        While there are any, a service the gate does not know may be one of theirs. (An
-        answer that held no instance, without error, names no service: a name nothing else
-        knows is unknown.) Walked once per cycle, kept with `known_services`."""
+        yet: not evaluated since the start or the reload that added them, or their answer
+        failed in their group's latest cycle (the source down, an overrun). While there are
+        any, a service the gate does not know may be one of theirs. (An answer that held no
+        instance, without failing, names no service: a name nothing else knows is
+        unknown.) One walk over the results per cycle, kept with `known_services`."""
         if self._unsettled is None:
             self._unsettled = []
             for group in self.rules.groups:
                 slos = [slo for slo in group.slos if "service" in slo.group_by]
                 if not slos:
                     continue
-                results = self.results.get(group.name)
-                if results is None:
-                    self._unsettled += [Unsettled(group, slo, None) for slo in slos]
-                    continue
+                results = self.results.get(group.name, [])
                 failed = self._failed_slos.get(group.name, set())
-                names = {slo.name for slo in slos if slo.key in failed}
+                names = {slo.name for slo in slos}
                 named: set[str] = set()
                 first: dict[str, SLOResult] = {}
                 for r in results:
@@ -346,11 +347,13 @@ class Daemon:
                         named.add(r.slo)
                     else:
                         first.setdefault(r.slo, r)
-                self._unsettled += [
-                    Unsettled(group, slo, first[slo.name])
-                    for slo in slos
-                    if slo.name in first and slo.name not in named
-                ]
+                for slo in slos:
+                    if slo.name in named:
+                        continue
+                    if slo.name not in first:  # no result at all: not evaluated yet
+                        self._unsettled.append(Unsettled(group, slo, None))
+                    elif slo.key in failed:
+                        self._unsettled.append(Unsettled(group, slo, first[slo.name]))
         return self._unsettled
 
     def latest(self) -> list[SLOResult]:
@@ -502,6 +505,7 @@ class Daemon:
         for name in removed:
             self.results.pop(name, None)
             self._statuses.pop(name, None)
+            self._failed_slos.pop(name, None)
             self.group_status.pop(name, None)
             self._scheduled_at.pop(name, None)
             self.metrics.forget_group(name)

@@ -69,8 +69,9 @@ async def test_a_group_by_service_is_pending_until_the_first_cycle_names_it(
         assert sorted(row["service"] for row in history) == ["svc-0003", "svc-0007"]
 
 
+@pytest.mark.parametrize("where", ["a new rule file", "the same rule file"])
 async def test_a_reload_that_adds_a_group_by_slo_keeps_names_pending_until_it_answers(
-    tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     async with running_gate(
         tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM}
@@ -82,7 +83,12 @@ async def test_a_reload_that_adds_a_group_by_slo_keeps_names_pending_until_it_an
         added = PLATFORM.replace("service: platform", "service: answers").replace(
             "name: errors", "name: availability"
         )
-        (tmp_path / "rules" / "answers.yaml").write_text(added)
+        if where == "a new rule file":
+            (tmp_path / "rules" / "answers.yaml").write_text(added)
+        else:  # a new SLO in a group that has cycled: no result of it yet
+            (tmp_path / "rules" / "platform.yaml").write_text(
+                PLATFORM + "  -" + added.split("slos:\n  -", 1)[1]
+            )
         assert await gate.built.daemon.reload()
         status, body, headers = await gate.get(service="svc-9999")
         assert (status, body["decision"], headers["Retry-After"]) == (503, "pending", "5")

@@ -52,11 +52,14 @@ def firing(manager: AlertManager, service: str) -> list[tuple[str, str]]:
     return [(s.name, s.severity.value) for _, s in manager.firing(service)]
 
 
-def test_restored_alerts_count_until_their_own_slo_answers(tmp_path: Path) -> None:
+def test_restored_alerts_count_until_every_slo_that_may_produce_them_answers(
+    tmp_path: Path,
+) -> None:
     """Two rule files each have an SLO named `errors`. After a restart both teams' firing
     alerts count. A key does not say which file's SLO made it: team A's SLO answering
-    without `a-1` does not settle it while B's (its source down) may still produce it;
-    `b-1`, stepped by B, counts as any other alert; `a-1` settles once B answers too."""
+    without `a-1` does not settle it while B's (its source down) may still produce it,
+    also across a reload; `b-1`, stepped by B, counts as any other alert; `a-1` settles
+    once B has answered too."""
     a, b = slo("team-a"), slo("team-b")
     group_a = RuleGroup("a", "a.yaml", "team-a", 60, (a,))
     group_b = RuleGroup("b", "b.yaml", "team-b", 60, (b,))
@@ -74,18 +77,51 @@ def test_restored_alerts_count_until_their_own_slo_answers(tmp_path: Path) -> No
     assert firing(restarted, "a-1") == [("errors", "page")]
     assert firing(restarted, "b-1") == [("errors", "page")]
 
+    def cycle(
+        group: RuleGroup, results: list[SLOResult], failed: frozenset[str] = frozenset()
+    ) -> None:
+        """What a cycle does: the step, then the daemon's settle hook."""
+        restarted.observe_sync(group, results, results[0].evaluated_at)
+        restarted.settle_restored(group, failed)
+
     later = AT + 60
-    restarted.observe_sync(group_b, [result(b, None, Status.NO_DATA, later)], later)
+    cycle(group_b, [result(b, None, Status.NO_DATA, later)], frozenset({b.key}))
     assert firing(restarted, "b-1") == [("errors", "page")]  # B's source down: undecided
-    restarted.observe_sync(group_a, [result(a, "a-2", Status.OK, later)], later)
+    cycle(group_a, [result(a, "a-2", Status.OK, later)])
     assert firing(restarted, "a-1") == [("errors", "page")]  # B may still produce it
+    restarted.recognise([a, b])  # a reload: A has answered, it is not waited for again
     assert firing(restarted, "b-1") == [("errors", "page")]
 
     then = later + 60
-    restarted.observe_sync(group_b, [result(b, "b-1", Status.BREACH, then)], then)
+    cycle(group_b, [result(b, "b-1", Status.BREACH, then)])
     assert firing(restarted, "b-1") == [("errors", "page")]  # stepped: counts as any other
     assert firing(restarted, "a-1") == []  # neither SLO produces it any more: gone
     assert restarted._restored == {}
+    store.close()
+
+
+def test_an_answer_that_names_no_instance_without_failing_settles_a_restored_alert(
+    tmp_path: Path,
+) -> None:
+    """The metric stopped being exported while Sentinel was stopped: the SLO answers, empty
+    but without error. The restored alert of an instance it no longer has must not block
+    its service's releases for ever."""
+    a = slo("team-a")
+    group = RuleGroup("a", "a.yaml", "team-a", 60, (a,))
+    store = Store(tmp_path / "state.db")
+    AlertManager(store, {"log": LogNotifier("log")}, {}).observe_sync(
+        group, [result(a, "a-1", Status.BREACH, AT)], AT
+    )
+    store.close()
+    store = Store(tmp_path / "state.db")
+    restarted = AlertManager(store, {"log": LogNotifier("log")}, {})
+    restarted.recognise([a])
+    assert firing(restarted, "a-1") == [("errors", "page")]
+    restarted.observe_sync(group, [result(a, None, Status.NO_DATA, AT + 60)], AT + 60)
+    restarted.settle_restored(group, {a.key})  # failed: still counted
+    assert firing(restarted, "a-1") == [("errors", "page")]
+    restarted.settle_restored(group, set())  # answered, empty: settled
+    assert firing(restarted, "a-1") == []
     store.close()
 
 
