@@ -34,7 +34,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from sentinel.alerting.manager import AlertManager
@@ -306,12 +306,15 @@ class LeaderCycle:
         store: StateStore,
         on_leader: Callable[[], None] = lambda: None,
         slos: Callable[[], Sequence[SLO]] = lambda: (),
+        failed: Callable[[str], Collection[str]] = lambda group: (),
     ) -> None:
         self.leader = leader
         self.manager = manager
         self.store = store
         self.on_leader = on_leader
         self.slos = slos
+        # Keys of a group's SLOs whose answer failed in its latest cycle (the daemon's).
+        self.failed = failed
         # Load the committed states before the next step (a new leadership).
         self._reload = False
         # Resolve the alerts of SLOs removed while no replica ran them, once per
@@ -322,6 +325,11 @@ class LeaderCycle:
         """Look for firing alerts of removed SLOs again at the next step (a reload could
         not resolve them: the store failed)."""
         self._orphans_due = True
+
+    def _settle(self, group: RuleGroup) -> None:
+        """Only after a step or an adopt of `group`: a step skipped (the states could not
+        be loaded) has not stepped anything that would count instead of a restored alert."""
+        self.manager.settle_restored(group, self.failed(group.name))
 
     def leadership_changed(self, is_leader: bool, continuous: bool) -> None:
         if is_leader:
@@ -343,6 +351,7 @@ class LeaderCycle:
             # committed if it takes the lead back; dropped if another replica does.
             with contextlib.suppress(StateStoreError):
                 await self.manager.observe_locked(group, results, now)
+            self._settle(group)
             return
         if self.leader.is_leader:
             if self._reload:
@@ -365,11 +374,13 @@ class LeaderCycle:
                 await self.manager.observe_locked(group, results, now)
             except StateStoreError as exc:  # a read the transitions need failed
                 log.error(f"alert transitions postponed: {exc}")
+            self._settle(group)  # stepped (`slo_of`) before any commit could fail
             return
         try:
             alerts = self.store.load_alerts()
         except StateStoreError:
             return  # unreachable: keep what we hold; health shows the store failing
         self.manager.adopt(alerts, group, results)
+        self._settle(group)
         # Nothing of this replica's is left to save: the leader's commits stand.
         self.store.health.failing.pop(ALERT_STATE, None)

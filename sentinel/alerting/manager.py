@@ -392,16 +392,10 @@ class AlertManager:
         for key in list(self._unstepped):
             alert = self.alerts.get(key)
             service, name = _named(key)
-            labelled = key.endswith("}") and f"/{name}{{" in key
             candidates = [
                 slo
-                for slo in by_name.get(name, ())
+                for slo in producers(by_name.get(name, ()), service, name)
                 if (slo.service, slo.name) not in self._answered
-                and (
-                    (slo.group_by and (slo.service == service or "service" in slo.group_by))
-                    if labelled
-                    else slo.service == service
-                )
             ]
             if alert is None or alert.state is not AlertState.FIRING or not candidates:
                 self._unstepped.discard(key)
@@ -420,12 +414,14 @@ class AlertManager:
             return
         answered = {(slo.service, slo.name) for slo in group.slos if slo.key not in failed}
         self._answered |= answered  # a reload's `recognise` does not wait for them again
+        names = {name for _, name in answered}
         for name in list(self._restored):
             restored = self._restored[name]
             for key, waiting in list(restored.items()):
-                waiting.candidates = [
-                    c for c in waiting.candidates if (c.service, c.name) not in answered
-                ]
+                if name in names:
+                    waiting.candidates = [
+                        c for c in waiting.candidates if (c.service, c.name) not in answered
+                    ]
                 if key in self.slo_of or not waiting.candidates:
                     del restored[key]
                     self._unstepped.discard(key)

@@ -9,7 +9,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,6 @@ from sentinel.daemon.runner import Daemon
 from sentinel.daemon.vanished import forget_hook
 from sentinel.errors import StateStoreError, StateStoreUnusable
 from sentinel.evaluate.probe_check import probe_slo
-from sentinel.evaluate.slo import SLOResult
 from sentinel.evaluate.wiring import build_engine, build_sources
 from sentinel.gate.service import Gate
 from sentinel.notify.base import Notifier
@@ -42,7 +41,7 @@ from sentinel.notify.dispatcher import Dispatcher
 from sentinel.notify.log import LogNotifier
 from sentinel.outputs import dashboard_sync as dashboards_sync
 from sentinel.outputs.links import dashboard_url
-from sentinel.rules.model import SLO, RuleGroup, RuleSet
+from sentinel.rules.model import SLO, RuleSet
 from sentinel.selfmetrics import SelfMetrics
 
 Cleanup = Callable[[], Awaitable[None]]
@@ -158,13 +157,8 @@ async def build_daemon(
         manager.recognise(current_slos())
 
     daemon.reload_hooks.append(recognise_restored)
-    cycle = LeaderCycle(leader, manager, store, dispatcher.wake, current_slos)
+    cycle = LeaderCycle(leader, manager, store, dispatcher.wake, current_slos, daemon.failed_slos)
     daemon.result_hooks.append(cycle.observe)
-
-    async def settle_restored(group: RuleGroup, results: Sequence[SLOResult], at: float) -> None:
-        manager.settle_restored(group, daemon.failed_slos(group.name))  # after the step
-
-    daemon.result_hooks.append(settle_restored)
     # Alertmanager wants firing alerts re-sent every cycle (notify/alertmanager.py): after
     # the manager, from its state.
     from sentinel.notify.alertmanager import resend_hook
@@ -257,7 +251,6 @@ async def build_daemon(
     # the gate's reasons, health); stopped before the store closes.
     probes = ProbeSchedule(config.probes, daemon.metrics, store, clock)
     probes.result_hooks.append(cycle.observe)
-    probes.result_hooks.append(settle_restored)
     probes.result_hooks.append(resend_to_alertmanagers)
     daemon.result_providers.append(probes.results)
     daemon.health_providers.append(probes.health)

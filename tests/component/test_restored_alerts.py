@@ -146,3 +146,26 @@ def test_a_restored_alert_of_an_ambiguous_slo_counts_as_the_most_severe(tmp_path
     assert firing(restarted, "shared") == []
     assert restarted._restored == {}
     store.close()
+
+
+def test_a_restored_burn_tier_alert_of_an_slo_without_group_by_counts(tmp_path: Path) -> None:
+    """A budget's page tier fires under `service/slo{tier=page}`: labels, but no group_by."""
+    budget = SLO(
+        service="team-a",
+        name="errors",
+        sli=LatencySLI(Selector("h"), 0.95),
+        threshold=1.5,
+        window=300,
+    )
+    group = RuleGroup("a", "a.yaml", "team-a", 60, (budget,))
+    tier = SLOResult(
+        "team-a", "errors", Status.BREACH, 14.4, 14.4, None, 3600, AT, {"tier": "page"}
+    )
+    store = Store(tmp_path / "state.db")
+    AlertManager(store, {"log": LogNotifier("log")}, {}).observe_sync(group, [tier], AT)
+    store.close()
+    store = Store(tmp_path / "state.db")
+    restarted = AlertManager(store, {"log": LogNotifier("log")}, {})
+    restarted.recognise([budget])
+    assert firing(restarted, "team-a") == [("errors", "page")]
+    store.close()
