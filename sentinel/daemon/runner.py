@@ -505,7 +505,9 @@ class Daemon:
         for name in removed:
             self.results.pop(name, None)
             self._statuses.pop(name, None)
-            self._failed_slos.pop(name, None)
+            # `_failed_slos[name]` stays: a cycle of the removed group may still be on its
+            # way to the alert manager, which reads it to know what answered (one small set
+            # per group name ever loaded).
             self.group_status.pop(name, None)
             self._scheduled_at.pop(name, None)
             self.metrics.forget_group(name)
