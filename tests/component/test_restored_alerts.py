@@ -15,7 +15,9 @@ from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector, Severity
 AT = 1_795_176_000.0
 
 
-def slo(service: str, severity: Severity = Severity.PAGE) -> SLO:
+def slo(
+    service: str, severity: Severity = Severity.PAGE, group_by: tuple[str, ...] = ("service",)
+) -> SLO:
     """An SLO named `errors` in each team's rule file, grouping by service."""
     return SLO(
         service=service,
@@ -23,7 +25,7 @@ def slo(service: str, severity: Severity = Severity.PAGE) -> SLO:
         sli=LatencySLI(Selector("h"), 0.95),
         threshold=1.5,
         window=300,
-        group_by=("service",),
+        group_by=group_by,
         severity=severity,
     )
 
@@ -150,13 +152,7 @@ def test_a_restored_alert_of_an_ambiguous_slo_counts_as_the_most_severe(tmp_path
 
 def test_a_restored_burn_tier_alert_of_an_slo_without_group_by_counts(tmp_path: Path) -> None:
     """A budget's page tier fires under `service/slo{tier=page}`: labels, but no group_by."""
-    budget = SLO(
-        service="team-a",
-        name="errors",
-        sli=LatencySLI(Selector("h"), 0.95),
-        threshold=1.5,
-        window=300,
-    )
+    budget = slo("team-a", group_by=())
     group = RuleGroup("a", "a.yaml", "team-a", 60, (budget,))
     tier = SLOResult(
         "team-a", "errors", Status.BREACH, 14.4, 14.4, None, 3600, AT, {"tier": "page"}
