@@ -150,23 +150,27 @@ def producers(slos: Iterable[SLO], service: str, name: str) -> list[SLO]:
 _KEY = re.compile(r"/([a-zA-Z0-9][a-zA-Z0-9_.-]*)(?=\{|\Z)")
 
 
-def _named(key: str) -> tuple[str, str]:
-    """(service, SLO name) of a result key."""
+def _slash(key: str) -> int:
+    """Where a result key's service ends (-1: not a result key)."""
     slash = key.find("/")
     if slash >= 0 and key.find("/", slash + 1) < 0:  # the one `/`: most keys, no regex
-        return key[:slash], key[slash + 1 :].partition("{")[0]
+        return slash
     found = _KEY.search(key)
-    if found is None:  # not a result key; filed whole
+    return found.start() if found is not None else -1
+
+
+def _named(key: str) -> tuple[str, str]:
+    """(service, SLO name) of a result key (a key that is none: filed whole)."""
+    slash = _slash(key)
+    if slash < 0:
         return key, ""
-    return key[: found.start()], found.group(1)
+    return key[:slash], key[slash + 1 :].partition("{")[0]
 
 
 def service_of(key: str) -> str:
     """The service of a result key (`SLOResult.key`)."""
-    slash = key.find("/")
-    if slash >= 0 and key.find("/", slash + 1) < 0:
-        return key[:slash]
-    return _named(key)[0]
+    slash = _slash(key)
+    return key[:slash] if slash >= 0 else key
 
 
 def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:

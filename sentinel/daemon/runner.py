@@ -336,7 +336,7 @@ class Daemon:
                 if not slos:
                     continue
                 results = self.results.get(group.name, [])
-                failed = self._failed_slos.get(group.name, set())
+                failed = self.failed_slos(group.name)
                 names = {slo.name for slo in slos}
                 named: set[str] = set()
                 first: dict[str, SLOResult] = {}

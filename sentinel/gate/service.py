@@ -309,10 +309,11 @@ class Gate:
     def unknown_service(self, req: GateRequest, now: float) -> GateAnswer | None:
         """The answer for a service no rule, result or probe names. None (the caller answers
         404) unless an SLO that names services by `group_by: [service]` has named none yet:
-        after a (re)start or a reload until its group's first cycle, or while its answer
-        holds no instance while its source is unhealthy. The service may be one of theirs,
-        so the answer is pending (fail on a page alert restored for it), not "unknown": a
-        pipeline reads 404 as its own mistake. Not cached: it costs no query."""
+        not evaluated since the start or the reload that added it, or its latest answer
+        failed. The service may be one of theirs, so the answer is pending (fail on a page
+        alert restored for it, audited: it blocked a deploy), not "unknown": a pipeline
+        reads 404 as its own mistake. Not cached: it costs no query. A pending is not
+        audited, as a 404 is not (a flood of names would fill the history)."""
         unsettled = self.host.unsettled_services()
         if not unsettled:
             return None
@@ -322,7 +323,10 @@ class Gate:
         # The first cycle is under way (seconds); otherwise the next is an interval away.
         wait = min(FIRST_CYCLE_RETRY if u.result is None else u.group.interval for u in unsettled)
         retry_after = str(max(1, math.ceil(wait)))
-        return self._unevaluated(req, self._firing(req.service), now, reason, retry_after)
+        answer = self._unevaluated(req, self._firing(req.service), now, reason, retry_after)
+        if answer.decision == "fail":
+            self.audit(req, now, answer.decision, answer.body)
+        return answer
 
     def gate_slos(self, req: GateRequest) -> list[SLO]:
         return list(self._gate_slos(req)[0])

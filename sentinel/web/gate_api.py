@@ -79,9 +79,7 @@ def gate_routes(gate: Gate) -> list[web.RouteDef]:
             )
         except StateStoreError as exc:  # the gate answers from memory; should one need it
             return store_unavailable(exc)
-        # An unknown service's pending is not audited, as a 404 is not (a flood of names
-        # would fill the history); its fail, on a restored page alert, blocked a deploy.
-        if known or answer.decision == "fail":
+        if known:  # an unknown service's answer is audited by `unknown_service`
             gate.audit(req, now, answer.decision, answer.body, inputs)
         return web.Response(
             text=answer.body,

@@ -428,8 +428,6 @@ class StatusUI:
                 unknown = gate.unknown_service(req, now)
                 if unknown is None:
                     return {"error": f"service: unknown service {req.service!r}"}
-                if unknown.decision == "fail":  # audited as the API does
-                    gate.audit(req, now, unknown.decision, unknown.body)
                 shown: dict[str, Any] = json.loads(unknown.body)
                 return shown
             answer = await gate.check(req, now, started + self.daemon.config.gate.deadline)
