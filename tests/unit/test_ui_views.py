@@ -280,6 +280,29 @@ def test_the_sparkline_history_keeps_the_last_values_oldest_first() -> None:
     assert history.values(key) == []
 
 
+def test_the_sparkline_history_stays_bounded_when_instances_churn() -> None:
+    """Instances whose label changes every cycle (a pod name per deploy) come and go: the
+    history's memory follows the live instances, not every one ever seen, and the ones
+    that stay keep their values in order across the slots being reused and compacted."""
+    history = History(size=4)
+    steady = SLOResult("svc", "p95", Status.OK, 0, 1.0, None, 300, 0, {"pod": "steady"})
+    for cycle in range(3000):
+        results = [
+            SLOResult("svc", "p95", Status.OK, float(cycle), 1.0, None, 300, 0, {"pod": "steady"}),
+            *(
+                SLOResult("svc", "p95", Status.OK, 1.0, 1.0, None, 300, 0, {"pod": f"p{cycle}-{i}"})
+                for i in range(3)
+            ),
+        ]
+        history.record("g", results)
+    assert history.values(steady.key) == [2996.0, 2997.0, 2998.0, 2999.0]
+    gone = SLOResult("svc", "p95", Status.OK, 0, 1.0, None, 300, 0, {"pod": "p10-0"})
+    assert history.values(gone.key) == []
+    assert len(history._counts) <= 2 * 1024 + 4  # 12,000 instances were seen
+    assert history.values(results[1].key) == [1.0]  # a new one starts empty, not with
+    # the values of the instance whose slot it took
+
+
 def test_the_header_shows_dependencies_but_not_the_gates_own_clients() -> None:
     """A gate query that failed hours ago stays the gate client's last outcome; the
     header's glance is for what the daemon runs on (the detail is in /health/detailed)."""
