@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import chain, repeat
 
 import orjson
@@ -84,6 +84,7 @@ class VectorScanner:
     def __init__(self) -> None:
         self._young: dict[bytes, Mapping[str, str]] = {}
         self._old: dict[bytes, Mapping[str, str]] = {}
+        self._strings: dict[str, str] = {}  # `_share_values`
         # query -> (what its latest answer counts in `volume`, when it was asked)
         self._sizes: dict[str, tuple[int, float]] = {}
         self.volume = 0
@@ -135,12 +136,27 @@ class VectorScanner:
             if unknown:
                 decoded = _labels(list(dict.fromkeys(key for _, key in unknown)))
                 yield  # one C call over every new label set: a slice of its own
+                yield from self._share_values(decoded.values())
                 self._young.update(decoded)
                 for i, key in unknown:
                     samples[i] = _new(Sample, (decoded[key], samples[i].value))
         except ValueError:
             return None
         return samples
+
+    def _share_values(self, sets: Iterable[KeptLabels]) -> Steps[None]:
+        """Makes equal label values of new sets one string: orjson builds a string per
+        value, and a service's name, a `__part`'s `bad` or `total`, stand in every window's
+        and part's set (at 10,000 services x 3 SLIs, 140,000 strings of ~56 bytes held by
+        the sets, ~20,000 of them distinct). Only for sets seen for the first time, so a
+        cycle of known sets pays nothing; the table lives as long as the young generation
+        (it cannot outgrow it: churning labels are forgotten with their sets)."""
+        strings = self._strings
+        for n, labels in enumerate(sets, 1):
+            for name, value in labels.items():
+                labels[name] = strings.setdefault(value, value)  # no key added: safe
+            if n % SAMPLES_CHUNK == 0:
+                yield
 
     def _recall(
         self, chunk: list[bytes], start: int, unknown: list[tuple[int, bytes]]
@@ -173,6 +189,7 @@ class VectorScanner:
         limit = 2 * self.volume + 1000
         if len(self._young) > limit:
             self._old, self._young = self._young, {}
+            self._strings = {}
         elif len(self._old) > 2 * limit:  # from before `volume` fell (a reload): what
             self._old = {}  # is left there was not read since
 
@@ -224,7 +241,7 @@ _NUMBER = frozenset({float, int})
 _new = tuple.__new__
 
 
-def _labels(raw: list[bytes]) -> dict[bytes, Mapping[str, str]]:
+def _labels(raw: list[bytes]) -> dict[bytes, KeptLabels]:
     """Label sets' dicts (`KeptLabels`: this scanner hands them again), by their bytes;
     ValueError unless each is one `vector_steps` takes. One orjson call for all: each
     set is a brace-free `{...}` (the split's pattern), so a text that parses to exactly

@@ -273,6 +273,26 @@ def test_the_empty_label_set_is_decoded_once() -> None:
     assert first[2].labels == {} and again[2].labels is first[2].labels
 
 
+def test_equal_label_values_of_different_sets_are_held_once() -> None:
+    """A service's name stands in each window's and part's label set: the scanner keeps
+    one string for it (at 10,000 services, ~5 MB of the daemon's memory), and the labels
+    read are still those of the answer."""
+    scanner = VectorScanner()
+    body = compact(
+        [
+            {"metric": {"__part": part, "service": f"svc-{i}"}, "value": [1, "1"]}
+            for i in range(3)
+            for part in ("bad", "total")
+        ]
+    )
+    got = read(body, scanner, "window")
+    assert isinstance(got, list) and same(got, read(body, None))
+    bad, total = got[0].labels, got[1].labels
+    assert bad == {"__part": "bad", "service": "svc-0"} and bad is not total
+    assert bad["service"] is total["service"]
+    assert got[0].labels["__part"] is got[2].labels["__part"]
+
+
 def scanned(scanner: VectorScanner, query: str, names: Iterable[int]) -> list[Sample]:
     body = compact([{"metric": {"service": f"s{i}"}, "value": [1, "1"]} for i in names])
     got = read(body, scanner, query)
