@@ -43,12 +43,12 @@ class History:
         # sparkline is 20 pixels high: a float's 24-bit mantissa is far finer). An array
         # of doubles per instance cost ~240 bytes with its object and header; at 70,000
         # instances (10,000 services) the flat rings hold ~9 MB less, and a reader's copy
-        # is two memcpy and a dict instead of 70,000 arrays.
-        self._slots: dict[str, int] = {}
+        # is two memcpy and a dict instead of 70,000 arrays. Per group, its instances'
+        # slots by key (those of its latest results: an instance missing is forgotten).
+        self._groups: dict[str, dict[str, int]] = {}
         self._free: list[int] = []  # slots of instances gone, reused by new ones
         self._counts: array[int] = array("q")
         self._values: array[float] = array("f")
-        self._keys: dict[str, set[str]] = {}
         self._sparks: dict[str, Markup] = {}
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
@@ -60,16 +60,19 @@ class History:
         run(self._record(group, results))
 
     def _record(self, group: str, results: Sequence[SLOResult]) -> Iterator[None]:
-        keys = set()
-        slots, counts, values, size = self._slots, self._counts, self._values, self.size
+        old = self._groups.get(group, {})
+        slots: dict[str, int] = {}
+        counts, values, size = self._counts, self._values, self.size
         for n, result in enumerate(results, 1):
             if n % ITEMS_PER_YIELD == 0:
                 yield
             key = result.key
-            keys.add(key)
-            slot = slots.get(key)
+            slot = old.get(key)
             if slot is None:
-                slot = slots[key] = self._take_slot()
+                slot = slots.get(key)
+                if slot is None:
+                    slot = self._take_slot()
+            slots[key] = slot
             count = counts[slot]
             value = result.value
             # A finite value beyond a 4-byte float's range is stored as +-Inf (a gap in
@@ -77,14 +80,11 @@ class History:
             values[slot * size + count % size] = math.nan if value is None else value
             counts[slot] = count + 1
         # Instances that left the group (a reload, a vanished label) are forgotten.
-        for gone in self._keys.get(group, set()) - keys:
-            slot = slots.pop(gone, None)
-            if slot is not None:
-                self._free.append(slot)
-        self._keys[group] = keys
-        for key in keys:
+        self._free += [old[gone] for gone in old.keys() - slots.keys()]
+        self._groups[group] = slots
+        for key in slots:
             self._sparks.pop(key, None)
-        if len(self._free) > max(1024, len(slots)):
+        if len(self._free) > max(1024, len(counts) - len(self._free)):
             self._compact()
 
     def _take_slot(self) -> int:
@@ -100,23 +100,38 @@ class History:
         """Rebuild the arrays with the live instances only: after a reload or a churn
         of labels left more free slots than live ones."""
         size, counts, values = self.size, array("q"), array("f")
-        for n, (key, slot) in enumerate(list(self._slots.items())):
-            counts.append(self._counts[slot])
-            values.extend(self._values[slot * size : (slot + 1) * size])
-            self._slots[key] = n
+        for slots in self._groups.values():
+            for key, slot in list(slots.items()):
+                counts.append(self._counts[slot])
+                values.extend(self._values[slot * size : (slot + 1) * size])
+                slots[key] = len(counts) - 1
         self._counts, self._values, self._free = counts, values, []
+
+    def _slots(self) -> dict[str, int]:
+        """Every instance's slot (the groups' maps in one)."""
+        merged: dict[str, int] = {}
+        for slots in self._groups.values():
+            merged.update(slots)
+        return merged
 
     def values(self, key: str) -> Sequence[float | None]:
         """The instance's last values, oldest first (None where it had none)."""
-        slot = self._slots.get(key)
+        slot = self._slot(key)
         return [] if slot is None else _ring(self._values, slot, self._counts[slot], self.size)
+
+    def _slot(self, key: str) -> int | None:
+        for slots in self._groups.values():
+            slot = slots.get(key)
+            if slot is not None:
+                return slot
+        return None
 
     def reader(self) -> SparkReader:
         """A copy of this moment's values and sparklines that another thread may draw from
         (the rings change on the loop); `keep` takes back what it drew."""
         return SparkReader(
             self.size,
-            dict(self._slots),
+            self._slots(),
             self._counts[:],
             self._values[:],
             dict(self._sparks),
@@ -124,10 +139,10 @@ class History:
 
     def keep(self, reader: SparkReader) -> None:
         """Caches the sparklines `reader` drew whose instance has no newer value since."""
-        if len(self._sparks) > 4 * len(self._slots) + 100:  # instances long gone
-            self._sparks.clear()
+        if len(self._sparks) > 4 * (len(self._counts) - len(self._free)) + 100:
+            self._sparks.clear()  # instances long gone
         for key, drawn in reader.drawn.items():
-            slot, seen = self._slots.get(key), reader.slots.get(key)
+            slot, seen = self._slot(key), reader.slots.get(key)
             # Drawn from no values (a new instance whose slot came after the copy): never
             # cached, the next reader draws it from its first value.
             if slot is not None and seen is not None and self._counts[slot] == reader.counts[seen]:
