@@ -24,9 +24,10 @@ the largest database size after the first retention hour; incidents opened and
 notifications sent. Exits 1 when the slope exceeds `--max-slope`, SQLite's heap outgrows
 its page cache limit, or the database keeps growing after the first retention hour.
 
-SQLite's page cache (`cache_size`, 2 MB by default) fills slowly: the state database is
-~5 MB and a cycle touches a few new pages, so the cache grows ~100 KB per 1,000 cycles
-for the first ~20,000 and then stays at its limit. That warm-up is bounded by design, not
+SQLite's page cache (`cache_size`: 512 KiB, set by the state store; SQLite's default is
+2 MB) fills slowly: the state database is ~5 MB and a cycle touches a few new pages, so
+the cache grows ~100 KB per 1,000 cycles until it reaches its limit (~20,000 cycles at
+2 MB), and then stays there. That warm-up is bounded by design, not
 a leak, but it dominates a raw RSS slope over a run of that length. So the slope judged is
 RSS minus SQLite's heap (`sqlite3_memory_used`, read from the same libsqlite3 the
 `sqlite3` module uses), and SQLite's heap is judged on its own against its limit. Where

@@ -173,6 +173,13 @@ def service_of(key: str) -> str:
     return key[:slash] if slash >= 0 else key
 
 
+def instance_of(key: str) -> str:
+    """`service/slo` of a result key, its labels cut off (a service may hold `{`)."""
+    slash = _slash(key)
+    brace = key.find("{", slash + 1) if slash >= 0 else -1
+    return key[:brace] if brace >= 0 else key
+
+
 def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:
     """Burn-rate tiers need no `for`: their windows already demand a sustained burn.
     Only the page tier may roll back."""

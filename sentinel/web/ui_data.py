@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sentinel.alerting.manager import instance_of
 from sentinel.alerting.silences import Silence, alert_labels
 from sentinel.alerting.state import Alert, AlertState
 from sentinel.evaluate.slo import SLOResult, Status
@@ -174,7 +175,7 @@ def rows(
     tier alerts are only built for SLOs with an alert pending or firing (a handful), not
     for every tier."""
     hot = {k: a for k, a in alerts.items() if a.state in _SHOWN}
-    hot_slos = {k.split("{", 1)[0] for k in hot}
+    hot_slos = set(map(instance_of, hot))
     tiers: dict[str, list[SLOResult]] = {}
     plain: list[SLOResult] = []
     for r in results:

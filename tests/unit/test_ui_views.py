@@ -155,6 +155,16 @@ def test_rows_show_firing_alerts_of_the_instance_or_its_tiers_and_active_silence
     assert listed["a"].instance == "model=x"
 
 
+def test_rows_show_the_firing_alert_of_a_service_whose_name_holds_a_brace() -> None:
+    """A `service` label is any text; a name holding `{` was cut there when the overview
+    matched alerts to rows, and its firing alert did not show."""
+    results = [result("web{eu}", "errors", Status.BREACH, 0.05, {"service": "web{eu}"})]
+    key = results[0].key
+    alerts = {key: Alert(key, AlertState.FIRING, 10.0, fired_at=10.0)}
+    (row,) = rows(results, alerts, [], 50.0)
+    assert (row.service, row.alert, row.alert_since) == ("web{eu}", "firing", 10.0)
+
+
 HOSTILE = ("q\"uote'<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "Trợ lý ảo")
 
 
