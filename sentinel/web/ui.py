@@ -618,4 +618,9 @@ def ui_routes(assembly: Assembly) -> list[web.RouteDef]:
     """The UI's routes; its sparkline history listens to every evaluation."""
     ui = StatusUI(assembly)
     assembly.daemon.result_hooks.append(ui.history.observe)
+
+    async def forget_removed_groups() -> None:
+        ui.history.keep_groups(group.name for group in assembly.daemon.rules.groups)
+
+    assembly.daemon.reload_hooks.append(forget_removed_groups)
     return ui.routes()

@@ -16,7 +16,7 @@ import asyncio
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
@@ -40,16 +40,24 @@ class History:
         self.size = size
         # Every instance's ring in two flat arrays, by slot: `_counts[slot]` values
         # recorded, `_values[slot * size:][:size]` the last ones as 4-byte floats (a
-        # sparkline is 20 pixels high: a float's 24-bit mantissa is far finer). An array
-        # of doubles per instance cost ~240 bytes with its object and header; at 70,000
-        # instances (10,000 services) the flat rings hold ~9 MB less, and a reader's copy
-        # is two memcpy and a dict instead of 70,000 arrays. Per group, its instances'
-        # slots by key (those of its latest results: an instance missing is forgotten).
+        # sparkline is 20 pixels high; its colour compares with the threshold rounded the
+        # same way, `SparkReader.spark`). An array of doubles per instance cost ~240
+        # bytes with its object and header; at 70,000 instances (10,000 services) the flat
+        # rings hold ~9 MB less, and a reader's copy is two memcpy and a dict instead of
+        # 70,000 arrays. Per group, its instances' slots by key (those of its latest
+        # results: an instance missing is forgotten).
         self._groups: dict[str, dict[str, int]] = {}
         self._free: list[int] = []  # slots of instances gone, reused by new ones
         self._counts: array[int] = array("q")
         self._values: array[float] = array("f")
         self._sparks: dict[str, Markup] = {}
+        # The groups of the rules (None: not told yet, all are); the slots of the groups
+        # a reload removed, by key, for the group an instance moved to (`keep_groups`).
+        self._current: frozenset[str] | None = None
+        self._orphans: dict[str, int] = {}
+        # Records under way: groups record in slices, side by side, and each holds slot
+        # numbers, so the arrays are compacted only by the one record running alone.
+        self._recording = 0
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         # In slices (sentinel/slicing.py): a few thousand results in one piece held the
@@ -59,7 +67,24 @@ class History:
     def record(self, group: str, results: Sequence[SLOResult]) -> None:
         run(self._record(group, results))
 
+    def keep_groups(self, names: Iterable[str]) -> None:
+        """Forget the groups not in `names` (a reload removed them): their instances'
+        slots wait in `_orphans` for a group that records the same key (an SLO moved to
+        another file keeps its sparkline) until the next reload frees them."""
+        self._current = frozenset(names)
+        self._free += self._orphans.values()
+        self._orphans = {}
+        for name in [g for g in self._groups if g not in self._current]:
+            self._orphans.update(self._groups.pop(name))
+
     def _record(self, group: str, results: Sequence[SLOResult]) -> Iterator[None]:
+        self._recording += 1
+        try:
+            yield from self._record_steps(group, results)
+        finally:
+            self._recording -= 1
+
+    def _record_steps(self, group: str, results: Sequence[SLOResult]) -> Iterator[None]:
         old = self._groups.get(group, {})
         slots: dict[str, int] = {}
         counts, values, size = self._counts, self._values, self.size
@@ -71,7 +96,10 @@ class History:
             if slot is None:
                 slot = slots.get(key)
                 if slot is None:
-                    slot = self._take_slot()
+                    # (`self._orphans`, not a local: a reload may replace it meanwhile)
+                    slot = self._orphans.pop(key, None) if self._orphans else None
+                    if slot is None:
+                        slot = self._take_slot()
             slots[key] = slot
             count = counts[slot]
             value = result.value
@@ -81,10 +109,15 @@ class History:
             counts[slot] = count + 1
         # Instances that left the group (a reload, a vanished label) are forgotten.
         self._free += [old[gone] for gone in old.keys() - slots.keys()]
-        self._groups[group] = slots
+        if self._current is not None and group not in self._current:
+            self._free += slots.values()  # a group a reload removed while it recorded
+            self._groups.pop(group, None)
+        else:
+            self._groups[group] = slots
         for key in slots:
             self._sparks.pop(key, None)
-        if len(self._free) > max(1024, len(counts) - len(self._free)):
+        live = len(self._counts) - len(self._free)
+        if self._recording == 1 and len(self._free) > max(1024, live):
             self._compact()
 
     def _take_slot(self) -> int:
@@ -98,14 +131,14 @@ class History:
 
     def _compact(self) -> None:
         """Rebuild the arrays with the live instances only: after a reload or a churn
-        of labels left more free slots than live ones."""
+        of labels left more free slots than live ones (orphans are let go)."""
         size, counts, values = self.size, array("q"), array("f")
         for slots in self._groups.values():
             for key, slot in list(slots.items()):
                 counts.append(self._counts[slot])
                 values.extend(self._values[slot * size : (slot + 1) * size])
                 slots[key] = len(counts) - 1
-        self._counts, self._values, self._free = counts, values, []
+        self._counts, self._values, self._free, self._orphans = counts, values, [], {}
 
     def _slots(self) -> dict[str, int]:
         """Every instance's slot (the groups' maps in one)."""
@@ -120,7 +153,8 @@ class History:
         return [] if slot is None else _ring(self._values, slot, self._counts[slot], self.size)
 
     def _slot(self, key: str) -> int | None:
-        for slots in self._groups.values():
+        # The last group holding it, as in `_slots` (a key two groups produce).
+        for slots in reversed(self._groups.values()):
             slot = slots.get(key)
             if slot is not None:
                 return slot
@@ -170,7 +204,9 @@ class SparkReader:
             slot = self.slots.get(key)
             drawn = sparkline(
                 _ring(self.values, slot, self.counts[slot], self.size) if slot is not None else [],
-                result.threshold,
+                # Rounded as the values were: a value at the threshold (0.3 s, say) stays
+                # on it, not above, and its line is not drawn as a breach.
+                array("f", (result.threshold,))[0],
                 result.good_when,
                 self.size,
             )

@@ -313,6 +313,61 @@ def test_the_sparkline_history_stays_bounded_when_instances_churn() -> None:
     # the values of the instance whose slot it took
 
 
+def spark_result(pod: str, value: float | None, threshold: float = 1.0) -> SLOResult:
+    return SLOResult("svc", "p95", Status.OK, value, threshold, None, 300, 0, {"pod": pod})
+
+
+def test_a_group_recording_in_slices_keeps_its_values_while_another_frees_many() -> None:
+    """Groups record their results in slices, side by side (`observe`). One that lost
+    1,300 instances (its source timed out) must not move the rings under one paused
+    half-way: its values landed in discarded arrays and the overview failed after."""
+    history = History(size=3)
+    history.record("b", [spark_result(f"b{i}", 1.0) for i in range(1300)])
+    a = [spark_result(f"a{i}", float(i)) for i in range(140)]
+    steps = history._record("a", a)  # the generator `observe` drains
+    next(steps)  # paused after its first slice
+    history.record("b", [])  # 1,300 slots free: more than live, but a is under way
+    assert len(history._counts) == 1300 + 31  # a took 31 before its first yield
+    for _ in steps:  # the rest of a's slices; the last one, alone, compacts
+        pass
+    assert len(history._counts) == 140
+    assert [history.values(r.key) for r in a] == [[float(i)] for i in range(140)]
+    history.record("a", [spark_result(f"a{i}", -1.0) for i in range(140)])
+    assert history.values(a[139].key) == [139.0, -1.0]
+    reader = history.reader()
+    assert "<svg" in str(reader.spark(a[139].key, a[139]))
+
+
+def test_an_slo_moved_to_another_rule_file_keeps_its_sparkline_and_a_removed_one_goes() -> None:
+    """A reload that deletes a rule file (its group) and moves one of its SLOs into
+    another: the moved instance goes on with its values, the rest are let go, and the
+    removed group's frozen ring never stands for the instance again."""
+    history = History(size=4)
+    moved, dropped = spark_result("moved", 1.0), spark_result("dropped", 1.0)
+    history.record("z", [moved, dropped])
+    history.record("z", [spark_result("moved", 2.0), spark_result("dropped", 2.0)])
+    history.keep_groups(["a"])  # the reload: group z is gone
+    history.record("a", [spark_result("moved", 3.0)])
+    assert history.values(moved.key) == [1.0, 2.0, 3.0]
+    assert history.values(dropped.key) == []
+    history.record("a", [spark_result("moved", 4.0)])
+    assert history.reader().slots[moved.key] == history._groups["a"][moved.key]
+    history.keep_groups(["a"])  # the next reload frees what nobody took
+    assert len(history._free) == 1
+
+
+def test_a_sparkline_at_its_threshold_is_not_drawn_as_a_breach() -> None:
+    """Values are kept as 4-byte floats: 0.3 s becomes 0.30000001. The row says ok for a
+    p95 of 0.3 against a threshold of 0.3, and so must its sparkline's colour."""
+    history = History()
+    at = [spark_result("a", 0.3, threshold=0.3), spark_result("b", 0.3000001, threshold=0.3)]
+    history.record("g", at)
+    history.record("g", at)
+    reader = history.reader()
+    assert "class=bad" not in str(reader.spark(at[0].key, at[0]))
+    assert "class=bad" in str(reader.spark(at[1].key, at[1]))
+
+
 def test_the_header_shows_dependencies_but_not_the_gates_own_clients() -> None:
     """A gate query that failed hours ago stays the gate client's last outcome; the
     header's glance is for what the daemon runs on (the detail is in /health/detailed)."""
