@@ -143,11 +143,12 @@ def producers(slos: Iterable[SLO], service: str, name: str) -> list[SLO]:
 
 
 # In a result key, `service/slo` or `service/slo{labels}`: the first `/` followed by an SLO
-# name (no `/`, `{` or `}` in one, see rules/spec.py) and then `{` or the end. A service may
-# hold `/` (a `service` label `team/api`; the labels may too): splitting at the first `/`
-# filed such a service's alerts under `team`, and the gate, asked about `team/api`, passed
-# while they fired.
-_KEY = re.compile(r"/([a-zA-Z0-9][a-zA-Z0-9_.-]*)(?=\{|\Z)")
+# name (no `/`, `{` or `}` in one, see rules/spec.py) and then the end or labels `{...}`
+# running to the end. A service may hold `/` (a `service` label `team/api`; the labels may
+# too): splitting at the first `/` filed such a service's alerts under `team`, and the
+# gate, asked about `team/api`, passed while they fired. (A service holding `/` and `{`
+# and a key with labels may still read two ways; no SLO name can tell them apart.)
+_KEY = re.compile(r"/([a-zA-Z0-9][a-zA-Z0-9_.-]*)(?=\{.*\}\Z|\Z)", re.DOTALL)
 
 
 def _slash(key: str) -> int:

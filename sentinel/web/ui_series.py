@@ -58,6 +58,7 @@ class History:
         # Records under way: groups record in slices, side by side, and each holds slot
         # numbers, so the arrays are compacted only by the one record running alone.
         self._recording = 0
+        self._recorders: set[str] = set()  # the groups whose record is under way
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
         # In slices (sentinel/slicing.py): a few thousand results in one piece held the
@@ -70,43 +71,55 @@ class History:
     def keep_groups(self, names: Iterable[str]) -> None:
         """Forget the groups not in `names` (a reload removed them): their instances'
         slots wait in `_orphans` for a group that records the same key (an SLO moved to
-        another file keeps its sparkline) until the next reload frees them."""
+        another file keeps its sparkline) until the next reload frees them. A removed
+        group recording right now holds its slots until its record ends, which frees
+        them (`_record_steps`)."""
         self._current = frozenset(names)
         self._free += self._orphans.values()
         self._orphans = {}
-        for name in [g for g in self._groups if g not in self._current]:
-            self._orphans.update(self._groups.pop(name))
+        removed = [g for g in self._groups if g not in self._current]
+        for name in removed:
+            if name not in self._recorders:
+                self._orphans.update(self._groups.pop(name))
 
     def _record(self, group: str, results: Sequence[SLOResult]) -> Iterator[None]:
         self._recording += 1
+        self._recorders.add(group)  # a group's cycles (and records) never overlap
         try:
             yield from self._record_steps(group, results)
         finally:
             self._recording -= 1
+            self._recorders.discard(group)
 
     def _record_steps(self, group: str, results: Sequence[SLOResult]) -> Iterator[None]:
         old = self._groups.get(group, {})
         slots: dict[str, int] = {}
         counts, values, size = self._counts, self._values, self.size
-        for n, result in enumerate(results, 1):
-            if n % ITEMS_PER_YIELD == 0:
-                yield
-            key = result.key
-            slot = old.get(key)
-            if slot is None:
-                slot = slots.get(key)
+        done = False
+        try:
+            for n, result in enumerate(results, 1):
+                if n % ITEMS_PER_YIELD == 0:
+                    yield
+                key = result.key
+                slot = old.get(key)
                 if slot is None:
-                    # (`self._orphans`, not a local: a reload may replace it meanwhile)
-                    slot = self._orphans.pop(key, None) if self._orphans else None
+                    slot = slots.get(key)
                     if slot is None:
-                        slot = self._take_slot()
-            slots[key] = slot
-            count = counts[slot]
-            value = result.value
-            # A finite value beyond a 4-byte float's range is stored as +-Inf (a gap in
-            # the line; the row shows the value itself).
-            values[slot * size + count % size] = math.nan if value is None else value
-            counts[slot] = count + 1
+                        # (`self._orphans`, not a local: a reload may replace it meanwhile)
+                        slot = self._orphans.pop(key, None) if self._orphans else None
+                        if slot is None:
+                            slot = self._take_slot()
+                slots[key] = slot
+                count = counts[slot]
+                value = result.value
+                # A finite value beyond a 4-byte float's range is stored as +-Inf (a gap
+                # in the line; the row shows the value itself).
+                values[slot * size + count % size] = math.nan if value is None else value
+                counts[slot] = count + 1
+            done = True
+        finally:
+            if not done:  # cancelled part-way: the slots taken for new keys go back
+                self._free += [slot for key, slot in slots.items() if key not in old]
         # Instances that left the group (a reload, a vanished label) are forgotten.
         self._free += [old[gone] for gone in old.keys() - slots.keys()]
         if self._current is not None and group not in self._current:

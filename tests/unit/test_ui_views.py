@@ -356,6 +356,42 @@ def test_an_slo_moved_to_another_rule_file_keeps_its_sparkline_and_a_removed_one
     assert len(history._free) == 1
 
 
+def test_a_reload_that_removes_a_group_while_it_records_gives_no_slot_two_owners() -> None:
+    """The reload runs beside the cycles: the removed group's record, paused half-way,
+    still holds its slots when the reload forgets the group. They must not be both free
+    and waiting for an SLO moved elsewhere, or the next new instances overwrite it."""
+    history = History(size=4)
+    z = [spark_result(f"z{i}", 1.0) for i in range(40)]
+    history.record("z", z)
+    steps = history._record("z", [spark_result(f"z{i}", 2.0) for i in range(40)])
+    next(steps)
+    history.keep_groups(["a", "b"])  # z's file deleted, its SLO z0 moved to a
+    for _ in steps:
+        pass
+    history.record("a", [spark_result("z0", 3.0)])
+    history.record("b", [spark_result(f"new{i}", 9.0) for i in range(40)])
+    owned = [slot for slots in history._groups.values() for slot in slots.values()]
+    assert len(owned) == len(set(owned)) == 41
+    assert not set(owned) & set(history._free)
+    assert history.values(z[0].key) == [3.0]  # z recorded meanwhile: started afresh
+    assert history.values(spark_result("new0", 0).key) == [9.0]
+
+
+def test_a_record_cancelled_part_way_gives_its_new_slots_back() -> None:
+    """A cycle cancelled at shutdown (or its deadline) stops its record part-way: the
+    slots it took for new instances are free again, not held by nobody for ever."""
+    history = History(size=4)
+    for _ in range(50):
+        steps = history._record("g", [spark_result(f"p{i}", 1.0) for i in range(100)])
+        next(steps)
+        next(steps)
+        steps.close()
+    assert len(history._counts) - len(history._free) == 0
+    assert history._recording == 0
+    history.record("g", [spark_result(f"p{i}", 1.0) for i in range(100)])
+    assert len(history._counts) - len(history._free) == 100
+
+
 def test_a_sparkline_at_its_threshold_is_not_drawn_as_a_breach() -> None:
     """Values are kept as 4-byte floats: 0.3 s becomes 0.30000001. The row says ok for a
     p95 of 0.3 against a threshold of 0.3, and so must its sparkline's colour."""
