@@ -383,33 +383,4 @@ def _cross_file_problems(groups: list[RuleGroup]) -> list[Problem]:
                 msg = f"SLO {slo.key!r} is also defined in {seen[slo.key]}"
                 problems.append(Problem(group.file, None, slo.name, msg))
             seen.setdefault(slo.key, group.file)
-    return problems + _shared_by_service_problems(groups)
-
-
-def _shared_by_service_problems(groups: list[RuleGroup]) -> list[Problem]:
-    """An SLO that groups by `service` names its results' service from the data, so any
-    other file's SLO of the same name may produce the same result key (`service/name`)
-    for some service: the two would share one alert state, each cycle's results of one
-    overwriting the other's (alerts flapping, a page resolved by the other SLO's ok).
-    Result keys do not hold the rule file, so such names are refused."""
-    by_name: dict[str, list[tuple[RuleGroup, SLO]]] = {}
-    for group in groups:
-        for slo in group.slos:
-            by_name.setdefault(slo.name, []).append((group, slo))
-    problems = []
-    for name, defined in by_name.items():
-        files = {group.file for group, _ in defined}
-        grouping = [(g, s) for g, s in defined if "service" in s.group_by]
-        if len(files) < 2 or not grouping:
-            continue
-        for group, slo in grouping:
-            others = sorted(files - {group.file})
-            msg = (
-                f"SLO {name!r} groups by service, so its results may name any service, "
-                f"and {', '.join(others)} also defines an SLO {name!r}: for a service both "
-                "produce, the two would share one alert state (result keys are "
-                "service/SLO, without the rule file). Give one of them another name"
-            )
-            path = slo.source_path.removesuffix(".sli") + ".group_by"
-            problems.append(Problem(group.file, slo.group_by_line, path, msg))
     return problems

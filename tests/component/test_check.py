@@ -169,39 +169,6 @@ def test_rule_problems_are_precise(
     assert expected in err, err
 
 
-def test_an_slo_grouped_by_service_may_not_share_its_name_with_another_files_slo(
-    capsys: pytest.CaptureFixture[str], write_config: Callable[..., Path]
-) -> None:
-    """Result keys are `service/SLO`: an SLO that takes its services from the data and
-    another file's SLO of the same name would share one alert state for a service both
-    produce (one's ok resolving the other's page). Refused, where the grouping is."""
-    slo = "slos:\n  - name: errors\n    sli: {latency: {histogram: h}}\n    threshold: 1s\n"
-    grouped = slo + "    group_by: [service]\n"
-    config = write_config(
-        "http://127.0.0.1:9",
-        {
-            "a.yaml": "version: sentinel/v1\nservice: payments\n" + slo,
-            "b.yaml": "version: sentinel/v1\nservice: platform\n" + grouped,
-            "c.yaml": "version: sentinel/v1\nservice: search\n" + slo.replace("errors", "p95"),
-        },
-    )
-    code = main(["check", "-c", str(config), "--offline"])
-    err = capsys.readouterr().err
-    assert code == 1
-    assert "b.yaml:7: slos[0].group_by: SLO 'errors' groups by service" in err, err
-    assert "a.yaml also defines an SLO 'errors'" in err
-    assert "a.yaml:" not in err.replace("a.yaml also", "")  # only the grouping one
-    # Grouped by something else, the service is the file's: no key can collide.
-    config = write_config(
-        "http://127.0.0.1:9",
-        {
-            "a.yaml": "version: sentinel/v1\nservice: payments\n" + slo,
-            "b.yaml": "version: sentinel/v1\nservice: platform\n" + slo + "    group_by: [model]\n",
-        },
-    )
-    assert main(["check", "-c", str(config), "--offline"]) == 0, capsys.readouterr().err
-
-
 LATENCY_SLO = "slos:\n  - name: a\n    sli: {latency: {histogram: h}}\n"
 RATIO_SLO = (
     "slos:\n  - name: a\n    sli: {ratio: {bad: {metric: e_total}, total: {metric: r_total}}}\n"
