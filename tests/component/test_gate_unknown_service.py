@@ -13,31 +13,14 @@ import pytest
 
 from support.gatestack import GateClient, running_gate
 from support.promserver import PrometheusServer
-from support.scenario import at
-
-PLATFORM = """\
-version: sentinel/v1
-service: platform
-labels: {namespace: platform}
-interval: 45s
-slos:
-  - name: errors
-    sli:
-      ratio:
-        bad: {metric: platform_requests_total, matchers: {code: "=~5.."}}
-        total: {metric: platform_requests_total}
-    objective: 99.5%
-    window: 5m
-    group_by: [service]
-    alert: {for: 0s}
-"""
+from support.scenario import PLATFORM_RULE, at
 
 
 async def test_a_group_by_service_is_pending_until_the_first_cycle_names_it(
     tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_gate(
-        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM}
+        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM_RULE}
     ) as gate:
         gate.clock.now = at(40)
         for service in ("svc-0003", "no-such-service"):
@@ -74,20 +57,20 @@ async def test_a_reload_that_adds_a_group_by_slo_keeps_names_pending_until_it_an
     tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     async with running_gate(
-        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM}
+        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM_RULE}
     ) as gate:
         gate.clock.now = at(40)
         await gate.built.daemon.evaluate_once(at(40))
         assert (await gate.get(service="svc-9999"))[0] == 404
 
-        added = PLATFORM.replace("service: platform", "service: answers").replace(
+        added = PLATFORM_RULE.replace("service: platform", "service: answers").replace(
             "name: errors", "name: availability"
         )
         if where == "a new rule file":
             (tmp_path / "rules" / "answers.yaml").write_text(added)
         else:  # a new SLO in a group that has cycled: no result of it yet
             (tmp_path / "rules" / "platform.yaml").write_text(
-                PLATFORM + "  -" + added.split("slos:\n  -", 1)[1]
+                PLATFORM_RULE + "  -" + added.split("slos:\n  -", 1)[1]
             )
         assert await gate.built.daemon.reload()
         status, body, headers = await gate.get(service="svc-9999")
@@ -109,7 +92,7 @@ async def test_a_source_down_that_named_no_service_keeps_unknown_services_pendin
 ) -> None:
     """With a budget: the burn tiers' results carry a `tier` label and no service, and do
     not count as the SLO having named one."""
-    budgeted = PLATFORM + "    period: 30d\n    burn_rate: {min_events: 100}\n"
+    budgeted = PLATFORM_RULE + "    period: 30d\n    burn_rate: {min_events: 100}\n"
     async with running_gate(
         tmp_path, "http://127.0.0.1:9", monkeypatch, rules={"platform.yaml": budgeted}
     ) as gate:
@@ -134,7 +117,7 @@ async def test_an_answer_that_names_no_service_from_a_healthy_source_leaves_name
     """A metric nobody exports (a typo, a service not deployed yet): the SLO names no
     service, but nothing is down, so a name nothing else knows is a 404, not a pending
     that a pipeline would retry until its own timeout."""
-    absent = PLATFORM.replace("platform_requests_total", "platform_nothing_total")
+    absent = PLATFORM_RULE.replace("platform_requests_total", "platform_nothing_total")
     async with running_gate(
         tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": absent}
     ) as gate:
@@ -153,7 +136,7 @@ async def test_a_page_alert_restored_for_a_service_counts_until_its_slo_answers(
     and stays one while its source is down. Once the SLO answers without that instance (it
     is gone), the alert no longer blocks its service's releases."""
     async with running_gate(
-        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM}
+        tmp_path, prometheus.url, monkeypatch, rules={"platform.yaml": PLATFORM_RULE}
     ) as gate:
         gate.clock.now = at(40)
         await gate.built.daemon.evaluate_once(at(40))
@@ -165,7 +148,7 @@ async def test_a_page_alert_restored_for_a_service_counts_until_its_slo_answers(
         (tmp_path / "rules").rmdir()
         return running_gate(tmp_path, url, monkeypatch, rules={"platform.yaml": rules})
 
-    async with restart("http://127.0.0.1:9", PLATFORM) as gate:
+    async with restart("http://127.0.0.1:9", PLATFORM_RULE) as gate:
         gate.clock.now = at(41)
         for cycled in (False, True):  # before the first cycle, and after it found no source
             status, body, _ = await gate.get(service="svc-0009")
@@ -180,13 +163,13 @@ async def test_a_page_alert_restored_for_a_service_counts_until_its_slo_answers(
         assert {(r["service"], r["decision"]) for r in history} == {("svc-0009", "fail")}
         assert sum(r["count"] for r in history) == 2
 
-    gone = PLATFORM.replace(
+    gone = PLATFORM_RULE.replace(
         "{metric: platform_requests_total}",
         '{metric: platform_requests_total, matchers: {service: "!=svc-0009"}}',
     ).replace('matchers: {code: "=~5.."}', 'matchers: {code: "=~5..", service: "!=svc-0009"}')
     # svc-0009 stays known through a second SLO; the first no longer has its instance.
     gone += (
-        PLATFORM.split("slos:\n")[1]
+        PLATFORM_RULE.split("slos:\n")[1]
         .replace("name: errors", "name: availability")
         .replace("objective: 99.5%", "objective: 90%")
     )
@@ -210,7 +193,7 @@ async def test_a_page_alert_restored_for_a_known_service_counts_before_the_first
     group's first step decides it. A restored alert whose SLO left the rules is not counted.
     A service holding `/` is one service (its alerts were filed under `team`)."""
     whole = (
-        PLATFORM.replace("objective: 99.5%", "objective: 99.9%")
+        PLATFORM_RULE.replace("objective: 99.5%", "objective: 99.9%")
         .replace("    group_by: [service]\n", "")
         .replace("service: platform", f"service: {service}")
     )

@@ -11,29 +11,14 @@ import pytest
 from sentinel.web.ui_series import History
 from support.gatestack import running_gate
 from support.promserver import PrometheusServer
-from support.scenario import at
-
-ERRORS = """\
-version: sentinel/v1
-service: platform
-labels: {namespace: platform}
-slos:
-  - name: errors
-    sli:
-      ratio:
-        bad: {metric: platform_requests_total, matchers: {code: "=~5.."}}
-        total: {metric: platform_requests_total}
-    objective: 99.5%
-    window: 5m
-    group_by: [service]
-"""
+from support.scenario import PLATFORM_RULE, at
 
 
 async def test_an_slo_moved_to_another_rule_file_keeps_its_sparkline(
     tmp_path: Path, prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_gate(
-        tmp_path, prometheus.url, monkeypatch, rules={"old.yaml": ERRORS}
+        tmp_path, prometheus.url, monkeypatch, rules={"old.yaml": PLATFORM_RULE}
     ) as gate:
         daemon = gate.built.daemon
         (history,) = [
@@ -49,7 +34,7 @@ async def test_an_slo_moved_to_another_rule_file_keeps_its_sparkline(
         assert len(before) == 2 and before[-1] == pytest.approx(0.007)
 
         (tmp_path / "rules" / "old.yaml").unlink()
-        (tmp_path / "rules" / "new.yaml").write_text(ERRORS)
+        (tmp_path / "rules" / "new.yaml").write_text(PLATFORM_RULE)
         assert await daemon.reload()
         assert set(history._groups) == set()  # the deleted file's group is forgotten
         await daemon.evaluate_once(at(40))

@@ -159,6 +159,25 @@ def platform_bad(i: int) -> int:
     return i % 10
 
 
+# A rule file over `write_platform`'s series: one 5xx SLO whose services come from the data.
+PLATFORM_RULE = """\
+version: sentinel/v1
+service: platform
+labels: {namespace: platform}
+interval: 45s
+slos:
+  - name: errors
+    sli:
+      ratio:
+        bad: {metric: platform_requests_total, matchers: {code: "=~5.."}}
+        total: {metric: platform_requests_total}
+    objective: 99.5%
+    window: 5m
+    group_by: [service]
+    alert: {for: 0s}
+"""
+
+
 def write_platform(out: TextIO, services: int) -> None:
     """`services` services, 1,000 requests/min each, (i % 10) of them 5xx."""
     out.write("# TYPE platform_requests counter\n")
