@@ -1,12 +1,19 @@
-"""Firing alerts loaded from the state file at a restart, before any cycle has stepped
-them: what the gate counts (`AlertManager.firing`). A real SQLite state file; results
-made by hand, as a cycle would hand them to the alert manager."""
+"""Alert keys name a service and an SLO, not the rule file. Firing alerts loaded from the
+state file at a restart, before any cycle has stepped them: what the gate counts
+(`AlertManager.firing`); and two files' SLOs of one name producing one key. A real
+SQLite state file; results made by hand, as a cycle would hand them to the alert
+manager."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.state import AlertState
 from sentinel.alerting.store import Store
 from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.notify.log import LogNotifier
@@ -165,3 +172,49 @@ def test_a_restored_burn_tier_alert_of_an_slo_without_group_by_counts(tmp_path: 
     restarted.recognise([budget])
     assert firing(restarted, "team-a") == [("errors", "page")]
     store.close()
+
+
+# Two rule files, each with an SLO named `errors` grouping by service, both naming the
+# service `shared`: one key, `shared/errors{shared}`. Stepped by both, the alert followed
+# whichever group ran last (paged, resolved, paged again each cycle).
+@pytest.mark.parametrize("order", ["a first", "b first"])
+def test_two_files_producing_one_alert_key_page_once_and_say_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, order: str
+) -> None:
+    a = replace(slo("team-a"), source_file="rules/a.yaml")
+    b = replace(slo("team-b"), source_file="rules/b.yaml")
+    group_a = RuleGroup("a", "rules/a.yaml", "team-a", 60, (a,))
+    group_b = RuleGroup("b", "rules/b.yaml", "team-b", 60, (b,))
+    manager = AlertManager(Store(tmp_path / "state.db"), {"log": LogNotifier("log")}, {})
+    manager.recognise([a, b])
+    key = result(a, "shared", Status.OK, AT).key
+    groups = [(group_a, a, Status.BREACH), (group_b, b, Status.OK)]
+    if order == "b first":
+        groups.reverse()
+    with caplog.at_level(logging.WARNING, logger="sentinel.alerts"):
+        for minute in range(5):
+            now = AT + 60 * minute
+            for group, owner, status in groups:
+                manager.observe_sync(group, [result(owner, "shared", status, now)], now)
+            # a.yaml sorts first: its breach keeps the alert firing, whatever b says
+            assert manager.alerts[key].state is AlertState.FIRING, minute
+    (warning,) = [r.getMessage() for r in caplog.records if "same alert" in r.getMessage()]
+    assert "rules/a.yaml" in warning and "rules/b.yaml" in warning
+    assert manager.contested == {key: ("rules/a.yaml", "rules/b.yaml")}
+    # b's own services are its own: nothing contested there
+    manager.observe_sync(group_b, [result(b, "b-only", Status.BREACH, AT + 600)], AT + 600)
+    assert manager.alerts[result(b, "b-only", Status.OK, AT).key].state is AlertState.FIRING
+
+
+def test_an_slo_moved_to_another_file_by_a_reload_takes_its_alerts_over(tmp_path: Path) -> None:
+    old = replace(slo("team-a"), source_file="rules/z.yaml")
+    new = replace(old, source_file="rules/a.yaml")
+    manager = AlertManager(Store(tmp_path / "state.db"), {"log": LogNotifier("log")}, {})
+    manager.recognise([old])
+    group = RuleGroup("z", "rules/z.yaml", "team-a", 60, (old,))
+    manager.observe_sync(group, [result(old, "svc", Status.BREACH, AT)], AT)
+    manager.recognise([new])  # the reload
+    group = RuleGroup("a", "rules/a.yaml", "team-a", 60, (new,))
+    manager.observe_sync(group, [result(new, "svc", Status.OK, AT + 60)], AT + 60)
+    assert manager.contested == {}
+    assert manager.alerts[result(new, "svc", Status.OK, AT).key].state is AlertState.RESOLVED
