@@ -296,9 +296,9 @@ class AlertManager:
         self._restored: dict[str, dict[str, Restored]] = {}
         self._answered: set[tuple[str, str]] = set()  # (service, name) of SLOs that answered
         # (rule file, SLO name) of the SLOs of the rules (`recognise`), and the keys two
-        # of them produce (`_contested`), as (the file that steps it, the other file).
+        # files' SLOs both step (`_note_shared`), with the two files.
         self._sources: set[tuple[str, str]] = set()
-        self.contested: dict[str, tuple[str, str]] = {}
+        self.shared: dict[str, tuple[str, str]] = {}
         self._warned: set[tuple[str, str]] = set()  # pairs of files named in a warning
 
     async def observe(self, group: RuleGroup, results: Sequence[SLOResult], now: float) -> None:
@@ -368,13 +368,8 @@ class AlertManager:
                 continue
             key = result.key
             owner = slo_of.get(key)
-            if (
-                owner is not slo
-                and owner is not None
-                and owner.source_file != slo.source_file
-                and self._contested(key, owner, slo)
-            ):
-                continue
+            if owner is not slo and owner is not None and owner.source_file != slo.source_file:
+                self._note_shared(key, owner, slo)
             slo_of[key] = slo
             prev = changed.get(key) or alerts.get(key)
             if prev is not None and prev.retired_at is not None:
@@ -402,38 +397,33 @@ class AlertManager:
             if transition is not None:
                 transitions.append((slo, transition))
 
-    def _contested(self, key: str, owner: SLO, slo: SLO) -> bool:
-        """True when `slo` must not step `key`, which another rule file's SLO of the same
-        name (`owner`, the last to step it) produces too: a key names its service and SLO,
-        not its file, and two SLOs grouping by `service` can name one service. Stepped by
-        both, the alert would follow whichever answered last (a page resolved by the other
-        file's ok, fired again by the next cycle: paged over and over). The file that sorts
-        first keeps the key, whatever order the groups run in; the other's results for it
-        are left out of alerting (still in /api/v1/slos), and a warning names both files,
-        once per pair and reload. An owner gone from the rules (a reload moved the SLO)
-        hands the key over."""
-        if (owner.source_file, owner.name) not in self._sources:
-            return False
-        first, other = sorted((owner, slo), key=lambda s: s.source_file)
-        if key not in self.contested:
-            pair = (first.source_file, other.source_file)
-            if pair not in self._warned:
-                self._warned.add(pair)
-                log.warning(
-                    "SLO %r of %s and SLO %r of %s produce the same alert %s (an SLO that "
-                    "groups by service may name another's service): %s's results step it, "
-                    "%s's are left out of alerting for it; give one SLO another name",
-                    first.name,
-                    first.source_file,
-                    other.name,
-                    other.source_file,
-                    key,
-                    first.source_file,
-                    other.source_file,
-                    extra=fields(key=key),
-                )
-            self.contested[key] = pair
-        return slo is not first
+    def _note_shared(self, key: str, owner: SLO, slo: SLO) -> None:
+        """Warn, once per pair of files and reload, that `slo` steps `key`, which another
+        rule file's SLO of the same name (`owner`, the last to step it) produces too: a
+        key names its service and SLO, not its file, and two SLOs grouping by `service`
+        can name one service. Both step it, so the alert follows whichever answered last
+        (a page resolved by the other file's ok, fired by its next breach). Not settled
+        here by picking one: the pick would keep an alert the other file now produces
+        alone (its service moved there; the first file's instance no_data, kept firing)
+        and hide the other's breaches. An owner gone from the rules (a reload moved the
+        SLO) is no other file's SLO."""
+        if (owner.source_file, owner.name) not in self._sources or key in self.shared:
+            return
+        pair = tuple(sorted((owner.source_file, slo.source_file)))
+        self.shared[key] = (pair[0], pair[1])
+        if pair in self._warned:
+            return
+        self._warned.add((pair[0], pair[1]))
+        log.warning(
+            "SLOs named %r in %s and in %s produce the same alert %s (an SLO that groups "
+            "by service may name another's service): both step it, and it follows "
+            "whichever answered last; give one of them another name",
+            slo.name,
+            pair[0] or "(a probe)",
+            pair[1] or "(a probe)",
+            key,
+            extra=fields(key=key),
+        )
 
     def recognise(self, slos: Sequence[SLO]) -> None:
         """Match the restored firing alerts not stepped yet to the SLOs of `slos` (the
@@ -447,7 +437,7 @@ class AlertManager:
         for slo in slos:
             by_name.setdefault(slo.name, []).append(slo)
         self._sources = {(slo.source_file, slo.name) for slo in slos}
-        self.contested, self._warned = {}, set()
+        self.shared, self._warned = {}, set()
         self._restored = {}
         for key in list(self._unstepped):
             alert = self.alerts.get(key)

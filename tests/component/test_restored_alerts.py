@@ -175,10 +175,10 @@ def test_a_restored_burn_tier_alert_of_an_slo_without_group_by_counts(tmp_path: 
 
 
 # Two rule files, each with an SLO named `errors` grouping by service, both naming the
-# service `shared`: one key, `shared/errors{shared}`. Stepped by both, the alert followed
-# whichever group ran last (paged, resolved, paged again each cycle).
+# service `shared`: one key, `shared/errors{shared}`, stepped by both (the alert follows
+# whichever group ran last). Sentinel cannot tell which file the alert is for; it says so.
 @pytest.mark.parametrize("order", ["a first", "b first"])
-def test_two_files_producing_one_alert_key_page_once_and_say_so(
+def test_two_files_producing_one_alert_key_are_named_in_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, order: str
 ) -> None:
     a = replace(slo("team-a"), source_file="rules/a.yaml")
@@ -188,25 +188,29 @@ def test_two_files_producing_one_alert_key_page_once_and_say_so(
     manager = AlertManager(Store(tmp_path / "state.db"), {"log": LogNotifier("log")}, {})
     manager.recognise([a, b])
     key = result(a, "shared", Status.OK, AT).key
-    groups = [(group_a, a, Status.BREACH), (group_b, b, Status.OK)]
+    groups = [(group_a, a), (group_b, b)]
     if order == "b first":
         groups.reverse()
     with caplog.at_level(logging.WARNING, logger="sentinel.alerts"):
         for minute in range(5):
             now = AT + 60 * minute
-            for group, owner, status in groups:
-                manager.observe_sync(group, [result(owner, "shared", status, now)], now)
-            # a.yaml sorts first: its breach keeps the alert firing, whatever b says
-            assert manager.alerts[key].state is AlertState.FIRING, minute
+            for group, owner in groups:
+                manager.observe_sync(group, [result(owner, "shared", Status.OK, now)], now)
+                manager.observe_sync(
+                    group, [result(owner, f"{group.name}-only", Status.OK, now)], now
+                )
     (warning,) = [r.getMessage() for r in caplog.records if "same alert" in r.getMessage()]
-    assert "rules/a.yaml" in warning and "rules/b.yaml" in warning
-    assert manager.contested == {key: ("rules/a.yaml", "rules/b.yaml")}
-    # b's own services are its own: nothing contested there
-    manager.observe_sync(group_b, [result(b, "b-only", Status.BREACH, AT + 600)], AT + 600)
-    assert manager.alerts[result(b, "b-only", Status.OK, AT).key].state is AlertState.FIRING
+    assert "rules/a.yaml" in warning and "rules/b.yaml" in warning and key in warning
+    assert manager.shared == {key: ("rules/a.yaml", "rules/b.yaml")}
+    manager.recognise([a, b])  # a reload: said again if it still happens
+    manager.observe_sync(group_a, [result(a, "shared", Status.OK, AT + 600)], AT + 600)
+    manager.observe_sync(group_b, [result(b, "shared", Status.OK, AT + 600)], AT + 600)
+    assert manager.shared == {key: ("rules/a.yaml", "rules/b.yaml")}
 
 
-def test_an_slo_moved_to_another_file_by_a_reload_takes_its_alerts_over(tmp_path: Path) -> None:
+def test_an_slo_moved_to_another_file_by_a_reload_is_not_two_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     old = replace(slo("team-a"), source_file="rules/z.yaml")
     new = replace(old, source_file="rules/a.yaml")
     manager = AlertManager(Store(tmp_path / "state.db"), {"log": LogNotifier("log")}, {})
@@ -215,6 +219,8 @@ def test_an_slo_moved_to_another_file_by_a_reload_takes_its_alerts_over(tmp_path
     manager.observe_sync(group, [result(old, "svc", Status.BREACH, AT)], AT)
     manager.recognise([new])  # the reload
     group = RuleGroup("a", "rules/a.yaml", "team-a", 60, (new,))
-    manager.observe_sync(group, [result(new, "svc", Status.OK, AT + 60)], AT + 60)
-    assert manager.contested == {}
+    with caplog.at_level(logging.WARNING, logger="sentinel.alerts"):
+        manager.observe_sync(group, [result(new, "svc", Status.OK, AT + 60)], AT + 60)
+    assert manager.shared == {}
+    assert not [r for r in caplog.records if "same alert" in r.getMessage()]
     assert manager.alerts[result(new, "svc", Status.OK, AT).key].state is AlertState.RESOLVED
