@@ -1,0 +1,100 @@
+"""What a still-firing alert writes to the state store each cycle, and what a restart
+then holds: a real SQLite file, the real alert manager, plain results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sentinel.alerting.manager import AlertManager
+from sentinel.alerting.store import Store
+from sentinel.evaluate.slo import SLOResult, Status
+from sentinel.notify.log import LogNotifier
+from sentinel.rules.model import SLO, AlertPolicy, LatencySLI, RuleGroup, Selector
+
+HELD = 300.0  # keep_firing_for of SLO `held`
+INTERVAL = 30.0
+
+
+def group() -> RuleGroup:
+    sli = LatencySLI(Selector("h"), 0.95)
+    plain = SLO(service="svc", name="plain", sli=sli, threshold=1, window=60)
+    held = SLO(
+        service="svc",
+        name="held",
+        sli=sli,
+        threshold=1,
+        window=60,
+        alert=AlertPolicy(keep_firing_for=HELD, repeat_interval=600.0),
+    )
+    return RuleGroup("g", "g.yaml", "svc", INTERVAL, (plain, held))
+
+
+def observe(manager: AlertManager, status: Status, at: float) -> None:
+    value = 2.0 if status is Status.BREACH else 0.5
+    results = [
+        SLOResult("svc", name, status, value, 1.0, None, 60, at, kind="latency")
+        for name in ("plain", "held")
+    ]
+    manager.observe_sync(group(), results, at)
+
+
+def written(store: Store) -> dict[str, float]:
+    """Alert key -> when its row was last written."""
+    rows = store.db.execute("SELECT key, updated_at FROM alerts").fetchall()
+    return {row["key"]: row["updated_at"] for row in rows}
+
+
+def manager_of(store: Store) -> AlertManager:
+    return AlertManager(store, {"log": LogNotifier("log")}, {})
+
+
+def sent(store: Store) -> list[tuple[str, str]]:
+    """(kind, SLO) of each alert in the notifications queued (one per service a cycle)."""
+    return [(e.kind, a["slo"]) for e in store.due(1e9, limit=100) for a in e.payload["alerts"]]
+
+
+def test_a_firing_alert_without_keep_firing_for_is_not_rewritten_every_cycle(
+    tmp_path: Path,
+) -> None:
+    """Breaching for 20 cycles: the row of the alert whose last breach decides nothing is
+    written when it fires (and at each repeat), not every cycle; the one held by
+    keep_firing_for is written each cycle, so that a restart holds it from its latest
+    breach. After the restart each resolves when it should."""
+    store = Store(tmp_path / "state.db")
+    manager = manager_of(store)
+    start = 1_000.0
+    for n in range(20):
+        observe(manager, Status.BREACH, start + n * INTERVAL)
+    last = start + 19 * INTERVAL
+    rows = written(store)
+    assert rows["svc/plain"] == start  # fired, then not written again
+    assert rows["svc/held"] == last
+    assert sorted(sent(store)) == [("firing", "held"), ("firing", "plain")]
+    # In memory the plain alert's last breach is the latest all the same.
+    assert manager.alerts["svc/plain"].last_breach_at == last
+
+    restarted = manager_of(store)
+    assert restarted.alerts["svc/held"].last_breach_at == last
+    observe(restarted, Status.OK, last + INTERVAL)
+    kinds = sent(store)
+    assert ("resolved", "plain") in kinds  # no keep_firing_for: the first ok resolves
+    assert ("resolved", "held") not in kinds  # held from its latest breach, not its firing
+    observe(restarted, Status.OK, last + HELD)
+    assert ("resolved", "held") in sent(store)
+
+
+def test_a_repeat_of_a_firing_alert_is_still_saved(tmp_path: Path) -> None:
+    """A repeat reminder changes what a restart must know (when it last reminded): its
+    row is written even without keep_firing_for, and a restart does not remind again
+    before the interval."""
+    store = Store(tmp_path / "state.db")
+    manager = manager_of(store)
+    start = 1_000.0
+    for n in range(25):  # 720 s: one repeat of `held` (600 s) at 1,600
+        observe(manager, Status.BREACH, start + n * INTERVAL)
+    assert written(store)["svc/held"] == start + 24 * INTERVAL
+    assert [k for k, slo in sent(store) if slo == "held"] == ["firing", "repeat"]
+    restarted = manager_of(store)
+    assert restarted.alerts["svc/held"].last_notified_at == 1_600.0
+    observe(restarted, Status.BREACH, start + 25 * INTERVAL)
+    assert [k for k, slo in sent(store) if slo == "held"] == ["firing", "repeat"]
