@@ -39,7 +39,6 @@ from sentinel.alerting.state import (
     Transition,
     TransitionKind,
     alert_data,
-    evolve,
     step,
 )
 from sentinel.alerting.store import NewNotification
@@ -61,11 +60,12 @@ from sentinel.units import format_duration
 
 log = logging.getLogger("sentinel.alerts")
 
-# Alert rows a step changed without a transition (a firing alert's last breach time, the
-# start of missing data) are saved after the commit that holds the transitions and their
-# notifications, this many rows per transaction with the event loop's turn in between: at
-# 1,000 firing instances one commit of every row held the loop ~60 ms each cycle. Each
-# row is a whole state of its alert; no incident or outbox row depends on these.
+# Alert rows a step changed without a transition (the last breach time of a firing alert
+# held by keep_firing_for, the start of missing data) are saved after the commit that
+# holds the transitions and their notifications, this many rows per transaction with the
+# event loop's turn in between: at 1,000 firing instances one commit of every row held
+# the loop ~60 ms each cycle. Each row is a whole state of its alert; no incident or
+# outbox row depends on these.
 QUIET_CHUNK = 250
 
 
@@ -183,20 +183,6 @@ def instance_of(key: str) -> str:
     slash = _slash(key)
     brace = key.find("{", slash + 1) if slash >= 0 else -1
     return key[:brace] if brace >= 0 else key
-
-
-def _breach_only(
-    prev: Alert | None, alert: Alert, transition: Transition | None, policy: AlertPolicy
-) -> bool:
-    """Whether `step` only moved a firing alert's last breach, under a policy without
-    keep_firing_for (the one field it would decide)."""
-    return (
-        prev is not None
-        and transition is None
-        and policy.keep_firing_for <= 0
-        and alert.state is AlertState.FIRING
-        and evolve(alert, last_breach_at=prev.last_breach_at) == prev
-    )
 
 
 def policy_for(slo: SLO, result: SLOResult) -> AlertPolicy:
@@ -405,22 +391,12 @@ class AlertManager:
                 # Ok and quiet before: `step` keeps the state as it is and makes no
                 # transition. Most instances are here every cycle.
                 continue
-            policy = policy_for(slo, result)
-            alert, transition = step(prev, result, policy, now)
+            alert, transition = step(prev, result, policy_for(slo, result), now)
             if alert.state is AlertState.FIRING:
                 last[key] = result
             elif key in self.last_firing or key in last:
                 last[key] = None
-            if alert == prev:
-                pass
-            elif key not in changed and _breach_only(prev, alert, transition, policy):
-                # Still firing, only its last breach moved: without keep_firing_for that
-                # time decides nothing (it resolves at the first ok), so the row is not
-                # written again every cycle (a storm's firing alerts were ~5 ms of SQLite
-                # a cycle per 1,000, a PostgreSQL leader's UPDATE each). Kept in memory:
-                # a reload that adds keep_firing_for holds it from its latest breach.
-                alerts[key] = alert
-            else:
+            if alert != prev:
                 changed[key] = alert
             if transition is not None:
                 transitions.append((slo, transition))

@@ -30,7 +30,7 @@ from sentinel.evaluate.slo import SLOResult, Status
 from sentinel.evaluate.wiring import build_sources
 from sentinel.notify.log import LogNotifier
 from sentinel.rules.loader import load_rules
-from sentinel.rules.model import SLO, LatencySLI, RuleGroup, Selector
+from sentinel.rules.model import SLO, AlertPolicy, LatencySLI, RuleGroup, Selector
 from sentinel.selfmetrics import SelfMetrics
 from sentinel.web.app import build_app
 
@@ -154,7 +154,10 @@ async def test_recording_5000_results_lets_a_concurrent_coroutine_run_in_between
     assert changes == ["SLO shop/latency{pod=p04321} ok -> breach"]
 
 
-def manager_and_groups(tmp_path: Path) -> tuple[AlertManager, Store, RuleGroup, RuleGroup]:
+def manager_and_groups(
+    tmp_path: Path, alert: AlertPolicy | None = None
+) -> tuple[AlertManager, Store, RuleGroup, RuleGroup]:
+    """`alert`: the policy of `shop`'s SLO (default: the default policy)."""
     store = Store(tmp_path / "state.db")
     manager = AlertManager(store, {"log": LogNotifier("log")}, {})
     slo = SLO(
@@ -163,6 +166,7 @@ def manager_and_groups(tmp_path: Path) -> tuple[AlertManager, Store, RuleGroup, 
         sli=LatencySLI(Selector("h"), 0.95),
         threshold=1.5,
         window=300,
+        alert=alert or AlertPolicy(),
     )
     other = SLO(
         service="cart",
@@ -230,7 +234,11 @@ async def test_alerts_fire_and_resolve_once_in_order_when_two_groups_steps_overl
 async def test_thousands_of_still_firing_alerts_are_saved_in_chunks_with_turns_between(
     tmp_path: Path,
 ) -> None:
-    manager, store, shop, _ = manager_and_groups(tmp_path)
+    """Held by keep_firing_for, a firing alert's row is written at each breach (its last
+    breach decides when it resolves, also after a restart): thousands of them are
+    written in chunks. Without keep_firing_for they are not written again at all
+    (tests/component/test_firing_rows.py)."""
+    manager, store, shop, _ = manager_and_groups(tmp_path, AlertPolicy(keep_firing_for=600))
     firing = 3 * QUIET_CHUNK
     try:
         await manager.observe(shop, pods(firing, Status.BREACH, 100.0), 100.0)
@@ -292,8 +300,9 @@ async def test_event_loop_lag_shows_in_metrics_and_detailed_health(
 
 def test_commits_leave_the_wal_to_the_background_checkpoint(tmp_path: Path) -> None:
     """SQLite's own checkpoint syncs the database file inside the commit that passes
-    1,000 WAL pages, on the event loop; the daemon checkpoints in a worker thread instead."""
-    manager, store, shop, _ = manager_and_groups(tmp_path)
+    1,000 WAL pages, on the event loop; the daemon checkpoints in a worker thread instead.
+    (keep_firing_for: each breach writes the firing rows again.)"""
+    manager, store, shop, _ = manager_and_groups(tmp_path, AlertPolicy(keep_firing_for=30))
     try:
         store.checkpoints_in_background()
         for minute in range(1, 41):
@@ -342,8 +351,9 @@ async def test_a_commit_of_thousands_of_new_alerts_is_only_the_database_work(
     """After a start (or in a storm) thousands of alerts change at once; their rows are
     encoded in slices before the one transaction that saves them with their incidents and
     notifications: 7,000 rows encoded inside it held the event loop ~30 of its ~41 ms.
-    (Still-firing alerts' rows are saved in chunks of QUIET_CHUNK, each encoding its own.)"""
-    manager, store, shop, _ = manager_and_groups(tmp_path)
+    (Still-firing alerts' rows, held by keep_firing_for, are saved in chunks of
+    QUIET_CHUNK, each encoding its own.)"""
+    manager, store, shop, _ = manager_and_groups(tmp_path, AlertPolicy(keep_firing_for=30))
     encoded_inside: list[int] = []  # rows encoded inside each transaction
     commit = store.commit_cycle
 
