@@ -860,7 +860,6 @@ def gate_load(
             + ", ".join(f"{r:.2f}" for r in rps)
             + "; "
             f"bare {f.rps:,.0f}; target >= 0.8; {o.tool}, {args.connections} connections; "
-            f"bare {f.rps:,.0f}; target >= 0.8; {o.tool}, {args.connections} connections; "
             "Prometheus CPU-s answering the cycles during the gate / bare runs: "
             + ", ".join(f"{g:.1f} / {b:.1f}" for g, b in prom_cpu)
             + f" of {args.seconds:g} s on the same cores)",
