@@ -7,8 +7,9 @@
 `no_data` follows the rule's policy: `keep_state` (default) changes nothing, `alerting`
 counts as a breach, `ok` as recovery. With `no_data_for`, data missing for longer than
 that counts as a breach whatever the policy. Each firing episode is an incident with a
-stable id derived from the instance key and the time it fired. A firing alert keeps the
-time of its last breach (`last_breach_at`) only when `keep_firing_for` holds it from then.
+stable id derived from the instance key and the time it fired. A firing alert's last
+breach (`last_breach_at`) moves at each breach only when `keep_firing_for` holds it from
+then.
 """
 
 from __future__ import annotations
@@ -160,59 +161,58 @@ def step(
             return alert, None
         pending = evolve(alert, state=AlertState.PENDING, since=now, pending_since=now)
         if policy.for_ <= 0:
-            return _fire(pending, result, policy, now)
+            return _fire(pending, result, now)
         return pending, None
     if alert.state is AlertState.PENDING:
         if not breaching:
             return evolve(alert, state=AlertState.INACTIVE, since=now, pending_since=None), None
         assert alert.pending_since is not None
         if now - alert.pending_since >= policy.for_:
-            return _fire(alert, result, policy, now)
+            return _fire(alert, result, now)
         return alert, None
     # FIRING
-    breach = _last_breach(policy, now)
     if breaching:
         last = alert.last_notified_at
         if last is None:
             last = alert.fired_at if alert.fired_at is not None else now
         if now - last >= policy.repeat_interval:
             alert = evolve(
-                alert, last_breach_at=breach, last_notified_at=now, repeats=alert.repeats + 1
+                alert, last_breach_at=now, last_notified_at=now, repeats=alert.repeats + 1
             )
             return alert, Transition(TransitionKind.REPEAT, alert, result)
-        if alert.last_breach_at == breach:  # not kept: the alert (and its row) unchanged
-            return alert, None
-        return evolve(alert, last_breach_at=breach), None
-    if policy.keep_firing_for > 0:
-        if alert.last_breach_at is None:
-            # It breached last while its policy had no keep_firing_for (a reload or a
-            # restart added it): when is not known, so it is held from now, never less.
+        if policy.keep_firing_for > 0:
             return evolve(alert, last_breach_at=now), None
-        if now - alert.last_breach_at < policy.keep_firing_for:
+        # Without keep_firing_for the last breach decides nothing: it stays the time the
+        # alert last notified (fired or repeated), so a still-firing alert is the same
+        # Alert every cycle and its row is not written again (830 rows a cycle at 1,000
+        # services with 830 firing; an UPDATE each on a PostgreSQL leader). Not None:
+        # an earlier version reading the row would hold it for ever under
+        # keep_firing_for. A row of such a version, or of rules that had
+        # keep_firing_for, is brought to that once.
+        if alert.last_breach_at != alert.last_notified_at:
+            return evolve(alert, last_breach_at=alert.last_notified_at), None
+        return alert, None
+    if policy.keep_firing_for > 0:
+        last_breach = alert.last_breach_at
+        if last_breach is None or last_breach == alert.last_notified_at:
+            # Not known to have breached since it last notified (its rules had no
+            # keep_firing_for until a reload, a restart or a new leader): held from now,
+            # never less than from its last breach.
+            return evolve(alert, last_breach_at=now), None
+        if now - last_breach < policy.keep_firing_for:
             return alert, None
     resolved = evolve(alert, state=AlertState.RESOLVED, since=now, pending_since=None)
     return resolved, Transition(TransitionKind.RESOLVED, resolved, result)
 
 
-def _last_breach(policy: AlertPolicy, now: float) -> float | None:
-    """What a firing alert breaching at `now` keeps as its last breach: the time, when
-    keep_firing_for holds it from then; None (not kept) without keep_firing_for, where it
-    decides nothing: a still-firing alert is then not a new Alert, nor a row written to
-    the state store, every cycle (830 rows a cycle at 1,000 services with 830 firing; an
-    UPDATE each on a PostgreSQL leader)."""
-    return now if policy.keep_firing_for > 0 else None
-
-
-def _fire(
-    alert: Alert, result: SLOResult, policy: AlertPolicy, now: float
-) -> tuple[Alert, Transition]:
+def _fire(alert: Alert, result: SLOResult, now: float) -> tuple[Alert, Transition]:
     fired = evolve(
         alert,
         state=AlertState.FIRING,
         since=now,
         incident_id=incident_id(alert.key, now),
         fired_at=now,
-        last_breach_at=_last_breach(policy, now),
+        last_breach_at=now,
         last_notified_at=now,
         repeats=0,
     )

@@ -24,7 +24,7 @@ def group(plain_held: float = 0.0) -> RuleGroup:
         sli=sli,
         threshold=1,
         window=60,
-        alert=AlertPolicy(keep_firing_for=plain_held),
+        alert=AlertPolicy(keep_firing_for=plain_held, repeat_interval=600.0),
     )
     held = SLO(
         service="svc",
@@ -81,6 +81,9 @@ def test_a_firing_alert_without_keep_firing_for_is_not_rewritten_every_cycle(
 
     restarted = manager_of(store)
     assert restarted.alerts["svc/held"].last_breach_at == last
+    # A time, not None, in the row: an earlier version reading it under keep_firing_for
+    # would hold an alert without one for ever.
+    assert restarted.alerts["svc/plain"].last_breach_at == start
     observe(restarted, Status.OK, last + INTERVAL)
     kinds = sent(store)
     assert ("resolved", "plain") in kinds  # no keep_firing_for: the first ok resolves
@@ -91,19 +94,23 @@ def test_a_firing_alert_without_keep_firing_for_is_not_rewritten_every_cycle(
 
 def test_a_repeat_of_a_firing_alert_is_still_saved(tmp_path: Path) -> None:
     """A repeat reminder changes what a restart must know (when it last reminded): its
-    row is written even without keep_firing_for, and a restart does not remind again
+    row is written, with keep_firing_for or without, and a restart does not remind again
     before the interval."""
     store = Store(tmp_path / "state.db")
     manager = manager_of(store)
     start = 1_000.0
-    for n in range(25):  # 720 s: one repeat of `held` (600 s) at 1,600
+    for n in range(25):  # 720 s: one repeat of each (600 s) at 1,600
         observe(manager, Status.BREACH, start + n * INTERVAL)
-    assert written(store)["svc/held"] == start + 24 * INTERVAL
-    assert [k for k, slo in sent(store) if slo == "held"] == ["firing", "repeat"]
+    rows = written(store)
+    assert rows["svc/plain"] == 1_600.0  # the repeat, then not again
+    assert rows["svc/held"] == start + 24 * INTERVAL
+    for slo in ("plain", "held"):
+        assert [k for k, s in sent(store) if s == slo] == ["firing", "repeat"]
     restarted = manager_of(store)
+    assert restarted.alerts["svc/plain"].last_notified_at == 1_600.0
     assert restarted.alerts["svc/held"].last_notified_at == 1_600.0
     observe(restarted, Status.BREACH, start + 25 * INTERVAL)
-    assert [k for k, slo in sent(store) if slo == "held"] == ["firing", "repeat"]
+    assert len(sent(store)) == 4
 
 
 def test_keep_firing_for_added_by_a_restart_holds_the_alert_not_pages_it_again(

@@ -135,20 +135,21 @@ def test_a_stored_alert_row_reads_back_as_the_alert() -> None:
 
 def test_a_firing_alert_keeps_its_last_breach_only_when_keep_firing_for_holds_it() -> None:
     """Without keep_firing_for a still-firing alert stays the same Alert at each breach
-    (nothing for the state store to write again); with it, each breach moves its last
-    breach, which the hold counts from."""
+    (nothing for the state store to write again), its last breach the time it last
+    notified; with it, each breach moves its last breach, which the hold counts from."""
     plain, held = AlertPolicy(), AlertPolicy(keep_firing_for=180)
     fired, _ = step(None, result("breach"), plain, now=0)
-    assert fired.last_breach_at is None
     again, tr = step(fired, result("breach"), plain, now=60)
     assert again is fired and tr is None
+    assert fired.last_breach_at == fired.last_notified_at == 0
 
     kept, _ = step(None, result("breach"), held, now=0)
     kept, _ = step(kept, result("breach"), held, now=60)
     assert kept.last_breach_at == 60
-    # Its rules lose keep_firing_for: the time is dropped once, then nothing changes.
+    # Its rules lose keep_firing_for: the time goes back to its last notice once, then
+    # nothing changes.
     dropped, _ = step(kept, result("breach"), plain, now=120)
-    assert dropped.last_breach_at is None
+    assert dropped.last_breach_at == 0
     assert step(dropped, result("breach"), plain, now=180)[0] is dropped
 
 
@@ -158,6 +159,7 @@ def test_keep_firing_for_added_while_firing_holds_from_the_first_ok() -> None:
     counts from its first ok, never resolving it at once."""
     held = AlertPolicy(keep_firing_for=180)
     fired, _ = step(None, result("breach"), AlertPolicy(), now=0)
+    fired, _ = step(fired, result("breach"), AlertPolicy(), now=540)
     waiting, tr = step(fired, result("ok"), held, now=600)
     assert (waiting.state, waiting.last_breach_at, tr) == (AlertState.FIRING, 600, None)
     assert step(waiting, result("ok"), held, now=779)[1] is None
