@@ -17,24 +17,13 @@ INTERVAL = 30.0
 
 def group(plain_held: float = 0.0) -> RuleGroup:
     """SLO `plain` (keep_firing_for `plain_held`, default none) and SLO `held`."""
-    sli = LatencySLI(Selector("h"), 0.95)
-    plain = SLO(
-        service="svc",
-        name="plain",
-        sli=sli,
-        threshold=1,
-        window=60,
-        alert=AlertPolicy(keep_firing_for=plain_held, repeat_interval=600.0),
-    )
-    held = SLO(
-        service="svc",
-        name="held",
-        sli=sli,
-        threshold=1,
-        window=60,
-        alert=AlertPolicy(keep_firing_for=HELD, repeat_interval=600.0),
-    )
-    return RuleGroup("g", "g.yaml", "svc", INTERVAL, (plain, held))
+
+    def slo(name: str, keep_firing_for: float) -> SLO:
+        policy = AlertPolicy(keep_firing_for=keep_firing_for, repeat_interval=600.0)
+        sli = LatencySLI(Selector("h"), 0.95)
+        return SLO(service="svc", name=name, sli=sli, threshold=1, window=60, alert=policy)
+
+    return RuleGroup("g", "g.yaml", "svc", INTERVAL, (slo("plain", plain_held), slo("held", HELD)))
 
 
 def observe(manager: AlertManager, status: Status, at: float, plain_held: float = 0.0) -> None:
@@ -61,6 +50,18 @@ def sent(store: Store) -> list[tuple[str, str]]:
     return [(e.kind, a["slo"]) for e in store.due(1e9, limit=100) for a in e.payload["alerts"]]
 
 
+START = 1_000.0
+
+
+def breaching(path: Path, cycles: int) -> tuple[Store, AlertManager, float]:
+    """A store and manager after `cycles` breaching cycles from START; the last one's time."""
+    store = Store(path)
+    manager = manager_of(store)
+    for n in range(cycles):
+        observe(manager, Status.BREACH, START + n * INTERVAL)
+    return store, manager, START + (cycles - 1) * INTERVAL
+
+
 def test_a_firing_alert_without_keep_firing_for_is_not_rewritten_every_cycle(
     tmp_path: Path,
 ) -> None:
@@ -68,12 +69,8 @@ def test_a_firing_alert_without_keep_firing_for_is_not_rewritten_every_cycle(
     written when it fires (and at each repeat), not every cycle; the one held by
     keep_firing_for is written each cycle, so that a restart holds it from its latest
     breach. After the restart each resolves when it should."""
-    store = Store(tmp_path / "state.db")
-    manager = manager_of(store)
-    start = 1_000.0
-    for n in range(20):
-        observe(manager, Status.BREACH, start + n * INTERVAL)
-    last = start + 19 * INTERVAL
+    store, _, last = breaching(tmp_path / "state.db", 20)
+    start = START
     rows = written(store)
     assert rows["svc/plain"] == start  # fired, then not written again
     assert rows["svc/held"] == last
@@ -96,11 +93,8 @@ def test_a_repeat_of_a_firing_alert_is_still_saved(tmp_path: Path) -> None:
     """A repeat reminder changes what a restart must know (when it last reminded): its
     row is written, with keep_firing_for or without, and a restart does not remind again
     before the interval."""
-    store = Store(tmp_path / "state.db")
-    manager = manager_of(store)
-    start = 1_000.0
-    for n in range(25):  # 720 s: one repeat of each (600 s) at 1,600
-        observe(manager, Status.BREACH, start + n * INTERVAL)
+    store, _, _ = breaching(tmp_path / "state.db", 25)  # a repeat of each at 1,600
+    start = START
     rows = written(store)
     assert rows["svc/plain"] == 1_600.0  # the repeat, then not again
     assert rows["svc/held"] == start + 24 * INTERVAL
@@ -121,12 +115,7 @@ def test_keep_firing_for_added_by_a_restart_holds_the_alert_not_pages_it_again(
     ok at the latest (one interval more than from its last breach), never resolved at
     once nor paged again. (Keeping the time in memory only resolved it at once after the
     restart: the row held the time it fired.)"""
-    store = Store(tmp_path / "state.db")
-    manager = manager_of(store)
-    start = 1_000.0
-    for n in range(20):
-        observe(manager, Status.BREACH, start + n * INTERVAL)
-    last = start + 19 * INTERVAL
+    store, _, last = breaching(tmp_path / "state.db", 20)
 
     restarted = manager_of(store)  # its rules hold `plain` for HELD now
     observe(restarted, Status.OK, last + INTERVAL, plain_held=HELD)
@@ -144,12 +133,7 @@ def test_keep_firing_for_added_by_a_reload_holds_the_alert_across_a_restart(
 ) -> None:
     """The same in one process: the first step under the new rules starts the hold (at
     its breach, or at its ok), and the state store has it for a restart."""
-    store = Store(tmp_path / "state.db")
-    manager = manager_of(store)
-    start = 1_000.0
-    for n in range(5):
-        observe(manager, Status.BREACH, start + n * INTERVAL)
-    last = start + 4 * INTERVAL
+    store, manager, last = breaching(tmp_path / "state.db", 5)
     first_ok = last + INTERVAL
     observe(manager, Status.OK, first_ok, plain_held=HELD)  # the reload's first step
     assert ("resolved", "plain") not in sent(store)
