@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sentinel.evaluate.burn import WindowRatio, budget_report
+from sentinel.evaluate.burn import WindowRatio
 from sentinel.evaluate.slo import (
     _MAX,
     InstanceKey,
@@ -35,7 +35,9 @@ Unusables = dict[InstanceKey, str]
 WindowParse = tuple[dict[InstanceKey, WindowRatio], Unusables]
 # Per window of one SLO, an answer reused from an earlier cycle and what it was judged to
 # (`budget_steps(kept=...)`).
-KeptParses = dict[float, tuple[Sequence[Sample], WindowParse]]
+KeptParses = dict[float, tuple[Sequence[Sample], WindowParse, "WindowRates"]]
+# One window's burn rate per instance (None: no traffic in the window).
+WindowRates = dict[InstanceKey, float | None]
 # Per instance of one SLO, each burn tier's labels and key (`Names` for the tier results).
 TierNames = dict[InstanceKey, list[tuple[Mapping[str, str], str]]]
 
@@ -84,14 +86,17 @@ def _honest_window_ratio_steps(
     if len(bad) + len(total) != len(samples) or not bad.keys() <= total.keys():
         return None  # a duplicate (instance, part), or bad events without a total
     out: dict[InstanceKey, WindowRatio] = {}
+    # WindowRatio's own constructor is a Python function (a NamedTuple's): a tenth of
+    # the budget step's CPU for the thousands of ratios a window holds.
+    new, ratio = tuple.__new__, WindowRatio
     for n, (name, events) in enumerate(total.items()):
         if n % SAMPLES_CHUNK == SAMPLES_CHUNK - 1:
             yield
         errors = bad.get(name, 0.0)
         if 0.0 < events <= _MAX and 0.0 <= errors <= events:
-            out[(name,)] = WindowRatio(errors or 0.0, events)  # -0.0 is 0
+            out[(name,)] = new(ratio, (errors or 0.0, events, True))  # -0.0 is 0
         elif events == 0.0 and errors == 0.0:
-            out[(name,)] = WindowRatio(0.0, events)  # no traffic in this window
+            out[(name,)] = new(ratio, (0.0, events, True))  # no traffic in this window
         else:
             return None
     return out
@@ -166,39 +171,49 @@ def budget_steps(
     reused: Collection[float] = (),
 ) -> Steps[list[SLOResult]]:
     """`apply_budgets` as a step that yields after each window's answer and every few
-    instances (sentinel/slicing.py): ~12 µs an instance, the largest piece of a cycle.
+    instances (sentinel/slicing.py).
 
     `reused` names the windows whose answer is one reused from an earlier cycle (the
     daemon asks a long window again only every 1/720 of it); `kept`, kept by the caller
-    for this SLO, holds what those answers were judged to, so the same answer object is
-    not judged again (only while it is reused: an answer asked every cycle is not kept)."""
+    for this SLO, holds what those answers were judged to, and their burn rates, so the
+    same answer object is not judged again (only while it is reused: an answer asked
+    every cycle is not kept)."""
     if slo.period is None or slo.objective is None:
         return list(results)
+    budget = 1.0 - slo.objective
     parsed: dict[float, WindowParse | None] = {}
+    rates: dict[float, WindowRates] = {}
     for w, samples in answers.items():
         hit = kept.get(w) if kept is not None and w in reused else None
         if hit is not None and hit[0] is samples:
-            parsed[w] = hit[1]
+            parsed[w], rates[w] = hit[1], hit[2]
             continue
         judged = parsed[w] = (
             (yield from window_ratio_steps(slo, samples)) if samples is not None else None
         )
+        if judged is not None:
+            rates[w] = yield from _rate_steps(judged[0], budget)
         if kept is not None:
             if judged is not None and samples is not None and w in reused:
-                kept[w] = (samples, judged)
+                kept[w] = (samples, judged, rates[w])
             else:
                 kept.pop(w, None)
         yield
     by_window = {w: p[0] if p is not None else None for w, p in parsed.items()}
-    live = [(w, ratios) for w, ratios in by_window.items() if ratios is not None]
-    garbage_by_window = [(w, p[1]) for w, p in parsed.items() if p is not None and p[1]]
+    garbage = {w: p[1] for w, p in parsed.items() if p is not None and p[1]}
     failed = {w for w, ratios in by_window.items() if ratios is None}
-    budget = 1.0 - slo.objective
     names = {w: format_duration(w) for w in answers}
-    plans = _tier_plans(slo, budget, names, queries)
+    # Each instance's burn rates, window by window in the order a report lists them.
+    columns = [(names[w], rates[w]) for w in sorted(rates)]
+    period, objective = slo.period, slo.objective
+    period_name = names.get(period) or format_duration(period)
+    period_ratios = by_window.get(period) or {}
+    judges = [
+        _TierJudge(plan, by_window, rates, garbage, failed)
+        for plan in _tier_plans(slo, budget, names, queries)
+    ]
     group_by = slo.group_by
     single = group_by[0] if len(group_by) == 1 else None
-    objective, period = slo.objective, slo.period
     out: list[SLOResult] = []
     tiers: list[SLOResult] = []
     for i, result in enumerate(results):
@@ -211,20 +226,49 @@ def budget_steps(
             key = (labels.get(single, ""),)
         else:
             key = tuple(labels.get(g, "") for g in group_by)
-        windows = {w: ratios[key] for w, ratios in live if key in ratios}
-        unusable = {w: bad[key] for w, bad in garbage_by_window if key in bad}
-        report = budget_report(objective, period, windows.get(period), windows, names)
-        out.append(with_budget(result, report))
+        # burn.budget_report, inlined (thousands per cycle; the same dict, key for key).
+        burn_rates = {name: column[key] for name, column in columns if key in column}
+        whole = period_ratios.get(key)
+        ratio = consumed = None
+        if whole is not None and whole.total > 0:
+            ratio = whole.bad / whole.total
+            consumed = ratio / budget
+        out.append(
+            with_budget(
+                result,
+                {
+                    "period": period_name,
+                    "error_ratio": ratio,
+                    "sli": None if ratio is None else 1.0 - ratio,
+                    "budget_total": budget,
+                    "consumed": consumed,
+                    "remaining": None if consumed is None else 1.0 - consumed,
+                    "events": whole.total if whole is not None and whole.counted else None,
+                    "burn_rates": burn_rates,
+                },
+            )
+        )
         named = tier_names.get(key) if tier_names is not None else None
         if named is not None:
-            for plan, name in zip(plans, named, strict=True):
-                tiers.append(_judge_tier(plan, slo, result, windows, unusable, failed, name))
+            for judge, name in zip(judges, named, strict=True):
+                tiers.append(judge(slo, objective, result, key, name))
         else:
-            made = [_judge_tier(plan, slo, result, windows, unusable, failed) for plan in plans]
+            made = [judge(slo, objective, result, key, None) for judge in judges]
             if tier_names is not None:
                 tier_names[key] = [(r.labels, r.key) for r in made]
             tiers.extend(made)
     return out + tiers
+
+
+def _rate_steps(ratios: Mapping[InstanceKey, WindowRatio], budget: float) -> Steps[WindowRates]:
+    """Per instance, the window's burn rate (`burn.burn_rate`): None without traffic."""
+    out: WindowRates = {}
+    items = list(ratios.items())
+    for start in range(0, len(items), SAMPLES_CHUNK):
+        for key, (bad, total, _) in items[start : start + SAMPLES_CHUNK]:
+            out[key] = bad / total / budget if total > 0 else None
+        yield
+    return out
 
 
 def with_budget(result: SLOResult, budget: Mapping[str, Any]) -> SLOResult:
@@ -288,76 +332,115 @@ def _tier_plans(
     ]
 
 
-def _judge_tier(
-    plan: _TierPlan,
-    slo: SLO,
-    result: SLOResult,
-    windows: Mapping[float, WindowRatio],
-    unusable: Mapping[float, str],
-    failed: set[float],
-    named: tuple[Mapping[str, str], str] | None = None,
-) -> SLOResult:
-    """`_tier_result` with `judge_tier` inlined for one instance (same verdicts, same
-    reasons: tests/unit/test_eval_fastpath.py compares them on every shape of answer)."""
-    tier = plan.tier
-    long_window, short_window = tier.long_window, tier.short_window
-    long_w, short_w = windows.get(long_window), windows.get(short_window)
-    long_burn = short_burn = None
-    small = []
-    if long_w is not None and long_w.total > 0:
-        long_burn = long_w.bad / long_w.total / plan.budget
-        if long_w.counted and long_w.total < plan.min_events:
-            small.append(plan.long_name)
-    else:
-        small.append(plan.long_name)
-    if short_w is not None and short_w.total > 0:
-        short_burn = short_w.bad / short_w.total / plan.budget
-        if short_w.counted and short_w.total < plan.min_events:
-            small.append(plan.short_name)
-    else:
-        small.append(plan.short_name)
-    reason = ""
-    if long_window in failed or short_window in failed:
-        status, reason = Status.NO_DATA, "a burn-rate window query failed"
-    elif long_window in unusable or short_window in unusable:
-        garbage = [
-            f"{name}: {unusable[w]}"
-            for w, name in ((long_window, plan.long_name), (short_window, plan.short_name))
-            if w in unusable
-        ]
-        status, reason = Status.NO_DATA, "; ".join(garbage)
-    elif small:
-        # Burn rates over too few events prove nothing either way: no_data, not ok.
-        reason = f"too little traffic in {', '.join(small)} (min_events {plan.min_events:g})"
-        status = Status.NO_DATA
-    else:
-        assert long_burn is not None and short_burn is not None
-        firing = long_burn > plan.factor and short_burn > plan.factor
-        status = Status.BREACH if firing else Status.OK
-    tiered = SLOResult(
-        result.service,
-        slo.name,
-        status,
-        long_burn,
-        plan.factor,
-        slo.objective,
-        long_window,
-        result.evaluated_at,
-        named[0] if named is not None else {**result.labels, "tier": plan.label},
-        long_w.total if long_w is not None else None,
-        reason,
-        plan.query,
-        SLIKind.BURN_RATE,
-        tier.severity,
-        {
-            "short_window": plan.short_name,
-            "short_burn": short_burn,
-            "long_window": plan.long_name,
-            "long_burn": long_burn,
-            "factor": plan.factor,
-        },
-        "below",
+class _TierJudge:
+    """One burn tier of one SLO judged for each instance of a cycle: `judge_tier` and
+    `_tier_result` of tests/unit/test_eval_fastpath.py in one call, with what every
+    instance shares (the tier's windows' ratios and burn rates, whether a window failed
+    or holds values that cannot be judged) looked up once per cycle."""
+
+    __slots__ = (
+        "failed",
+        "long_garbage",
+        "long_rates",
+        "long_ratios",
+        "plan",
+        "short_garbage",
+        "short_rates",
+        "short_ratios",
     )
-    if named is not None:
-        tiered._key = named[1]
-    return tiered
+
+    def __init__(
+        self,
+        plan: _TierPlan,
+        by_window: Mapping[float, Mapping[InstanceKey, WindowRatio] | None],
+        rates: Mapping[float, WindowRates],
+        garbage: Mapping[float, Unusables],
+        failed: Collection[float],
+    ):
+        long_window, short_window = plan.tier.long_window, plan.tier.short_window
+        self.plan = plan
+        self.long_ratios = by_window.get(long_window) or {}
+        self.short_ratios = by_window.get(short_window) or {}
+        self.long_rates = rates.get(long_window) or {}
+        self.short_rates = rates.get(short_window) or {}
+        self.failed = long_window in failed or short_window in failed
+        self.long_garbage = garbage.get(long_window) or {}
+        self.short_garbage = garbage.get(short_window) or {}
+
+    def __call__(
+        self,
+        slo: SLO,
+        objective: float,
+        result: SLOResult,
+        key: InstanceKey,
+        named: tuple[Mapping[str, str], str] | None,
+    ) -> SLOResult:
+        plan = self.plan
+        long_w = self.long_ratios.get(key)
+        long_burn = self.long_rates.get(key)  # None: no traffic (or no answer)
+        short_burn = self.short_rates.get(key)
+        reason = ""
+        if self.failed:
+            status, reason = Status.NO_DATA, "a burn-rate window query failed"
+        elif (self.long_garbage or self.short_garbage) and (
+            key in self.long_garbage or key in self.short_garbage
+        ):
+            status, reason = (
+                Status.NO_DATA,
+                "; ".join(
+                    f"{name}: {bad[key]}"
+                    for bad, name in (
+                        (self.long_garbage, plan.long_name),
+                        (self.short_garbage, plan.short_name),
+                    )
+                    if key in bad
+                ),
+            )
+        else:
+            short_w = self.short_ratios.get(key)
+            small = []
+            if long_burn is None or (
+                long_w is not None and long_w.counted and long_w.total < plan.min_events
+            ):
+                small.append(plan.long_name)
+            if short_burn is None or (
+                short_w is not None and short_w.counted and short_w.total < plan.min_events
+            ):
+                small.append(plan.short_name)
+            if small:
+                # Burn rates over too few events prove nothing either way: no_data, not ok.
+                reason = (
+                    f"too little traffic in {', '.join(small)} (min_events {plan.min_events:g})"
+                )
+                status = Status.NO_DATA
+            else:
+                assert long_burn is not None and short_burn is not None
+                firing = long_burn > plan.factor and short_burn > plan.factor
+                status = Status.BREACH if firing else Status.OK
+        tiered = SLOResult(
+            result.service,
+            slo.name,
+            status,
+            long_burn,
+            plan.factor,
+            objective,
+            plan.tier.long_window,
+            result.evaluated_at,
+            named[0] if named is not None else {**result.labels, "tier": plan.label},
+            long_w.total if long_w is not None else None,
+            reason,
+            plan.query,
+            SLIKind.BURN_RATE,
+            plan.tier.severity,
+            {
+                "short_window": plan.short_name,
+                "short_burn": short_burn,
+                "long_window": plan.long_name,
+                "long_burn": long_burn,
+                "factor": plan.factor,
+            },
+            "below",
+        )
+        if named is not None:
+            tiered._key = named[1]
+        return tiered

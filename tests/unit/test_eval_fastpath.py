@@ -26,7 +26,18 @@ from sentinel.evaluate.budgets import (
     with_budget,
 )
 from sentinel.evaluate.burn import WindowRatio, budget_report, judge_tier
-from sentinel.evaluate.slo import InstanceKey, SLOResult, Status, _judge, _maker, _measure, evaluate
+from sentinel.evaluate.slo import (
+    InstanceKey,
+    SLOResult,
+    Status,
+    _judge,
+    _maker,
+    _measure,
+    _pair_steps,
+    evaluate,
+    group_parts,
+    grouped_steps,
+)
 from sentinel.query.promql import PART_LABEL
 from sentinel.rules.catalogues import BurnTier, builtin_catalogue
 from sentinel.rules.model import (
@@ -105,6 +116,47 @@ def test_the_inline_judgement_equals_the_checked_one_for_every_shape_of_answer(s
             assert _same(judge(key, parts), expected), parts
             checked += 1
     assert checked > 200
+
+
+LATENCY_BY_SERVICE = dataclasses.replace(LATENCY, group_by=("service",))
+
+
+@pytest.mark.parametrize("slo", [RATIO, LATENCY_BY_SERVICE], ids=lambda s: s.name)
+def test_an_answer_read_in_one_pass_is_judged_as_the_grouped_answer_is(slo: SLO) -> None:
+    """An SLO grouped by one label reads its answer's two parts in one pass (no lists
+    per instance); every value a backend may send, each part absent or present, instances
+    only remembered, and answers the pass refuses (a duplicate series, a part it does not
+    know, nothing at all) give the results the grouped path gives, field by field."""
+    first, second = ("total", "bad") if slo is RATIO else ("value", "events")
+    values: list[float | None] = [None, *VALUES]
+    samples: list[Sample] = []
+    for i, (one, two) in enumerate(itertools.product(values, values)):
+        for part, value in ((first, one), (second, two)):
+            if value is not None:
+                samples.append(Sample({PART_LABEL: part, "service": f"s{i:03d}"}, value))
+    known = {("gone",), ("s000",)}
+    assert finish_now(_pair_steps("service", samples, first, second)) is not None
+    duplicate = [*samples, Sample({PART_LABEL: first, "service": "s012"}, 1.0)]
+    unknown = [*samples, Sample({PART_LABEL: "ratio", "service": "s007"}, 0.5)]
+    assert finish_now(_pair_steps("service", duplicate, first, second)) is None
+    assert finish_now(_pair_steps("service", unknown, first, second)) is None
+    for answer in (samples, duplicate, unknown, [], samples[:3]):
+        for remembered in (set(), known):
+            names: dict[InstanceKey, Any] = {}
+            for _ in range(2):  # the second time with labels and keys lent by `names`
+                seen: set[InstanceKey] = set()
+                got = evaluate(slo, answer, 1000.0, "q", remembered, None, seen, names)
+                seen_grouped: set[InstanceKey] = set()
+                want = finish_now(
+                    grouped_steps(
+                        slo, group_parts(slo, answer), 1000.0, "q", remembered, None, seen_grouped
+                    )
+                )
+                assert len(got) == len(want) and seen == seen_grouped
+                for a, b in zip(got, want, strict=True):
+                    assert _same(a, b) and a.key == b.key
+    statuses = {r.status for r in evaluate(slo, samples, 1000.0)}
+    assert statuses == {Status.OK, Status.BREACH, Status.NO_DATA}
 
 
 def test_ratio_results_keep_their_labels_status_and_reason() -> None:
