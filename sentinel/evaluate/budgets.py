@@ -332,6 +332,11 @@ def _tier_plans(
     ]
 
 
+# Enum members read once (~75 ns each read through the class in CPython 3.11; four for
+# each of the thousands of tier results a cycle).
+_NO_DATA, _BREACH, _OK, _BURN_RATE = Status.NO_DATA, Status.BREACH, Status.OK, SLIKind.BURN_RATE
+
+
 class _TierJudge:
     """One burn tier of one SLO judged for each instance of a cycle: `judge_tier` and
     `_tier_result` of tests/unit/test_eval_fastpath.py in one call, with what every
@@ -381,12 +386,12 @@ class _TierJudge:
         short_burn = self.short_rates.get(key)
         reason = ""
         if self.failed:
-            status, reason = Status.NO_DATA, "a burn-rate window query failed"
+            status, reason = _NO_DATA, "a burn-rate window query failed"
         elif (self.long_garbage or self.short_garbage) and (
             key in self.long_garbage or key in self.short_garbage
         ):
             status, reason = (
-                Status.NO_DATA,
+                _NO_DATA,
                 "; ".join(
                     f"{name}: {bad[key]}"
                     for bad, name in (
@@ -412,11 +417,11 @@ class _TierJudge:
                 reason = (
                     f"too little traffic in {', '.join(small)} (min_events {plan.min_events:g})"
                 )
-                status = Status.NO_DATA
+                status = _NO_DATA
             else:
                 assert long_burn is not None and short_burn is not None
                 firing = long_burn > plan.factor and short_burn > plan.factor
-                status = Status.BREACH if firing else Status.OK
+                status = _BREACH if firing else _OK
         tiered = SLOResult(
             result.service,
             slo.name,
@@ -430,7 +435,7 @@ class _TierJudge:
             long_w.total if long_w is not None else None,
             reason,
             plan.query,
-            SLIKind.BURN_RATE,
+            _BURN_RATE,
             plan.tier.severity,
             {
                 "short_window": plan.short_name,

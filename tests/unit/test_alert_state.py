@@ -166,3 +166,33 @@ def test_keep_firing_for_added_while_firing_holds_from_the_first_ok() -> None:
     resolved, tr = step(waiting, result("ok"), held, now=780)
     assert resolved.state is AlertState.RESOLVED
     assert tr is not None and tr.kind is TransitionKind.RESOLVED
+
+
+def test_a_burn_tier_takes_its_policy_from_the_slo_it_belongs_to_now() -> None:
+    """A burn tier needs no `for` and only a page tier may roll back; its policy is
+    derived from the SLO's once per SLO policy, so a reload that changes the SLO's
+    repeat interval or rollback must reach the tiers at once."""
+    from sentinel.alerting.manager import policy_for
+    from sentinel.rules.model import SLO, LatencySLI, Selector, SLIKind
+
+    slo = SLO(
+        service="svc",
+        name="p95",
+        sli=LatencySLI(Selector("h"), 0.95),
+        threshold=1.0,
+        window=300,
+        alert=AlertPolicy(for_=600, repeat_interval=900, rollback=True),
+    )
+
+    def tier(severity: str) -> SLOResult:
+        return replace(result("breach"), kind=SLIKind.BURN_RATE, severity=severity)
+
+    assert policy_for(slo, result("breach")) is slo.alert
+    page, ticket = policy_for(slo, tier("page")), policy_for(slo, tier("ticket"))
+    assert (page.for_, page.repeat_interval, page.rollback) == (0.0, 900, True)
+    assert (ticket.for_, ticket.repeat_interval, ticket.rollback) == (0.0, 900, False)
+    assert policy_for(slo, tier("page")) == page
+    reloaded = replace(slo, alert=AlertPolicy(for_=600, repeat_interval=60, rollback=False))
+    again = policy_for(reloaded, tier("page"))
+    assert (again.repeat_interval, again.rollback) == (60, False)
+    assert policy_for(slo, tier("page")).rollback  # the old SLO's policy is its own still
