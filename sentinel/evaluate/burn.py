@@ -8,6 +8,10 @@ exceeds its factor over BOTH its long and its short window, where
 so the 30-day catalogue derives the workbook's 14.4 / 6 / 3 / 1 and a 7-day one its own.
 A window with fewer than `min_events` events cannot be judged (no paging on three
 requests): the tier is then `no_data`, never `ok`.
+
+`judge_tier` and `budget_report` are the definitions, written to be read: the daemon's
+cycle computes the same inline for thousands of instances (sentinel/evaluate/budgets.py),
+and tests/unit/test_eval_fastpath.py holds both to the same results, field by field.
 """
 
 from __future__ import annotations

@@ -265,10 +265,12 @@ def _judge_pairs_steps(
     ordered = sorted(keys)
     yield
     out: list[SLOResult] = []
-    first_of, second_of = firsts.get, seconds.get
+    first_of, second_of = firsts.get, seconds.get  # no name is None
     for start in range(0, len(ordered), CHUNK):
         for key in ordered[start : start + CHUNK]:
-            name = key[0]
+            # A remembered key of another length (the SLO's group_by changed in a
+            # reload) holds no value of this answer: no_data, as in the grouped path.
+            name = key[0] if len(key) == 1 else None
             one, two = first_of(name), second_of(name)
             if one is not None and (0.0 < one <= _MAX if ratio else 0.0 <= one <= _MAX):
                 if two is None:

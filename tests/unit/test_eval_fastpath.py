@@ -18,6 +18,7 @@ import pytest
 
 from sentinel.evaluate.budgets import (
     KeptParses,
+    TierNames,
     _honest_window_ratios,
     apply_budgets,
     budget_steps,
@@ -134,13 +135,17 @@ def test_an_answer_read_in_one_pass_is_judged_as_the_grouped_answer_is(slo: SLO)
         for part, value in ((first, one), (second, two)):
             if value is not None:
                 samples.append(Sample({PART_LABEL: part, "service": f"s{i:03d}"}, value))
-    known = {("gone",), ("s000",)}
+    # Remembered: gone, still here, and keys of another length (a reload changed the
+    # SLO's group_by; the whole-SLO key) that no value of this answer belongs to.
+    known = {("gone",), ("s000",), ("s001", "eu"), ()}
     assert finish_now(_pair_steps("service", samples, first, second)) is not None
     duplicate = [*samples, Sample({PART_LABEL: first, "service": "s012"}, 1.0)]
     unknown = [*samples, Sample({PART_LABEL: "ratio", "service": "s007"}, 0.5)]
+    # A series without the part label is a `value`; one without the group label is "".
+    partless = [*samples[:4], Sample({"service": "x"}, 0.5), Sample({PART_LABEL: first}, 2.0)]
     assert finish_now(_pair_steps("service", duplicate, first, second)) is None
     assert finish_now(_pair_steps("service", unknown, first, second)) is None
-    for answer in (samples, duplicate, unknown, [], samples[:3]):
+    for answer in (samples, duplicate, unknown, [], samples[:3], partless):
         for remembered in (set(), known):
             names: dict[InstanceKey, Any] = {}
             for _ in range(2):  # the second time with labels and keys lent by `names`
@@ -224,6 +229,13 @@ def test_budgets_judge_every_shape_of_window_answer_as_the_checked_path_does(
     assert len(out) == len(reference) == len(results) * 5
     for got, want in zip(out, reference, strict=True):
         assert _same(got, want)
+    # The daemon lends each tier result its labels and key from the cycle before.
+    tier_names: TierNames = {}
+    for _ in range(2):
+        lent = apply_budgets(BURN, results, answers, queries, tier_names)
+        assert len(tier_names) == len(results)
+        for got, want in zip(lent, reference, strict=True):
+            assert _same(got, want) and got.key == want.key
     assert {r.status for r in out if r.kind == SLIKind.BURN_RATE} >= {Status.NO_DATA, Status.OK}
 
 
