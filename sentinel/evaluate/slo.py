@@ -265,13 +265,14 @@ def _judge_pairs_steps(
     ordered = sorted(keys)
     yield
     out: list[SLOResult] = []
-    first_of, second_of = firsts.get, seconds.get  # no name is None
+    first_of, second_of = firsts.get, seconds.get
     for start in range(0, len(ordered), CHUNK):
         for key in ordered[start : start + CHUNK]:
             # A remembered key of another length (the SLO's group_by changed in a
             # reload) holds no value of this answer: no_data, as in the grouped path.
-            name = key[0] if len(key) == 1 else None
-            one, two = first_of(name), second_of(name)
+            one = two = None
+            if len(key) == 1:
+                one, two = first_of(key[0]), second_of(key[0])
             if one is not None and (0.0 < one <= _MAX if ratio else 0.0 <= one <= _MAX):
                 if two is None:
                     out.append(make(key, 0.0, one, "") if ratio else make(key, one, None, ""))
