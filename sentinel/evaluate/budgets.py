@@ -13,6 +13,7 @@ from typing import Any
 
 from sentinel.evaluate.burn import WindowRatio
 from sentinel.evaluate.slo import (
+    _BAD_OVER_TOTAL,
     _MAX,
     InstanceKey,
     SLOResult,
@@ -52,6 +53,8 @@ def window_ratio_steps(slo: SLO, samples: Sequence[Sample]) -> Steps[WindowParse
     """`window_ratios` as a step that yields every few hundred samples."""
     if len(slo.group_by) == 1:
         honest = yield from _honest_window_ratio_steps(slo.group_by[0], samples)
+        if honest is None and samples and samples[0].labels.get(PART_LABEL) == "ratio":
+            honest = yield from _honest_error_ratio_steps(slo.group_by[0], samples)
         if honest is not None:
             return honest, {}
     return (yield from checked_window_ratio_steps(slo, samples))
@@ -98,6 +101,34 @@ def _honest_window_ratio_steps(
         elif events == 0.0 and errors == 0.0:
             out[(name,)] = new(ratio, (0.0, events, True))  # no traffic in this window
         else:
+            return None
+    return out
+
+
+def _honest_error_ratio_steps(
+    label: str, samples: Sequence[Sample]
+) -> Steps[dict[InstanceKey, WindowRatio] | None]:
+    """A window of raw error ratios (the recorded series of `sentinel rules export`) in
+    one pass: one `ratio` series per instance, each within 0..1 or NaN (no traffic: no
+    ratio, as `error_ratio` says). Anything else returns None and takes the checked path
+    (tests/unit/test_eval_fastpath.py compares them)."""
+    ratios: dict[str, float] = {}
+    for start in range(0, len(samples), SAMPLES_CHUNK):
+        for labels, value in samples[start : start + SAMPLES_CHUNK]:
+            if labels.get(PART_LABEL) != "ratio":
+                return None
+            ratios[labels.get(label, "")] = value
+        yield
+    if len(ratios) != len(samples):
+        return None  # two series for one instance
+    out: dict[InstanceKey, WindowRatio] = {}
+    new, ratio, most = tuple.__new__, WindowRatio, 1.0 + _BAD_OVER_TOTAL
+    for n, (name, value) in enumerate(ratios.items()):
+        if n % SAMPLES_CHUNK == SAMPLES_CHUNK - 1:
+            yield
+        if 0.0 <= value <= most:
+            out[(name,)] = new(ratio, (min(value or 0.0, 1.0), 1.0, False))  # -0.0 is 0
+        elif value == value:  # not NaN: outside 0..1, the checked path says why
             return None
     return out
 

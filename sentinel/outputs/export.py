@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from sentinel.query.promql import exportable, render_selector, window_template
+from sentinel.query.promql import WINDOW_LABEL, exportable, render_selector, window_template
 from sentinel.rules.model import SLO, ErrorRatioSLI, RatioQueriesSLI, RatioSLI
 from sentinel.units import format_duration
 
@@ -130,7 +130,7 @@ def period_groups(slo: SLO) -> list[dict[str, Any]]:
         {
             "record": ERROR_RATIO.format(window=period),
             "expr": f"{_fresh('bad', period, sel)}\n/\n{_fresh('total', period, sel)}",
-            "labels": {**labels, "sentinel_window": period},
+            "labels": {**labels, WINDOW_LABEL: period},
         },
         {
             "record": "slo:period_error_budget_remaining:ratio",
@@ -179,7 +179,7 @@ def slo_groups(slo: SLO) -> list[dict[str, Any]]:
             {
                 "record": ERROR_RATIO.format(window=window),
                 "expr": ratio_expr(slo, window),
-                "labels": {**labels, "sentinel_window": window},
+                "labels": {**labels, WINDOW_LABEL: window},
             }
         )
     records += [
@@ -206,7 +206,7 @@ def alert_rules(slo: SLO) -> list[dict[str, Any]]:
             threshold = f"({tier.factor(slo.period):.6g} * {budget!r})"
             conds = [
                 f"max({ERROR_RATIO.format(window=format_duration(w))}{sel} > {threshold}) "
-                "without (sentinel_window)"
+                f"without ({WINDOW_LABEL})"
                 for w in (tier.short_window, tier.long_window)
             ]
             pairs.append("(\n    " + "\n    and\n    ".join(conds) + "\n)")

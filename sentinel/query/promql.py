@@ -28,6 +28,8 @@ from sentinel.rules.model import (
 from sentinel.units import format_duration
 
 PART_LABEL = "sentinel_part"
+# The window label of the series `sentinel rules export` records (sentinel/outputs/export.py).
+WINDOW_LABEL = "sentinel_window"
 
 
 # Prometheus' lexer refuses a raw newline in a string and reads a decoded U+FFFD as an
@@ -196,7 +198,13 @@ def recorded_ratio_query(slo: SLO, window: float) -> str:
     name = f"slo:sli_error:ratio_rate{format_duration(window)}"
     selector = f"{name}{{sentinel_service={quote(slo.service)}, sentinel_slo={quote(slo.name)}}}"
     if window == slo.period:
-        return _tag(f"last_over_time({selector}[{PERIOD_LOOKBACK}])", "ratio")
+        selector = f"last_over_time({selector}[{PERIOD_LOOKBACK}])"
+    # Without the recording rule's name and window label every window answers an
+    # instance with one label set, which the answers then share
+    # (sentinel/sources/compact_vector.py): with them, 8 windows x 10,000 instances were
+    # 80,000 distinct sets held from cycle to cycle instead of 10,000.
+    for label in ("__name__", WINDOW_LABEL):
+        selector = f'label_replace({selector}, "{label}", "", "", "")'
     return _tag(selector, "ratio")
 
 

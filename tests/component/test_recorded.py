@@ -15,6 +15,7 @@ import pytest
 from sentinel.cli.main import main
 from sentinel.config import load_config
 from sentinel.evaluate.wiring import build_engine
+from sentinel.query.promql import recorded_ratio_query
 from sentinel.rules.loader import load_rules
 from support.procs import http
 from support.promserver import PrometheusServer, backfill, find_binary
@@ -82,6 +83,16 @@ async def test_recorded_series_give_the_raw_burn_rates(
         _, body, _ = http("GET", f"{recorded.url}/api/v1/query?{params}")
         recorded_at = float(body["data"]["result"][0]["values"][-1][0])
         assert at(140) - 60 < recorded_at <= at(140)
+        # Every recorded window answers an instance with one label set (not the rule's
+        # name), so the daemon holds one set per instance, not one per window.
+        label_sets = []
+        for window in (300.0, 3600.0, 259200.0):
+            query = recorded_ratio_query(slos[0], window)
+            params = urllib.parse.urlencode({"query": query, "time": at(140)})
+            _, body, _ = http("GET", f"{recorded.url}/api/v1/query?{params}")
+            assert len(body["data"]["result"]) == 1, (window, body)
+            label_sets.append(body["data"]["result"][0]["metric"])
+        assert "__name__" not in label_sets[0] and label_sets[0] == label_sets[1] == label_sets[2]
         raw_engine, rec_engine = build_engine(raw_config), build_engine(recorded_config)
         raw = await raw_engine.evaluate_once(slos, recorded_at)
         rec = await rec_engine.evaluate_once(slos, at(140))

@@ -19,6 +19,7 @@ import pytest
 from sentinel.evaluate.budgets import (
     KeptParses,
     TierNames,
+    _honest_error_ratio_steps,
     _honest_window_ratios,
     apply_budgets,
     budget_steps,
@@ -309,6 +310,28 @@ def test_a_window_of_thousands_of_instances_is_judged_as_the_checked_path_judges
     assert window_ratios(RATIO, samples) == checked_window_ratios(RATIO, samples)  # no NaN
     samples.append(samples[10])  # one duplicate series among thousands
     assert _honest_window_ratios("service", samples) is None
+
+
+def test_a_window_of_error_ratios_is_judged_in_one_pass_as_the_checked_path_judges_it() -> None:
+    """The recorded windows answer one `ratio` series per instance: every value a backend
+    may send (NaN is no traffic; within rounding above 1 is 1; outside 0..1 is unusable,
+    with the checked path's reason), next to honest instances, and answers the pass
+    refuses (a duplicate series, another part) judge as the checked path judges."""
+
+    def window(values: list[float]) -> list[Sample]:
+        return [Sample({PART_LABEL: "ratio", "service": f"s{i}"}, v) for i, v in enumerate(values)]
+
+    one_pass = 0
+    for value in (*VALUES, 0.5, 1.0, 1.0 + 1e-12, 1.0 + 1e-6, 2.0):
+        for samples in (
+            window([0.001, value, 0.0]),
+            [*window([0.001, value]), Sample({PART_LABEL: "ratio", "service": "s1"}, 0.2)],
+            [*window([0.001, value]), Sample({PART_LABEL: "total", "service": "s2"}, 10.0)],
+        ):
+            got, want = window_ratios(RATIO, samples), checked_window_ratios(RATIO, samples)
+            assert repr(got) == repr(want), (value, samples)
+            one_pass += finish_now(_honest_error_ratio_steps("service", samples)) is not None
+    assert 0 < one_pass < len(VALUES) + 5  # the honest windows only, and some of them
 
 
 @pytest.mark.parametrize(
